@@ -1,0 +1,147 @@
+"""Callbacks: periodic greedy evaluation with best/last checkpoints, and an env-step progress bar."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from tqdm.auto import tqdm
+
+from kdrl.evaluation import eval_seeds, evaluate_policy
+from kdrl.io import atomic_write, save_policy
+
+
+class GreedyEvaluation(pl.Callback):
+    """Every ``freq`` env steps: greedy returns on ``episodes`` fixed seeds, logged and checkpointed.
+
+    Writes ``last.ckpt`` (full Lightning state, for resuming), ``last_policy.pt`` and
+    ``best_policy.pt`` (weights-only Q-network files). ``stop_at_return`` ends training early once
+    the evaluation mean reaches it. Time spent evaluating is kept apart (``eval_time_s``) so
+    training wall time can be reported without it.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict | None, freq: int, episodes: int, seed: int,
+                 ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None) -> None:
+        if int(freq) < 1 or int(episodes) < 1:
+            raise ValueError(f"eval.freq and eval.episodes must be >= 1, got {freq} and {episodes}")
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        self.freq, self.seeds = int(freq), eval_seeds(seed, episodes)
+        self.ckpt_dir = Path(ckpt_dir)
+        self.net_cfg = net_cfg
+        self.stop_at_return = stop_at_return
+        self.next_eval = self.freq
+        self.history: list[dict[str, float]] = []
+        self.best_mean = -np.inf
+        self.eval_time_s = 0.0
+        self.t_start = time.perf_counter()
+
+    @property
+    def best_policy_path(self) -> Path:
+        return self.ckpt_dir / "best_policy.pt"
+
+    @property
+    def last_policy_path(self) -> Path:
+        return self.ckpt_dir / "last_policy.pt"
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.t_start = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if pl_module.env_steps >= self.next_eval:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not self.history or self.history[-1]["env_steps"] != pl_module.env_steps:
+            self.evaluate(trainer, pl_module)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:
+        t0 = time.perf_counter()
+        was_training = pl_module.training
+        pl_module.eval()
+        returns = evaluate_policy(pl_module.greedy, self.env_id, self.seeds, self.env_kwargs)
+        pl_module.train(was_training)
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.eval_time_s += time.perf_counter() - t0
+        wall = time.perf_counter() - self.t_start
+        record = {"env_steps": pl_module.env_steps, "grad_steps": pl_module.stream.grad_steps, "wall_s": wall,
+                  "train_wall_s": wall - self.eval_time_s, "return_mean": mean, "return_std": std}
+        self.history.append(record)
+        self.next_eval = (pl_module.env_steps // self.freq + 1) * self.freq
+        spec = pl_module.spec
+        save_policy(self.last_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape, spec.n_actions,
+                    extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
+        if mean > self.best_mean:
+            self.best_mean = mean
+            save_policy(self.best_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape,
+                        spec.n_actions, extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
+        atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
+        pl_module.log_env_metrics({"eval/return_mean": mean, "eval/return_std": std,
+                                   "eval/return_min": float(np.min(returns)), "eval/best_return_mean": self.best_mean})
+        if self.stop_at_return is not None and mean >= float(self.stop_at_return):
+            trainer.should_stop = True
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_eval": self.next_eval, "history": self.history, "best_mean": float(self.best_mean),
+                "eval_time_s": self.eval_time_s}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_eval = int(state["next_eval"])
+        self.history = list(state["history"])
+        self.best_mean = float(state["best_mean"])
+        self.eval_time_s = float(state["eval_time_s"])
+
+
+class EnvStepProgressBar(pl.callbacks.ProgressBar):
+    """A tqdm bar over env steps showing SPS, epsilon and the latest returns (refreshed ~4x/s)."""
+
+    def __init__(self, refresh_s: float = 0.25) -> None:
+        super().__init__()
+        self.refresh_s = refresh_s
+        self._enabled = True
+        self.bar: tqdm | None = None
+        self._last = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self._enabled and trainer.is_global_zero:
+            self.bar = tqdm(total=pl_module.stream.total_timesteps, initial=pl_module.env_steps, unit="step",
+                            dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
+                            disable=os.environ.get("KDRL_NO_PROGRESS") == "1")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._last < self.refresh_s:
+            return
+        self._last = now
+        self._update(pl_module)
+
+    def _update(self, pl_module: Any) -> None:
+        assert self.bar is not None
+        self.bar.update(pl_module.env_steps - self.bar.n)
+        recent = pl_module.collector.recent_returns
+        post = {"sps": f"{pl_module.sps:,.0f}", "eps": f"{pl_module.collector.epsilon:.3f}"}
+        if recent:
+            post["ret100"] = f"{np.mean(recent):.1f}"
+        evals = [c for c in pl_module.trainer.callbacks if isinstance(c, GreedyEvaluation)]
+        if evals and evals[0].history:
+            post["eval"] = f"{evals[0].history[-1]['return_mean']:.1f}"
+        self.bar.set_postfix(post, refresh=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self.bar is not None:
+            self._update(pl_module)
+            self.bar.close()
+            self.bar = None

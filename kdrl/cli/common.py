@@ -1,0 +1,98 @@
+"""Job plumbing shared by the Hydra apps: run dirs, seeding, loggers, trainer, W&B lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("kdrl")
+
+
+def run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+
+
+def seed_job(seed: int, threads: int) -> None:
+    """Reset every global RNG and the torch thread count at the start of each job (multirun
+    jobs with the basic launcher share one process, so nothing may leak between them)."""
+    torch.set_num_threads(max(1, int(threads)))
+    pl.seed_everything(int(seed), workers=False, verbose=False)
+
+
+def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
+    loggers: list = []
+    if cfg.logger.get("csv", True):
+        loggers.append(pl.loggers.CSVLogger(save_dir=str(out), name="csv", version=""))
+    mode = str(cfg.logger.get("wandb", "disabled"))
+    if mode not in ("offline", "online", "disabled"):
+        raise ValueError(f"logger.wandb must be offline, online or disabled, got '{mode}'")
+    if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
+        from pytorch_lightning.loggers import WandbLogger
+
+        group = cfg.wandb.get("group") or None
+        loggers.append(WandbLogger(project=cfg.wandb.project, save_dir=str(out), offline=(mode == "offline"),
+                                   group=group, job_type=job_type, tags=list(cfg.wandb.get("tags") or []),
+                                   name=f"{job_type}-{cfg.env.id}-s{cfg.seed}", config=plain(cfg)))
+    return loggers
+
+
+def finish_wandb(out: Path) -> None:
+    """End this job's W&B run (so the next multirun job gets its own) and say how to sync it."""
+    try:
+        import sys
+
+        if "wandb" not in sys.modules:
+            return
+        import wandb
+
+        if wandb.run is not None:
+            offline = wandb.run.settings.mode == "offline" if hasattr(wandb.run, "settings") else False
+            wandb.finish()
+            if offline:
+                log.info("W&B offline run saved; upload with: wandb sync %s/wandb/offline-run-*", out)
+    except Exception as exc:  # a logging service must never fail the run
+        log.warning("W&B finish failed: %s", exc)
+
+
+def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> pl.Trainer:
+    kwargs = dict(plain(cfg.trainer))
+    enable_bar = bool(kwargs.pop("enable_progress_bar", True))
+    if enable_bar:
+        from kdrl.callbacks import EnvStepProgressBar
+
+        callbacks = [*callbacks, EnvStepProgressBar()]
+    return pl.Trainer(max_epochs=1, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
+                      enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0, enable_progress_bar=enable_bar, **kwargs)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0

@@ -1,0 +1,108 @@
+"""kdrl-train: train a DQN teacher, evaluate it on held-out seeds, write teacher.pt and results.json."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from kdrl.callbacks import GreedyEvaluation
+from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, finish_wandb, make_trainer, plain,
+                             quiet_lightning, run_dir, seed_job)
+from kdrl.envs import env_spec, make_env
+from kdrl.evaluation import eval_seeds, evaluate_policy
+from kdrl.io import load_policy
+from kdrl.modules.teacher import DQNTeacher, build_optimizer
+from kdrl.results import write_results
+
+log = logging.getLogger("kdrl.train")
+
+
+def build_teacher(cfg: DictConfig) -> tuple[DQNTeacher, dict]:
+    probe = make_env(cfg.env.id, plain(cfg.env.kwargs))
+    spec = env_spec(probe)
+    probe.close()
+    net_cfg = plain(cfg.net)
+    net = instantiate(cfg.net, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
+    algo = plain(cfg.algo)
+    module = DQNTeacher(net, spec, plain(cfg.env), algo, build_optimizer(**algo["optimizer"]), seed=cfg.seed,
+                        log_interval=cfg.log_interval)
+    return module, net_cfg
+
+
+def final_evaluation(module: DQNTeacher, cfg: DictConfig, policy_path: Path) -> list[float]:
+    """Greedy returns of the chosen checkpoint on held-out seeds."""
+    spec = module.spec
+    state = load_policy(policy_path, spec.env_id, spec.obs_shape, spec.n_actions)
+    module.q_net.load_state_dict(state["state_dict"])
+    module.eval()
+    return evaluate_policy(module.greedy, cfg.env.id, eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes),
+                           plain(cfg.env.kwargs))
+
+
+def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    quiet_lightning()
+    seed_job(cfg.seed, cfg.torch_threads)
+    fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": int(cfg.seed),
+                              "run_dir": str(out), "config": plain(cfg)}
+    clock = Stopwatch()
+    try:
+        module, net_cfg = build_teacher(cfg)
+        evaluation = GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes,
+                                      cfg.eval.seed, out / "checkpoints", net_cfg, cfg.eval.stop_at_return)
+        trainer = make_trainer(cfg, build_loggers(cfg, out, "teacher"), [evaluation], out)
+        fit_clock = Stopwatch()
+        trainer.fit(module)
+        fit_s = fit_clock()
+        choice = str(cfg.eval.final_policy)
+        if choice not in ("best", "last"):
+            raise ValueError(f"eval.final_policy must be 'best' or 'last', got '{choice}'")
+        chosen = evaluation.best_policy_path if choice == "best" else evaluation.last_policy_path
+        returns = final_evaluation(module, cfg, chosen)
+        teacher_path = out / "teacher.pt"
+        shutil.copyfile(chosen, teacher_path)
+        fields.update({
+            "status": "ok",
+            "params": module.params,
+            "env_steps": module.env_steps,
+            "grad_steps": module.stream.grad_steps,
+            "episodes": module.collector.episodes,
+            "wall_time_s": fit_s,
+            "train_wall_time_s": fit_s - evaluation.eval_time_s,
+            "sps": module.env_steps / fit_s,
+            "eval_return_mean": float(np.mean(returns)),
+            "eval_return_std": float(np.std(returns)),
+            "eval_returns": returns,
+            "eval_policy": choice,
+            "eval_history": evaluation.history,
+            "best_periodic_eval": evaluation.best_mean,
+            "checkpoint": str(teacher_path),
+        })
+        log.info("teacher %s seed %d: greedy return %.1f ± %.1f over %d held-out episodes (%d env steps, %.1f s, %.0f steps/s)",
+                 cfg.env.id, cfg.seed, fields["eval_return_mean"], fields["eval_return_std"], len(returns),
+                 module.env_steps, fit_s, fields["sps"])
+        return fields
+    except BaseException as exc:
+        fields["error"] = f"{type(exc).__name__}: {exc}"
+        fields["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        fields["job_wall_time_s"] = clock()
+        write_results(out, fields)
+        finish_wandb(out)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return train_teacher(cfg, run_dir())["eval_return_mean"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""env -> replay -> batch: the acting loop and the IterableDataset that streams replay batches.
+
+The collector steps a vector env with an epsilon-greedy policy and writes every transition to the
+replay buffer. ``ReplayStream`` interleaves collection with sampling at a fixed ratio of env steps
+to gradient steps. All state lives on these objects, not in ``__iter__`` locals, so Lightning can
+re-iterate the dataset and the stream simply continues.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterator
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from kdrl.envs import transition_next_obs
+from kdrl.replay import ReplayBuffer, Transitions
+
+GreedyFn = Callable[[np.ndarray], np.ndarray]  # batch of observations -> greedy actions
+
+
+class EnvStepError(RuntimeError):
+    """An env raised while stepping; the message names the env and the env step."""
+
+
+class EnvCollector:
+    """Steps a SAME_STEP-autoreset vector env and fills a replay buffer.
+
+    ``env_steps`` counts transitions (one per sub-env per vector step).
+    """
+
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        buffer: ReplayBuffer,
+        greedy_fn: GreedyFn,
+        epsilon_fn: Callable[[int], float],
+        seed: int = 0,
+    ) -> None:
+        self.envs = envs
+        self.buffer = buffer
+        self.greedy_fn = greedy_fn
+        self.epsilon_fn = epsilon_fn
+        self.num_envs = envs.num_envs
+        self.n_actions = int(envs.single_action_space.n)
+        self.env_id = envs.spec.id if envs.spec is not None else "?"
+        self.rng = np.random.default_rng(seed)
+        self.obs, _ = envs.reset(seed=seed)
+        self.env_steps = 0
+        self.episodes = 0
+        self.epsilon = epsilon_fn(0)
+        self._ep_return = np.zeros(self.num_envs)
+        self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.finished: list[tuple[int, float, int]] = []  # (env_steps, return, length), drained by the logger
+
+    def select_actions(self, obs: np.ndarray) -> np.ndarray:
+        actions = np.asarray(self.greedy_fn(obs), dtype=np.int64)
+        if self.epsilon > 0:
+            explore = self.rng.random(self.num_envs) < self.epsilon
+            if explore.any():
+                actions[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
+        return actions
+
+    def step(self) -> None:
+        self.epsilon = self.epsilon_fn(self.env_steps)
+        actions = self.select_actions(self.obs)
+        try:
+            next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+        except Exception as exc:  # report where it happened; the run keeps its last checkpoint
+            raise EnvStepError(f"env '{self.env_id}' raised at env step {self.env_steps}: {exc!r}") from exc
+        done = terminated | truncated
+        self.buffer.add(self.obs, actions, rewards, transition_next_obs(next_obs, infos, done), terminated)
+        self.env_steps += self.num_envs
+        self._ep_return += rewards
+        self._ep_length += 1
+        for i in np.flatnonzero(done):
+            ret = float(self._ep_return[i])
+            self.recent_returns.append(ret)
+            self.finished.append((self.env_steps, ret, int(self._ep_length[i])))
+            self.episodes += 1
+        self._ep_return[done] = 0.0
+        self._ep_length[done] = 0
+        self.obs = next_obs
+
+    def drain_finished(self) -> list[tuple[int, float, int]]:
+        out, self.finished = self.finished, []
+        return out
+
+
+class ReplayStream(IterableDataset):
+    """Yields one replay batch per gradient step, collecting env steps in between.
+
+    After ``learning_starts`` env steps it allows ``gradient_steps`` updates per ``train_freq``
+    env steps, so the update-to-data ratio is the same for any ``num_envs``. Iteration ends when
+    the env-step budget ``total_timesteps`` is spent.
+    """
+
+    def __init__(
+        self,
+        collector: EnvCollector,
+        batch_size: int,
+        learning_starts: int,
+        train_freq: int,
+        gradient_steps: int,
+        total_timesteps: int,
+    ) -> None:
+        super().__init__()
+        if min(batch_size, train_freq, gradient_steps, total_timesteps) < 1:
+            raise ValueError("batch_size, train_freq, gradient_steps and total_timesteps must all be >= 1")
+        self.collector = collector
+        self.batch_size = int(batch_size)
+        self.learning_starts = max(int(learning_starts), int(batch_size))
+        self.train_freq = int(train_freq)
+        self.gradient_steps = int(gradient_steps)
+        self.total_timesteps = int(total_timesteps)
+        self.grad_steps = 0
+
+    def grad_steps_allowed(self) -> int:
+        steps = self.collector.env_steps
+        if steps < self.learning_starts:
+            return 0
+        return ((steps - self.learning_starts) // self.train_freq + 1) * self.gradient_steps
+
+    def __iter__(self) -> Iterator[Transitions]:
+        collector, buffer = self.collector, self.collector.buffer
+        while True:
+            while self.grad_steps >= self.grad_steps_allowed():
+                if collector.env_steps >= self.total_timesteps:
+                    return
+                collector.step()
+            self.grad_steps += 1
+            yield buffer.sample(self.batch_size)
+
+
+@torch.no_grad()
+def greedy_actions(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
+    """argmax_a Q(obs, a) for a batch of numpy observations."""
+    q = net(torch.as_tensor(obs, dtype=torch.float32, device=device))
+    return q.argmax(dim=1).cpu().numpy()

@@ -1,0 +1,93 @@
+"""Environments: construction, validation and the autoreset contract.
+
+Training envs are gymnasium vector envs in SAME_STEP autoreset mode: when a sub-env ends, the
+step that ended it returns the *reset* observation and puts the true last observation in
+``info["final_obs"]``. The collector stores ``final_obs`` as that transition's ``next_obs``, so no
+stored transition ever spans an episode boundary, and every step yields a valid transition
+(NEXT_STEP mode would waste one step per episode on a reset transition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+
+class EnvError(ValueError):
+    """A bad environment request, with a message meant for the user."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the rest of kdrl needs to know about an env: shapes, not the env itself."""
+
+    env_id: str
+    obs_shape: tuple[int, ...]
+    n_actions: int
+
+
+def _check_registered(env_id: str) -> None:
+    if env_id not in gym.registry:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise EnvError(f"unknown gymnasium env id '{env_id}'.{hint}")
+
+
+def make_env(env_id: str, kwargs: dict[str, Any] | None = None, wrappers: Sequence[Callable] = ()) -> gym.Env:
+    """One gymnasium env with optional wrappers (applied in order)."""
+    _check_registered(env_id)
+    env = gym.make(env_id, **(kwargs or {}))
+    for wrap in wrappers:
+        env = wrap(env)
+    return env
+
+
+def env_spec(env: gym.Env | gym.vector.VectorEnv) -> EnvSpec:
+    """Shapes of a (vector) env; only discrete-action envs are supported (DQN)."""
+    obs_space = getattr(env, "single_observation_space", env.observation_space)
+    act_space = getattr(env, "single_action_space", env.action_space)
+    env_id = env.spec.id if env.spec is not None else "?"
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise EnvError(f"env '{env_id}' has a {type(act_space).__name__} action space; kdrl's DQN needs Discrete")
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise EnvError(f"env '{env_id}' has a {type(obs_space).__name__} observation space; kdrl needs Box")
+    return EnvSpec(env_id=env_id, obs_shape=tuple(obs_space.shape), n_actions=int(act_space.n))
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    kwargs: dict[str, Any] | None = None,
+    vectorization: str = "sync",
+    wrappers: Sequence[Callable] = (),
+) -> gym.vector.VectorEnv:
+    """A SAME_STEP-autoreset vector env, reset with seeds ``seed .. seed+num_envs-1``."""
+    if int(num_envs) < 1:
+        raise EnvError(f"env.num_envs must be >= 1, got {num_envs}")
+    if vectorization not in ("sync", "async"):
+        raise EnvError(f"env.vectorization must be 'sync' or 'async', got '{vectorization}'")
+    _check_registered(env_id)
+    fns = [lambda: make_env(env_id, kwargs, wrappers) for _ in range(num_envs)]
+    cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    envs = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.spec = gym.spec(env_id)  # vector envs built from callables carry no spec of their own
+    envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    return envs
+
+
+def transition_next_obs(next_obs: np.ndarray, infos: dict[str, Any], done: np.ndarray) -> np.ndarray:
+    """The true successor observation of each sub-env's last step (``final_obs`` where it ended)."""
+    if not done.any():
+        return next_obs
+    real = next_obs.copy()
+    mask = infos.get("_final_obs", done)
+    for i in np.flatnonzero(mask):
+        real[i] = infos["final_obs"][i]
+    return real

@@ -1,0 +1,90 @@
+"""What every kdrl LightningModule shares: an env-backed replay stream and env-step logging."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from kdrl.data import EnvCollector, ReplayStream
+
+
+class RLModule(pl.LightningModule):
+    """Owns the collector and stream (built once, in ``setup``); logs against env steps.
+
+    Subclasses implement ``build_stream()``. Metrics are accumulated as detached tensors and
+    flushed every ``log_interval`` gradient steps, so the hot loop never syncs or formats strings.
+    """
+
+    collector: EnvCollector
+    stream: ReplayStream
+
+    def __init__(self, log_interval: int = 250) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.log_interval = int(log_interval)
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        self._t_last = time.perf_counter()
+        self._env_steps_last = 0
+        self.sps = 0.0
+        self._stream_built = False
+
+    # ---- data -------------------------------------------------------------------------------
+    def build_stream(self) -> ReplayStream:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        if not self._stream_built:
+            self.stream = self.build_stream()
+            self.collector = self.stream.collector
+            self._stream_built = True
+
+    def train_dataloader(self) -> DataLoader:
+        # batch_size=None: the stream yields whole batches; workers would copy the env and buffer.
+        return DataLoader(self.stream, batch_size=None, num_workers=0,
+                          pin_memory=torch.cuda.is_available() and self.device.type == "cuda")
+
+    @property
+    def env_steps(self) -> int:
+        return self.collector.env_steps
+
+    # ---- logging ----------------------------------------------------------------------------
+    def accumulate(self, **metrics: torch.Tensor) -> None:
+        for k, v in metrics.items():
+            v = v.detach()
+            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
+        self._count += 1
+        if self._count >= self.log_interval:
+            self.flush_metrics()
+
+    def log_env_metrics(self, metrics: dict[str, Any]) -> None:
+        """Send metrics to every logger with env steps as the step (the x-axis RL papers use)."""
+        if self.trainer is None:
+            return
+        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics["env_steps"] = float(self.env_steps)
+        for logger in self.trainer.loggers:
+            logger.log_metrics(metrics, step=self.env_steps)
+
+    def flush_metrics(self) -> None:
+        now = time.perf_counter()
+        dt = now - self._t_last
+        if dt > 0:
+            self.sps = (self.env_steps - self._env_steps_last) / dt
+        self._t_last, self._env_steps_last = now, self.env_steps
+        out: dict[str, float] = {f"train/{k}": (v / max(self._count, 1)).item() for k, v in self._sums.items()}
+        self._sums, self._count = {}, 0
+        finished = self.collector.drain_finished()
+        if finished:
+            out["train/episodic_return"] = float(np.mean([r for _, r, _ in finished]))
+            out["train/episodic_length"] = float(np.mean([n for _, _, n in finished]))
+        out["train/epsilon"] = self.collector.epsilon
+        out["train/sps"] = self.sps
+        out["train/episodes"] = self.collector.episodes
+        out["train/grad_steps"] = self.stream.grad_steps
+        self.log_env_metrics(out)

@@ -1,0 +1,31 @@
+import torch
+
+from kdrl.nets import MLP, count_params
+
+
+def mlp_params(obs_dim, n_actions, width, depth):
+    hidden = (obs_dim * width + width) + (depth - 1) * (width * width + width)
+    return hidden + width * n_actions + n_actions
+
+
+def test_param_counts():
+    assert count_params(MLP((4,), 2, 256, 2)) == mlp_params(4, 2, 256, 2) == 67_586
+    assert count_params(MLP((8,), 4, 64, 3)) == mlp_params(8, 4, 64, 3)
+
+
+def test_dueling_head_and_features():
+    net = MLP((4,), 3, 32, 2, dueling=True)
+    x = torch.randn(5, 4)
+    assert net.features(x).shape == (5, 32)
+    q = net(x)
+    adv = net.q_head.advantage(net.features(x))
+    v = net.q_head.value(net.features(x))
+    assert torch.allclose(q, v + adv - adv.mean(1, keepdim=True), atol=1e-6)
+    assert count_params(net) == mlp_params(4, 3, 32, 2) + 33  # + value head
+
+
+def test_bad_width():
+    import pytest
+
+    with pytest.raises(ValueError, match="width"):
+        MLP((4,), 2, 0, 2)

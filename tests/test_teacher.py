@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kdrl.cli.train import build_teacher, train_teacher
+from kdrl.evaluation import evaluate_policy
+from kdrl.io import CheckpointError, load_policy
+from tests.helpers import compose_cfg
+
+
+def test_target_sync_happens_every_interval_env_steps():
+    cfg = compose_cfg("train", ["logger=none", "env.num_envs=3", "algo.learning_starts=64", "algo.batch_size=16",
+                                "algo.target_update_interval=100", "algo.total_timesteps=1000", "algo.train_freq=4"])
+    module, _ = build_teacher(cfg)
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    synced_at = []
+    for batch in module.stream:
+        loss, _ = module.td_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        before = module.target_updates
+        module.maybe_update_target()
+        if module.target_updates > before:
+            synced_at.append(module.env_steps)
+            for p, q in zip(module.target_net.parameters(), module.q_net.parameters()):
+                assert torch.equal(p, q)
+    # one sync per crossed multiple of 100, at the first gradient step at or after it (3 env steps per vector step)
+    assert len(synced_at) == len(set(s // 100 for s in synced_at))
+    assert [s // 100 for s in synced_at] == list(range(1, 10))
+    assert all(s % 100 < 3 + 4 for s in synced_at)
+    # and between syncs the target does not move
+    assert module.stream.grad_steps > 100
+
+
+def test_short_cartpole_training_beats_random(tmp_path):
+    random_returns = evaluate_policy(lambda obs: np.random.default_rng(0).integers(2, size=len(obs)), "CartPole-v1",
+                                     list(range(2_000_000, 2_000_020)))
+    cfg = compose_cfg("train", ["logger=none", "trainer.enable_progress_bar=false", "seed=3",
+                                "algo.total_timesteps=12000", "eval.freq=4000", "eval.episodes=5"])
+    res = train_teacher(cfg, tmp_path)
+    assert res["status"] == "ok"
+    assert res["eval_return_mean"] > 5 * np.mean(random_returns)  # random policy ~22
+    assert res["env_steps"] <= 12000 and res["grad_steps"] > 1000
+
+
+def test_cli_writes_results_contract_and_safe_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.train", "debug=fast", "seed=1", f"hydra.run.dir={out}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    for key in ("kind", "status", "env_id", "seed", "params", "env_steps", "grad_steps", "wall_time_s", "sps",
+                "eval_return_mean", "eval_return_std", "eval_returns", "checkpoint", "config", "git_sha", "versions"):
+        assert key in res, key
+    assert res["kind"] == "teacher" and res["status"] == "ok" and res["seed"] == 1
+    assert res["env_steps"] == 3000 and len(res["eval_returns"]) == 3
+    assert res["params"] == 67_586 and res["config"]["algo"]["total_timesteps"] == 3000
+    assert (out / "csv" / "metrics.csv").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    state = load_policy(res["checkpoint"], "CartPole-v1", (4,), 2)
+    assert set(state["state_dict"]) >= {"q_head.weight", "q_head.bias"}
+    with pytest.raises(CheckpointError, match="trained on 'CartPole-v1', not 'Acrobot-v1'"):
+        load_policy(res["checkpoint"], "Acrobot-v1")
+    with pytest.raises(CheckpointError, match="shape"):
+        load_policy(res["checkpoint"], obs_shape=(6,))

@@ -92,11 +92,14 @@ class EnvCollector:
 
 
 class ReplayStream(IterableDataset):
-    """Yields one replay batch per gradient step, collecting env steps in between.
+    """Yields, between rounds of env collection, a stack of all the minibatches now due.
 
     After ``learning_starts`` env steps it allows ``gradient_steps`` updates per ``train_freq``
-    env steps, so the update-to-data ratio is the same for any ``num_envs``. Iteration ends when
-    the env-step budget ``total_timesteps`` is spent.
+    env steps (SB3's semantics), so the update-to-data ratio is the same for any ``num_envs``.
+    Each item is a ``Transitions`` whose tensors have a leading dim K (the updates due now, usually
+    ``gradient_steps``): the module runs K updates per Lightning step, which keeps the Trainer's
+    per-step overhead off the per-update cost. Iteration ends when the env-step budget
+    ``total_timesteps`` is spent.
     """
 
     def __init__(
@@ -117,7 +120,7 @@ class ReplayStream(IterableDataset):
         self.train_freq = int(train_freq)
         self.gradient_steps = int(gradient_steps)
         self.total_timesteps = int(total_timesteps)
-        self.grad_steps = 0
+        self.grad_steps = 0  # updates handed out so far (= updates done, once the module consumed them)
 
     def grad_steps_allowed(self) -> int:
         steps = self.collector.env_steps
@@ -126,14 +129,15 @@ class ReplayStream(IterableDataset):
         return ((steps - self.learning_starts) // self.train_freq + 1) * self.gradient_steps
 
     def __iter__(self) -> Iterator[Transitions]:
-        collector, buffer = self.collector, self.collector.buffer
+        collector = self.collector
         while True:
             while self.grad_steps >= self.grad_steps_allowed():
                 if collector.env_steps >= self.total_timesteps:
                     return
                 collector.step()
-            self.grad_steps += 1
-            yield buffer.sample(self.batch_size)
+            due = self.grad_steps_allowed() - self.grad_steps
+            self.grad_steps += due
+            yield collector.buffer.sample_stack(due, self.batch_size)
 
 
 @torch.no_grad()

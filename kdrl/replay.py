@@ -92,6 +92,13 @@ class ReplayBuffer:
             self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
         )
 
+    def sample_stack(self, k: int, batch_size: int) -> Transitions:
+        """``k`` independent minibatches at once, each field shaped ``(k, batch_size, ...)``."""
+        idx = self.sample_indices(k * batch_size)
+        batch = Transitions(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
+                            self.terminated[idx])
+        return Transitions(*(t.view(k, batch_size, *t.shape[1:]) for t in batch))
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated))
 

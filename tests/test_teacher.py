@@ -19,13 +19,9 @@ def test_target_sync_happens_every_interval_env_steps():
     module.setup("fit")
     opt = module.configure_optimizers()
     synced_at = []
-    for batch in module.stream:
-        loss, _ = module.td_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    for stacked in module.stream:
         before = module.target_updates
-        module.maybe_update_target()
+        module.run_updates(opt, stacked)
         if module.target_updates > before:
             synced_at.append(module.env_steps)
             for p, q in zip(module.target_net.parameters(), module.q_net.parameters()):

@@ -19,7 +19,8 @@ from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, finish_wandb, m
 from kdrl.envs import env_spec, make_env
 from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import load_policy
-from kdrl.modules.teacher import DQNTeacher, build_optimizer
+from kdrl.modules.teacher import DQNTeacher
+from kdrl.optim import build_optimizer
 from kdrl.results import write_results
 
 log = logging.getLogger("kdrl.train")

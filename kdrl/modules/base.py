@@ -64,7 +64,7 @@ class RLModule(pl.LightningModule):
 
     def log_env_metrics(self, metrics: dict[str, Any]) -> None:
         """Send metrics to every logger with env steps as the step (the x-axis RL papers use)."""
-        if self.trainer is None:
+        if self._trainer is None:  # driven without a Trainer: nothing to log to
             return
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics["env_steps"] = float(self.env_steps)

@@ -37,24 +37,29 @@ class DuelingHead(nn.Module):
 
 
 class MLP(QNetwork):
-    """``depth`` hidden layers of ``width`` units with ReLU, then a linear (or dueling) Q head."""
+    """``depth`` hidden layers of ``width`` units with ReLU, then a linear (or dueling) Q head.
+
+    ``hidden`` (a list of layer sizes, e.g. [120, 84]) overrides width/depth for uneven stacks.
+    """
 
     def __init__(
-        self, obs_shape: tuple[int, ...], n_actions: int, width: int = 256, depth: int = 2, dueling: bool = False
+        self, obs_shape: tuple[int, ...], n_actions: int, width: int = 256, depth: int = 2, dueling: bool = False,
+        hidden: list[int] | None = None,
     ) -> None:
         super().__init__()
-        if int(width) < 1:
-            raise ValueError(f"net.width must be >= 1, got {width}")
-        if int(depth) < 1:
+        sizes = [int(h) for h in hidden] if hidden else [int(width)] * int(depth)
+        if not sizes:
             raise ValueError(f"net.depth must be >= 1, got {depth}")
+        if min(sizes) < 1:
+            raise ValueError(f"net.width must be >= 1, got {min(sizes)}")
         in_dim = int(math.prod(obs_shape))
         layers: list[nn.Module] = [nn.Flatten()]
-        for _ in range(depth):
-            layers += [nn.Linear(in_dim, width), nn.ReLU()]
-            in_dim = width
+        for size in sizes:
+            layers += [nn.Linear(in_dim, size), nn.ReLU()]
+            in_dim = size
         self.body = nn.Sequential(*layers)
-        self.q_head = DuelingHead(width, n_actions) if dueling else nn.Linear(width, n_actions)
-        self.feature_dim = width
+        self.q_head = DuelingHead(in_dim, n_actions) if dueling else nn.Linear(in_dim, n_actions)
+        self.feature_dim = in_dim
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(obs)

@@ -29,3 +29,9 @@ def test_bad_width():
 
     with pytest.raises(ValueError, match="width"):
         MLP((4,), 2, 0, 2)
+
+
+def test_explicit_hidden_sizes():
+    net = MLP((4,), 2, hidden=[120, 84])
+    assert count_params(net) == (4 * 120 + 120) + (120 * 84 + 84) + (84 * 2 + 2)
+    assert net.feature_dim == 84 and net(torch.randn(3, 4)).shape == (3, 2)

@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""CartPole benchmark: kdrl vs Stable-Baselines3 (RL-Zoo settings) vs a plain PyTorch DQN loop.
+
+Part A  time for greedy evaluation (10 episodes, fixed seeds) to reach >= 475, kdrl (its tuned
+        conf/env/cartpole.yaml) against SB3 DQN with RL-Zoo's tuned CartPole-v1 hyperparameters.
+        Both are evaluated with the same function, on the same seeds, every --eval-freq env steps,
+        and stop at the first evaluation >= 475. Times are training wall time (evaluation excluded).
+Part B  steps/s and final greedy return (20 held-out episodes) of a CleanRL-style single-file DQN
+        loop against kdrl with the same hyperparameters (120-84 MLP, lr 2.5e-4, batch 128, buffer
+        10k, train every 10 env steps, target every 500, learning starts 10k, eps 1->0.05 over half
+        the run). kdrl steps 4 envs and runs 4 updates per 40 env steps: the same updates per env step.
+Part C  Lightning's own overhead: the Part B kdrl run vs the same kdrl module driven by a bare loop.
+
+All runs use one torch thread and run one after another (never two at once).
+Usage: python scripts/bench_cartpole.py [--seeds 0 1 2] [--parts A B C] [--steps-b 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("KDRL_NO_PROGRESS", "1")
+
+from kdrl.evaluation import eval_seeds, evaluate_policy  # noqa: E402
+
+EVAL_SEED, FINAL_SEED, THRESHOLD = 1_000_000, 2_000_000, 475.0
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hcompose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from kdrl.cli.common import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return hcompose("train", overrides=overrides)
+
+
+# ---------------------------------------------------------------- Part A: kdrl vs SB3 ----------
+def kdrl_time_to_threshold(seed: int, eval_freq: int, out: Path) -> dict:
+    from kdrl.cli.train import train_teacher
+
+    cfg = compose(["env=cartpole", f"seed={seed}", "logger=none", "trainer.enable_progress_bar=false",
+                   f"eval.freq={eval_freq}", "eval.episodes=10", f"eval.stop_at_return={THRESHOLD}",
+                   "algo.total_timesteps=100000"])
+    res = train_teacher(cfg, out / f"kdrl_s{seed}")
+    hit = next((h for h in res["eval_history"] if h["return_mean"] >= THRESHOLD), None)
+    return {"seed": seed, "reached": hit is not None, "env_steps": hit["env_steps"] if hit else res["env_steps"],
+            "train_s": hit["train_wall_s"] if hit else res["train_wall_time_s"],
+            "final_greedy": res["eval_return_mean"]}
+
+
+def sb3_time_to_threshold(seed: int, eval_freq: int, budget: int = 100_000) -> dict:
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EvalStop(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.eval_s, self.hit, self.t0 = 0.0, None, time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_freq:
+                return True
+            t = time.perf_counter()
+            rets = evaluate_policy(lambda o: self.model.predict(o, deterministic=True)[0], "CartPole-v1",
+                                   eval_seeds(EVAL_SEED, 10))
+            self.eval_s += time.perf_counter() - t
+            if np.mean(rets) >= THRESHOLD:
+                self.hit = (self.num_timesteps, time.perf_counter() - self.t0 - self.eval_s)
+                return False
+            return True
+
+    # RL-Zoo hyperparams/dqn.yml, CartPole-v1
+    model = DQN("MlpPolicy", "CartPole-v1", learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
+                learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
+                exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
+                seed=seed, verbose=0, device="cpu")
+    cb = EvalStop()
+    cb.t0 = time.perf_counter()
+    model.learn(total_timesteps=budget, callback=cb)
+    total = time.perf_counter() - cb.t0 - cb.eval_s
+    return {"seed": seed, "reached": cb.hit is not None, "env_steps": cb.hit[0] if cb.hit else model.num_timesteps,
+            "train_s": cb.hit[1] if cb.hit else total}
+
+
+# ---------------------------------------------------------------- Part B: plain loop ----------
+class CleanRLQNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.network = nn.Sequential(nn.Linear(4, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 2))
+
+    def forward(self, x):
+        return self.network(x)
+
+
+def plain_dqn(seed: int, total: int) -> dict:
+    """CleanRL dqn.py's algorithm and hyperparameters, one env, numpy replay, top to bottom."""
+    lr, buffer_size, gamma, target_freq, batch, start_e, end_e, frac, starts, train_freq = \
+        2.5e-4, 10_000, 0.99, 500, 128, 1.0, 0.05, 0.5, 10_000, 10
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    env = gym.make("CartPole-v1")
+    q, target = CleanRLQNet(), CleanRLQNet()
+    target.load_state_dict(q.state_dict())
+    opt = torch.optim.Adam(q.parameters(), lr=lr)
+    obs_b = np.zeros((buffer_size, 4), np.float32); nxt_b = np.zeros((buffer_size, 4), np.float32)
+    act_b = np.zeros(buffer_size, np.int64); rew_b = np.zeros(buffer_size, np.float32); done_b = np.zeros(buffer_size, np.float32)
+    pos = size = 0
+    obs, _ = env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for step in range(total):
+        eps = max(end_e, start_e + (end_e - start_e) * step / (frac * total))
+        if random.random() < eps:
+            action = env.action_space.sample()
+        else:
+            with torch.no_grad():
+                action = int(q(torch.as_tensor(obs[None])).argmax(1).item())
+        nxt, r, term, trunc, _ = env.step(action)
+        obs_b[pos], nxt_b[pos], act_b[pos], rew_b[pos], done_b[pos] = obs, nxt, action, r, term
+        pos, size = (pos + 1) % buffer_size, min(size + 1, buffer_size)
+        obs = env.reset()[0] if (term or trunc) else nxt
+        if step > starts and step % train_freq == 0:
+            idx = np.random.randint(0, size, batch)
+            o, a, rr, n, d = (torch.as_tensor(x[idx]) for x in (obs_b, act_b, rew_b, nxt_b, done_b))
+            with torch.no_grad():
+                y = rr + gamma * target(n).max(1).values * (1 - d)
+            loss = F.mse_loss(q(o).gather(1, a[:, None]).squeeze(1), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+        if step % target_freq == 0:
+            target.load_state_dict(q.state_dict())
+    wall = time.perf_counter() - t0
+    rets = evaluate_policy(lambda o: q(torch.as_tensor(o)).argmax(1).numpy(), "CartPole-v1", eval_seeds(FINAL_SEED, 20))
+    return {"sps": total / wall, "wall_s": wall, "final_greedy": float(np.mean(rets))}
+
+
+B_OVERRIDES = ["env=cartpole", "net.hidden=[120,84]", "logger=none", "trainer.enable_progress_bar=false",
+               "env.num_envs=4", "algo.optimizer.lr=2.5e-4", "algo.batch_size=128", "algo.buffer_size=10000",
+               "algo.train_freq=40", "algo.gradient_steps=4", "algo.target_update_interval=500",
+               "algo.learning_starts=10000", "algo.exploration.eps_end=0.05", "algo.td_loss=mse",
+               "algo.double_dqn=false", "algo.max_grad_norm=null", "eval.stop_at_return=null"]
+
+
+def kdrl_same_hparams(seed: int, total: int, out: Path) -> dict:
+    """kdrl with Part B's hyperparameters (same 120-84 net, MSE TD loss, no Double DQN, no clipping)."""
+    from kdrl.cli.train import train_teacher
+
+    cfg = compose(B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}",
+                                 f"algo.exploration.decay_steps={total // 2}", f"eval.freq={total}", "eval.episodes=1"])
+    res = train_teacher(cfg, out / f"kdrl_b_s{seed}")
+    return {"sps": res["env_steps"] / res["train_wall_time_s"], "wall_s": res["train_wall_time_s"],
+            "final_greedy": res["eval_return_mean"]}
+
+
+def kdrl_bare(seed: int, total: int) -> dict:
+    """The same kdrl module and stream, driven by a plain loop instead of the Lightning Trainer."""
+    from kdrl.cli.common import seed_job
+    from kdrl.cli.train import build_teacher
+
+    cfg = compose(B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}", f"algo.exploration.decay_steps={total // 2}"])
+    seed_job(seed, 1)
+    module, _ = build_teacher(cfg)
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    t0 = time.perf_counter()
+    for stacked in module.stream:
+        module.run_updates(opt, stacked)
+    wall = time.perf_counter() - t0
+    return {"sps": module.env_steps / wall, "wall_s": wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--parts", nargs="+", default=["A", "B", "C"])
+    ap.add_argument("--eval-freq", type=int, default=2000)
+    ap.add_argument("--steps-b", type=int, default=100_000)
+    ap.add_argument("--out", default="outputs/bench_cartpole")
+    ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    report: dict = {}
+    if "A" in args.parts:
+        rows = []
+        for s in args.seeds:
+            k = kdrl_time_to_threshold(s, args.eval_freq, out)
+            b = sb3_time_to_threshold(s, args.eval_freq)
+            rows.append((s, k, b))
+            print(f"[A] seed {s}: kdrl {k['train_s']:.1f}s @ {k['env_steps']} steps (reached={k['reached']}) | "
+                  f"SB3 {b['train_s']:.1f}s @ {b['env_steps']} steps (reached={b['reached']})", flush=True)
+        print("\nPart A: training wall time until greedy eval (10 eps) >= 475 on CartPole-v1")
+        print("| seed | kdrl s | kdrl steps | SB3 s | SB3 steps | kdrl/SB3 |\n|---|---|---|---|---|---|")
+        for s, k, b in rows:
+            kk = f"{k['train_s']:.1f}" + ("" if k["reached"] else " (not reached)")
+            bb = f"{b['train_s']:.1f}" + ("" if b["reached"] else " (not reached)")
+            print(f"| {s} | {kk} | {k['env_steps']} | {bb} | {b['env_steps']} | {k['train_s'] / b['train_s']:.2f} |")
+        both = [(k["train_s"], b["train_s"]) for _, k, b in rows if k["reached"] and b["reached"]]
+        if both:
+            mk, mb = statistics.median(x for x, _ in both), statistics.median(y for _, y in both)
+            print(f"median over seeds where both reached it: kdrl {mk:.1f}s, SB3 {mb:.1f}s, ratio {mk / mb:.2f}")
+        report["A"] = [{"seed": s, "kdrl": k, "sb3": b} for s, k, b in rows]
+    if "B" in args.parts or "C" in args.parts:
+        s = args.seeds[0]
+        plain = plain_dqn(s, args.steps_b)
+        k = kdrl_same_hparams(s, args.steps_b, out)
+        bare = kdrl_bare(s, args.steps_b) if "C" in args.parts else None
+        print(f"\nPart B: CleanRL hyperparameters, {args.steps_b} env steps, seed {s}")
+        print("| run | env steps/s | train wall s | final greedy (20 eps) |\n|---|---|---|---|")
+        print(f"| plain PyTorch loop | {plain['sps']:,.0f} | {plain['wall_s']:.1f} | {plain['final_greedy']:.1f} |")
+        print(f"| kdrl (Lightning) | {k['sps']:,.0f} | {k['wall_s']:.1f} | {k['final_greedy']:.1f} |")
+        print(f"kdrl / plain steps/s: {k['sps'] / plain['sps']:.2f}x")
+        report["B"] = {"plain": plain, "kdrl": k}
+        if bare:
+            print(f"\nPart C: Lightning overhead = kdrl wall / bare-loop wall = {k['wall_s']:.1f} / {bare['wall_s']:.1f} "
+                  f"= {k['wall_s'] / bare['wall_s']:.3f}x")
+            report["C"] = {"bare": bare, "ratio": k["wall_s"] / bare["wall_s"]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,8 @@ class GreedyEvaluation(pl.Callback):
     """
 
     def __init__(self, env_id: str, env_kwargs: dict | None, freq: int, episodes: int, seed: int,
-                 ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None) -> None:
+                 ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None,
+                 reference_return: float | None = None) -> None:
         if int(freq) < 1 or int(episodes) < 1:
             raise ValueError(f"eval.freq and eval.episodes must be >= 1, got {freq} and {episodes}")
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
@@ -34,6 +35,7 @@ class GreedyEvaluation(pl.Callback):
         self.ckpt_dir = Path(ckpt_dir)
         self.net_cfg = net_cfg
         self.stop_at_return = stop_at_return
+        self.reference_return = reference_return  # the teacher's return on the same seeds (students)
         self.next_eval = self.freq
         self.history: list[dict[str, float]] = []
         self.best_mean = -np.inf
@@ -70,6 +72,13 @@ class GreedyEvaluation(pl.Callback):
         wall = time.perf_counter() - self.t_start
         record = {"env_steps": pl_module.env_steps, "grad_steps": pl_module.stream.grad_steps, "wall_s": wall,
                   "train_wall_s": wall - self.eval_time_s, "return_mean": mean, "return_std": std}
+        metrics = {"eval/return_mean": mean, "eval/return_std": std, "eval/return_min": float(np.min(returns))}
+        if self.reference_return is not None:
+            record["teacher_return"] = self.reference_return
+            metrics["eval/return_ratio"] = mean / self.reference_return if self.reference_return else float("nan")
+            hook = getattr(pl_module, "on_greedy_evaluation", None)
+            if hook is not None:
+                hook(mean, self.reference_return)
         self.history.append(record)
         self.next_eval = (pl_module.env_steps // self.freq + 1) * self.freq
         spec = pl_module.spec
@@ -80,8 +89,8 @@ class GreedyEvaluation(pl.Callback):
             save_policy(self.best_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape,
                         spec.n_actions, extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
         atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
-        pl_module.log_env_metrics({"eval/return_mean": mean, "eval/return_std": std,
-                                   "eval/return_min": float(np.min(returns)), "eval/best_return_mean": self.best_mean})
+        metrics["eval/best_return_mean"] = self.best_mean
+        pl_module.log_env_metrics(metrics)
         if self.stop_at_return is not None and mean >= float(self.stop_at_return):
             trainer.should_stop = True
         return record

@@ -91,3 +91,52 @@ def transition_next_obs(next_obs: np.ndarray, infos: dict[str, Any], done: np.nd
     for i in np.flatnonzero(mask):
         real[i] = infos["final_obs"][i]
     return real
+
+
+# ---- perturbed envs for generalisation tests ------------------------------------------------------
+class SetPhysics(gym.Wrapper):
+    """Overrides attributes of the unwrapped env (e.g. CartPole's ``length``, ``masspole``).
+
+    CartPole precomputes ``total_mass`` and ``polemass_length`` in ``__init__``; they are
+    recomputed here so a changed mass or length takes effect.
+    """
+
+    def __init__(self, env: gym.Env, attrs: dict[str, float]) -> None:
+        super().__init__(env)
+        base = env.unwrapped
+        for name, value in attrs.items():
+            if not hasattr(base, name):
+                raise EnvError(f"perturbation sets unknown attribute '{name}' on {type(base).__name__}")
+            setattr(base, name, value)
+        if hasattr(base, "polemass_length"):
+            base.total_mass = base.masspole + base.masscart
+            base.polemass_length = base.masspole * base.length
+
+
+class GaussianObsNoise(gym.ObservationWrapper):
+    """Adds N(0, sigma^2) noise to every observation (seeded by the env's reset seed)."""
+
+    def __init__(self, env: gym.Env, sigma: float) -> None:
+        super().__init__(env)
+        self.sigma = float(sigma)
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed + 7919)
+        return super().reset(seed=seed, options=options)
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        return (obs + self.rng.normal(0.0, self.sigma, size=obs.shape)).astype(obs.dtype)
+
+
+def perturbation_wrappers(spec: dict[str, Any]) -> list[Callable[[gym.Env], gym.Env]]:
+    """Wrappers for one entry of ``env.perturbations``: {name, physics: {...}, obs_noise: sigma}."""
+    wrappers: list[Callable[[gym.Env], gym.Env]] = []
+    if spec.get("physics"):
+        attrs = dict(spec["physics"])
+        wrappers.append(lambda env: SetPhysics(env, attrs))
+    if spec.get("obs_noise"):
+        sigma = float(spec["obs_noise"])
+        wrappers.append(lambda env: GaussianObsNoise(env, sigma))
+    return wrappers

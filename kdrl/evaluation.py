@@ -52,3 +52,21 @@ def evaluate_policy(
 
 def eval_seeds(base: int, n: int) -> list[int]:
     return [int(base) + i for i in range(int(n))]
+
+
+def rollout_states(greedy_fn: GreedyFn, env_id: str, seeds: Sequence[int], max_states: int,
+                   kwargs: dict[str, Any] | None = None) -> np.ndarray:
+    """Observations visited by a greedy policy on ``seeds`` (one episode each), at most ``max_states``."""
+    states: list[np.ndarray] = []
+    for seed in seeds:
+        env = make_env(env_id, kwargs)
+        obs, _ = env.reset(seed=int(seed))
+        done = False
+        while not done and len(states) < max_states:
+            states.append(obs)
+            obs, _, term, trunc, _ = env.step(int(greedy_fn(obs[None])[0]))
+            done = term or trunc
+        env.close()
+        if len(states) >= max_states:
+            break
+    return np.stack(states)

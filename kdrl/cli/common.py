@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from kdrl.config import CONF_DIR  # noqa: E402  (re-exported for the apps)
 log = logging.getLogger("kdrl")
 
 

@@ -18,7 +18,7 @@ from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, finish_wandb, m
                              quiet_lightning, run_dir, seed_job)
 from kdrl.envs import env_spec, make_env
 from kdrl.evaluation import eval_seeds, evaluate_policy
-from kdrl.io import load_policy
+from kdrl.io import atomic_write, load_policy
 from kdrl.modules.teacher import DQNTeacher
 from kdrl.optim import build_optimizer
 from kdrl.results import write_results
@@ -68,7 +68,7 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
         chosen = evaluation.best_policy_path if choice == "best" else evaluation.last_policy_path
         returns = final_evaluation(module, cfg, chosen)
         teacher_path = out / "teacher.pt"
-        shutil.copyfile(chosen, teacher_path)
+        atomic_write(teacher_path, lambda tmp: shutil.copyfile(chosen, tmp))
         fields.update({
             "status": "ok",
             "params": module.params,

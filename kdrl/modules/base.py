@@ -70,6 +70,8 @@ class RLModule(pl.LightningModule):
         metrics["env_steps"] = float(self.env_steps)
         for logger in self.trainer.loggers:
             logger.log_metrics(metrics, step=self.env_steps)
+            if isinstance(logger, pl.loggers.CSVLogger):
+                logger.save()  # append to metrics.csv now: a killed run keeps its curves
 
     def flush_metrics(self) -> None:
         now = time.perf_counter()

@@ -1,0 +1,63 @@
+"""Resource figures of a Q-network: params, bytes on disk, FLOPs per forward, batch-1 latency."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdrl.nets import count_params
+
+
+def forward_flops(net: nn.Module, obs_shape: tuple[int, ...]) -> int:
+    """FLOPs of one single-observation forward (2 per multiply-add, Linear and Conv2d layers)."""
+    flops = 0
+
+    def linear_hook(mod: nn.Linear, inp, out) -> None:
+        nonlocal flops
+        flops += 2 * mod.in_features * mod.out_features
+
+    def conv_hook(mod: nn.Conv2d, inp, out) -> None:
+        nonlocal flops
+        per_out = 2 * (mod.in_channels // mod.groups) * int(np.prod(mod.kernel_size))
+        flops += per_out * out[0].numel()
+
+    hooks = [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, nn.Linear)]
+    hooks += [m.register_forward_hook(conv_hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *obs_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return flops
+
+
+def state_dict_bytes(net: nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+@torch.no_grad()
+def batch1_latency_us(net: nn.Module, obs_shape: tuple[int, ...], calls: int = 2000, repeats: int = 5) -> float:
+    """Median over ``repeats`` of the mean time of a batch-1 greedy action on CPU (forward + argmax)."""
+    net = net.to("cpu").eval()
+    x = torch.zeros(1, *obs_shape)
+    for _ in range(200):
+        net(x).argmax(1)
+    means = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            net(x).argmax(1)
+        means.append((time.perf_counter() - t0) / calls * 1e6)
+    return float(np.median(means))
+
+
+def resource_report(net: nn.Module, obs_shape: tuple[int, ...]) -> dict[str, float]:
+    return {"params": count_params(net), "bytes": state_dict_bytes(net), "flops": forward_flops(net, obs_shape),
+            "latency_us": batch1_latency_us(net, obs_shape)}

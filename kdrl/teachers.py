@@ -1,0 +1,73 @@
+"""Teachers for distillation: from a checkpoint, or trained on demand and cached.
+
+An on-demand teacher is keyed by a hash of what determines it (env, net, algo, eval protocol and
+seed). Jobs asking for the same teacher take an exclusive file lock on its cache entry, so in a
+parallel sweep it is trained exactly once and never read half-written (files are also written
+atomically and ``teacher.pt`` appears last).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import OmegaConf
+
+from kdrl.config import compose_config
+from kdrl.io import load_policy
+
+log = logging.getLogger("kdrl.teachers")
+
+
+def teacher_key(tcfg: Any) -> str:
+    body = OmegaConf.to_container(tcfg, resolve=True)
+    env = {k: v for k, v in body["env"].items() if k not in ("perturbations",)}
+    ident = {"env": env, "net": body["net"], "algo": body["algo"], "eval": body["eval"], "seed": body["seed"]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def teacher_config(env_preset: str, seed: int, overrides: list[str]) -> Any:
+    return compose_config("train", [f"env={env_preset}", f"seed={seed}", "logger=csv",
+                                    "trainer.enable_progress_bar=false", *overrides])
+
+
+def obtain_teacher(env_preset: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
+    """Path to a cached teacher.pt for this teacher config (training it if absent) and its results."""
+    from kdrl.cli.train import train_teacher
+
+    tcfg = teacher_config(env_preset, seed, overrides)
+    entry = Path(cache_dir) / "teachers" / f"{tcfg.env.id}-s{seed}-{teacher_key(tcfg)}"
+    ckpt, results = entry / "teacher.pt", entry / "results.json"
+    with file_lock(entry.with_suffix(".lock")):
+        if ckpt.is_file() and results.is_file() and json.loads(results.read_text()).get("status") == "ok":
+            log.info("reusing cached teacher %s", entry)
+        else:
+            log.info("training teacher %s (not cached yet)", entry)
+            train_teacher(tcfg, entry)
+    return ckpt, json.loads(results.read_text())
+
+
+def load_teacher_net(path: str | Path, env_id: str, obs_shape: tuple[int, ...], n_actions: int):
+    """Rebuild a teacher network from a weights-only policy checkpoint, checked against the env."""
+    from hydra.utils import instantiate
+
+    state = load_policy(path, env_id, obs_shape, n_actions)
+    net = instantiate(state["net"], obs_shape=tuple(obs_shape), n_actions=int(n_actions))
+    net.load_state_dict(state["state_dict"])
+    return net.eval(), state

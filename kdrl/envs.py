@@ -131,7 +131,11 @@ class GaussianObsNoise(gym.ObservationWrapper):
 
 
 def perturbation_wrappers(spec: dict[str, Any]) -> list[Callable[[gym.Env], gym.Env]]:
-    """Wrappers for one entry of ``env.perturbations``: {name, physics: {...}, obs_noise: sigma}."""
+    """Wrappers for one entry of ``env.perturbations``: {name, physics: {...}, obs_noise: sigma}.
+
+    (An entry's ``kwargs`` — constructor arguments such as LunarLander's ``gravity`` — are merged
+    into the env kwargs by the caller.)
+    """
     wrappers: list[Callable[[gym.Env], gym.Env]] = []
     if spec.get("physics"):
         attrs = dict(spec["physics"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import traceback
+from contextlib import contextmanager
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -96,3 +98,22 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.t0
+
+
+@contextmanager
+def recorded_job(out: Path, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Whatever happens inside, write ``fields`` as results.json (status stays 'failed' unless the
+    body set 'ok'; the error and traceback are recorded) and end the job's W&B run."""
+    from kdrl.results import write_results
+
+    clock = Stopwatch()
+    try:
+        yield fields
+    except BaseException as exc:
+        fields["error"] = f"{type(exc).__name__}: {exc}"
+        fields["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        fields["job_wall_time_s"] = clock()
+        write_results(out, fields)
+        finish_wandb(out)

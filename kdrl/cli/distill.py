@@ -4,7 +4,6 @@ resources; write student.pt and results.json."""
 from __future__ import annotations
 
 import logging
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
-from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, finish_wandb, make_trainer, plain,
-                             quiet_lightning, run_dir, seed_job)
+from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, make_trainer, plain,
+                             quiet_lightning, recorded_job, run_dir, seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import env_spec, make_env, perturbation_wrappers
 from kdrl.evaluation import eval_seeds, evaluate_policy, rollout_states
@@ -25,7 +24,6 @@ from kdrl.modules.student import DistillStudent
 from kdrl.modules.teacher import DQNTeacher
 from kdrl.optim import build_optimizer
 from kdrl.resources import resource_report
-from kdrl.results import write_results
 from kdrl.teachers import load_teacher_net, obtain_teacher
 
 log = logging.getLogger("kdrl.distill")
@@ -66,8 +64,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "depth": cfg.student.depth, "control": str(cfg.control), "baseline": cfg.baseline,
         "lambda": plain(cfg.loss.get("lambda")) if cfg.loss.get("hybrid") else None,
         "feature_weight": float(cfg.loss.get("feature_weight", 0.0)), "config": plain(cfg)}
-    clock = Stopwatch()
-    try:
+    with recorded_job(out, fields):
         probe = make_env(cfg.env.id, plain(cfg.env.kwargs))
         spec = env_spec(probe)
         probe.close()
@@ -109,10 +106,10 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         gen_seeds = eval_seeds(cfg.eval.final_seed + 50_000, cfg.eval.generalisation_episodes)
         generalisation = {}
         for pert in plain(cfg.env.get("perturbations") or []):
-            wr = perturbation_wrappers(pert)
+            wr, pkw = perturbation_wrappers(pert), {**(kwargs or {}), **(pert.get("kwargs") or {})}
             generalisation[pert["name"]] = {
-                "teacher": float(np.mean(evaluate_policy(teacher_greedy, cfg.env.id, gen_seeds, kwargs, wr))),
-                "student": float(np.mean(evaluate_policy(student_greedy, cfg.env.id, gen_seeds, kwargs, wr)))}
+                "teacher": float(np.mean(evaluate_policy(teacher_greedy, cfg.env.id, gen_seeds, pkw, wr))),
+                "student": float(np.mean(evaluate_policy(student_greedy, cfg.env.id, gen_seeds, pkw, wr)))}
         # 4. resources and agreement on held-out states (teacher rollouts on unseen seeds)
         states = rollout_states(teacher_greedy, cfg.env.id, eval_seeds(cfg.eval.final_seed + 90_000, 100),
                                 int(cfg.eval.agreement_states), kwargs)
@@ -143,14 +140,6 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
                  cfg.env.id, loss_name, cfg.student.width, cfg.seed, s_mean, t_mean, fields["return_ratio"],
                  100 * fields["param_ratio"], agreement)
         return fields
-    except BaseException as exc:
-        fields["error"] = f"{type(exc).__name__}: {exc}"
-        fields["traceback"] = traceback.format_exc()
-        raise
-    finally:
-        fields["job_wall_time_s"] = clock()
-        write_results(out, fields)
-        finish_wandb(out)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="distill", version_base="1.3")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
-from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, finish_wandb, make_trainer, plain,
-                             quiet_lightning, run_dir, seed_job)
+from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, make_trainer, plain,
+                             quiet_lightning, recorded_job, run_dir, seed_job)
 from kdrl.envs import env_spec, make_env
 from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, load_policy
 from kdrl.modules.teacher import DQNTeacher
 from kdrl.optim import build_optimizer
-from kdrl.results import write_results
 
 log = logging.getLogger("kdrl.train")
 
@@ -53,8 +51,7 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
     seed_job(cfg.seed, cfg.torch_threads)
     fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": int(cfg.seed),
                               "run_dir": str(out), "config": plain(cfg)}
-    clock = Stopwatch()
-    try:
+    with recorded_job(out, fields):
         module, net_cfg = build_teacher(cfg)
         evaluation = GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes,
                                       cfg.eval.seed, out / "checkpoints", net_cfg, cfg.eval.stop_at_return)
@@ -90,14 +87,6 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
                  cfg.env.id, cfg.seed, fields["eval_return_mean"], fields["eval_return_std"], len(returns),
                  module.env_steps, fit_s, fields["sps"])
         return fields
-    except BaseException as exc:
-        fields["error"] = f"{type(exc).__name__}: {exc}"
-        fields["traceback"] = traceback.format_exc()
-        raise
-    finally:
-        fields["job_wall_time_s"] = clock()
-        write_results(out, fields)
-        finish_wandb(out)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kdrl.tables import aggregate, collect, learning_curves, pivot, to_latex, to_markdown
@@ -16,6 +17,7 @@ from kdrl.tables import aggregate, collect, learning_curves, pivot, to_latex, to
 def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: list[str], out: Path, rows: str, cols: str, metric: str,
              curve_group: str) -> list[Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -30,6 +32,9 @@ def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: list[str], out: Path, r
                         marker="o", capsize=3, label=str(key))
         ax.axhline(100, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted(set(np.round(100 * agg["param_ratio"].dropna(), 1))))
         ax.set_xlabel("student parameters (% of teacher)")
         ax.set_ylabel(f"{metric} (% of teacher)")
         ax.legend(fontsize=8)

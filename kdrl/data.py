@@ -140,8 +140,9 @@ class ReplayStream(IterableDataset):
             yield collector.buffer.sample_stack(due, self.batch_size)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_actions(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
     """argmax_a Q(obs, a) for a batch of numpy observations."""
     q = net(torch.as_tensor(obs, dtype=torch.float32, device=device))
-    return q.argmax(dim=1).cpu().numpy()
+    actions = q.argmax(dim=1)
+    return actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy()

@@ -8,7 +8,7 @@ Part A  time for greedy evaluation (10 episodes, fixed seeds) to reach >= 475, k
 Part B  steps/s and final greedy return (20 held-out episodes) of a CleanRL-style single-file DQN
         loop against kdrl with the same hyperparameters (120-84 MLP, lr 2.5e-4, batch 128, buffer
         10k, train every 10 env steps, target every 500, learning starts 10k, eps 1->0.05 over half
-        the run). kdrl steps 4 envs and runs 4 updates per 40 env steps: the same updates per env step.
+        the run). kdrl steps 8 envs and runs 8 updates per 80 env steps: the same updates per env step.
 Part C  Lightning's own overhead: the Part B kdrl run vs the same kdrl module driven by a bare loop.
 
 All runs use one torch thread and run one after another (never two at once).
@@ -150,8 +150,8 @@ def plain_dqn(seed: int, total: int) -> dict:
 
 
 B_OVERRIDES = ["env=cartpole", "net.hidden=[120,84]", "logger=none", "trainer.enable_progress_bar=false",
-               "env.num_envs=4", "algo.optimizer.lr=2.5e-4", "algo.batch_size=128", "algo.buffer_size=10000",
-               "algo.train_freq=40", "algo.gradient_steps=4", "algo.target_update_interval=500",
+               "env.num_envs=8", "algo.optimizer.lr=2.5e-4", "algo.batch_size=128", "algo.buffer_size=10000",
+               "algo.train_freq=80", "algo.gradient_steps=8", "algo.target_update_interval=500",
                "algo.learning_starts=10000", "algo.exploration.eps_end=0.05", "algo.td_loss=mse",
                "algo.double_dqn=false", "algo.max_grad_norm=null", "eval.stop_at_return=null"]
 
@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["A", "B", "C"])
     ap.add_argument("--eval-freq", type=int, default=2000)
     ap.add_argument("--steps-b", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of Parts B and C")
     ap.add_argument("--out", default="outputs/bench_cartpole")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = ap.parse_args()
@@ -217,19 +218,28 @@ def main() -> None:
         report["A"] = [{"seed": s, "kdrl": k, "sb3": b} for s, k, b in rows]
     if "B" in args.parts or "C" in args.parts:
         s = args.seeds[0]
-        plain = plain_dqn(s, args.steps_b)
-        k = kdrl_same_hparams(s, args.steps_b, out)
-        bare = kdrl_bare(s, args.steps_b) if "C" in args.parts else None
-        print(f"\nPart B: CleanRL hyperparameters, {args.steps_b} env steps, seed {s}")
-        print("| run | env steps/s | train wall s | final greedy (20 eps) |\n|---|---|---|---|")
-        print(f"| plain PyTorch loop | {plain['sps']:,.0f} | {plain['wall_s']:.1f} | {plain['final_greedy']:.1f} |")
-        print(f"| kdrl (Lightning) | {k['sps']:,.0f} | {k['wall_s']:.1f} | {k['final_greedy']:.1f} |")
-        print(f"kdrl / plain steps/s: {k['sps'] / plain['sps']:.2f}x")
-        report["B"] = {"plain": plain, "kdrl": k}
-        if bare:
-            print(f"\nPart C: Lightning overhead = kdrl wall / bare-loop wall = {k['wall_s']:.1f} / {bare['wall_s']:.1f} "
-                  f"= {k['wall_s'] / bare['wall_s']:.3f}x")
-            report["C"] = {"bare": bare, "ratio": k["wall_s"] / bare["wall_s"]}
+        plains, kdrls, bares = [], [], []
+        for rep in range(args.repeats):  # interleaved, so drifts in machine speed hit all three alike
+            plains.append(plain_dqn(s, args.steps_b))
+            kdrls.append(kdrl_same_hparams(s, args.steps_b, out / f"rep{rep}"))
+            if "C" in args.parts:
+                bares.append(kdrl_bare(s, args.steps_b))
+            print(f"[B] rep {rep}: plain {plains[-1]['sps']:,.0f} steps/s, kdrl {kdrls[-1]['sps']:,.0f} steps/s"
+                  + (f", kdrl bare {bares[-1]['sps']:,.0f} steps/s" if bares else ""), flush=True)
+        med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+        print(f"\nPart B: CleanRL hyperparameters, {args.steps_b} env steps, seed {s}, median of {args.repeats} runs")
+        print("| run | env steps/s | train wall s | final greedy (20 eps), per run |\n|---|---|---|---|")
+        for name, runs in (("plain PyTorch loop", plains), ("kdrl (Lightning)", kdrls)):
+            finals = ", ".join(f"{r['final_greedy']:.0f}" for r in runs)
+            print(f"| {name} | {med(runs, 'sps'):,.0f} | {med(runs, 'wall_s'):.1f} | {finals} |")
+        print(f"kdrl / plain steps/s (medians): {med(kdrls, 'sps') / med(plains, 'sps'):.2f}x")
+        report["B"] = {"plain": plains, "kdrl": kdrls}
+        if bares:
+            ratio = med(kdrls, "wall_s") / med(bares, "wall_s")
+            print(f"\nPart C: Lightning overhead = median kdrl wall / median bare-loop wall = "
+                  f"{med(kdrls, 'wall_s'):.1f} / {med(bares, 'wall_s'):.1f} = {ratio:.3f}x "
+                  f"(per run: {', '.join(format(k['wall_s'] / b['wall_s'], '.3f') for k, b in zip(kdrls, bares))})")
+            report["C"] = {"bare": bares, "ratio": ratio}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

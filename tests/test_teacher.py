@@ -64,3 +64,14 @@ def test_cli_writes_results_contract_and_safe_checkpoint(tmp_path):
         load_policy(res["checkpoint"], "Acrobot-v1")
     with pytest.raises(CheckpointError, match="shape"):
         load_policy(res["checkpoint"], obs_shape=(6,))
+
+
+def test_rerun_in_the_same_dir_skips_a_completed_job(tmp_path):
+    cfg = compose_cfg("train", ["debug=fast", "algo.total_timesteps=1000", "eval.freq=1000"])
+    first = train_teacher(cfg, tmp_path)
+    mtime = (tmp_path / "results.json").stat().st_mtime_ns
+    again = train_teacher(cfg, tmp_path)
+    assert again["eval_returns"] == first["eval_returns"]
+    assert (tmp_path / "results.json").stat().st_mtime_ns == mtime  # not rewritten
+    changed = compose_cfg("train", ["debug=fast", "algo.total_timesteps=1200", "eval.freq=1000"])
+    assert train_teacher(changed, tmp_path)["env_steps"] == 1200  # another config reruns

@@ -117,3 +117,21 @@ def recorded_job(out: Path, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
         fields["job_wall_time_s"] = clock()
         write_results(out, fields)
         finish_wandb(out)
+
+
+def completed_results(out: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The results of an earlier run of this exact config in ``out`` if it finished ok (re-running
+    a sweep with the same sweep dir then skips its completed jobs)."""
+    import json
+
+    path = out / "results.json"
+    if not cfg.get("skip_completed", True) or not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if res.get("status") == "ok" and res.get("config") == plain(cfg):
+        log.info("skipping: %s already holds complete results for this config", out)
+        return res
+    return None

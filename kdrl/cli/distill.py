@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
-from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, make_trainer, plain,
+from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_results, make_trainer, plain,
                              quiet_lightning, recorded_job, run_dir, seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import env_spec, make_env, perturbation_wrappers
@@ -56,6 +56,9 @@ def build_student_module(cfg: DictConfig, spec, teacher_net, student_net) -> tor
 
 def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
     quiet_lightning()
+    done = completed_results(out, cfg)
+    if done is not None:
+        return done
     seed_job(cfg.seed, cfg.torch_threads)
     loss_name = "scratch" if cfg.baseline == "scratch" else str(cfg.loss.name)
     fields: dict[str, Any] = {

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
-from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, make_trainer, plain,
+from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_results, make_trainer, plain,
                              quiet_lightning, recorded_job, run_dir, seed_job)
 from kdrl.envs import env_spec, make_env
 from kdrl.evaluation import eval_seeds, evaluate_policy
@@ -48,6 +48,9 @@ def final_evaluation(module: DQNTeacher, cfg: DictConfig, policy_path: Path) -> 
 
 def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
     quiet_lightning()
+    done = completed_results(out, cfg)
+    if done is not None:
+        return done
     seed_job(cfg.seed, cfg.torch_threads)
     fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": int(cfg.seed),
                               "run_dir": str(out), "config": plain(cfg)}

@@ -143,6 +143,6 @@ class ReplayStream(IterableDataset):
 @torch.inference_mode()
 def greedy_actions(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
     """argmax_a Q(obs, a) for a batch of numpy observations."""
-    q = net(torch.as_tensor(obs, dtype=torch.float32, device=device))
-    actions = q.argmax(dim=1)
+    x = torch.as_tensor(obs, dtype=torch.float32, device=device)
+    actions = net.greedy(x) if hasattr(net, "greedy") else net(x).argmax(dim=1)
     return actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy()

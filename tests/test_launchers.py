@@ -89,3 +89,19 @@ def test_sweep_through_a_local_ray(tmp_path):
     assert sorted(r["status"] for r in res) == ["failed", "ok"]
     ok = next(r for r in res if r["status"] == "ok")
     assert ok["env_steps"] == 1000
+
+
+def test_debug_sweep_preset_trains_the_teacher_once_and_tables(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.distill", "-m", "experiment=debug_sweep",
+                           f"hydra.sweep.dir={sweep}", f"teacher.cache_dir={tmp_path / 'cache'}"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("training teacher") == 1 and log.count("reusing cached teacher") == 3
+    res = _results(sweep)
+    assert sorted((r["loss"], r["seed"]) for r in res) == [("kl", 0), ("kl", 1), ("nll", 0), ("nll", 1)]
+    table = subprocess.run([sys.executable, "-m", "kdrl.cli.table", str(sweep), "--out", str(tmp_path / "t")],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert table.returncode == 0, table.stderr
+    assert "4 ok runs, 0 failed" in table.stdout and (tmp_path / "t" / "table.tex").exists()

@@ -45,6 +45,18 @@ def seed_job(seed: int, threads: int) -> None:
     pl.seed_everything(int(seed), workers=False, verbose=False)
 
 
+def sweep_name() -> str | None:
+    """In a multirun, the sweep directory's name (the W&B group of its jobs)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    except Exception:  # not under a Hydra app (tests, notebooks)
+        return None
+
+
 def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
     loggers: list = []
     if cfg.logger.get("csv", True):
@@ -55,7 +67,7 @@ def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
     if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
         from pytorch_lightning.loggers import WandbLogger
 
-        group = cfg.wandb.get("group") or None
+        group = cfg.wandb.get("group") or sweep_name()
         loggers.append(WandbLogger(project=cfg.wandb.project, save_dir=str(out), offline=(mode == "offline"),
                                    group=group, job_type=job_type, tags=list(cfg.wandb.get("tags") or []),
                                    name=f"{job_type}-{cfg.env.id}-s{cfg.seed}", config=plain(cfg)))

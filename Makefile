@@ -6,13 +6,17 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.kdrl-installed
 TORCH_VERSION ?= 2.13.0
 export PYTHONWARNINGS ?= ignore
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip's notes about this machine's local index mirrors are noise in CI logs
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install "torch==$(TORCH_VERSION)"
-	$(PIP) install -e ".[dev]"
+	$(PIP) install "torch==$(TORCH_VERSION)" $(QUIET_PIP)
+	$(PIP) install -e ".[dev]" $(QUIET_PIP)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -26,7 +30,7 @@ test: setup
 	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
 bench: setup
-	$(PIP) install -e ".[dev,bench]"
+	$(PIP) install -e ".[dev,bench]" $(QUIET_PIP)
 	$(PY) scripts/bench_cartpole.py
 
 clean:

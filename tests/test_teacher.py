@@ -19,13 +19,19 @@ def test_target_sync_happens_every_interval_env_steps():
     module.setup("fit")
     opt = module.configure_optimizers()
     synced_at = []
-    for stacked in module.stream:
-        before = module.target_updates
-        module.run_updates(opt, stacked)
-        if module.target_updates > before:
+    original = module.maybe_update_target
+
+    def spy() -> bool:  # check the target right after each sync, inside a round of updates
+        synced = original()
+        if synced:
             synced_at.append(module.env_steps)
             for p, q in zip(module.target_net.parameters(), module.q_net.parameters()):
                 assert torch.equal(p, q)
+        return synced
+
+    module.maybe_update_target = spy
+    for stacked in module.stream:
+        module.run_updates(opt, stacked)
     # one sync per crossed multiple of 100, at the first gradient step at or after it (3 env steps per vector step)
     assert len(synced_at) == len(set(s // 100 for s in synced_at))
     assert [s // 100 for s in synced_at] == list(range(1, len(synced_at) + 1)) and len(synced_at) >= 9

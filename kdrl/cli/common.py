@@ -147,3 +147,65 @@ def completed_results(out: Path, cfg: DictConfig) -> dict[str, Any] | None:
         log.info("skipping: %s already holds complete results for this config", out)
         return res
     return None
+
+
+def one_line(exc: BaseException) -> str:
+    """A single line for the user: the root cause of Hydra's instantiation wrappers, whitespace folded."""
+    from hydra.errors import InstantiationException
+
+    from kdrl.envs import EnvError
+    from kdrl.io import CheckpointError
+    from kdrl.validate import ConfigError
+
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (ConfigError, EnvError, CheckpointError)):
+        return msg
+    return f"{type(exc).__name__}: {msg}"
+
+
+def is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
+def run_app(prog: str, job: Any, cfg: DictConfig) -> Any:
+    """Run one job. A single run turns an error into one line on stderr and exit code 2 (the
+    traceback with KDRL_DEBUG=1); in a multirun the error propagates so Hydra records the failed
+    job and the sweep goes on. Either way the job's results.json says status: failed."""
+    import sys
+
+    try:
+        return job(cfg, run_dir())
+    except Exception as exc:
+        if os.environ.get("KDRL_DEBUG") == "1" or is_multirun():
+            raise
+        sys.stderr.write(f"{prog}: error: {one_line(exc)}  (KDRL_DEBUG=1 shows the traceback)\n")
+        sys.exit(2)
+
+
+def preflight_output_dirs(prog: str, argv: list[str]) -> None:
+    """Fail in one line, before Hydra starts, when an output dir given on the command line cannot
+    be created or written."""
+    import sys
+
+    for arg in argv:
+        for key in ("hydra.run.dir=", "hydra.sweep.dir="):
+            if not arg.startswith(key):
+                continue
+            path = Path(arg[len(key):])
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                probe = path / ".kdrl-write-test"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as exc:
+                sys.stderr.write(f"{prog}: error: output dir {path} is not writable: "
+                                 f"{exc.strerror or exc} (choose another {key[:-1]})\n")
+                sys.exit(2)

@@ -4,6 +4,7 @@ resources; write student.pt and results.json."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
 from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_results, make_trainer, plain,
-                             quiet_lightning, recorded_job, run_dir, seed_job)
+                             preflight_output_dirs, quiet_lightning, recorded_job, run_app, seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import env_spec, make_env, perturbation_wrappers
 from kdrl.evaluation import eval_seeds, evaluate_policy, rollout_states
@@ -23,6 +24,7 @@ from kdrl.io import atomic_write, load_policy
 from kdrl.modules.student import DistillStudent
 from kdrl.modules.teacher import DQNTeacher
 from kdrl.optim import build_optimizer
+from kdrl.validate import validate_distill
 from kdrl.resources import resource_report
 from kdrl.teachers import load_teacher_net, obtain_teacher
 
@@ -59,16 +61,17 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
     done = completed_results(out, cfg)
     if done is not None:
         return done
-    seed_job(cfg.seed, cfg.torch_threads)
     loss_name = "scratch" if cfg.baseline == "scratch" else str(cfg.loss.name)
     fields: dict[str, Any] = {
-        "kind": "student", "status": "failed", "env_id": cfg.env.id, "seed": int(cfg.seed), "run_dir": str(out),
-        "loss": loss_name, "temperature": float(cfg.loss.temperature), "width": cfg.student.width,
+        "kind": "student", "status": "failed", "env_id": cfg.env.id, "seed": cfg.seed, "run_dir": str(out),
+        "loss": loss_name, "temperature": cfg.loss.temperature, "width": cfg.student.width,
         "depth": cfg.student.depth, "control": str(cfg.control), "baseline": cfg.baseline,
         "lambda": plain(cfg.loss.get("lambda")) if cfg.loss.get("hybrid") else None,
         "feature_weight": float(cfg.loss.get("feature_weight", 0.0)), "config": plain(cfg)}
     job_clock = Stopwatch()
     with recorded_job(out, fields):
+        validate_distill(cfg)
+        seed_job(cfg.seed, cfg.torch_threads)
         probe = make_env(cfg.env.id, plain(cfg.env.kwargs))
         spec = env_spec(probe)
         probe.close()
@@ -148,8 +151,13 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="distill", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    return distill_student(cfg, run_dir())["return_ratio"]
+def _app(cfg: DictConfig) -> float:
+    return run_app("kdrl-distill", distill_student, cfg)["return_ratio"]
+
+
+def main() -> None:
+    preflight_output_dirs("kdrl-distill", sys.argv[1:])
+    _app()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
 from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_results, make_trainer, plain,
-                             quiet_lightning, recorded_job, run_dir, seed_job)
+                             preflight_output_dirs, quiet_lightning, recorded_job, run_app, seed_job)
 from kdrl.envs import env_spec, make_env
 from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, load_policy
 from kdrl.modules.teacher import DQNTeacher
 from kdrl.optim import build_optimizer
+from kdrl.validate import validate_common
 
 log = logging.getLogger("kdrl.train")
 
@@ -51,11 +53,12 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
     done = completed_results(out, cfg)
     if done is not None:
         return done
-    seed_job(cfg.seed, cfg.torch_threads)
-    fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": int(cfg.seed),
+    fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": cfg.seed,
                               "run_dir": str(out), "config": plain(cfg)}
     job_clock = Stopwatch()
     with recorded_job(out, fields):
+        validate_common(cfg)
+        seed_job(cfg.seed, cfg.torch_threads)
         module, net_cfg = build_teacher(cfg)
         evaluation = GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes,
                                       cfg.eval.seed, out / "checkpoints", net_cfg, cfg.eval.stop_at_return)
@@ -95,8 +98,13 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    return train_teacher(cfg, run_dir())["eval_return_mean"]
+def _app(cfg: DictConfig) -> float:
+    return run_app("kdrl-train", train_teacher, cfg)["eval_return_mean"]
+
+
+def main() -> None:
+    preflight_output_dirs("kdrl-train", sys.argv[1:])
+    _app()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""Config checks with one-line, actionable messages, run before anything is built.
+
+Hydra already rejects unknown config groups, unknown keys and malformed overrides with its own
+messages; this catches values that are well-typed but meaningless (a zero temperature, a width of
+0, lambda outside [0, 1], ...), so a typo fails in a second instead of after a teacher is trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from kdrl.losses import LOSSES, LambdaSchedule
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and what would."""
+
+
+def _num(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if node is None or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _check(cond: bool, key: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def _int_at_least(cfg: DictConfig, key: str, low: int) -> None:
+    v = _num(cfg, key)
+    if v is None:
+        return
+    _check(isinstance(v, int) and not isinstance(v, bool) and v >= low, key, f"an integer >= {low}", v)
+
+
+def _in_range(cfg: DictConfig, key: str, low: float, high: float, low_open: bool = False) -> None:
+    v = _num(cfg, key)
+    if v is None:
+        return
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > low if low_open else v >= low) and v <= high
+    _check(ok, key, f"in {'(' if low_open else '['}{low}, {high}]", v)
+
+
+def _one_of(cfg: DictConfig, key: str, options: tuple) -> None:
+    v = _num(cfg, key)
+    if v is None and None in options:
+        return
+    _check(v in options, key, "one of " + ", ".join(map(str, options)), v)
+
+
+def validate_common(cfg: DictConfig) -> None:
+    _int_at_least(cfg, "seed", 0)
+    _int_at_least(cfg, "torch_threads", 1)
+    _int_at_least(cfg, "env.num_envs", 1)
+    _one_of(cfg, "env.vectorization", ("sync", "async"))
+    for key in ("total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps",
+                "target_update_interval"):
+        _int_at_least(cfg, f"algo.{key}", 1)
+    _int_at_least(cfg, "algo.learning_starts", 0)
+    _in_range(cfg, "algo.gamma", 0.0, 1.0)
+    _in_range(cfg, "algo.tau", 0.0, 1.0, low_open=True)
+    _one_of(cfg, "algo.td_loss", ("huber", "mse"))
+    for key in ("eps_start", "eps_end"):
+        _in_range(cfg, f"algo.exploration.{key}", 0.0, 1.0)
+    _in_range(cfg, "algo.optimizer.lr", 0.0, 10.0, low_open=True)
+    _one_of(cfg, "algo.optimizer.name", ("adam", "adamw", "rmsprop", "sgd"))
+    for key in ("width", "depth"):
+        _int_at_least(cfg, f"net.{key}", 1)
+    for key in ("freq", "episodes", "final_episodes"):
+        _int_at_least(cfg, f"eval.{key}", 1)
+    _one_of(cfg, "eval.final_policy", ("best", "last"))
+
+
+def validate_distill(cfg: DictConfig) -> None:
+    validate_common(cfg)
+    for key in ("width", "depth"):
+        _int_at_least(cfg, f"student.{key}", 1)
+    _one_of(cfg, "control", ("teacher", "student", "mixed"))
+    _one_of(cfg, "baseline", (None, "scratch"))
+    _one_of(cfg, "loss.distill", LOSSES)
+    _in_range(cfg, "loss.temperature", 0.0, float("inf"), low_open=True)
+    if _num(cfg, "loss.student_temperature") is not None:
+        _in_range(cfg, "loss.student_temperature", 0.0, float("inf"), low_open=True)
+    if _num(cfg, "loss.feature_weight") is not None:
+        _in_range(cfg, "loss.feature_weight", 0.0, float("inf"))
+    _one_of(cfg, "loss.lambda.schedule", LambdaSchedule.KINDS)
+    _in_range(cfg, "loss.lambda.value", 0.0, 1.0)
+    _in_range(cfg, "loss.lambda.end", 0.0, 1.0)
+    for key in ("total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
+        _int_at_least(cfg, f"distill.{key}", 1)
+    for key in ("eps_start", "eps_end"):
+        _in_range(cfg, f"distill.exploration.{key}", 0.0, 1.0)
+    for key in ("beta_start", "beta_end"):
+        _in_range(cfg, f"distill.mixed.{key}", 0.0, 1.0)
+    _in_range(cfg, "distill.optimizer.lr", 0.0, 10.0, low_open=True)

@@ -1,0 +1,108 @@
+"""The bad-input catalogue: each case must end with a non-zero exit, a one-line actionable message
+(no traceback unless KDRL_DEBUG=1), and no results.json marked complete."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdrl.io import save_policy
+from kdrl.nets import MLP
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["debug=fast"]
+
+
+class Exploit:
+    """Unpickling this would run a shell command: weights_only loading must refuse it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpts")
+    net_cfg = {"_target_": "kdrl.nets.MLP", "width": 16, "depth": 1, "dueling": False, "hidden": None}
+    save_policy(d / "acrobot.pt", MLP((6,), 3, 16, 1), net_cfg, "Acrobot-v1", (6,), 3)
+    save_policy(d / "obs5.pt", MLP((5,), 2, 16, 1), net_cfg, "CartPole-v1", (5,), 2)
+    save_policy(d / "act3.pt", MLP((4,), 3, 16, 1), net_cfg, "CartPole-v1", (4,), 3)
+    good = d / "good.pt"
+    save_policy(good, MLP((4,), 2, 16, 1), net_cfg, "CartPole-v1", (4,), 2)
+    (d / "truncated.pt").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    (d / "notes.pt").write_text("these are my notes, not a checkpoint\n")
+    torch.save({"format": "kdrl-qnet/1", "payload": Exploit(str(d / "PWNED"))}, d / "exploit.pt")
+    return d
+
+
+# (app, overrides, expected text in the one-line message)
+CASES = [
+    ("train", ["env.id=CartPol-v1"], "unknown gymnasium env id 'CartPol-v1'. Did you mean: CartPole-v1"),
+    ("train", ["env.id=Pendulum-v1"], "Box action space; kdrl's DQN needs Discrete"),
+    ("distill", ["loss=kld"], "Could not find 'loss/kld'"),
+    ("train", ["net=cnn"], "Could not find 'net/cnn'"),
+    ("train", ["launcher=sge"], "Could not find 'launcher/sge'"),
+    ("distill", ["experiment=nope"], "Could not find 'experiment/nope'"),
+    ("distill", ["loss.temperature=0"], "loss.temperature must be in (0.0, inf], got 0"),
+    ("distill", ["loss.temperature=-1"], "loss.temperature must be in (0.0, inf], got -1"),
+    ("distill", ["student.width=0"], "student.width must be an integer >= 1, got 0"),
+    ("train", ["net.width=0"], "net.width must be an integer >= 1, got 0"),
+    ("distill", ["loss=hybrid", "loss.lambda.value=1.5"], "loss.lambda.value must be in [0.0, 1.0], got 1.5"),
+    ("distill", ["loss=hybrid", "loss.lambda.schedule=cosine"], "loss.lambda.schedule must be one of constant, linear, qdagger"),
+    ("train", ["env.num_envs=0"], "env.num_envs must be an integer >= 1, got 0"),
+    ("train", ["algo.gamma=1.5"], "algo.gamma must be in [0.0, 1.0], got 1.5"),
+    ("train", ["algo.optimizer.name=adagrad"], "algo.optimizer.name must be one of adam, adamw, rmsprop, sgd"),
+    ("train", ["seed=-1"], "seed must be an integer >= 0, got -1"),
+    ("train", ["eval.final_policy=worst"], "eval.final_policy must be one of best, last"),
+    ("distill", ["control=both"], "control must be one of teacher, student, mixed, got 'both'"),
+    ("distill", ["baseline=random"], "baseline must be one of None, scratch, got 'random'"),
+    ("train", ["algo.lrr=1"], "Key 'lrr' is not in struct"),
+    ("train", ["-m", "seed=choice()"], "empty choice is not legal"),
+    ("train", ["hydra.run.dir=/etc/hostname/run"], "output dir /etc/hostname/run is not writable"),
+    ("distill", ["teacher.checkpoint=/nonexistent/teacher.pt"], "checkpoint not found: /nonexistent/teacher.pt"),
+    ("distill", ["teacher.checkpoint={d}/truncated.pt"], "cannot load checkpoint"),
+    ("distill", ["teacher.checkpoint={d}/notes.pt"], "cannot load checkpoint"),
+    ("distill", ["teacher.checkpoint={d}/acrobot.pt"], "was trained on 'Acrobot-v1', not 'CartPole-v1'"),
+    ("distill", ["teacher.checkpoint={d}/obs5.pt"], "expects observations of shape (5,), env gives (4,)"),
+    ("distill", ["teacher.checkpoint={d}/act3.pt"], "has 3 actions, env has 2"),
+    ("distill", ["teacher.checkpoint={d}/exploit.pt"], "cannot load checkpoint"),
+]
+
+
+@pytest.mark.parametrize("app,overrides,expected", CASES, ids=[" ".join(c[1]) for c in CASES])
+def test_bad_input(app, overrides, expected, ckpts, tmp_path):
+    overrides = [o.format(d=ckpts) for o in overrides]
+    run_dir = tmp_path / "run"
+    extra = [] if any(o.startswith("hydra.run.dir") for o in overrides) else [f"hydra.run.dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
+    flags = [o for o in overrides if o.startswith("-")]
+    overrides = [o for o in overrides if not o.startswith("-")]
+    proc = subprocess.run([sys.executable, "-m", f"kdrl.cli.{app}", *flags, *FAST, *overrides, *extra],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert expected in out, out[-2000:]
+    assert "Traceback" not in out, out[-2000:]
+    lines = [line for line in out.splitlines() if expected in line]
+    assert len(lines) == 1 or all(line == lines[0] for line in lines)  # said once, on one line
+    res = run_dir / "results.json"
+    assert not res.exists() or json.loads(res.read_text())["status"] == "failed"
+    assert not (ckpts / "PWNED").exists()  # the exploit's code never ran
+
+
+def test_catalogue_size():
+    assert len(CASES) >= 20
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    env = {**os.environ, "KDRL_DEBUG": "1"}
+    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.train", *FAST, "env.num_envs=0",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode != 0 and "Traceback" in proc.stdout + proc.stderr

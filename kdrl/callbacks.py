@@ -27,7 +27,7 @@ class GreedyEvaluation(pl.Callback):
 
     def __init__(self, env_id: str, env_kwargs: dict | None, freq: int, episodes: int, seed: int,
                  ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None,
-                 reference_return: float | None = None) -> None:
+                 reference_return: float | None = None, keep_last: int = 1) -> None:
         if int(freq) < 1 or int(episodes) < 1:
             raise ValueError(f"eval.freq and eval.episodes must be >= 1, got {freq} and {episodes}")
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
@@ -36,6 +36,9 @@ class GreedyEvaluation(pl.Callback):
         self.net_cfg = net_cfg
         self.stop_at_return = stop_at_return
         self.reference_return = reference_return  # the teacher's return on the same seeds (students)
+        if int(keep_last) < 1:
+            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
+        self.keep_last = int(keep_last)
         self.next_eval = self.freq
         self.history: list[dict[str, float]] = []
         self.best_mean = -np.inf
@@ -62,6 +65,12 @@ class GreedyEvaluation(pl.Callback):
             self.evaluate(trainer, pl_module)
 
     def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:
+        pl_module.flush_metrics()  # raises on a non-finite loss before anything is checkpointed
+        if not all(bool(p.isfinite().all()) for p in pl_module.q_net.parameters()):
+            from kdrl.modules.base import NonFiniteLossError
+
+            raise NonFiniteLossError(f"non-finite network parameters at env step {pl_module.env_steps}; "
+                                     "stopped, the last good checkpoint is kept")
         t0 = time.perf_counter()
         was_training = pl_module.training
         pl_module.eval()
@@ -89,11 +98,21 @@ class GreedyEvaluation(pl.Callback):
             save_policy(self.best_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape,
                         spec.n_actions, extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
         atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
+        self._rotate(pl_module.env_steps)
         metrics["eval/best_return_mean"] = self.best_mean
         pl_module.log_env_metrics(metrics)
         if self.stop_at_return is not None and mean >= float(self.stop_at_return):
             trainer.should_stop = True
         return record
+
+    def _rotate(self, env_steps: int) -> None:
+        """Keep the last ``keep_last`` full checkpoints: last.ckpt plus numbered older ones."""
+        if self.keep_last <= 1:
+            return
+        numbered = self.ckpt_dir / f"step-{env_steps:010d}.ckpt"
+        atomic_write(numbered, lambda tmp: Path(tmp).write_bytes((self.ckpt_dir / "last.ckpt").read_bytes()))
+        for old in sorted(self.ckpt_dir.glob("step-*.ckpt"))[: -(self.keep_last - 1)]:
+            old.unlink(missing_ok=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"next_eval": self.next_eval, "history": self.history, "best_mean": float(self.best_mean),

@@ -81,3 +81,11 @@ def test_rerun_in_the_same_dir_skips_a_completed_job(tmp_path):
     assert (tmp_path / "results.json").stat().st_mtime_ns == mtime  # not rewritten
     changed = compose_cfg("train", ["debug=fast", "algo.total_timesteps=1200", "eval.freq=1000"])
     assert train_teacher(changed, tmp_path)["env_steps"] == 1200  # another config reruns
+
+
+def test_keeps_the_last_k_checkpoints(tmp_path):
+    cfg = compose_cfg("train", ["debug=fast", "algo.total_timesteps=3000", "eval.freq=500", "checkpoint.keep_last=3"])
+    train_teacher(cfg, tmp_path)
+    numbered = sorted((tmp_path / "checkpoints").glob("step-*.ckpt"))
+    assert len(numbered) == 2 and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert numbered[-1].name == "step-0000003000.ckpt"

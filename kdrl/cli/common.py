@@ -67,11 +67,34 @@ def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
     if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
         from pytorch_lightning.loggers import WandbLogger
 
-        group = cfg.wandb.get("group") or sweep_name()
-        loggers.append(WandbLogger(project=cfg.wandb.project, save_dir=str(out), offline=(mode == "offline"),
-                                   group=group, job_type=job_type, tags=list(cfg.wandb.get("tags") or []),
-                                   name=f"{job_type}-{cfg.env.id}-s{cfg.seed}", config=plain(cfg)))
+        kwargs = dict(project=cfg.wandb.project, group=cfg.wandb.get("group") or sweep_name(), job_type=job_type,
+                      tags=list(cfg.wandb.get("tags") or []), name=f"{job_type}-{cfg.env.id}-s{cfg.seed}",
+                      config=plain(cfg))
+        if mode == "online":
+            run = _online_wandb_run(out, kwargs)
+            if run is not None:
+                loggers.append(WandbLogger(experiment=run, save_dir=str(out)))
+                return loggers
+        import wandb
+
+        loggers.append(WandbLogger(save_dir=str(out), offline=True, settings=wandb.Settings(mode="offline"), **kwargs))
     return loggers
+
+
+def _online_wandb_run(out: Path, kwargs: dict[str, Any]) -> Any:
+    """Start an online W&B run, or warn once and return None (the caller goes offline) when W&B
+    cannot be reached or no account is configured: a logging service never stops a run."""
+    import wandb
+
+    try:
+        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+        return wandb.init(dir=str(out), mode="online", settings=wandb.Settings(init_timeout=timeout), **kwargs)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        log.warning("W&B online unreachable (%s); continuing with W&B offline in %s/wandb "
+                    "(upload later with `wandb sync`)", reason, out)
+        os.environ["WANDB_MODE"] = "offline"  # WANDB_MODE=online would make the offline fallback log in too
+        return None
 
 
 def finish_wandb(out: Path) -> None:

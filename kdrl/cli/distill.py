@@ -90,7 +90,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                                          eval_seeds(cfg.eval.seed, cfg.eval.episodes), kwargs)))
         evaluation = GreedyEvaluation(cfg.env.id, kwargs, cfg.eval.freq, cfg.eval.episodes, cfg.eval.seed,
                                       out / "checkpoints", net_cfg, cfg.eval.stop_at_return,
-                                      reference_return=teacher_periodic)
+                                      reference_return=teacher_periodic, keep_last=cfg.checkpoint.keep_last)
         trainer = make_trainer(cfg, build_loggers(cfg, out, "student"), [evaluation], out)
         fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()

@@ -76,6 +76,14 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
+def disk_use(paths: list[str]) -> str:
+    """How much the runs take on disk, and how much of it is checkpoints."""
+    files = [f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    ckpt = sum(f.stat().st_size for f in files if f.suffix in (".ckpt", ".pt"))
+    return f"disk use: {total / 2**20:.1f} MiB in {len(files)} files ({ckpt / 2**20:.1f} MiB checkpoints)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kdrl-table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="sweep/run directories or results.json files")
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plots:
         for p in plot_all(df, agg, args.paths, out, args.rows, args.cols, args.metric, args.curve_group):
             print(f"wrote {p}")
+    print(disk_use(args.paths))
     print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'table.tex'}")
     return 0
 

@@ -61,7 +61,8 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
         seed_job(cfg.seed, cfg.torch_threads)
         module, net_cfg = build_teacher(cfg)
         evaluation = GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes,
-                                      cfg.eval.seed, out / "checkpoints", net_cfg, cfg.eval.stop_at_return)
+                                      cfg.eval.seed, out / "checkpoints", net_cfg, cfg.eval.stop_at_return,
+                                      keep_last=cfg.checkpoint.keep_last)
         trainer = make_trainer(cfg, build_loggers(cfg, out, "teacher"), [evaluation], out)
         fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()

@@ -13,6 +13,10 @@ from torch.utils.data import DataLoader
 from kdrl.data import EnvCollector, ReplayStream
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A loss or parameter became NaN/inf; training stops and the last good checkpoint stays."""
+
+
 class RLModule(pl.LightningModule):
     """Owns the collector and stream (built once, in ``setup``); logs against env steps.
 
@@ -80,6 +84,12 @@ class RLModule(pl.LightningModule):
             self.sps = (self.env_steps - self._env_steps_last) / dt
         self._t_last, self._env_steps_last = now, self.env_steps
         out: dict[str, float] = {f"train/{k}": (v / max(self._count, 1)).item() for k, v in self._sums.items()}
+        bad = [k for k, v in out.items() if not np.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite {', '.join(b.split('/')[-1] for b in bad)} at env step {self.env_steps}, "
+                f"gradient step {self.stream.grad_steps}; stopped, the last good checkpoint is kept "
+                "(try a lower learning rate or gradient clipping)")
         self._sums, self._count = {}, 0
         finished = self.collector.drain_finished()
         if finished:

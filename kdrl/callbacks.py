@@ -43,6 +43,7 @@ class GreedyEvaluation(pl.Callback):
         self.history: list[dict[str, float]] = []
         self.best_mean = -np.inf
         self.eval_time_s = 0.0
+        self.resumed_wall_s = 0.0  # wall time of the run before a resume (0 for a fresh run)
         self.t_start = time.perf_counter()
 
     @property
@@ -123,6 +124,7 @@ class GreedyEvaluation(pl.Callback):
         self.history = list(state["history"])
         self.best_mean = float(state["best_mean"])
         self.eval_time_s = float(state["eval_time_s"])
+        self.resumed_wall_s = float(self.history[-1]["wall_s"]) if self.history else 0.0
 
 
 class EnvStepProgressBar(pl.callbacks.ProgressBar):

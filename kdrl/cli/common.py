@@ -122,6 +122,13 @@ def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> 
         from kdrl.callbacks import EnvStepProgressBar
 
         callbacks = [*callbacks, EnvStepProgressBar()]
+    if os.environ.get("SLURM_JOB_ID"):
+        # One owner of SIGUSR1: submitit (launcher=slurm, max_num_timeout) requeues preempted or
+        # timed-out jobs, and the requeued job resumes from checkpoints/last.ckpt. Lightning's own
+        # auto-requeue handler is switched off so the two do not both act on the signal.
+        from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+        kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
     return pl.Trainer(max_epochs=1, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
                       enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, enable_progress_bar=enable_bar, **kwargs)
@@ -232,3 +239,20 @@ def preflight_output_dirs(prog: str, argv: list[str]) -> None:
                 sys.stderr.write(f"{prog}: error: output dir {path} is not writable: "
                                  f"{exc.strerror or exc} (choose another {key[:-1]})\n")
                 sys.exit(2)
+
+
+def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
+    """``out/checkpoints/last.ckpt`` when this run dir holds an unfinished run to resume (a run
+    that finished, whatever its config, is not resumed: a new config in its dir starts afresh)."""
+    import json
+
+    ckpt = out / "checkpoints" / "last.ckpt"
+    results = out / "results.json"
+    try:
+        finished = results.is_file() and json.loads(results.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        finished = False
+    if cfg.get("resume", True) and ckpt.is_file() and not finished:
+        log.info("resuming from %s", ckpt)
+        return str(ckpt)
+    return None

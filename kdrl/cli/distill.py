@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
 from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_results, make_trainer, plain,
-                             preflight_output_dirs, quiet_lightning, recorded_job, run_app, seed_job)
+                             preflight_output_dirs, quiet_lightning, recorded_job, resume_checkpoint, run_app,
+                             seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import env_spec, make_env, perturbation_wrappers
 from kdrl.evaluation import eval_seeds, evaluate_policy, rollout_states
@@ -63,7 +64,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         return done
     loss_name = "scratch" if cfg.baseline == "scratch" else str(cfg.loss.name)
     fields: dict[str, Any] = {
-        "kind": "student", "status": "failed", "env_id": cfg.env.id, "seed": cfg.seed, "run_dir": str(out),
+        "kind": "student", "status": "failed", "env_id": cfg.env.id, "seed": cfg.seed, "run_dir": str(out), "resumed_from_env_steps": None,
         "loss": loss_name, "temperature": cfg.loss.temperature, "width": cfg.student.width,
         "depth": cfg.student.depth, "control": str(cfg.control), "baseline": cfg.baseline,
         "lambda": plain(cfg.loss.get("lambda")) if cfg.loss.get("hybrid") else None,
@@ -94,8 +95,9 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         trainer = make_trainer(cfg, build_loggers(cfg, out, "student"), [evaluation], out)
         fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()
-        trainer.fit(module)
-        fit_s = fit_clock()
+        trainer.fit(module, ckpt_path=resume_checkpoint(cfg, out), weights_only=True)
+        fit_s = fit_clock() + evaluation.resumed_wall_s  # a resumed run counts its time before the kill
+        fields["resumed_from_env_steps"] = getattr(module, "resumed_from_env_steps", None)
 
         # 1. performance: student and teacher on the same held-out seeds
         chosen = evaluation.best_policy_path if cfg.eval.final_policy == "best" else evaluation.last_policy_path

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
 from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_results, make_trainer, plain,
-                             preflight_output_dirs, quiet_lightning, recorded_job, run_app, seed_job)
+                             preflight_output_dirs, quiet_lightning, recorded_job, resume_checkpoint, run_app,
+                             seed_job)
 from kdrl.envs import env_spec, make_env
 from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, load_policy
@@ -54,7 +55,7 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if done is not None:
         return done
     fields: dict[str, Any] = {"kind": "teacher", "status": "failed", "env_id": cfg.env.id, "seed": cfg.seed,
-                              "run_dir": str(out), "config": plain(cfg)}
+                              "run_dir": str(out), "resumed_from_env_steps": None, "config": plain(cfg)}
     job_clock = Stopwatch()
     with recorded_job(out, fields):
         validate_common(cfg)
@@ -66,8 +67,9 @@ def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
         trainer = make_trainer(cfg, build_loggers(cfg, out, "teacher"), [evaluation], out)
         fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()
-        trainer.fit(module)
-        fit_s = fit_clock()
+        trainer.fit(module, ckpt_path=resume_checkpoint(cfg, out), weights_only=True)
+        fit_s = fit_clock() + evaluation.resumed_wall_s  # a resumed run counts its time before the kill
+        fields["resumed_from_env_steps"] = getattr(module, "resumed_from_env_steps", None)
         choice = str(cfg.eval.final_policy)
         if choice not in ("best", "last"):
             raise ValueError(f"eval.final_policy must be 'best' or 'last', got '{choice}'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -56,6 +57,39 @@ class RLModule(pl.LightningModule):
     @property
     def env_steps(self) -> int:
         return self.collector.env_steps
+
+    # ---- resuming: everything beyond the nets and the optimiser ---------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Counters, the replay buffer and every RNG, as tensors and plain Python values so the
+        checkpoint loads with ``weights_only=True``. The envs themselves are not saved: a resumed
+        run resets them (the episodes in progress at the kill are dropped)."""
+        c = self.collector
+        np_state = np.random.get_state()
+        checkpoint["kdrl_stream"] = {
+            "env_steps": c.env_steps, "episodes": c.episodes, "grad_steps": self.stream.grad_steps,
+            "collector_rng": c.rng.bit_generator.state, "buffer": c.buffer.state_dict(),
+            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("kdrl_stream")
+        if state is None:
+            return
+        self.setup("fit")
+        c = self.collector
+        c.env_steps, c.episodes = int(state["env_steps"]), int(state["episodes"])
+        self.stream.grad_steps = int(state["grad_steps"])
+        c.rng.bit_generator.state = state["collector_rng"]
+        c.buffer.load_state_dict(state["buffer"])
+        c.epsilon = c.epsilon_fn(c.env_steps)
+        torch.set_rng_state(state["torch_rng"])
+        py = state["python_rng"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        nps = state["numpy_rng"]
+        np.random.set_state((nps[0], nps[1].numpy().astype(np.uint32), *nps[2:]))
+        self._env_steps_last = c.env_steps
+        self.resumed_from_env_steps = c.env_steps
 
     # ---- logging ----------------------------------------------------------------------------
     def accumulate(self, **metrics: torch.Tensor) -> None:

@@ -129,9 +129,11 @@ class DQNTeacher(RLModule):
 
     # ---- checkpoint state beyond the nets ---------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["kdrl"] = {"next_target_update": self._next_target_update, "target_updates": self.target_updates}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("kdrl", {})
         self._next_target_update = int(state.get("next_target_update", self._next_target_update))
         self.target_updates = int(state.get("target_updates", 0))

@@ -21,10 +21,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Main job: train the CartPole teacher and print its held-out greedy evaluation.
+# Main job: train (or reuse) the CartPole teacher, distil it into 24 students (4 losses x 2 sizes x
+# 3 seeds) on all cores, print the table with 95% CIs and write plots to outputs/demo/table/.
+DEMO_DIR ?= outputs/demo
 demo: setup
-	$(VENV)/bin/kdrl-train env=cartpole seed=0 hydra.run.dir=outputs/demo/teacher
-	$(PY) -m kdrl.cli.show outputs/demo/teacher/results.json
+	KDRL_CACHE=$(DEMO_DIR)/cache $(VENV)/bin/kdrl-distill -m experiment=demo launcher=joblib hydra.sweep.dir=$(DEMO_DIR)/sweep
+	$(VENV)/bin/kdrl-table $(DEMO_DIR)/sweep --rows method --cols width --out $(DEMO_DIR)/table
+	$(PY) -m kdrl.cli.show $$(ls -d $(DEMO_DIR)/cache/teachers/*/results.json | head -1)
 
 test: setup
 	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900

@@ -37,7 +37,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     res = _results(tmp_path)
     assert sorted(r["status"] for r in res) == ["failed", "ok"]
     failed = next(r for r in res if r["status"] == "failed")
-    assert "num_envs must be >= 1" in failed["error"]
+    assert "env.num_envs must be an integer >= 1, got 0" in failed["error"]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
             found.extend(sorted(p.rglob(RESULTS_FILE)))
         else:
             raise FileNotFoundError(f"no such results file or directory: {p}")
-    # cached teachers live under .cache; only count runs, not a student's on-demand teacher twice
+    # teachers and students both land here; kdrl-table selects by `kind` (--kind)
     return sorted(set(found))
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import traceback
-from contextlib import contextmanager
 import os
 import time
+import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kdrl.config import CONF_DIR  # noqa: E402  (re-exported for the apps)
+from kdrl.config import CONF_DIR  # re-exported for the Hydra apps
 log = logging.getLogger("kdrl")
 
 

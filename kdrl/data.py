@@ -39,6 +39,7 @@ class EnvCollector:
         greedy_fn: GreedyFn,
         epsilon_fn: Callable[[int], float],
         seed: int = 0,
+        reward_clip: bool = False,
     ) -> None:
         self.envs = envs
         self.buffer = buffer
@@ -52,6 +53,7 @@ class EnvCollector:
         self.env_steps = 0
         self.episodes = 0
         self.epsilon = epsilon_fn(0)
+        self.reward_clip = bool(reward_clip)  # sign(r) into replay (Atari DQN); logged returns stay raw
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self.recent_returns: deque[float] = deque(maxlen=100)
@@ -73,7 +75,8 @@ class EnvCollector:
         except Exception as exc:  # report where it happened; the run keeps its last checkpoint
             raise EnvStepError(f"env '{self.env_id}' raised at env step {self.env_steps}: {exc!r}") from exc
         done = terminated | truncated
-        self.buffer.add(self.obs, actions, rewards, transition_next_obs(next_obs, infos, done), terminated)
+        stored = np.sign(rewards) if self.reward_clip else rewards
+        self.buffer.add(self.obs, actions, stored, transition_next_obs(next_obs, infos, done), terminated, done)
         self.env_steps += self.num_envs
         self._ep_return += rewards
         self._ep_length += 1

@@ -27,9 +27,73 @@ class EnvSpec:
     env_id: str
     obs_shape: tuple[int, ...]
     n_actions: int
+    obs_dtype: str = "float32"
+
+
+# ---- env families: MinAtar and the Arcade Learning Environment ----------------------------------
+def env_family(env_id: str) -> str:
+    """'minatar', 'atari' or 'gym': decides registration and the standard preprocessing."""
+    if env_id.startswith("MinAtar/"):
+        return "minatar"
+    if env_id.startswith("ALE/"):
+        return "atari"
+    return "gym"
+
+
+def _register_family(env_id: str) -> None:
+    """MinAtar and ALE register their ids only when asked (minatar 1.0.15 needs an explicit call
+    under gymnasium 1.x); do it on first use so ``env.id=MinAtar/Breakout-v1`` just works."""
+    family = env_family(env_id)
+    if env_id in gym.registry or family == "gym":
+        return
+    if family == "minatar":
+        import minatar.gym
+
+        minatar.gym.register_envs()
+    else:
+        import ale_py
+
+        gym.register_envs(ale_py)
+
+
+class MinAtarObservation(gym.ObservationWrapper):
+    """MinAtar's (10, 10, C) bool grid as (C, 10, 10) uint8: channels first for conv nets, one byte
+    per cell in replay (a float32 copy would be 4x the memory for the same information)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 1, (c, h, w), dtype=np.uint8)
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(obs.transpose(2, 0, 1), dtype=np.uint8)
+
+
+# Mnih et al. (2015) / Machado et al. (2018) preprocessing; v5 envs already use sticky actions 0.25.
+ATARI_DEFAULTS: dict[str, Any] = {"frame_skip": 4, "screen_size": 84, "frame_stack": 4, "noop_max": 30,
+                                  "terminal_on_life_loss": False, "grayscale": True}
+
+
+def atari_env(env_id: str, kwargs: dict[str, Any], preprocess: dict[str, Any]) -> gym.Env:
+    """84x84 grey, frame skip 4 (max over the last two frames), no-op starts, frame stack 4 (the
+    stack is padded with the reset frame). Reward clipping is done on the way into replay (see
+    ``algo.reward_clip``) so episode returns stay raw game scores. ``terminal_on_life_loss`` ends
+    episodes at a life loss: a training-time option that also changes what evaluation reports."""
+    opts = {**ATARI_DEFAULTS, **(preprocess or {})}
+    unknown = set(opts) - set(ATARI_DEFAULTS)
+    if unknown:
+        raise EnvError(f"unknown Atari preprocess option(s) {sorted(unknown)} (known: {sorted(ATARI_DEFAULTS)})")
+    env = gym.make(env_id, **{"frameskip": 1, **kwargs})  # AtariPreprocessing does the frame skip
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=int(opts["noop_max"]), frame_skip=int(opts["frame_skip"]), screen_size=int(opts["screen_size"]),
+        terminal_on_life_loss=bool(opts["terminal_on_life_loss"]), grayscale_obs=bool(opts["grayscale"]))
+    if int(opts["frame_stack"]) > 1:
+        env = gym.wrappers.FrameStackObservation(env, int(opts["frame_stack"]))
+    return env
 
 
 def _check_registered(env_id: str) -> None:
+    _register_family(env_id)
     if env_id not in gym.registry:
         import difflib
 
@@ -38,10 +102,28 @@ def _check_registered(env_id: str) -> None:
         raise EnvError(f"unknown gymnasium env id '{env_id}'.{hint}")
 
 
-def make_env(env_id: str, kwargs: dict[str, Any] | None = None, wrappers: Sequence[Callable] = ()) -> gym.Env:
-    """One gymnasium env with optional wrappers (applied in order)."""
+def make_env(env_id: str, kwargs: dict[str, Any] | None = None, wrappers: Sequence[Callable] = (),
+             render_mode: str | None = None) -> gym.Env:
+    """One gymnasium env with its family's standard preprocessing, then ``wrappers`` in order.
+
+    ``kwargs`` go to ``gym.make``, except ``kwargs["preprocess"]`` (Atari options, see
+    ``ATARI_DEFAULTS``): keeping them in kwargs means every place that builds the env from the
+    config (training, evaluation, play) preprocesses it the same way.
+    """
     _check_registered(env_id)
-    env = gym.make(env_id, **(kwargs or {}))
+    kwargs = dict(kwargs or {})
+    preprocess = kwargs.pop("preprocess", None)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    family = env_family(env_id)
+    if family == "atari":
+        env = atari_env(env_id, kwargs, preprocess or {})
+    else:
+        if preprocess:
+            raise EnvError(f"env.kwargs.preprocess is for ALE/ envs only, not '{env_id}'")
+        env = gym.make(env_id, **kwargs)
+        if family == "minatar":
+            env = MinAtarObservation(env)
     for wrap in wrappers:
         env = wrap(env)
     return env
@@ -56,7 +138,8 @@ def env_spec(env: gym.Env | gym.vector.VectorEnv) -> EnvSpec:
         raise EnvError(f"env '{env_id}' has a {type(act_space).__name__} action space; kdrl's DQN needs Discrete")
     if not isinstance(obs_space, gym.spaces.Box):
         raise EnvError(f"env '{env_id}' has a {type(obs_space).__name__} observation space; kdrl needs Box")
-    return EnvSpec(env_id=env_id, obs_shape=tuple(obs_space.shape), n_actions=int(act_space.n))
+    return EnvSpec(env_id=env_id, obs_shape=tuple(obs_space.shape), n_actions=int(act_space.n),
+                   obs_dtype=np.dtype(obs_space.dtype).name)
 
 
 def make_vector_env(

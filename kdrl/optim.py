@@ -20,7 +20,9 @@ def build_optimizer(name: str, lr: float, eps: float | None = None, fused: bool 
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         return partial(cls, lr=lr, fused=bool(fused), **extra)
     if name == "rmsprop":
-        return partial(torch.optim.RMSprop, lr=lr, **extra)
+        # foreach: one multi-tensor kernel per step instead of a Python loop over parameters (torch
+        # only defaults to it on CUDA); centred RMSProp does ~6 ops per tensor
+        return partial(torch.optim.RMSprop, lr=lr, **{"foreach": True, **extra})
     if name == "sgd":
         return partial(torch.optim.SGD, lr=lr, **extra)
     raise ValueError(f"unknown optimizer '{name}' (expected adam, adamw, rmsprop or sgd)")

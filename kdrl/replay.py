@@ -62,8 +62,12 @@ class ReplayBuffer:
         rewards: np.ndarray,
         next_obs: np.ndarray,
         terminated: np.ndarray,
+        done: np.ndarray | None = None,
     ) -> None:
-        """Add ``n`` transitions (leading dim n), wrapping around the end of the ring."""
+        """Add ``n`` transitions (leading dim n), wrapping around the end of the ring.
+
+        ``done`` (episode ended, by termination or truncation) is not needed here: every
+        transition stores its own next_obs. ``FrameStackReplay`` needs it."""
         n = len(actions)
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
@@ -116,3 +120,145 @@ class ReplayBuffer:
             getattr(self, name)[:n] = state[name].to(self.device)
         self.pos, self.size = int(state["pos"]), n
         self.generator.set_state(state["generator"])
+
+
+class FrameStackReplay:
+    """Replay for frame-stacked pixels that stores every frame once (uint8).
+
+    A k-frame stack shares k-1 frames with its successor, so storing ``obs`` and ``next_obs``
+    stacks costs 2k frames per transition (56 GB for 1M Atari transitions). Here each sub-env has
+    its own ring of single frames; a transition at slot p owns frame p (the newest frame of its
+    obs) plus action/reward/terminated, its obs stack is frames p-k+1..p and its next_obs stack
+    p-k+2..p+1. Each episode starts a new segment with all k frames of its first observation, so
+    a stack never spans two episodes and whatever padding the frame stacker used is reproduced
+    exactly. Cost: one frame per transition plus (k-1)+1 per episode.
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], num_envs: int, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        if len(obs_shape) < 2:
+            raise ValueError(f"FrameStackReplay needs (k, ...) stacked observations, got shape {obs_shape}")
+        if int(capacity) < 1 or int(num_envs) < 1:
+            raise ValueError(f"replay capacity and num_envs must be >= 1, got {capacity}, {num_envs}")
+        self.k = int(obs_shape[0])
+        self.frame_shape = tuple(obs_shape[1:])
+        self.num_envs = int(num_envs)
+        self.capacity = int(capacity)
+        self.slots = -(-self.capacity // self.num_envs) + self.k + 1  # per-env ring length
+        self.device = torch.device(device)
+        n, s = self.num_envs, self.slots
+        self.frames = torch.zeros((n, s, *self.frame_shape), dtype=torch.uint8)
+        self.actions = torch.zeros((n, s), dtype=torch.int64)
+        self.rewards = torch.zeros((n, s), dtype=torch.float32)
+        self.terminated = torch.zeros((n, s), dtype=torch.float32)
+        self.valid = torch.zeros((n, s), dtype=torch.bool)  # slot starts a stored transition
+        self._f, self._a, self._r, self._d, self._v = (t.numpy() for t in
+                                                        (self.frames, self.actions, self.rewards, self.terminated, self.valid))
+        self.head = np.zeros(n, dtype=np.int64)  # frames ever written per env (absolute slot of the next write)
+        self.needs_start = np.ones(n, dtype=bool)  # the next obs of this env begins a new episode segment
+        self.added = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return min(self.added, self.capacity)
+
+    def _write_frame(self, env: int, frame: np.ndarray) -> int:
+        slot = int(self.head[env] % self.slots)
+        self._f[env, slot] = frame
+        self._v[env, slot] = False
+        self.head[env] += 1
+        return slot
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray, done: np.ndarray | None = None) -> None:
+        """One vector-env step: row i of each array belongs to sub-env i."""
+        if len(actions) != self.num_envs:
+            raise ValueError(f"FrameStackReplay was built for {self.num_envs} envs, got {len(actions)} transitions")
+        if done is None:
+            raise ValueError("FrameStackReplay.add needs done (episode ends) to keep stacks within episodes")
+        for i in np.flatnonzero(self.needs_start):  # new episode: its first stack, all k frames
+            for frame in obs[i]:
+                self._write_frame(i, frame)
+        self.needs_start[:] = False
+        cur = (self.head - 1) % self.slots  # slot of each env's newest frame = newest frame of obs
+        envs = np.arange(self.num_envs)
+        self._a[envs, cur], self._r[envs, cur], self._d[envs, cur] = actions, rewards, terminated
+        self._v[envs, cur] = True
+        nxt = self.head % self.slots
+        self._f[envs, nxt] = next_obs[:, -1]
+        self._v[envs, nxt] = False
+        self.head += 1
+        if done is not None:
+            self.needs_start |= np.asarray(done, dtype=bool)
+        self.added += self.num_envs
+
+    def sample_indices(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(env, absolute slot) of ``batch_size`` transitions, uniform over the stored ones."""
+        if self.added == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        out_e, out_p, need = [], [], batch_size
+        # a slot p is usable if frames p-k+1 .. p+1 are all still in the ring and p starts a transition
+        lo = np.maximum(self.head - self.slots + self.k, 0)
+        hi = self.head - 1  # exclusive: p + 1 <= head - 1
+        span = np.maximum(hi - lo, 0)
+        if span.sum() == 0:
+            raise RuntimeError("replay holds no complete transition yet")
+        p_env = span / span.sum()
+        for _ in range(100):
+            e = self.rng.choice(self.num_envs, size=2 * need + 8, p=p_env)
+            p = lo[e] + (self.rng.random(e.shape) * span[e]).astype(np.int64)
+            ok = self._v[e, p % self.slots]
+            out_e.append(e[ok][:need])
+            out_p.append(p[ok][:need])
+            need -= len(out_e[-1])
+            if need == 0:
+                return np.concatenate(out_e), np.concatenate(out_p)
+        raise RuntimeError("replay sampling found too few valid transitions")
+
+    def _gather(self, env: np.ndarray, slot: np.ndarray) -> Transitions:
+        offsets = np.arange(-self.k + 1, 2)  # k frames of obs plus the one new frame of next_obs
+        idx = (slot[:, None] + offsets[None, :]) % self.slots
+        stacks = torch.from_numpy(self._f[env[:, None], idx])  # (B, k+1, *frame)
+        s = slot % self.slots
+        return Transitions(stacks[:, :-1], torch.from_numpy(self._a[env, s]), torch.from_numpy(self._r[env, s]),
+                           stacks[:, 1:], torch.from_numpy(self._d[env, s]))
+
+    def sample(self, batch_size: int) -> Transitions:
+        return self._gather(*self.sample_indices(batch_size))
+
+    def sample_stack(self, k: int, batch_size: int) -> Transitions:
+        batch = self._gather(*self.sample_indices(k * batch_size))
+        return Transitions(*(t.view(k, batch_size, *t.shape[1:]) for t in batch))
+
+    def nbytes(self) -> int:
+        tensors = (self.frames, self.actions, self.rewards, self.terminated, self.valid)
+        return sum(t.numel() * t.element_size() for t in tensors) + self.head.nbytes + self.needs_start.nbytes
+
+    def state_dict(self) -> dict:
+        return {"frames": self.frames.clone(), "actions": self.actions.clone(), "rewards": self.rewards.clone(),
+                "terminated": self.terminated.clone(), "valid": self.valid.clone(),
+                "head": torch.from_numpy(self.head.copy()), "added": self.added,
+                # a resumed run resets its envs, so every env starts a new segment
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("frames", "actions", "rewards", "terminated", "valid"):
+            getattr(self, name).copy_(state[name])
+        self.head[:] = state["head"].numpy()
+        self.added = int(state["added"])
+        self.needs_start[:] = True
+        self.rng.bit_generator.state = state["rng"]
+
+
+def make_replay(kind: str, capacity: int, obs_shape: tuple[int, ...], obs_dtype: str, num_envs: int,
+                seed: int = 0) -> ReplayBuffer | FrameStackReplay:
+    """``kind``: ``auto`` (frame_stack for stacked uint8 frames (k, H, W) with H, W >= 32, i.e.
+    Atari pixels; standard otherwise), ``standard`` or ``frame_stack``."""
+    if kind == "auto":
+        pixels = obs_dtype == "uint8" and len(obs_shape) == 3 and min(obs_shape[1:]) >= 32
+        kind = "frame_stack" if pixels else "standard"
+    if kind == "frame_stack":
+        return FrameStackReplay(capacity, obs_shape, num_envs, seed=seed)
+    if kind == "standard":
+        return ReplayBuffer(capacity, obs_shape, obs_dtype=getattr(torch, obs_dtype), seed=seed)
+    raise ValueError(f"unknown replay kind '{kind}' (expected auto, standard or frame_stack)")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from kdrl.results import RESULTS_FILE
 
-FLAT_FIELDS = ("kind", "status", "env_id", "seed", "loss", "temperature", "width", "depth", "control", "baseline",
+FLAT_FIELDS = ("kind", "status", "env_id", "seed", "loss", "temperature", "width", "student_size", "depth", "control", "baseline",
                "params", "teacher_params", "param_ratio", "env_steps", "grad_steps", "wall_time_s",
                "train_wall_time_s", "sps", "eval_return_mean", "eval_return_std", "teacher_return_mean",
                "return_ratio", "action_agreement", "teacher_wall_time_s", "error", "run_dir", "job_wall_time_s")
@@ -110,9 +110,9 @@ def pivot(agg: pd.DataFrame, rows: str, cols: str, pct: bool) -> pd.DataFrame:
 
 
 def col_label(df: pd.DataFrame, cols: str, value: Any) -> str:
-    if cols == "width" and "param_ratio" in df:
-        ratio = df.loc[df["width"] == value, "param_ratio"].mean()
-        return f"width {value} ({100 * ratio:.1f}% params)"
+    if cols in ("width", "student_size") and "param_ratio" in df:
+        ratio = df.loc[df[cols] == value, "param_ratio"].mean()
+        return f"{'width ' if cols == 'width' else ''}{value} ({100 * ratio:.1f}% params)"
     return f"{cols} {value}"
 
 

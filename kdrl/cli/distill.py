@@ -25,11 +25,25 @@ from kdrl.io import atomic_write, load_policy
 from kdrl.modules.student import DistillStudent
 from kdrl.modules.teacher import DQNTeacher
 from kdrl.optim import build_optimizer
-from kdrl.validate import validate_distill
+from kdrl.validate import ConfigError, validate_distill
 from kdrl.resources import resource_report
 from kdrl.teachers import load_teacher_net, obtain_teacher
 
 log = logging.getLogger("kdrl.distill")
+
+
+def student_sizes(cfg: DictConfig) -> dict:
+    """The student's net overrides: ``env.student_sizes[student.size]`` when a named size is
+    given (one sweep axis covers MLP and conv families), else ``student.*`` itself."""
+    student = plain(cfg.student)
+    size = student.pop("size", None)
+    if size is None:
+        return student
+    sizes = plain(cfg.env.get("student_sizes") or {})
+    if size not in sizes:
+        known = ", ".join(sizes) if sizes else "none defined for this env"
+        raise ConfigError(f"student.size '{size}' is not in env.student_sizes ({known})")
+    return dict(sizes[size])
 
 
 def student_net_cfg(teacher_net_cfg: dict, student: dict) -> dict:
@@ -66,6 +80,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "kind": "student", "status": "failed", "env_id": cfg.env.id, "seed": cfg.seed, "run_dir": str(out), "resumed_from_env_steps": None,
         "loss": loss_name, "temperature": cfg.loss.temperature, "width": cfg.student.width,
+        "student_size": cfg.student.get("size"),
         "depth": cfg.student.depth, "control": str(cfg.control), "baseline": cfg.baseline,
         "lambda": plain(cfg.loss.get("lambda")) if cfg.loss.get("hybrid") else None,
         "feature_weight": float(cfg.loss.get("feature_weight", 0.0)), "config": plain(cfg)}
@@ -80,9 +95,10 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
             teacher_path, teacher_res = Path(cfg.teacher.checkpoint), None
         else:
             teacher_path, teacher_res = obtain_teacher(cfg.env.preset, int(cfg.teacher.seed),
-                                                       list(cfg.teacher.overrides), cfg.teacher.cache_dir)
+                                                       [f"budget={cfg.budget}", *cfg.teacher.overrides],
+                                                       cfg.teacher.cache_dir)
         teacher_net, tstate = load_teacher_net(teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)
-        net_cfg = student_net_cfg(tstate["net"], plain(cfg.student))
+        net_cfg = student_net_cfg(tstate["net"], student_sizes(cfg))
         student_net = instantiate(net_cfg, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
         module = build_student_module(cfg, spec, teacher_net, student_net)
         kwargs = plain(cfg.env.kwargs)

@@ -22,7 +22,7 @@ from kdrl.losses import DistillLoss, LambdaSchedule, hint_loss
 from kdrl.modules.base import RLModule
 from kdrl.nets import QNetwork, count_params
 from kdrl.optim import clip_grad_norm
-from kdrl.replay import ReplayBuffer, Transitions
+from kdrl.replay import Transitions, make_replay
 from kdrl.schedules import LinearSchedule
 from kdrl.td import td_error_loss, td_targets, update_target
 
@@ -102,8 +102,10 @@ class DistillStudent(RLModule):
     def build_stream(self) -> ReplayStream:
         env, d = self.env_cfg, self.distill
         envs = make_vector_env(env["id"], int(env["num_envs"]), self.seed, env.get("kwargs"), env.get("vectorization", "sync"))
-        buffer = ReplayBuffer(int(d["buffer_size"]), self.spec.obs_shape, seed=self.seed)
-        collector = EnvCollector(envs, buffer, self.behaviour, self.epsilon, seed=self.seed)
+        buffer = make_replay(str(d.get("replay", "auto")), int(d["buffer_size"]), self.spec.obs_shape,
+                             self.spec.obs_dtype, envs.num_envs, seed=self.seed)
+        collector = EnvCollector(envs, buffer, self.behaviour, self.epsilon, seed=self.seed,
+                                 reward_clip=bool(d.get("reward_clip", False)))
         return ReplayStream(collector, int(d["batch_size"]), int(d["learning_starts"]), int(d["train_freq"]),
                             int(d["gradient_steps"]), int(d["total_timesteps"]))
 

@@ -20,7 +20,7 @@ from kdrl.envs import EnvSpec, make_vector_env
 from kdrl.modules.base import RLModule
 from kdrl.nets import QNetwork, count_params
 from kdrl.optim import clip_grad_norm
-from kdrl.replay import ReplayBuffer, Transitions
+from kdrl.replay import Transitions, make_replay
 from kdrl.schedules import LinearSchedule
 from kdrl.td import td_error_loss, td_targets, update_target
 
@@ -72,8 +72,10 @@ class DQNTeacher(RLModule):
     def build_stream(self) -> ReplayStream:
         env = self.env_cfg
         envs = make_vector_env(env["id"], int(env["num_envs"]), self.seed, env.get("kwargs"), env.get("vectorization", "sync"))
-        buffer = ReplayBuffer(int(self.algo["buffer_size"]), self.spec.obs_shape, seed=self.seed)
-        collector = EnvCollector(envs, buffer, self.greedy, self.epsilon, seed=self.seed)
+        buffer = make_replay(str(self.algo.get("replay", "auto")), int(self.algo["buffer_size"]), self.spec.obs_shape,
+                             self.spec.obs_dtype, envs.num_envs, seed=self.seed)
+        collector = EnvCollector(envs, buffer, self.greedy, self.epsilon, seed=self.seed,
+                                 reward_clip=bool(self.algo.get("reward_clip", False)))
         return ReplayStream(collector, int(self.algo["batch_size"]), int(self.algo["learning_starts"]),
                             int(self.algo["train_freq"]), int(self.algo["gradient_steps"]),
                             int(self.algo["total_timesteps"]))

@@ -1,0 +1,81 @@
+"""kdrl-export: a policy file -> TorchScript + ONNX + JSON sidecar, verified against torch.
+
+    kdrl-export outputs/.../student.pt --out exported/            # both formats
+    kdrl-export teacher.pt --out exported/ --formats onnx
+
+Exit codes: 0 exported; 2 bad input (missing or non-policy file, bad arguments); 1 an export that
+does not reproduce the torch policy (nothing is written). Errors are one line on stderr;
+KDRL_DEBUG=1 shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, NoReturn, Sequence
+
+# kdrl.cli.common is not imported: it pulls in Lightning (~5 s), which a deployment tool does not
+# need. The message format is the same as its run_app/one_line.
+USER_ERRORS = ("CheckpointError", "EnvError", "ConfigError", "ExportError")
+
+
+def error_line(exc: BaseException) -> str:
+    """One line: the message alone for kdrl's own user-facing errors, else ``Type: message``."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if type(exc).__name__ in USER_ERRORS else f"{type(exc).__name__}: {msg}"
+
+
+def fail(prog: str, exc: BaseException, code: int = 2) -> NoReturn:
+    sys.stderr.write(f"{prog}: error: {error_line(exc)}  (KDRL_DEBUG=1 shows the traceback)\n")
+    sys.exit(code)
+
+
+def run_cli(prog: str, body: Callable[[], None], codes: dict[str, int] | None = None) -> None:
+    """Run ``body``; any exception becomes one line and an exit code (2 unless ``codes`` maps the
+    exception's class name to another)."""
+    try:
+        body()
+    except Exception as exc:
+        if os.environ.get("KDRL_DEBUG") == "1":
+            raise
+        fail(prog, exc, (codes or {}).get(type(exc).__name__, 2))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from kdrl.export import DEFAULT_TOL, FORMATS
+
+    p = argparse.ArgumentParser(prog="kdrl-export", description="Export a kdrl policy file to TorchScript and ONNX.")
+    p.add_argument("policy", help="policy file (teacher.pt, student.pt, checkpoints/best_policy.pt, ...)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--name", default=None, help="base name of the written files (default: the policy file's stem)")
+    p.add_argument("--verify-obs", type=int, default=512, help="observations to check the exports on (default 512)")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"max |Q torch - Q export| allowed (default {DEFAULT_TOL:g})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the verification episodes")
+    args = p.parse_args(argv)
+    if args.verify_obs < 1:
+        p.error(f"--verify-obs must be >= 1, got {args.verify_obs}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+
+    def body() -> None:
+        from kdrl.export import export_policy
+
+        res = export_policy(args.policy, args.out, args.formats, args.name, args.verify_obs, args.tol, args.seed)
+        info = res.info
+        print(f"{args.policy}: {info['env_id']}, obs {tuple(info['obs_shape'])}, {info['n_actions']} actions, "
+              f"{info['params']:,} params")
+        for fmt, path in res.files.items():
+            v = info["verification"][fmt]
+            print(f"  {fmt:<11} {path}  (max |ΔQ| {v['max_abs_diff']:.2g}, {v['n']} obs, actions agree)")
+        print(f"  sidecar     {res.sidecar}")
+
+    run_cli("kdrl-export", body, codes={"ExportError": 1})
+
+
+if __name__ == "__main__":
+    main()

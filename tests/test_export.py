@@ -1,0 +1,176 @@
+"""kdrl-export: TorchScript and ONNX reproduce the torch policy; bad files fail in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdrl.envs import make_env
+from kdrl.io import save_policy
+from kdrl.nets import MLP
+
+ROOT = Path(__file__).resolve().parents[1]
+NET_CFG = {"_target_": "kdrl.nets.MLP", "width": 64, "depth": 2, "dueling": False, "hidden": None}
+
+
+def cartpole_states(n: int, seed: int = 123) -> np.ndarray:
+    """Real CartPole states from random-action episodes (not the seeds the exporter checks on)."""
+    env = make_env("CartPole-v1")
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    states, episode = [], 0
+    while len(states) < n:
+        states.append(obs)
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            episode += 1
+            obs, _ = env.reset(seed=seed + episode)
+    return np.stack(states).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory) -> tuple[Path, MLP]:
+    torch.manual_seed(0)
+    net = MLP((4,), 2, width=64, depth=2).eval()
+    # A fresh net picks one action on nearly every CartPole state; centre its Q-gap on real states
+    # so both actions are chosen and agreement between runtimes means something.
+    with torch.no_grad():
+        q = net(torch.from_numpy(cartpole_states(300, seed=7)))
+        net.q_head.bias[1] += torch.median(q[:, 0] - q[:, 1])
+    path = tmp_path_factory.mktemp("policy") / "student.pt"
+    save_policy(path, net, NET_CFG, "CartPole-v1", (4,), 2)
+    return path, net
+
+
+@pytest.fixture(scope="module")
+def exported(policy, tmp_path_factory) -> Path:
+    """One export through the CLI's main (in-process: a subprocess costs seconds of imports)."""
+    from kdrl.cli.export import main
+
+    out = tmp_path_factory.mktemp("exported")
+    main([str(policy[0]), "--out", str(out)])
+    return out
+
+
+def test_writes_both_formats_and_sidecar(exported, policy):
+    assert sorted(p.name for p in exported.iterdir()) == ["student.export.json", "student.onnx", "student.torchscript.pt"]
+    info = json.loads((exported / "student.export.json").read_text())
+    assert info["env_id"] == "CartPole-v1" and info["obs_shape"] == [4] and info["n_actions"] == 2
+    assert info["params"] == sum(p.numel() for p in policy[1].parameters()) == 4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
+    assert info["source"] == str(policy[0].resolve())
+    assert info["files"]["onnx"]["file"] == "student.onnx"
+    for fmt in ("torchscript", "onnx"):
+        v = info["verification"][fmt]
+        assert v["disagreements"] == 0 and v["max_abs_diff"] <= 1e-4 and v["n"] == 512
+
+
+def test_runtimes_pick_torch_actions_on_real_states(exported, policy):
+    import onnxruntime as ort
+
+    states = cartpole_states(300)
+    with torch.no_grad():
+        q_ref = policy[1](torch.from_numpy(states)).numpy()
+    a_ref = q_ref.argmax(1)
+    assert 0.2 < a_ref.mean() < 0.8  # both actions occur often: agreement is not trivial
+
+    ts = torch.jit.load(str(exported / "student.torchscript.pt"))
+    with torch.no_grad():
+        q_ts = ts(torch.from_numpy(states)).numpy()
+        a_ts = ts.act(torch.from_numpy(states)).numpy()
+        a_ts1 = np.array([int(ts.act(torch.from_numpy(s[None]))) for s in states[:20]])  # batch 1 too
+    sess = ort.InferenceSession(str(exported / "student.onnx"), providers=["CPUExecutionProvider"])
+    q_ox, a_ox = sess.run(["q", "action"], {"obs": states})
+    a_ox1 = np.array([int(sess.run(["action"], {"obs": s[None]})[0][0]) for s in states[:20]])
+
+    np.testing.assert_array_equal(a_ts, a_ref)
+    np.testing.assert_array_equal(a_ox, a_ref)
+    np.testing.assert_array_equal(a_ts1, a_ref[:20])
+    np.testing.assert_array_equal(a_ox1, a_ref[:20])
+    assert np.abs(q_ts - q_ref).max() <= 1e-4
+    assert np.abs(q_ox - q_ref).max() <= 1e-4
+
+
+def test_dueling_net_exports(tmp_path):
+    """Nets are rebuilt from the file's own net config, whatever it is."""
+    from kdrl.cli.export import main
+
+    torch.manual_seed(1)
+    net = MLP((6,), 3, hidden=[32, 16], dueling=True)
+    cfg = {**NET_CFG, "hidden": [32, 16], "dueling": True}
+    save_policy(tmp_path / "duel.pt", net, cfg, "Acrobot-v1", (6,), 3)
+    main([str(tmp_path / "duel.pt"), "--out", str(tmp_path / "out"), "--formats", "onnx", "--verify-obs", "64"])
+    info = json.loads((tmp_path / "out" / "duel.export.json").read_text())
+    assert set(info["files"]) == {"onnx"} and info["n_actions"] == 3 and info["verification"]["onnx"]["n"] == 64
+
+
+def _bad_files(d: Path) -> dict[str, tuple[Path, str]]:
+    torch.manual_seed(0)
+    good = d / "good.pt"
+    save_policy(good, MLP((4,), 2, 16, 1), {**NET_CFG, "width": 16, "depth": 1}, "CartPole-v1", (4,), 2)
+    (d / "notes.pt").write_text("these are my notes, not a checkpoint\n")
+    (d / "truncated.pt").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    save_policy(d / "wrongnet.pt", MLP((4,), 2, 16, 1), {**NET_CFG, "width": 32, "depth": 1}, "CartPole-v1", (4,), 2)
+    save_policy(d / "target.pt", MLP((4,), 2, 16, 1), {"_target_": "os.system", "command": "true"}, "CartPole-v1", (4,), 2)
+    return {
+        "missing": (d / "missing.pt", "checkpoint not found"),
+        "notes": (d / "notes.pt", "cannot load checkpoint"),
+        "truncated": (d / "truncated.pt", "cannot load checkpoint"),
+        "foreign": (d / "foreign.pt", "is not a kdrl policy checkpoint"),
+        "wrongnet": (d / "wrongnet.pt", "cannot rebuild the network"),
+        "target": (d / "target.pt", "must be a kdrl network class"),
+    }
+
+
+def test_bad_files_fail_in_one_line_exit_2(tmp_path, capsys):
+    from kdrl.cli.export import main
+
+    for case, (path, expected) in _bad_files(tmp_path).items():
+        with pytest.raises(SystemExit) as exc:
+            main([str(path), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, case
+        assert err.count("\n") == 1 and err.startswith("kdrl-export: error: ") and expected in err, (case, err)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bad_file_console_script_no_traceback(tmp_path):
+    (tmp_path / "notes.pt").write_text("not a checkpoint\n")
+    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.export", str(tmp_path / "notes.pt"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "cannot load checkpoint" in proc.stderr
+
+
+def test_mismatching_export_is_refused_and_nothing_written(policy, tmp_path, capsys, monkeypatch):
+    """An ONNX file that computes something else (here: another net's Q-values) must be caught."""
+    import kdrl.export as kx
+
+    real = kx.WRITERS["onnx"]
+    other = MLP((4,), 2, width=64, depth=2).eval()
+    monkeypatch.setitem(kx.WRITERS, "onnx", lambda net, shape, path: real(other, shape, path))
+    from kdrl.cli.export import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(policy[0]), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1
+    assert err.count("\n") == 1 and "onnx export does not match torch" in err
+    assert list((tmp_path / "out").iterdir()) == []  # not even the TorchScript file that did match
+
+
+def test_compare_excuses_only_ties():
+    from kdrl.export import compare
+
+    q_ref = np.array([[1.0, 1.0 + 5e-6], [0.0, 1.0]], np.float32)
+    a_ref = q_ref.argmax(1)
+    tie = compare(q_ref, a_ref, q_ref, np.array([0, 1]))  # flips a near-tie
+    assert tie.disagreements == 0 and tie.near_ties == 1
+    wrong = compare(q_ref, a_ref, q_ref, np.array([1, 0]))  # flips a clear choice
+    assert wrong.disagreements == 1

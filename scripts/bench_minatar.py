@@ -1,0 +1,140 @@
+"""MinAtar DQN: kdrl vs a plain-PyTorch CleanRL-style loop with the same net and settings.
+
+    python scripts/bench_minatar.py                        # Breakout, 200k env steps each
+    python scripts/bench_minatar.py --steps 50000 --parts plain
+
+Both sides: MinAtar (sticky actions 0.1) through kdrl.envs.make_env (channels-first uint8), the
+Young & Tian (2019) net (16-filter 3x3 conv, 128 hidden; the same nn.Module class), replay 100k,
+batch 32, one update per env step, Huber TD, target every 1,000 env steps, eps 1.0 -> 0.1 over
+100k steps after 5k, centred RMSProp (lr 2.5e-4, alpha 0.95, eps 0.01), one torch thread.
+The plain loop acts in one env with a batch-1 forward per step (as CleanRL does); kdrl acts in 8
+envs with one forward and runs the 8 updates then due inside one Lightning step (same updates per
+env step). Steps/s = env steps / training wall time, periodic evaluations excluded. Returns: the
+*last* policy of each (kdrl's ``eval.final_policy=last``, so no best-checkpoint advantage), greedy,
+on the same 20 held-out seeds with the same evaluation function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kdrl.envs import env_spec, make_env  # noqa: E402
+from kdrl.evaluation import eval_seeds, evaluate_policy  # noqa: E402
+from kdrl.nets import ConvNet  # noqa: E402
+
+FINAL_SEED, FINAL_EPISODES = 2_000_000, 20  # kdrl's held-out evaluation seeds
+
+
+def plain_dqn(env_id: str, steps: int, seed: int) -> dict:
+    """CleanRL dqn.py structure, MinAtar settings; numpy uint8 replay."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    env = make_env(env_id, {"max_episode_steps": 10000})
+    spec = env_spec(env)
+    q_net = ConvNet(spec.obs_shape, spec.n_actions, [16], [3], [1], [128])
+    target = ConvNet(spec.obs_shape, spec.n_actions, [16], [3], [1], [128])
+    target.load_state_dict(q_net.state_dict())
+    opt = torch.optim.RMSprop(q_net.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True)
+    cap, batch, gamma = 100_000, 32, 0.99
+    obs_buf = np.zeros((cap, *spec.obs_shape), np.uint8)
+    next_buf = np.zeros_like(obs_buf)
+    act_buf = np.zeros(cap, np.int64)
+    rew_buf = np.zeros(cap, np.float32)
+    term_buf = np.zeros(cap, np.float32)
+    obs, _ = env.reset(seed=seed)
+    episode_returns, ep_ret = [], 0.0
+    t0 = time.perf_counter()
+    for step in range(steps):
+        eps = 1.0 if step < 5000 else max(0.1, 1.0 - 0.9 * (step - 5000) / 100_000)
+        if rng.random() < eps:
+            action = int(rng.integers(spec.n_actions))
+        else:
+            with torch.no_grad():
+                action = int(q_net(torch.as_tensor(obs[None])).argmax(1))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        i = step % cap
+        obs_buf[i], next_buf[i], act_buf[i], rew_buf[i], term_buf[i] = obs, next_obs, action, reward, terminated
+        ep_ret += reward
+        obs = next_obs
+        if terminated or truncated:
+            episode_returns.append(ep_ret)
+            ep_ret = 0.0
+            obs, _ = env.reset()
+        if step >= 5000:
+            idx = rng.integers(0, min(step + 1, cap), batch)
+            o, no = torch.from_numpy(obs_buf[idx]), torch.from_numpy(next_buf[idx])
+            a, r, d = torch.from_numpy(act_buf[idx]), torch.from_numpy(rew_buf[idx]), torch.from_numpy(term_buf[idx])
+            with torch.no_grad():
+                y = r + gamma * (1 - d) * target(no).max(1).values
+            q = q_net(o).gather(1, a[:, None]).squeeze(1)
+            loss = F.smooth_l1_loss(q, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if (step + 1) % 1000 == 0:
+                target.load_state_dict(q_net.state_dict())
+    wall = time.perf_counter() - t0
+    greedy = lambda x: q_net(torch.as_tensor(x)).argmax(1).numpy()  # noqa: E731
+    with torch.no_grad():
+        returns = evaluate_policy(greedy, env_id, eval_seeds(FINAL_SEED, FINAL_EPISODES), {"max_episode_steps": 10000})
+    return {"steps": steps, "train_wall_s": wall, "sps": steps / wall, "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)), "last_100_train_return": float(np.mean(episode_returns[-100:]))}
+
+
+def kdrl_dqn(preset: str, steps: int, seed: int, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "kdrl.cli.train", f"env={preset}", f"seed={seed}", f"algo.total_timesteps={steps}",
+           "eval.final_policy=last", "logger=csv", f"hydra.run.dir={out}", "resume=false", "skip_completed=false"]
+    env = {**os.environ, "KDRL_NO_PROGRESS": "1"}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    res = json.loads((out / "results.json").read_text())
+    return {"steps": res["env_steps"], "train_wall_s": res["train_wall_time_s"],
+            "sps": res["env_steps"] / res["train_wall_time_s"], "return_mean": res["eval_return_mean"],
+            "return_std": res["eval_return_std"], "teacher": str(out / "teacher.pt")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="minatar_breakout")
+    ap.add_argument("--steps", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", nargs="+", default=["kdrl", "plain"], choices=["kdrl", "plain"])
+    ap.add_argument("--out", default="outputs/bench_minatar")
+    args = ap.parse_args()
+    from kdrl.config import compose_config
+
+    env_id = compose_config("train", [f"env={args.preset}"]).env.id
+    rows = {}
+    for part in args.parts:  # one at a time: two trainings on 2 cores would halve both
+        print(f"running {part} ({args.steps} env steps on {env_id}) ...", flush=True)
+        if part == "kdrl":
+            rows[part] = kdrl_dqn(args.preset, args.steps, args.seed, Path(args.out) / f"kdrl_s{args.seed}")
+        else:
+            rows[part] = plain_dqn(env_id, args.steps, args.seed)
+        print(json.dumps(rows[part]), flush=True)
+    print(f"\n{env_id}, {args.steps} env steps, seed {args.seed}, 1 torch thread\n")
+    print("| loop | steps/s | train wall (s) | greedy return, 20 held-out episodes (last policy) |")
+    print("|---|---|---|---|")
+    for part, r in rows.items():
+        print(f"| {part} | {r['sps']:.0f} | {r['train_wall_s']:.1f} | {r['return_mean']:.2f} ± {r['return_std']:.2f} |")
+    if len(rows) == 2:
+        print(f"\nkdrl / plain steps/s: {rows['kdrl']['sps'] / rows['plain']['sps']:.2f}x")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"bench_s{args.seed}.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -90,17 +90,17 @@ class ReplayBuffer:
             raise RuntimeError("cannot sample from an empty replay buffer")
         return torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.device)
 
+    def _gather(self, idx: torch.Tensor) -> Transitions:
+        # index_select, not tensor[idx]: ~10x faster on CPU for image rows (4x84x84 uint8)
+        return Transitions(*(t.index_select(0, idx) for t in
+                             (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)))
+
     def sample(self, batch_size: int) -> Transitions:
-        idx = self.sample_indices(batch_size)
-        return Transitions(
-            self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
-        )
+        return self._gather(self.sample_indices(batch_size))
 
     def sample_stack(self, k: int, batch_size: int) -> Transitions:
         """``k`` independent minibatches at once, each field shaped ``(k, batch_size, ...)``."""
-        idx = self.sample_indices(k * batch_size)
-        batch = Transitions(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-                            self.terminated[idx])
+        batch = self._gather(self.sample_indices(k * batch_size))
         return Transitions(*(t.view(k, batch_size, *t.shape[1:]) for t in batch))
 
     def nbytes(self) -> int:
@@ -134,8 +134,7 @@ class FrameStackReplay:
     exactly. Cost: one frame per transition plus (k-1)+1 per episode.
     """
 
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], num_envs: int, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], num_envs: int, seed: int = 0) -> None:
         if len(obs_shape) < 2:
             raise ValueError(f"FrameStackReplay needs (k, ...) stacked observations, got shape {obs_shape}")
         if int(capacity) < 1 or int(num_envs) < 1:
@@ -145,7 +144,6 @@ class FrameStackReplay:
         self.num_envs = int(num_envs)
         self.capacity = int(capacity)
         self.slots = -(-self.capacity // self.num_envs) + self.k + 1  # per-env ring length
-        self.device = torch.device(device)
         n, s = self.num_envs, self.slots
         self.frames = torch.zeros((n, s, *self.frame_shape), dtype=torch.uint8)
         self.actions = torch.zeros((n, s), dtype=torch.int64)
@@ -160,6 +158,7 @@ class FrameStackReplay:
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
+        """Transitions added, up to capacity (an upper bound: each episode start also takes k+1 slots)."""
         return min(self.added, self.capacity)
 
     def _write_frame(self, env: int, frame: np.ndarray) -> int:

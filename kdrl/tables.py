@@ -19,7 +19,7 @@ from kdrl.results import RESULTS_FILE
 FLAT_FIELDS = ("kind", "status", "env_id", "seed", "loss", "temperature", "width", "student_size", "depth", "control", "baseline",
                "params", "teacher_params", "param_ratio", "env_steps", "grad_steps", "wall_time_s",
                "train_wall_time_s", "sps", "eval_return_mean", "eval_return_std", "teacher_return_mean",
-               "return_ratio", "action_agreement", "teacher_wall_time_s", "error", "run_dir", "job_wall_time_s")
+               "return_ratio", "normalized_return_ratio", "random_return_mean", "action_agreement", "teacher_wall_time_s", "error", "run_dir", "job_wall_time_s")
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:

@@ -10,8 +10,9 @@ batch 32, one update per env step, Huber TD, target every 1,000 env steps, eps 1
 The plain loop acts in one env with a batch-1 forward per step (as CleanRL does); kdrl acts in 8
 envs with one forward and runs the 8 updates then due inside one Lightning step (same updates per
 env step). Steps/s = env steps / training wall time, periodic evaluations excluded. Returns: the
-*last* policy of each (kdrl's ``eval.final_policy=last``, so no best-checkpoint advantage), greedy,
-on the same 20 held-out seeds with the same evaluation function.
+*last* policy of each (kdrl's last_policy.pt, so no best-checkpoint advantage), greedy, on the
+same 20 held-out seeds with the same evaluation function. The kdrl side is the cached teacher the
+distillation studies use (``obtain_teacher``), trained here when absent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,15 +95,23 @@ def plain_dqn(env_id: str, steps: int, seed: int) -> dict:
             "return_std": float(np.std(returns)), "last_100_train_return": float(np.mean(episode_returns[-100:]))}
 
 
-def kdrl_dqn(preset: str, steps: int, seed: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "kdrl.cli.train", f"env={preset}", f"seed={seed}", f"algo.total_timesteps={steps}",
-           "eval.final_policy=last", "logger=csv", f"hydra.run.dir={out}", "resume=false", "skip_completed=false"]
-    env = {**os.environ, "KDRL_NO_PROGRESS": "1"}
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    res = json.loads((out / "results.json").read_text())
+def kdrl_dqn(preset: str, steps: int, seed: int, cache: str) -> dict:
+    """kdrl's teacher for this preset (the same one the distillation studies use: trained here
+    if it is not in the cache yet). Steps/s from its results.json (evaluations excluded); return
+    of its *last* policy on the held-out seeds, evaluated here."""
+    from kdrl.teachers import load_teacher_net, obtain_teacher
+
+    torch.set_num_threads(1)
+    path, res = obtain_teacher(preset, seed, ["budget=cpu", f"algo.total_timesteps={steps}"], cache)
+    env_id = res["env_id"]
+    spec = env_spec(make_env(env_id))
+    net, _ = load_teacher_net(path.parent / "checkpoints" / "last_policy.pt", env_id, spec.obs_shape, spec.n_actions)
+    greedy = lambda x: net(torch.as_tensor(x)).argmax(1).numpy()  # noqa: E731
+    with torch.no_grad():
+        returns = evaluate_policy(greedy, env_id, eval_seeds(FINAL_SEED, FINAL_EPISODES), {"max_episode_steps": 10000})
     return {"steps": res["env_steps"], "train_wall_s": res["train_wall_time_s"],
-            "sps": res["env_steps"] / res["train_wall_time_s"], "return_mean": res["eval_return_mean"],
-            "return_std": res["eval_return_std"], "teacher": str(out / "teacher.pt")}
+            "sps": res["env_steps"] / res["train_wall_time_s"], "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)), "best_policy_return": res["eval_return_mean"], "teacher": str(path)}
 
 
 def main() -> None:
@@ -113,6 +121,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", nargs="+", default=["kdrl", "plain"], choices=["kdrl", "plain"])
     ap.add_argument("--out", default="outputs/bench_minatar")
+    ap.add_argument("--cache", default=os.environ.get("KDRL_CACHE", ".cache/kdrl"))
     args = ap.parse_args()
     from kdrl.config import compose_config
 
@@ -121,7 +130,7 @@ def main() -> None:
     for part in args.parts:  # one at a time: two trainings on 2 cores would halve both
         print(f"running {part} ({args.steps} env steps on {env_id}) ...", flush=True)
         if part == "kdrl":
-            rows[part] = kdrl_dqn(args.preset, args.steps, args.seed, Path(args.out) / f"kdrl_s{args.seed}")
+            rows[part] = kdrl_dqn(args.preset, args.steps, args.seed, args.cache)
         else:
             rows[part] = plain_dqn(env_id, args.steps, args.seed)
         print(json.dumps(rows[part]), flush=True)

@@ -124,6 +124,11 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         s_returns = evaluate_policy(student_greedy, cfg.env.id, final_seeds, kwargs)
         t_returns = evaluate_policy(teacher_greedy, cfg.env.id, final_seeds, kwargs)
         s_mean, t_mean = float(np.mean(s_returns)), float(np.mean(t_returns))
+        # uniform-random policy on the same seeds: the floor for a normalised score, since a raw
+        # ratio inverts for negative returns (Acrobot, Pong): (S - R) / (T - R)
+        act_rng = np.random.default_rng(cfg.seed)
+        random_policy = lambda obs: act_rng.integers(spec.n_actions, size=len(obs))  # noqa: E731
+        r_mean = float(np.mean(evaluate_policy(random_policy, cfg.env.id, final_seeds, kwargs)))
         # 2. speed: first periodic evaluation at 90% / 100% of the teacher (same periodic seeds)
         speed = {f"to_{int(p * 100)}pct": first_reaching(evaluation.history, p * teacher_periodic
                                                          if teacher_periodic >= 0 else teacher_periodic / p)
@@ -155,6 +160,8 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
             "eval_return_mean": s_mean, "eval_return_std": float(np.std(s_returns)), "eval_returns": s_returns,
             "teacher_return_mean": t_mean, "teacher_returns": t_returns,
             "return_ratio": s_mean / t_mean if t_mean else float("nan"),
+            "random_return_mean": r_mean,
+            "normalized_return_ratio": (s_mean - r_mean) / (t_mean - r_mean) if t_mean != r_mean else float("nan"),
             "teacher_periodic_return": teacher_periodic,
             "speed": speed, "generalisation": generalisation, "resources": resources,
             "action_agreement": agreement, "agreement_states": int(len(states)),

@@ -23,7 +23,7 @@ def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: list[str], out: Path, r
     import matplotlib.pyplot as plt
 
     written = []
-    if cols == "width" and "param_ratio" in agg:
+    if cols in ("width", "student_size") and "param_ratio" in agg:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for key, grp in agg.groupby(rows):
             grp = grp.sort_values("param_ratio")
@@ -84,6 +84,17 @@ def disk_use(paths: list[str]) -> str:
     return f"disk use: {total / 2**20:.1f} MiB in {len(files)} files ({ckpt / 2**20:.1f} MiB checkpoints)"
 
 
+def geomean_row(agg: pd.DataFrame, cols: str, order: list) -> str:
+    """Rusu et al. summarise games by the geometric mean of per-game % of teacher."""
+    cells = []
+    for col in order:  # the pivot table's column order
+        means = agg.loc[agg[cols] == col, "mean"].to_numpy(dtype=float)
+        ok = means[means > 0]
+        g = float(np.exp(np.mean(np.log(ok)))) if len(ok) == len(means) and len(ok) else float("nan")
+        cells.append(f"{100 * g:.1f}" if np.isfinite(g) else "– (a mean <= 0)")
+    return "| geometric mean | " + " | ".join(cells) + " |"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kdrl-table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="sweep/run directories or results.json files")
@@ -114,12 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kdrl-table: no column '{col}' in the results (have: {', '.join(df.columns)})", file=sys.stderr)
             return 1
     agg = aggregate(df, [args.rows, args.cols], args.metric)
-    pct = args.metric == "return_ratio"
+    pct = args.metric.endswith("return_ratio")
     table = pivot(agg, args.rows, args.cols, pct)
     n = sorted(agg["n"].unique().tolist())
     caption = (f"{args.metric}{' (% of teacher)' if pct else ''}: mean [95% bootstrap CI] over {'/'.join(map(str, n))} seeds; "
                f"{len(df) - len(failed)} ok runs, {len(failed)} failed")
     md = to_markdown(table, df, args.rows, args.cols)
+    if pct and args.rows == "env_id" and agg[args.rows].nunique() > 1:
+        md += "\n" + geomean_row(agg, args.cols, list(table.columns))
     (out / "table.md").write_text(f"{caption}\n\n{md}\n")
     (out / "table.tex").write_text(to_latex(table, df, args.rows, args.cols, caption))
     agg.to_csv(out / "table_cells.csv", index=False)

@@ -2,6 +2,7 @@
 
     python scripts/bench_minatar.py                        # Breakout, 200k env steps each
     python scripts/bench_minatar.py --steps 50000 --parts plain
+    python scripts/bench_minatar.py --steps 25000 --sps 3        # throughput only, interleaved runs
 
 Both sides: MinAtar (sticky actions 0.1) through kdrl.envs.make_env (channels-first uint8), the
 Young & Tian (2019) net (16-filter 3x3 conv, 128 hidden; the same nn.Module class), replay 100k,
@@ -38,7 +39,7 @@ from kdrl.nets import ConvNet  # noqa: E402
 FINAL_SEED, FINAL_EPISODES = 2_000_000, 20  # kdrl's held-out evaluation seeds
 
 
-def plain_dqn(env_id: str, steps: int, seed: int) -> dict:
+def plain_dqn(env_id: str, steps: int, seed: int, evaluate: bool = True) -> dict:
     """CleanRL dqn.py structure, MinAtar settings; numpy uint8 replay."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -88,6 +89,8 @@ def plain_dqn(env_id: str, steps: int, seed: int) -> dict:
             if (step + 1) % 1000 == 0:
                 target.load_state_dict(q_net.state_dict())
     wall = time.perf_counter() - t0
+    if not evaluate:
+        return {"steps": steps, "train_wall_s": wall, "sps": steps / wall}
     greedy = lambda x: q_net(torch.as_tensor(x)).argmax(1).numpy()  # noqa: E731
     with torch.no_grad():
         returns = evaluate_policy(greedy, env_id, eval_seeds(FINAL_SEED, FINAL_EPISODES), {"max_episode_steps": 10000})
@@ -114,6 +117,39 @@ def kdrl_dqn(preset: str, steps: int, seed: int, cache: str) -> dict:
             "return_std": float(np.std(returns)), "best_policy_return": res["eval_return_mean"], "teacher": str(path)}
 
 
+def kdrl_sps(preset: str, steps: int, seed: int, out: Path) -> float:
+    """Steps/s of a fresh kdrl-train run (own process, evaluations excluded)."""
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "kdrl.cli.train", f"env={preset}", f"seed={seed}", f"algo.total_timesteps={steps}",
+           f"eval.freq={10 * steps}", "eval.final_episodes=1", "logger=none", f"hydra.run.dir={out}", "resume=false"]
+    subprocess.run(cmd, cwd=ROOT, env={**os.environ, "KDRL_NO_PROGRESS": "1"}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    res = json.loads((out / "results.json").read_text())
+    return res["env_steps"] / res["train_wall_time_s"]
+
+
+def sps_side_by_side(preset: str, env_id: str, steps: int, repeats: int, out: Path) -> None:
+    """Interleaved short runs (plain, kdrl, plain, kdrl, ...) on an otherwise idle machine: the
+    per-step cost is stationary after learning starts, so this isolates throughput."""
+    sps: dict[str, list[float]] = {"plain": [], "kdrl": []}
+    for r in range(repeats):
+        sps["plain"].append(plain_dqn(env_id, steps, r, evaluate=False)["sps"])
+        sps["kdrl"].append(kdrl_sps(preset, steps, r, out / f"sps_{r}"))
+        print(f"repeat {r}: plain {sps['plain'][-1]:.0f} steps/s, kdrl {sps['kdrl'][-1]:.0f} steps/s", flush=True)
+    med = {k: float(np.median(v)) for k, v in sps.items()}
+    print(f"\n{env_id}, {steps} env steps per run (5k before learning), {repeats} interleaved repeats, 1 thread\n")
+    print("| loop | steps/s per run | median |\n|---|---|---|")
+    for k, v in sps.items():
+        print(f"| {k} | {' / '.join(f'{x:.0f}' for x in v)} | {med[k]:.0f} |")
+    ratios = [k / p for k, p in zip(sps["kdrl"], sps["plain"])]
+    print(f"\nkdrl / plain: median {med['kdrl'] / med['plain']:.2f}x; per repeat {' / '.join(f'{x:.2f}' for x in ratios)}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sps.json").write_text(json.dumps(sps, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="minatar_breakout")
@@ -122,10 +158,15 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["kdrl", "plain"], choices=["kdrl", "plain"])
     ap.add_argument("--out", default="outputs/bench_minatar")
     ap.add_argument("--cache", default=os.environ.get("KDRL_CACHE", ".cache/kdrl"))
+    ap.add_argument("--sps", type=int, default=0, metavar="N",
+                    help="only throughput: N interleaved short runs of each (--steps each, e.g. 25000)")
     args = ap.parse_args()
     from kdrl.config import compose_config
 
     env_id = compose_config("train", [f"env={args.preset}"]).env.id
+    if args.sps:
+        sps_side_by_side(args.preset, env_id, args.steps, args.sps, Path(args.out))
+        return
     rows = {}
     for part in args.parts:  # one at a time: two trainings on 2 cores would halve both
         print(f"running {part} ({args.steps} env steps on {env_id}) ...", flush=True)

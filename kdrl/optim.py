@@ -61,21 +61,38 @@ class FlatRMSprop(torch.optim.Optimizer):
         n = sum(p.numel() for p in params)
         self.flat_param = torch.zeros(n, dtype=ref.dtype, device=ref.device)
         self.flat_grad = torch.zeros_like(self.flat_param)
+        self._grad_views: list[torch.Tensor] = []
         offset = 0
         for p in params:
             k = p.numel()
             self.flat_param[offset:offset + k].copy_(p.detach().reshape(-1))
             p.data = self.flat_param[offset:offset + k].view_as(p)
-            p.grad = self.flat_grad[offset:offset + k].view_as(p)
+            self._grad_views.append(self.flat_grad[offset:offset + k].view_as(p))
             offset += k
+        self._params = params
         self.square_avg = torch.zeros_like(self.flat_param)
         self.grad_avg = torch.zeros_like(self.flat_param) if centered else None
+        self.zero_grad()
 
     def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: ARG002 - grads must stay views
+        # (re)attach the flat views: a trainer may have set .grad to None since the last step
         self.flat_grad.zero_()
+        for p, view in zip(self._params, self._grad_views):
+            if p.grad is not view:
+                p.grad = view
+
+    def _gather_grads(self) -> None:
+        """Gradients that are not views of the flat buffer (someone replaced .grad) are copied in."""
+        for p, view in zip(self._params, self._grad_views):
+            if p.grad is None:
+                view.zero_()
+            elif p.grad is not view:
+                view.copy_(p.grad)
+                p.grad = view
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        self._gather_grads()
         group = self.param_groups[0]
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         g, sq = self.flat_grad, self.square_avg

@@ -62,10 +62,13 @@ def test_flat_rmsprop_equals_torch_centred_rmsprop():
     opt_a = torch.optim.RMSprop(a.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
     opt_b = build_optimizer("rmsprop", lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)(b.parameters())
     assert isinstance(opt_b, FlatRMSprop)
-    for _ in range(10):
+    for i in range(10):
         x = torch.randint(0, 2, (32, 4, 10, 10), dtype=torch.uint8)
         for net, opt in ((a, opt_a), (b, opt_b)):
             opt.zero_grad(set_to_none=True)
+            if i % 3 == 1:  # a trainer that resets .grad behind the optimiser's back (Lightning does)
+                for p in net.parameters():
+                    p.grad = None
             net(x).pow(2).mean().backward()
             opt.step()
     for p, q in zip(a.parameters(), b.parameters()):
@@ -82,9 +85,17 @@ def _tiny(extra):
 
 
 def test_minatar_teacher_then_compressed_student(tmp_path):
+    from kdrl.cli.common import seed_job
+    from kdrl.cli.train import build_teacher
+
     t_cfg = compose_cfg("train", _tiny(["env=minatar_breakout", "algo.total_timesteps=4000",
                                          "algo.learning_starts=1000", "eval.freq=2000"]))
+    seed_job(t_cfg.seed, t_cfg.torch_threads)  # as train_teacher does: the same initial weights
+    initial = {k: v.clone() for k, v in build_teacher(t_cfg)[0].q_net.state_dict().items()}
     t_res = train_teacher(t_cfg, tmp_path / "teacher")
+    trained = torch.load(tmp_path / "teacher" / "checkpoints" / "last_policy.pt", weights_only=True)["state_dict"]
+    for name, value in trained.items():  # every layer learnt (the optimiser really stepped under Lightning)
+        assert (value - initial[name]).abs().max() > 1e-4, name
     assert t_res["status"] == "ok" and t_res["params"] == 132_179 and t_res["env_steps"] == 4000
     s_cfg = compose_cfg("distill", _tiny([
         "env=minatar_breakout", f"teacher.checkpoint={tmp_path / 'teacher' / 'teacher.pt'}", "student.size=rusu_4",

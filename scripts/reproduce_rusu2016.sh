@@ -23,12 +23,10 @@ EXTRA=${EXTRA:-}
 export KDRL_CACHE=${KDRL_CACHE:-.cache/kdrl}
 BIN=${BIN:-.venv/bin}
 
-for env in $(echo $LOSS_ENVS $COMP_ENVS | tr ' ' '\n' | sort -u); do
-  # train (or reuse) each teacher once, before parallel sweep jobs ask for it (same cache key)
-  $BIN/python -c "import sys; from kdrl.teachers import obtain_teacher; \
-p, r = obtain_teacher(sys.argv[1], 0, ['budget=$BUDGET'], '$KDRL_CACHE'); \
-print(f'teacher {sys.argv[1]}: {r[\"eval_return_mean\"]:.1f} ({p})')" "$env"
-done
+# train (or reuse) each teacher once, two at a time, before the sweeps' jobs ask for them
+echo $LOSS_ENVS $COMP_ENVS | tr ' ' '\n' | sort -u | xargs -P "${KDRL_N_JOBS:-2}" -I{} $BIN/python -c "import sys; \
+from kdrl.teachers import obtain_teacher; p, r = obtain_teacher(sys.argv[1], 0, ['budget=$BUDGET'], '$KDRL_CACHE'); \
+print(f'teacher {sys.argv[1]}: {r[\"eval_return_mean\"]:.1f} held-out ({p})')" {}
 for env in $LOSS_ENVS; do
   $BIN/kdrl-distill -m experiment=rusu2016_losses env="$env" budget="$BUDGET" launcher="$LAUNCHER" \
     hydra.sweep.dir="$OUT/losses/$env" $EXTRA

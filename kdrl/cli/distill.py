@@ -99,6 +99,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                                        cfg.teacher.cache_dir)
         teacher_net, tstate = load_teacher_net(teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)
         net_cfg = student_net_cfg(tstate["net"], student_sizes(cfg))
+        fields["width"], fields["depth"] = net_cfg.get("width"), net_cfg.get("depth")  # as built (student.size)
         student_net = instantiate(net_cfg, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
         module = build_student_module(cfg, spec, teacher_net, student_net)
         kwargs = plain(cfg.env.kwargs)

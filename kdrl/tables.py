@@ -106,7 +106,11 @@ def _cell(r: pd.Series, pct: bool) -> str:
 def pivot(agg: pd.DataFrame, rows: str, cols: str, pct: bool) -> pd.DataFrame:
     agg = agg.copy()
     agg["cell"] = agg.apply(lambda r: _cell(r, pct), axis=1)
-    return agg.pivot(index=rows, columns=cols, values="cell")
+    table = agg.pivot(index=rows, columns=cols, values="cell")
+    if cols == "student_size" and "param_ratio" in agg:  # named sizes: largest student first, not a-z
+        order = agg.groupby(cols)["param_ratio"].mean().sort_values(ascending=False).index
+        table = table[[c for c in order if c in table.columns]]
+    return table
 
 
 def col_label(df: pd.DataFrame, cols: str, value: Any) -> str:

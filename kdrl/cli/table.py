@@ -34,7 +34,8 @@ def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: list[str], out: Path, r
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xticks(sorted(set(np.round(100 * agg["param_ratio"].dropna(), 1))))
+        # one tick per column value (its mean fraction over rows): per-row fractions differ slightly
+        ax.set_xticks(sorted(set(np.round(100 * agg.groupby(cols)["param_ratio"].mean().dropna(), 1))))
         ax.set_xlabel("student parameters (% of teacher)")
         ax.set_ylabel(f"{metric} (% of teacher)")
         ax.legend(fontsize=8)

@@ -14,6 +14,36 @@ from torch.utils.data import DataLoader
 from kdrl.data import EnvCollector, ReplayStream
 
 
+def stream_state(stream: ReplayStream) -> dict[str, Any]:
+    """A stream's counters, its collector's RNG and its replay buffer (for resuming)."""
+    c = stream.collector
+    return {"env_steps": c.env_steps, "episodes": c.episodes, "grad_steps": stream.grad_steps,
+            "collector_rng": c.rng.bit_generator.state, "buffer": c.buffer.state_dict()}
+
+
+def load_stream_state(stream: ReplayStream, state: dict[str, Any]) -> None:
+    c = stream.collector
+    c.env_steps, c.episodes, stream.grad_steps = int(state["env_steps"]), int(state["episodes"]), int(state["grad_steps"])
+    c.rng.bit_generator.state = state["collector_rng"]
+    c.buffer.load_state_dict(state["buffer"])
+    c.epsilon = c.epsilon_fn(c.env_steps)
+
+
+def global_rng_state() -> dict[str, Any]:
+    """torch, Python and numpy global RNG states in a weights_only-loadable form."""
+    np_state = np.random.get_state()
+    return {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    py = state["python_rng"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    nps = state["numpy_rng"]
+    np.random.set_state((nps[0], nps[1].numpy().astype(np.uint32), *nps[2:]))
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss or parameter became NaN/inf; training stops and the last good checkpoint stays."""
 
@@ -63,33 +93,17 @@ class RLModule(pl.LightningModule):
         """Counters, the replay buffer and every RNG, as tensors and plain Python values so the
         checkpoint loads with ``weights_only=True``. The envs themselves are not saved: a resumed
         run resets them (the episodes in progress at the kill are dropped)."""
-        c = self.collector
-        np_state = np.random.get_state()
-        checkpoint["kdrl_stream"] = {
-            "env_steps": c.env_steps, "episodes": c.episodes, "grad_steps": self.stream.grad_steps,
-            "collector_rng": c.rng.bit_generator.state, "buffer": c.buffer.state_dict(),
-            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-            "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        }
+        checkpoint["kdrl_stream"] = {**stream_state(self.stream), **global_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("kdrl_stream")
         if state is None:
             return
         self.setup("fit")
-        c = self.collector
-        c.env_steps, c.episodes = int(state["env_steps"]), int(state["episodes"])
-        self.stream.grad_steps = int(state["grad_steps"])
-        c.rng.bit_generator.state = state["collector_rng"]
-        c.buffer.load_state_dict(state["buffer"])
-        c.epsilon = c.epsilon_fn(c.env_steps)
-        torch.set_rng_state(state["torch_rng"])
-        py = state["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        nps = state["numpy_rng"]
-        np.random.set_state((nps[0], nps[1].numpy().astype(np.uint32), *nps[2:]))
-        self._env_steps_last = c.env_steps
-        self.resumed_from_env_steps = c.env_steps
+        load_stream_state(self.stream, state)
+        set_global_rng_state(state)
+        self._env_steps_last = self.collector.env_steps
+        self.resumed_from_env_steps = self.collector.env_steps
 
     # ---- logging ----------------------------------------------------------------------------
     def accumulate(self, **metrics: torch.Tensor) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -34,7 +33,7 @@ from torch.utils.data import IterableDataset
 from kdrl.data import EnvCollector, GreedyFn, ReplayStream, greedy_actions
 from kdrl.envs import EnvSpec, make_vector_env
 from kdrl.losses import DistillLoss
-from kdrl.modules.base import RLModule
+from kdrl.modules.base import RLModule, global_rng_state, load_stream_state, set_global_rng_state, stream_state
 from kdrl.optim import clip_grad_norm
 from kdrl.replay import Transitions, make_replay
 from kdrl.schedules import LinearSchedule
@@ -383,15 +382,9 @@ class MultiTaskModule(RLModule):
 
     # ---- resuming: every task's counters, replay and RNGs --------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        np_state = np.random.get_state()
-        checkpoint["kdrl_multitask"] = {
-            "tasks": [{"env_steps": s.collector.env_steps, "episodes": s.collector.episodes,
-                       "grad_steps": s.grad_steps, "collector_rng": s.collector.rng.bit_generator.state,
-                       "buffer": s.collector.buffer.state_dict()} for s in self.stream.streams],
-            "optimizer_steps": self.optimizer_steps, "extra": self.extra_state(),
-            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-            "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        }
+        checkpoint["kdrl_multitask"] = {"tasks": [stream_state(s) for s in self.stream.streams],
+                                        "optimizer_steps": self.optimizer_steps, "extra": self.extra_state(),
+                                        **global_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("kdrl_multitask")
@@ -399,18 +392,10 @@ class MultiTaskModule(RLModule):
             return
         self.setup("fit")
         for s, t in zip(self.stream.streams, state["tasks"]):
-            c = s.collector
-            c.env_steps, c.episodes, s.grad_steps = int(t["env_steps"]), int(t["episodes"]), int(t["grad_steps"])
-            c.rng.bit_generator.state = t["collector_rng"]
-            c.buffer.load_state_dict(t["buffer"])
-            c.epsilon = c.epsilon_fn(c.env_steps)
+            load_stream_state(s, t)
         self.optimizer_steps = int(state["optimizer_steps"])
         self.load_extra_state(state.get("extra") or {})
-        torch.set_rng_state(state["torch_rng"])
-        py = state["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        nps = state["numpy_rng"]
-        np.random.set_state((nps[0], nps[1].numpy().astype(np.uint32), *nps[2:]))
+        set_global_rng_state(state)
         self._env_steps_last = self.env_steps
         self.resumed_from_env_steps = self.env_steps
 

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,35 +16,29 @@ from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, save_policy
 
 
-class GreedyEvaluation(pl.Callback):
-    """Every ``freq`` env steps: greedy returns on ``episodes`` fixed seeds, logged and checkpointed.
+class PeriodicEvaluation(pl.Callback):
+    """Shared schedule, timing, checkpoint paths and resume state of the evaluation callbacks.
 
-    Writes ``last.ckpt`` (full Lightning state, for resuming), ``last_policy.pt`` and
-    ``best_policy.pt`` (weights-only Q-network files). ``stop_at_return`` ends training early once
-    the evaluation mean reaches it. Time spent evaluating is kept apart (``eval_time_s``) so
-    training wall time can be reported without it.
+    Subclasses implement ``evaluate``; ``progress`` is the env-step counter the schedule follows.
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict | None, freq: int, episodes: int, seed: int,
-                 ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None,
-                 reference_return: float | None = None, keep_last: int = 1) -> None:
+    def __init__(self, freq: int, episodes: int, seed: int, ckpt_dir: str | Path, net_cfg: dict) -> None:
         if int(freq) < 1 or int(episodes) < 1:
             raise ValueError(f"eval.freq and eval.episodes must be >= 1, got {freq} and {episodes}")
-        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
         self.freq, self.seeds = int(freq), eval_seeds(seed, episodes)
-        self.ckpt_dir = Path(ckpt_dir)
-        self.net_cfg = net_cfg
-        self.stop_at_return = stop_at_return
-        self.reference_return = reference_return  # the teacher's return on the same seeds (students)
-        if int(keep_last) < 1:
-            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
-        self.keep_last = int(keep_last)
+        self.ckpt_dir, self.net_cfg = Path(ckpt_dir), dict(net_cfg)
         self.next_eval = self.freq
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
         self.best_mean = -np.inf
         self.eval_time_s = 0.0
         self.resumed_wall_s = 0.0  # wall time of the run before a resume (0 for a fresh run)
         self.t_start = time.perf_counter()
+
+    def progress(self, pl_module: Any) -> int:
+        return int(pl_module.env_steps)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     @property
     def best_policy_path(self) -> Path:
@@ -58,27 +52,73 @@ class GreedyEvaluation(pl.Callback):
         self.t_start = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if pl_module.env_steps >= self.next_eval:
+        if self.progress(pl_module) >= self.next_eval:
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if not self.history or self.history[-1]["env_steps"] != pl_module.env_steps:
             self.evaluate(trainer, pl_module)
 
-    def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:
-        pl_module.flush_metrics()  # raises on a non-finite loss before anything is checkpointed
+    def check_finite(self, pl_module: Any) -> None:
+        """Flush metrics (raises on a non-finite loss) and check the weights, before anything is saved."""
+        pl_module.flush_metrics()
         if not all(bool(p.isfinite().all()) for p in pl_module.q_net.parameters()):
             from kdrl.modules.base import NonFiniteLossError
 
             raise NonFiniteLossError(f"non-finite network parameters at env step {pl_module.env_steps}; "
                                      "stopped, the last good checkpoint is kept")
+
+    def timed_greedy(self, pl_module: Any, run: Callable[[], Any]) -> Any:
+        """Run an evaluation with the module in eval mode; its time goes to ``eval_time_s``."""
         t0 = time.perf_counter()
         was_training = pl_module.training
         pl_module.eval()
-        returns = evaluate_policy(pl_module.greedy, self.env_id, self.seeds, self.env_kwargs)
-        pl_module.train(was_training)
+        try:
+            return run()
+        finally:
+            pl_module.train(was_training)
+            self.eval_time_s += time.perf_counter() - t0
+
+    def schedule_next(self, pl_module: Any) -> None:
+        self.next_eval = (self.progress(pl_module) // self.freq + 1) * self.freq
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_eval": self.next_eval, "history": self.history, "best_mean": float(self.best_mean),
+                "eval_time_s": self.eval_time_s}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_eval = int(state["next_eval"])
+        self.history = list(state["history"])
+        self.best_mean = float(state["best_mean"])
+        self.eval_time_s = float(state["eval_time_s"])
+        self.resumed_wall_s = float(self.history[-1]["wall_s"]) if self.history else 0.0
+
+
+class GreedyEvaluation(PeriodicEvaluation):
+    """Every ``freq`` env steps: greedy returns on ``episodes`` fixed seeds, logged and checkpointed.
+
+    Writes ``last.ckpt`` (full Lightning state, for resuming), ``last_policy.pt`` and
+    ``best_policy.pt`` (weights-only Q-network files). ``stop_at_return`` ends training early once
+    the evaluation mean reaches it. Time spent evaluating is kept apart (``eval_time_s``) so
+    training wall time can be reported without it.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict | None, freq: int, episodes: int, seed: int,
+                 ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None,
+                 reference_return: float | None = None, keep_last: int = 1) -> None:
+        super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        self.stop_at_return = stop_at_return
+        self.reference_return = reference_return  # the teacher's return on the same seeds (students)
+        if int(keep_last) < 1:
+            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
+        self.keep_last = int(keep_last)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:
+        self.check_finite(pl_module)
+        returns = self.timed_greedy(pl_module, lambda: evaluate_policy(pl_module.greedy, self.env_id, self.seeds,
+                                                                        self.env_kwargs))
         mean, std = float(np.mean(returns)), float(np.std(returns))
-        self.eval_time_s += time.perf_counter() - t0
         wall = time.perf_counter() - self.t_start
         record = {"env_steps": pl_module.env_steps, "grad_steps": pl_module.stream.grad_steps, "wall_s": wall,
                   "train_wall_s": wall - self.eval_time_s, "return_mean": mean, "return_std": std}
@@ -90,7 +130,7 @@ class GreedyEvaluation(pl.Callback):
             if hook is not None:
                 hook(mean, self.reference_return)
         self.history.append(record)
-        self.next_eval = (pl_module.env_steps // self.freq + 1) * self.freq
+        self.schedule_next(pl_module)
         spec = pl_module.spec
         save_policy(self.last_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape, spec.n_actions,
                     extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
@@ -114,17 +154,6 @@ class GreedyEvaluation(pl.Callback):
         atomic_write(numbered, lambda tmp: Path(tmp).write_bytes((self.ckpt_dir / "last.ckpt").read_bytes()))
         for old in sorted(self.ckpt_dir.glob("step-*.ckpt"))[: -(self.keep_last - 1)]:
             old.unlink(missing_ok=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"next_eval": self.next_eval, "history": self.history, "best_mean": float(self.best_mean),
-                "eval_time_s": self.eval_time_s}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.next_eval = int(state["next_eval"])
-        self.history = list(state["history"])
-        self.best_mean = float(state["best_mean"])
-        self.eval_time_s = float(state["eval_time_s"])
-        self.resumed_wall_s = float(self.history[-1]["wall_s"]) if self.history else 0.0
 
 
 class EnvStepProgressBar(pl.callbacks.ProgressBar):

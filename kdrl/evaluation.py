@@ -50,6 +50,13 @@ def evaluate_policy(
     return returns.tolist()
 
 
+def random_returns(env_id: str, seeds: Sequence[int], kwargs: dict[str, Any] | None = None) -> list[float]:
+    """Uniform-random actions on ``seeds``: the floor of a random-normalised score (evaluate_policy
+    with epsilon = 1, its own RNG seeded from the first seed)."""
+    return evaluate_policy(lambda obs: np.zeros(len(obs), dtype=np.int64), env_id, seeds, kwargs, epsilon=1.0,
+                           rng_seed=int(seeds[0]) if len(seeds) else 0)
+
+
 def eval_seeds(base: int, n: int) -> list[int]:
     return [int(base) + i for i in range(int(n))]
 

@@ -24,9 +24,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from kdrl.callbacks import PeriodicEvaluation
 from kdrl.data import GreedyFn
 from kdrl.envs import EnvSpec
-from kdrl.evaluation import eval_seeds, evaluate_policy
+from kdrl.evaluation import evaluate_policy, random_returns
 from kdrl.io import CheckpointError, atomic_torch_save, atomic_write, load_checkpoint_file
 
 MULTITASK_FORMAT = "kdrl-multitask/1"
@@ -38,12 +39,6 @@ class EvalTask:
     name: str
     env_id: str
     kwargs: dict[str, Any]
-
-
-def random_returns(env_id: str, seeds: Sequence[int], kwargs: dict[str, Any] | None = None) -> list[float]:
-    """Uniform-random actions on ``seeds`` (evaluate_policy with epsilon = 1)."""
-    return evaluate_policy(lambda obs: np.zeros(len(obs), dtype=np.int64), env_id, seeds, kwargs, epsilon=1.0,
-                           rng_seed=int(seeds[0]) if len(seeds) else 0)
 
 
 def pct_of_teacher(student: float, teacher: float, random: float) -> float:
@@ -85,7 +80,7 @@ def load_multitask_policy(path: str | Path, env_ids: Sequence[str] | None = None
 
 
 # ---- periodic evaluation ------------------------------------------------------------------------------
-class MultiTaskEvaluation(pl.Callback):
+class MultiTaskEvaluation(PeriodicEvaluation):
     """Every ``freq`` per-task env steps: each task's head, greedy, on ``episodes`` fixed seeds.
 
     Logs per-task returns and % of teacher (against the teachers' and a random policy's returns on
@@ -95,54 +90,20 @@ class MultiTaskEvaluation(pl.Callback):
 
     def __init__(self, tasks: Sequence[EvalTask], freq: int, episodes: int, seed: int, ckpt_dir: str | Path,
                  net_cfg: dict[str, Any], teacher_returns: Sequence[float], random_returns_: Sequence[float]) -> None:
-        if int(freq) < 1 or int(episodes) < 1:
-            raise ValueError(f"eval.freq and eval.episodes must be >= 1, got {freq} and {episodes}")
+        super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
         self.tasks = list(tasks)
-        self.freq, self.seeds = int(freq), eval_seeds(seed, episodes)
-        self.ckpt_dir, self.net_cfg = Path(ckpt_dir), dict(net_cfg)
         self.teacher_returns, self.random_returns = list(teacher_returns), list(random_returns_)
-        self.next_eval = self.freq
-        self.history: list[dict[str, Any]] = []
-        self.best_mean = -np.inf
-        self.eval_time_s = 0.0
-        self.resumed_wall_s = 0.0
-        self.t_start = time.perf_counter()
 
-    @property
-    def best_policy_path(self) -> Path:
-        return self.ckpt_dir / "best_policy.pt"
-
-    @property
-    def last_policy_path(self) -> Path:
-        return self.ckpt_dir / "last_policy.pt"
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.t_start = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if pl_module.task_env_steps >= self.next_eval:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if not self.history or self.history[-1]["env_steps"] != pl_module.env_steps:
-            self.evaluate(trainer, pl_module)
+    def progress(self, pl_module: Any) -> int:
+        return int(pl_module.task_env_steps)  # per-task env steps: freq means what it means for one task
 
     def task_returns(self, greedy: Sequence[GreedyFn]) -> list[float]:
         return [float(np.mean(evaluate_policy(g, t.env_id, self.seeds, t.kwargs))) for g, t in zip(greedy, self.tasks)]
 
     def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, Any]:
-        pl_module.flush_metrics()  # raises on a non-finite loss before anything is checkpointed
-        if not all(bool(p.isfinite().all()) for p in pl_module.q_net.parameters()):
-            from kdrl.modules.base import NonFiniteLossError
-
-            raise NonFiniteLossError(f"non-finite network parameters at env step {pl_module.env_steps}; "
-                                     "stopped, the last good checkpoint is kept")
-        t0 = time.perf_counter()
-        was_training = pl_module.training
-        pl_module.eval()
-        returns = self.task_returns([pl_module.greedy_fn(i) for i in range(len(self.tasks))])
-        pl_module.train(was_training)
-        self.eval_time_s += time.perf_counter() - t0
+        self.check_finite(pl_module)
+        returns = self.timed_greedy(pl_module, lambda: self.task_returns(
+            [pl_module.greedy_fn(i) for i in range(len(self.tasks))]))
         pcts = [pct_of_teacher(r, t, z) for r, t, z in zip(returns, self.teacher_returns, self.random_returns)]
         mean_pct, geo_pct = mean_pcts(pcts)
         wall = time.perf_counter() - self.t_start
@@ -152,7 +113,7 @@ class MultiTaskEvaluation(pl.Callback):
                   "pct_of_teacher": {t.name: p for t, p in zip(self.tasks, pcts)},
                   "mean_pct_of_teacher": mean_pct, "geomean_pct_of_teacher": geo_pct}
         self.history.append(record)
-        self.next_eval = (pl_module.task_env_steps // self.freq + 1) * self.freq
+        self.schedule_next(pl_module)
         self._save_policies(pl_module, pcts, mean_pct)
         atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
         metrics = {f"eval/{t.name}/return_mean": r for t, r in zip(self.tasks, returns)}
@@ -171,14 +132,3 @@ class MultiTaskEvaluation(pl.Callback):
         if score > self.best_mean or not self.best_policy_path.exists():
             self.best_mean = max(score, self.best_mean)
             save_multitask_policy(self.best_policy_path, pl_module.q_net, self.net_cfg, pl_module.names, specs, extra)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"next_eval": self.next_eval, "history": self.history, "best_mean": float(self.best_mean),
-                "eval_time_s": self.eval_time_s}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.next_eval = int(state["next_eval"])
-        self.history = list(state["history"])
-        self.best_mean = float(state["best_mean"])
-        self.eval_time_s = float(state["eval_time_s"])
-        self.resumed_wall_s = float(self.history[-1]["wall_s"]) if self.history else 0.0

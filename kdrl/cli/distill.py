@@ -20,7 +20,7 @@ from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_resul
                              seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import env_spec, make_env, perturbation_wrappers
-from kdrl.evaluation import eval_seeds, evaluate_policy, rollout_states
+from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns, rollout_states
 from kdrl.io import atomic_write, load_policy
 from kdrl.modules.student import DistillStudent
 from kdrl.modules.teacher import DQNTeacher
@@ -127,9 +127,7 @@ def distill_student(cfg: DictConfig, out: Path) -> dict[str, Any]:
         s_mean, t_mean = float(np.mean(s_returns)), float(np.mean(t_returns))
         # uniform-random policy on the same seeds: the floor for a normalised score, since a raw
         # ratio inverts for negative returns (Acrobot, Pong): (S - R) / (T - R)
-        act_rng = np.random.default_rng(cfg.seed)
-        random_policy = lambda obs: act_rng.integers(spec.n_actions, size=len(obs))  # noqa: E731
-        r_mean = float(np.mean(evaluate_policy(random_policy, cfg.env.id, final_seeds, kwargs)))
+        r_mean = float(np.mean(random_returns(cfg.env.id, final_seeds, kwargs)))
         # 2. speed: first periodic evaluation at 90% / 100% of the teacher (same periodic seeds)
         speed = {f"to_{int(p * 100)}pct": first_reaching(evaluation.history, p * teacher_periodic
                                                          if teacher_periodic >= 0 else teacher_periodic / p)

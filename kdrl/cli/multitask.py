@@ -20,13 +20,12 @@ from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_resul
                              seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import EnvSpec, env_spec, make_env
-from kdrl.evaluation import eval_seeds, evaluate_policy
+from kdrl.evaluation import random_returns, eval_seeds, evaluate_policy
 from kdrl.io import atomic_write
 from kdrl.losses import LOSSES
 from kdrl.modules.multitask import (ADAPTERS, MODES, UPDATES, JointMultiTaskDQN, MultiTaskDistill,
                                     MultiTaskModule, MultiTaskQNetwork, TaskEnv, build_multitask_net, task_params)
-from kdrl.multitask_eval import (EvalTask, MultiTaskEvaluation, load_multitask_policy, mean_pcts, pct_of_teacher,
-                                 random_returns)
+from kdrl.multitask_eval import EvalTask, MultiTaskEvaluation, load_multitask_policy, mean_pcts, pct_of_teacher
 from kdrl.nets import count_params
 from kdrl.optim import build_optimizer
 from kdrl.tables import method_name

@@ -20,7 +20,7 @@ from kdrl.cli.common import (CONF_DIR, Stopwatch, build_loggers, completed_resul
                              seed_job)
 from kdrl.data import greedy_actions
 from kdrl.envs import EnvSpec, env_spec, make_env
-from kdrl.evaluation import random_returns, eval_seeds, evaluate_policy
+from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
 from kdrl.io import atomic_write
 from kdrl.losses import LOSSES
 from kdrl.modules.multitask import (ADAPTERS, MODES, UPDATES, JointMultiTaskDQN, MultiTaskDistill,

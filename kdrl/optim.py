@@ -49,9 +49,10 @@ class FlatRMSprop(torch.optim.Optimizer):
 
     Same update as ``torch.optim.RMSprop`` (no momentum or weight decay; tested equal), but the
     parameters and their gradients are re-pointed at views of two contiguous buffers, so a step is
-    ~6 vector ops over all weights instead of ~6 per tensor: on CPU torch's RMSprop took 1.4 ms of
-    a 3.9 ms MinAtar update, this takes ~0.1 ms. ``zero_grad`` zeroes the flat gradient in place
-    (gradients must stay views of it, so they are never set to None).
+    ~6 vector ops over all weights instead of ~6 per tensor (torch's CPU RMSprop loops over tensors).
+    Profiled on the MinAtar net (132k weights, one core): torch's step 1.4 ms, this one 0.76 ms, of
+    which ``sqrt_`` alone is 0.29 ms. ``zero_grad`` zeroes the flat gradient in place and re-attaches
+    the views (gradients must stay views of it, so they are never set to None).
     """
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> None:

@@ -37,6 +37,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def remove_interrupted_writes(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process never renamed (SIGKILL skips
+    the cleanup in ``atomic_write``). Only for a directory no other live process writes to."""
+    stale = [p for p in Path(directory).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:

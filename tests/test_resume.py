@@ -40,3 +40,19 @@ def test_teacher_killed_mid_training_resumes_from_last_checkpoint(tmp_path):
     steps = [h["env_steps"] for h in res["eval_history"]]
     assert steps == sorted(steps) and steps[0] <= res["resumed_from_env_steps"] < steps[-1]  # history kept
     assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_removes_temp_files_of_writes_a_kill_interrupted(tmp_path):
+    """SIGKILL during atomic_write leaves `.name.XXXX.tmp`; the resuming run deletes it (and nothing else)."""
+    from omegaconf import OmegaConf
+
+    from kdrl.cli.common import resume_checkpoint
+
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "last.ckpt").write_bytes(b"x")
+    (ckpt_dir / ".last.ckpt.k2j3h4.tmp").write_bytes(b"half")
+    (tmp_path / ".results.json.a1b2.tmp").write_text("{")
+    (tmp_path / "keep.tmp").write_text("not ours")
+    assert resume_checkpoint(OmegaConf.create({"resume": True}), tmp_path) == str(ckpt_dir / "last.ckpt")
+    assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == ["keep.tmp"]

@@ -253,6 +253,10 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     except (OSError, ValueError):
         finished = False
     if cfg.get("resume", True) and ckpt.is_file() and not finished:
+        from kdrl.io import remove_interrupted_writes
+
+        for d in (out, ckpt.parent):  # a kill during a checkpoint or results write leaves its temp file
+            remove_interrupted_writes(d)
         log.info("resuming from %s", ckpt)
         return str(ckpt)
     return None

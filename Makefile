@@ -1,4 +1,4 @@
-# kdrl: `make demo` sets up and runs the main job; `make test` sets up and runs the test suite.
+# kdrl: `make demo` sets up and runs the main job; `make test` sets up, lints and runs the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +11,7 @@ SHELL := /bin/bash
 # pip's notes about this machine's local index mirrors are noise in CI logs
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,12 @@ DEMO_DIR ?= outputs/demo
 demo: setup
 	KDRL_CACHE=$(DEMO_DIR)/cache $(VENV)/bin/kdrl-distill -m experiment=demo launcher=joblib hydra.sweep.dir=$(DEMO_DIR)/sweep
 	$(VENV)/bin/kdrl-table $(DEMO_DIR)/sweep --rows method --cols width --out $(DEMO_DIR)/table
-	$(PY) -m kdrl.cli.show $$(ls -d $(DEMO_DIR)/cache/teachers/*/results.json | head -1)
+	$(VENV)/bin/kdrl-show $$(ls -d $(DEMO_DIR)/cache/teachers/*/results.json | head -1)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
 	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
 bench: setup

@@ -9,15 +9,16 @@ re-iterate the dataset and the stream simply continues.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from kdrl.envs import transition_next_obs
-from kdrl.replay import ReplayBuffer, Transitions
+from kdrl.envs import EnvSpec, make_vector_env, transition_next_obs
+from kdrl.replay import Replay, Transitions, make_replay
 
 GreedyFn = Callable[[np.ndarray], np.ndarray]  # batch of observations -> greedy actions
 
@@ -35,7 +36,7 @@ class EnvCollector:
     def __init__(
         self,
         envs: gym.vector.VectorEnv,
-        buffer: ReplayBuffer,
+        buffer: Replay,
         greedy_fn: GreedyFn,
         epsilon_fn: Callable[[int], float],
         seed: int = 0,
@@ -141,6 +142,51 @@ class ReplayStream(IterableDataset):
             due = self.grad_steps_allowed() - self.grad_steps
             self.grad_steps += due
             yield collector.buffer.sample_stack(due, self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters, the collector's RNG and the replay (for resuming)."""
+        c = self.collector
+        return {"env_steps": c.env_steps, "episodes": c.episodes, "grad_steps": self.grad_steps,
+                "collector_rng": c.rng.bit_generator.state, "buffer": c.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        c = self.collector
+        c.env_steps, c.episodes, self.grad_steps = int(state["env_steps"]), int(state["episodes"]), int(state["grad_steps"])
+        c.rng.bit_generator.state = state["collector_rng"]
+        c.buffer.load_state_dict(state["buffer"])
+        c.epsilon = c.epsilon_fn(c.env_steps)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How a module's data is made: replay and the env-step/update schedule (one config for the
+    teacher's ``algo``, the student's ``distill`` and multi-task's ``multitask`` blocks)."""
+
+    total_timesteps: int
+    buffer_size: int
+    batch_size: int
+    learning_starts: int
+    train_freq: int
+    gradient_steps: int
+    replay: str = "auto"
+    reward_clip: bool = False
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], total_key: str = "total_timesteps") -> StreamConfig:
+        return cls(int(d[total_key]), int(d["buffer_size"]), int(d["batch_size"]), int(d["learning_starts"]),
+                   int(d["train_freq"]), int(d["gradient_steps"]), str(d.get("replay", "auto")),
+                   bool(d.get("reward_clip", False)))
+
+
+def build_stream(env: Mapping[str, Any], spec: EnvSpec, data: StreamConfig, behaviour: GreedyFn,
+                 exploration: Callable[[int], float], seed: int) -> ReplayStream:
+    """env -> replay -> stream: the vector env of an env config, its replay and collector (all seeded
+    with ``seed``), streamed at ``data``'s update-to-data ratio."""
+    envs = make_vector_env(env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"))
+    buffer = make_replay(data.replay, data.buffer_size, spec.obs_shape, spec.obs_dtype, envs.num_envs, seed=seed)
+    collector = EnvCollector(envs, buffer, behaviour, exploration, seed=seed, reward_clip=data.reward_clip)
+    return ReplayStream(collector, data.batch_size, data.learning_starts, data.train_freq, data.gradient_steps,
+                        data.total_timesteps)
 
 
 @torch.inference_mode()

@@ -10,13 +10,15 @@ stored transition ever spans an episode boundary, and every step yields a valid 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 
+from kdrl.errors import KdrlUserError
 
-class EnvError(ValueError):
+
+class EnvError(KdrlUserError, ValueError):
     """A bad environment request, with a message meant for the user."""
 
 
@@ -140,6 +142,15 @@ def env_spec(env: gym.Env | gym.vector.VectorEnv) -> EnvSpec:
         raise EnvError(f"env '{env_id}' has a {type(obs_space).__name__} observation space; kdrl needs Box")
     return EnvSpec(env_id=env_id, obs_shape=tuple(obs_space.shape), n_actions=int(act_space.n),
                    obs_dtype=np.dtype(obs_space.dtype).name)
+
+
+def probe_spec(env: Mapping[str, Any]) -> EnvSpec:
+    """The spec of an env config block (``id``, ``kwargs``), from one env made and closed."""
+    probe = make_env(str(env["id"]), dict(env.get("kwargs") or {}))
+    try:
+        return env_spec(probe)
+    finally:
+        probe.close()
 
 
 def make_vector_env(

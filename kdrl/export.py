@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdrl.errors import KdrlUserError
 from kdrl.io import CheckpointError, atomic_write_json, load_policy
 
 EXPORT_FORMAT = "kdrl-export/1"
@@ -35,7 +36,7 @@ TIE_TOL = 1e-5  # a greedy action may differ across runtimes only where two Q-va
 NET_TARGET_PREFIX = "kdrl."  # a weights-only file must not name an arbitrary callable to build
 
 
-class ExportError(RuntimeError):
+class ExportError(KdrlUserError, RuntimeError):
     """An exported model that does not reproduce the torch policy (refused, nothing written)."""
 
 

@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 import torch
 
+from kdrl.errors import KdrlUserError
+
 POLICY_FORMAT = "kdrl-qnet/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(KdrlUserError, ValueError):
     """A checkpoint that is missing, unreadable, unsafe or does not fit the requested env."""
 
 

@@ -15,11 +15,13 @@ actions (MSE) or over the action distribution (KL, CE).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+from kdrl.td import TDTerm
 
 LOSSES = ("mse", "kl", "ce", "nll")
 
@@ -109,6 +111,12 @@ class LambdaSchedule:
         self.kind, self.value, self.end, self.decay_steps = kind, float(value), float(end), int(decay_steps)
         self.ratio: float | None = None  # latest R_student / R_teacher
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ratio = None if state.get("ratio") is None else float(state["ratio"])
+
     def observe(self, student_return: float, teacher_return: float) -> None:
         if teacher_return != 0:
             self.ratio = student_return / teacher_return
@@ -121,3 +129,35 @@ class LambdaSchedule:
                 return self.end
             return self.value + (self.end - self.value) * env_steps / self.decay_steps
         return self.value if self.ratio is None else max(1.0 - self.ratio, 0.0)
+
+
+@dataclass
+class StudentLoss:
+    """What a student minimises, as configured in ``conf/loss/<name>.yaml`` (built with ``_target_``):
+
+        L = L_kind(q_S, q_T) [+ feature_weight * hint]                      (distillation)
+        L = L_TD + lambda * (L_kind(q_S, q_T) [+ feature_weight * hint])    (hybrid: ``td`` given)
+
+    ``kind`` is any of LOSSES, so a hybrid composes the TD term with any distillation loss;
+    ``distill_weight`` is lambda's schedule (hybrid only).
+    """
+
+    name: str
+    kind: str
+    temperature: float = 1.0
+    student_temperature: float | None = None
+    tau_squared: bool = True
+    feature_weight: float = 0.0
+    td: TDTerm | None = None
+    distill_weight: LambdaSchedule | None = None
+    distill: DistillLoss = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.distill = DistillLoss(self.kind, float(self.temperature), self.student_temperature, bool(self.tau_squared))
+        self.feature_weight = float(self.feature_weight or 0.0)
+        if self.td is not None and self.distill_weight is None:
+            raise ValueError(f"loss '{self.name}': a hybrid loss (td set) needs a distill_weight schedule")
+
+    @property
+    def hybrid(self) -> bool:
+        return self.td is not None

@@ -42,17 +42,22 @@ class EvalTask:
 
 
 def pct_of_teacher(student: float, teacher: float, random: float) -> float:
-    """100 * (student - random) / (teacher - random); nan when the teacher is no better than random."""
-    gap = teacher - random
-    return 100.0 * (student - random) / gap if gap > 0 else float("nan")
+    """100 * (student - random) / (teacher - random); nan when the teacher is no better than random
+    (kdrl.scores.normalized_score in %, float for float)."""
+    from kdrl.scores import normalized_score
+
+    return normalized_score(student, teacher, random, scale=100.0)
 
 
 def mean_pcts(pcts: Sequence[float]) -> tuple[float, float]:
-    """Arithmetic and geometric mean % over tasks (the geometric one floored at GEOMEAN_FLOOR_PCT)."""
+    """Arithmetic and geometric mean % over tasks, both nan unless every task has a finite %; the
+    geometric one floors each task at GEOMEAN_FLOOR_PCT (kdrl.scores.geometric_mean)."""
+    from kdrl.scores import geometric_mean
+
     x = np.asarray(pcts, dtype=float)
     if len(x) == 0 or not np.all(np.isfinite(x)):
         return float("nan"), float("nan")
-    return float(x.mean()), float(np.exp(np.log(np.maximum(x, GEOMEAN_FLOOR_PCT)).mean()))
+    return float(x.mean()), geometric_mean(x, floor=GEOMEAN_FLOOR_PCT)
 
 
 # ---- weights-only multi-task policy file -----------------------------------------------------------

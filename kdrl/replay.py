@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -16,6 +16,32 @@ class Transitions(NamedTuple):
     rewards: torch.Tensor
     next_obs: torch.Tensor
     terminated: torch.Tensor
+
+
+@runtime_checkable
+class Replay(Protocol):
+    """What the collector and the stream need of a replay memory (both buffers implement it).
+
+    ``add`` takes one vector-env step (leading dim ``num_envs``); ``done`` marks episode ends
+    (termination or truncation). ``sample_stack(k, b)`` returns k independent minibatches, each
+    field shaped ``(k, b, ...)``. ``state_dict``/``load_state_dict`` hold everything needed to
+    resume (contents, write position and the sampling RNG).
+    """
+
+    capacity: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray, done: np.ndarray | None = None) -> None: ...
+
+    def sample_stack(self, k: int, batch_size: int) -> Transitions: ...
+
+    def nbytes(self) -> int: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class ReplayBuffer:
@@ -250,7 +276,7 @@ class FrameStackReplay:
 
 
 def make_replay(kind: str, capacity: int, obs_shape: tuple[int, ...], obs_dtype: str, num_envs: int,
-                seed: int = 0) -> ReplayBuffer | FrameStackReplay:
+                seed: int = 0) -> Replay:
     """``kind``: ``auto`` (frame_stack for stacked uint8 frames (k, H, W) with H, W >= 32, i.e.
     Atari pixels; standard otherwise), ``standard`` or ``frame_stack``."""
     if kind == "auto":

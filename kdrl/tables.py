@@ -3,23 +3,30 @@
 Cells report the mean, the interquartile mean (IQM) and a 95% bootstrap confidence interval of the
 mean over seeds (percentile bootstrap, resampling seeds with replacement: for one task this is
 rliable's stratified bootstrap with a single stratum).
+
+The row columns come from the results schema (kdrl.results: the fields marked ``column``); the
+geometric mean over tasks is kdrl.scores.geometric_mean. kdrl-table (kdrl.cli.table) and the
+multi-task table (kdrl.cli.multitask_table) only parse arguments, call this module and print.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kdrl.results import RESULTS_FILE
+from kdrl.results import RESULTS_FILE, MultiTaskResult, Record, table_columns
+from kdrl.scores import geometric_mean
 
-FLAT_FIELDS = ("kind", "status", "env_id", "seed", "loss", "temperature", "width", "student_size", "depth", "control", "baseline",
-               "params", "teacher_params", "param_ratio", "env_steps", "grad_steps", "wall_time_s",
-               "train_wall_time_s", "sps", "eval_return_mean", "eval_return_std", "teacher_return_mean",
-               "return_ratio", "normalized_return_ratio", "random_return_mean", "action_agreement", "teacher_wall_time_s", "error", "run_dir", "job_wall_time_s")
+# kdrl-table's row columns, in order (then "method" and the expanded speed / resources /
+# generalisation keys). Tables and CSVs are compared bit for bit: the order is the schema's
+# ``column`` positions, not the fields' declaration order.
+FLAT_FIELDS = table_columns()
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -35,7 +42,10 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def flatten(res: dict[str, Any]) -> dict[str, Any]:
+def flatten(res: Mapping[str, Any] | Record) -> dict[str, Any]:
+    """One results body -> one row: FLAT_FIELDS (None where absent), the method label, then the
+    student's nested speed / resources / generalisation keys as columns."""
+    res = res.to_dict() if isinstance(res, Record) else res
     row = {k: res.get(k) for k in FLAT_FIELDS}
     row["method"] = method_name(res)
     for name, hit in (res.get("speed") or {}).items():
@@ -138,10 +148,10 @@ def to_latex(table: pd.DataFrame, df: pd.DataFrame, rows: str, cols: str, captio
             f"{header} \\\\\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n")
 
 
-TEMPERED = ("kl", "kl_rusu", "ce", "hybrid", "qdagger", "kl_feature")
+TEMPERED = ("kl", "kl_t1", "kl_rusu", "ce", "hybrid", "qdagger", "feature", "kl_feature")
 
 
-def method_name(res: dict[str, Any]) -> str:
+def method_name(res: Mapping[str, Any]) -> str:
     """A row label: the loss, with its temperature where the loss has one."""
     loss = res.get("loss")
     temp = res.get("temperature")
@@ -170,3 +180,186 @@ def learning_curves(paths: Iterable[str | Path], group: str) -> dict[Any, tuple[
         cis = np.array([bootstrap_ci(col[~np.isnan(col)], reps=1000) for col in ys.T])
         out[key] = (grid, mean, cis[:, 0], cis[:, 1])
     return out
+
+
+# ---- kdrl-table's report -----------------------------------------------------------------------------
+def is_fraction_of_teacher(metric: str) -> bool:
+    """Metrics shown as % of teacher (return_ratio, normalized_return_ratio); others as they are."""
+    return metric.endswith("return_ratio")
+
+
+def geomean_row(agg: pd.DataFrame, cols: str, order: list) -> str:
+    """Rusu et al. summarise games by the geometric mean of per-game % of teacher: one Markdown row,
+    one cell per column in ``order`` (the pivot table's). No floor: a mean <= 0 leaves the cell empty."""
+    cells = []
+    for col in order:
+        g = geometric_mean(agg.loc[agg[cols] == col, "mean"].to_numpy(dtype=float))
+        cells.append(f"{100 * g:.1f}" if np.isfinite(g) else "– (a mean <= 0)")
+    return "| geometric mean | " + " | ".join(cells) + " |"
+
+
+@dataclass
+class SummaryTable:
+    """What kdrl-table writes and prints for one (rows, cols, metric)."""
+
+    caption: str
+    markdown: str  # with the geometric-mean row when rows are several envs and the metric a fraction
+    latex: str
+    cells: pd.DataFrame  # aggregate(): one row per (rows, cols) with n, mean, iqm, CI
+    iqm: pd.DataFrame  # rows x cols, in % when the metric is a fraction of the teacher, 1 decimal
+
+
+def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> SummaryTable:
+    """Mean [95% bootstrap CI] over seeds of ``metric`` for each (rows, cols) over the ok runs of ``df``."""
+    agg = aggregate(df, [rows, cols], metric)
+    pct = is_fraction_of_teacher(metric)
+    table = pivot(agg, rows, cols, pct)
+    failed = int((df["status"] != "ok").sum())
+    n = sorted(agg["n"].unique().tolist())
+    caption = (f"{metric}{' (% of teacher)' if pct else ''}: mean [95% bootstrap CI] over {'/'.join(map(str, n))} seeds; "
+               f"{len(df) - failed} ok runs, {failed} failed")
+    md = to_markdown(table, df, rows, cols)
+    if pct and rows == "env_id" and agg[rows].nunique() > 1:
+        md += "\n" + geomean_row(agg, cols, list(table.columns))
+    iqm_table = agg.pivot(index=rows, columns=cols, values="iqm") * (100 if pct else 1)
+    return SummaryTable(caption, md, to_latex(table, df, rows, cols, caption), agg, iqm_table.round(1))
+
+
+def disk_use(paths: Sequence[str | Path]) -> str:
+    """How much the runs take on disk, and how much of it is checkpoints."""
+    files = [f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    ckpt = sum(f.stat().st_size for f in files if f.suffix in (".ckpt", ".pt"))
+    return f"disk use: {total / 2**20:.1f} MiB in {len(files)} files ({ckpt / 2**20:.1f} MiB checkpoints)"
+
+
+# ---- plots -----------------------------------------------------------------------------------------------
+def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: Sequence[str | Path], out: Path, rows: str, cols: str,
+             metric: str, curve_group: str) -> list[Path]:
+    """Return vs student size, return vs KL temperature and learning curves, where the runs have them."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if cols in ("width", "student_size") and "param_ratio" in agg:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for key, grp in agg.groupby(rows):
+            grp = grp.sort_values("param_ratio")
+            x = 100 * grp["param_ratio"].to_numpy()
+            ax.errorbar(x, 100 * grp["mean"], yerr=[100 * (grp["mean"] - grp["ci_low"]), 100 * (grp["ci_high"] - grp["mean"])],
+                        marker="o", capsize=3, label=str(key))
+        ax.axhline(100, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        # one tick per column value (its mean fraction over rows): per-row fractions differ slightly
+        ax.set_xticks(sorted(set(np.round(100 * agg.groupby(cols)["param_ratio"].mean().dropna(), 1))))
+        ax.set_xlabel("student parameters (% of teacher)")
+        ax.set_ylabel(f"{metric} (% of teacher)")
+        ax.legend(fontsize=8)
+        ax.set_title("Student return vs size (mean, 95% CI over seeds)")
+        written += _save(fig, out / "ratio_vs_params")
+    kl = df[(df["status"] == "ok") & df["loss"].isin(["kl", "kl_rusu"])] if "loss" in df else df.iloc[0:0]
+    if kl["temperature"].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for w, grp in kl.groupby("width"):
+            g = aggregate(grp, ["temperature"], metric).sort_values("temperature")
+            ax.errorbar(g["temperature"], 100 * g["mean"], yerr=[100 * (g["mean"] - g["ci_low"]), 100 * (g["ci_high"] - g["mean"])],
+                        marker="o", capsize=3, label=f"width {w}")
+        ax.set_xscale("log")
+        ax.set_xlabel("temperature tau")
+        ax.set_ylabel(f"{metric} (% of teacher)")
+        ax.legend(fontsize=8)
+        ax.set_title("KL distillation: return vs temperature")
+        written += _save(fig, out / "ratio_vs_temperature")
+    curves = learning_curves(paths, curve_group)
+    if curves:
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for key, (x, mean, lo, hi) in sorted(curves.items(), key=lambda kv: str(kv[0])):
+            ax.plot(x, mean, label=str(key))
+            ax.fill_between(x, lo, hi, alpha=0.2)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("greedy return (periodic eval)")
+        ax.legend(fontsize=8, title=curve_group)
+        ax.set_title("Learning curves (mean, 95% CI over seeds)")
+        written += _save(fig, out / f"curves_by_{curve_group}")
+    plt.close("all")
+    return written
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    return paths
+
+
+# ---- the multi-task table ----------------------------------------------------------------------------------
+MULTITASK_SUMMARY_COLUMNS = ("mean over tasks", "geomean over tasks")
+
+
+def collect_multitask(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (run, column): run_dir, status, method, seed, column (a task or a mean), pct."""
+    rows: list[dict] = []
+    for f in find_results(paths):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            rows.append({"run_dir": str(f.parent), "status": "unreadable"})
+            continue
+        if data.get("kind") != MultiTaskResult.KIND:
+            continue
+        res = MultiTaskResult.from_dict(data)
+        base = {"run_dir": str(f.parent), "status": res.status, "method": res.method, "seed": res.seed}
+        if res.status != "ok":
+            rows.append(base)
+            continue
+        for name, task in (res.tasks or {}).items():
+            rows.append({**base, "column": name, "pct": task.pct_of_teacher,
+                         "return": task.eval_return_mean, "teacher_return": task.teacher_return_mean})
+        rows.append({**base, "column": MULTITASK_SUMMARY_COLUMNS[0], "pct": res.mean_pct_of_teacher})
+        rows.append({**base, "column": MULTITASK_SUMMARY_COLUMNS[1], "pct": res.geomean_pct_of_teacher})
+    return pd.DataFrame(rows, columns=["run_dir", "status", "method", "seed", "column", "pct", "return",
+                                       "teacher_return"])
+
+
+def multitask_cell(values: Sequence[float]) -> str:
+    """'mean [lo, hi]' of the finite values (already in %), '–' when there are none."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return "–"
+    lo, hi = bootstrap_ci(x)
+    return f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def multitask_table(df: pd.DataFrame) -> pd.DataFrame:
+    """method x column -> 'mean [lo, hi]' over seeds; columns: the tasks in run order, then the means."""
+    ok = df[df["status"] == "ok"].dropna(subset=["column"])
+    tasks = [c for c in dict.fromkeys(ok["column"]) if c not in MULTITASK_SUMMARY_COLUMNS]
+    columns = [*tasks, *MULTITASK_SUMMARY_COLUMNS]
+    out = {}
+    for method, grp in ok.groupby("method", sort=True):
+        n = grp["run_dir"].nunique()
+        out[f"{method} (n={n})"] = {c: multitask_cell(grp.loc[grp["column"] == c, "pct"]) for c in columns}
+    return pd.DataFrame.from_dict(out, orient="index", columns=columns)
+
+
+def multitask_markdown(tab: pd.DataFrame) -> str:
+    header = ["method", *tab.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([str(idx), *map(str, row)]) + " |" for idx, row in tab.iterrows()]
+    return "\n".join(lines)
+
+
+def multitask_report(df: pd.DataFrame) -> str:
+    """The heading (what a cell is; ok and failed runs) and the Markdown table."""
+    runs = df.drop_duplicates("run_dir")
+    failed = int((runs["status"] != "ok").sum())
+    head = (f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% bootstrap CI] "
+            f"over seeds; {int((runs['status'] == 'ok').sum())} ok runs, {failed} failed")
+    return head + "\n\n" + multitask_markdown(multitask_table(df))

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
-from kdrl.config import compose_config
+from kdrl.config import CONF_DIR, compose_config
 from kdrl.io import load_policy
 
 log = logging.getLogger("kdrl.teachers")
@@ -42,16 +42,32 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def teacher_config(env_preset: str, seed: int, overrides: list[str]) -> Any:
-    return compose_config("train", [f"env={env_preset}", f"seed={seed}", "logger=csv",
+def env_choice(env_id: str) -> str:
+    """The conf/env file whose ``id`` is ``env_id`` (how a composed config names its env)."""
+    for path in sorted(Path(CONF_DIR, "env").glob("*.yaml")):
+        if OmegaConf.load(path).get("env", {}).get("id") == env_id:
+            return path.stem
+    raise ValueError(f"no conf/env/*.yaml has id '{env_id}': give teacher.checkpoint instead")
+
+
+def teacher_overrides(cfg: Any, choices: dict[str, str | None]) -> list[str]:
+    """kdrl-train overrides for the teacher a job needs: its budget, the recipe and debug preset the
+    job was composed with, then ``teacher.overrides``."""
+    picked = [f"{group}={choices[group]}" for group in ("recipe", "debug") if choices.get(group)]
+    return [f"budget={cfg.budget}", *picked, *cfg.teacher.overrides]
+
+
+def teacher_config(env: str, seed: int, overrides: list[str]) -> Any:
+    return compose_config("train", [f"env={env}", f"seed={seed}", "logger=csv",
                                     "trainer.enable_progress_bar=false", *overrides])
 
 
-def obtain_teacher(env_preset: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
-    """Path to a cached teacher.pt for this teacher config (training it if absent) and its results."""
-    from kdrl.cli.train import train_teacher
+def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
+    """Path to a cached teacher.pt for this teacher config (training it if absent) and its results.
+    ``env`` is a conf/env name; ``overrides`` are kdrl-train's (teacher_overrides)."""
+    from kdrl.runs.teacher import train_teacher
 
-    tcfg = teacher_config(env_preset, seed, overrides)
+    tcfg = teacher_config(env, seed, overrides)
     entry = Path(cache_dir) / "teachers" / f"{tcfg.env.id}-s{seed}-{teacher_key(tcfg)}"
     ckpt, results = entry / "teacher.pt", entry / "results.json"
     with file_lock(entry.with_suffix(".lock")):

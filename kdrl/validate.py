@@ -11,10 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from kdrl.errors import KdrlUserError
 from kdrl.losses import LOSSES, LambdaSchedule
 
 
-class ConfigError(ValueError):
+class ConfigError(KdrlUserError, ValueError):
     """A config value that cannot work; the message names the key and what would."""
 
 
@@ -55,6 +56,7 @@ def _one_of(cfg: DictConfig, key: str, options: tuple) -> None:
 
 
 def validate_common(cfg: DictConfig) -> None:
+    _one_of(cfg, "budget", ("cpu", "gpu", "paper"))
     _int_at_least(cfg, "seed", 0)
     _int_at_least(cfg, "torch_threads", 1)
     _int_at_least(cfg, "env.num_envs", 1)
@@ -83,15 +85,16 @@ def validate_distill(cfg: DictConfig) -> None:
         _int_at_least(cfg, f"student.{key}", 1)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))
     _one_of(cfg, "baseline", (None, "scratch"))
-    _one_of(cfg, "loss.distill", LOSSES)
+    _one_of(cfg, "loss.kind", LOSSES)
     _in_range(cfg, "loss.temperature", 0.0, float("inf"), low_open=True)
     if _num(cfg, "loss.student_temperature") is not None:
         _in_range(cfg, "loss.student_temperature", 0.0, float("inf"), low_open=True)
     if _num(cfg, "loss.feature_weight") is not None:
         _in_range(cfg, "loss.feature_weight", 0.0, float("inf"))
-    _one_of(cfg, "loss.lambda.schedule", LambdaSchedule.KINDS)
-    _in_range(cfg, "loss.lambda.value", 0.0, 1.0)
-    _in_range(cfg, "loss.lambda.end", 0.0, 1.0)
+    if _num(cfg, "loss.distill_weight") is not None:  # hybrid losses
+        _one_of(cfg, "loss.distill_weight.kind", LambdaSchedule.KINDS)
+        _in_range(cfg, "loss.distill_weight.value", 0.0, 1.0)
+        _in_range(cfg, "loss.distill_weight.end", 0.0, 1.0)
     for key in ("total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
         _int_at_least(cfg, f"distill.{key}", 1)
     for key in ("eps_start", "eps_end"):

@@ -45,7 +45,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hcompose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from kdrl.cli.common import CONF_DIR
+    from kdrl.config import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
@@ -54,7 +54,7 @@ def compose(overrides: list[str]):
 
 # ---------------------------------------------------------------- Part A: kdrl vs SB3 ----------
 def kdrl_time_to_threshold(seed: int, eval_freq: int, out: Path) -> dict:
-    from kdrl.cli.train import train_teacher
+    from kdrl.runs.teacher import train_teacher
 
     cfg = compose(["env=cartpole", f"seed={seed}", "logger=none", "trainer.enable_progress_bar=false",
                    f"eval.freq={eval_freq}", "eval.episodes=10", f"eval.stop_at_return={THRESHOLD}",
@@ -158,7 +158,7 @@ B_OVERRIDES = ["env=cartpole", "net.hidden=[120,84]", "logger=none", "trainer.en
 
 def kdrl_same_hparams(seed: int, total: int, out: Path) -> dict:
     """kdrl with Part B's hyperparameters (same 120-84 net, MSE TD loss, no Double DQN, no clipping)."""
-    from kdrl.cli.train import train_teacher
+    from kdrl.runs.teacher import train_teacher
 
     cfg = compose(B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}",
                                  f"algo.exploration.decay_steps={total // 2}", f"eval.freq={total}", "eval.episodes=1"])
@@ -169,8 +169,8 @@ def kdrl_same_hparams(seed: int, total: int, out: Path) -> dict:
 
 def kdrl_bare(seed: int, total: int) -> dict:
     """The same kdrl module and stream, driven by a plain loop instead of the Lightning Trainer."""
-    from kdrl.cli.common import seed_job
-    from kdrl.cli.train import build_teacher
+    from kdrl.runs.job import seed_job
+    from kdrl.runs.teacher import build_teacher
 
     cfg = compose(B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}", f"algo.exploration.decay_steps={total // 2}"])
     seed_job(seed, 1)

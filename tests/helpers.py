@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from kdrl.cli.common import CONF_DIR
+from kdrl.config import CONF_DIR
 
 
 def compose_cfg(config_name: str, overrides: list[str]):

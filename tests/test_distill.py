@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from kdrl.cli.distill import distill_student, student_net_cfg
+from kdrl.runs.distill import distill_student, student_net_cfg
 from kdrl.io import CheckpointError
 from kdrl.teachers import obtain_teacher
 from tests.helpers import compose_cfg
@@ -89,3 +89,4 @@ def test_teacher_checkpoint_from_another_env_is_a_clear_error(tmp_path, cache):
         distill_student(cfg, tmp_path)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed" and "CheckpointError" in res["error"]
+

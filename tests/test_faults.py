@@ -8,7 +8,7 @@ import pytest
 import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-from kdrl.cli.train import train_teacher
+from kdrl.runs.teacher import train_teacher
 from kdrl.data import EnvStepError
 from kdrl.io import load_policy
 from kdrl.modules.base import NonFiniteLossError

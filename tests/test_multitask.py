@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdrl.cli.multitask import multitask_job
+from kdrl.runs.multitask import multitask_job
 from kdrl.cli.multitask_table import collect_multitask, main as table_main
 from kdrl.envs import EnvSpec
 from kdrl.io import save_policy
@@ -25,7 +25,7 @@ from kdrl.modules.multitask import MultiTaskQNetwork, TaskView, build_multitask_
 from kdrl.nets import MLP, count_params
 from tests.helpers import compose_cfg
 
-TINY = ["multitask/debug=fast", "student.width=32", "trainer.enable_progress_bar=false"]
+TINY = ["debug=fast", "student.width=32", "trainer.enable_progress_bar=false"]
 
 
 def linear_teacher(path: Path, env_id: str, obs_dim: int, n_actions: int, w: list[float], pos: int, neg: int) -> Path:
@@ -161,7 +161,7 @@ def test_bad_mode_fails_in_one_line():
 def test_kl_student_gets_most_of_the_way_to_each_teacher(tmp_path, teachers):
     """3000 teacher-driven env steps per task: a working multi-task student scores >= 60% of each
     teacher on 10 held-out seeds (0% = random, which an untrained or head-swapped net stays near)."""
-    cfg = compose_cfg("multitask", ["multitask/debug=fast", "student.width=64", "multitask.steps_per_task=3000",
+    cfg = compose_cfg("multitask", ["debug=fast", "student.width=64", "multitask.steps_per_task=3000",
                                     "multitask.batch_size=64", "eval.freq=1500", "eval.episodes=3",
                                     "eval.final_episodes=10", "eval.final_policy=last", *teachers])
     res = multitask_job(cfg, tmp_path)

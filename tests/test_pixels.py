@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdrl.cli.distill import distill_student
-from kdrl.cli.train import train_teacher
+from kdrl.runs.distill import distill_student
+from kdrl.runs.teacher import train_teacher
 from kdrl.envs import EnvError, env_spec, make_env
 from kdrl.nets import ConvNet, count_params
 from kdrl.optim import FlatRMSprop, build_optimizer
@@ -33,7 +33,7 @@ def test_minatar_presets_student_sizes_match_rusu_fractions():
     spec = env_spec(make_env(cfg.env.id))
     teacher = count_params(ConvNet(spec.obs_shape, spec.n_actions, **{k: v for k, v in cfg.net.items() if k != "_target_"}))
     fractions = {}
-    for name, size in cfg.env.student_sizes.items():
+    for name, size in cfg.student_sizes.items():
         net_cfg = {**{k: v for k, v in cfg.net.items() if k != "_target_"}, **size}
         fractions[name] = count_params(ConvNet(spec.obs_shape, spec.n_actions, **net_cfg)) / teacher
     assert teacher == 132_179  # Young & Tian's net on Breakout's 4 channels, 3 actions
@@ -85,8 +85,8 @@ def _tiny(extra):
 
 
 def test_minatar_teacher_then_compressed_student(tmp_path):
-    from kdrl.cli.common import seed_job
-    from kdrl.cli.train import build_teacher
+    from kdrl.runs.job import seed_job
+    from kdrl.runs.teacher import build_teacher
 
     t_cfg = compose_cfg("train", _tiny(["env=minatar_breakout", "algo.total_timesteps=4000",
                                          "algo.learning_starts=1000", "eval.freq=2000"]))

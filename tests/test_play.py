@@ -144,8 +144,8 @@ def test_bad_policy_file_exit_2_one_line(tmp_path, capsys):
 
 def test_observation_images_for_envs_without_rgb_array(policies):
     """The generic fallback: any observation becomes an upscaled RGB image."""
-    from kdrl.cli.play import obs_to_image, play_episode, policy_greedy, rgb_frame
     from kdrl.envs import make_env
+    from kdrl.render import obs_to_image, play_episode, policy_greedy, rgb_frame
 
     for obs in (np.zeros(4), np.random.rand(10, 10, 4) > 0.7, np.random.rand(4, 84, 84), np.random.rand(20, 30)):
         img = obs_to_image(obs)

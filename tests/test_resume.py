@@ -46,7 +46,7 @@ def test_resume_removes_temp_files_of_writes_a_kill_interrupted(tmp_path):
     """SIGKILL during atomic_write leaves `.name.XXXX.tmp`; the resuming run deletes it (and nothing else)."""
     from omegaconf import OmegaConf
 
-    from kdrl.cli.common import resume_checkpoint
+    from kdrl.runs.job import resume_checkpoint
 
     ckpt_dir = tmp_path / "checkpoints"
     ckpt_dir.mkdir()

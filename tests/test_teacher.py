@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdrl.cli.train import build_teacher, train_teacher
+from kdrl.runs.teacher import build_teacher, train_teacher
 from kdrl.evaluation import evaluate_policy
 from kdrl.io import CheckpointError, load_policy
 from tests.helpers import compose_cfg
@@ -19,17 +19,17 @@ def test_target_sync_happens_every_interval_env_steps():
     module.setup("fit")
     opt = module.configure_optimizers()
     synced_at = []
-    original = module.maybe_update_target
+    original = module.target.maybe_update
 
-    def spy() -> bool:  # check the target right after each sync, inside a round of updates
-        synced = original()
+    def spy(online, progress) -> bool:  # check the target right after each sync, inside a round of updates
+        synced = original(online, progress)
         if synced:
             synced_at.append(module.env_steps)
-            for p, q in zip(module.target_net.parameters(), module.q_net.parameters()):
+            for p, q in zip(module.target.parameters(), module.q_net.parameters()):
                 assert torch.equal(p, q)
         return synced
 
-    module.maybe_update_target = spy
+    module.target.maybe_update = spy
     for stacked in module.stream:
         module.run_updates(opt, stacked)
     # one sync per crossed multiple of 100, at the first gradient step at or after it (3 env steps per vector step)

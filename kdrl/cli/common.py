@@ -1,230 +1,45 @@
-"""Job plumbing shared by the Hydra apps: run dirs, seeding, loggers, trainer, W&B lifecycle."""
+"""What every Hydra entry point shares: its run dir, one-line errors and a writable-output preflight."""
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-import traceback
-import warnings
-from contextlib import contextmanager
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
-import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig, OmegaConf
+import hydra
+from omegaconf import DictConfig
 
-from kdrl.config import CONF_DIR  # re-exported for the Hydra apps
-log = logging.getLogger("kdrl")
-
-
-def run_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-def quiet_lightning() -> None:
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-
-
-def seed_job(seed: int, threads: int) -> None:
-    """Reset every global RNG and the torch thread count at the start of each job (multirun
-    jobs with the basic launcher share one process, so nothing may leak between them)."""
-    torch.set_num_threads(max(1, int(threads)))
-    pl.seed_everything(int(seed), workers=False, verbose=False)
-
-
-def sweep_name() -> str | None:
-    """In a multirun, the sweep directory's name (the W&B group of its jobs)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    except Exception:  # not under a Hydra app (tests, notebooks)
-        return None
-
-
-def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
-    loggers: list = []
-    if cfg.logger.get("csv", True):
-        loggers.append(pl.loggers.CSVLogger(save_dir=str(out), name="csv", version=""))
-    mode = str(cfg.logger.get("wandb", "disabled"))
-    if mode not in ("offline", "online", "disabled"):
-        raise ValueError(f"logger.wandb must be offline, online or disabled, got '{mode}'")
-    if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
-        from pytorch_lightning.loggers import WandbLogger
-
-        kwargs = dict(project=cfg.wandb.project, group=cfg.wandb.get("group") or sweep_name(), job_type=job_type,
-                      tags=list(cfg.wandb.get("tags") or []), name=f"{job_type}-{cfg.env.id}-s{cfg.seed}",
-                      config=plain(cfg))
-        if mode == "online":
-            run = _online_wandb_run(out, kwargs)
-            if run is not None:
-                loggers.append(WandbLogger(experiment=run, save_dir=str(out)))
-                return loggers
-        import wandb
-
-        loggers.append(WandbLogger(save_dir=str(out), offline=True, settings=wandb.Settings(mode="offline"), **kwargs))
-    return loggers
-
-
-def _online_wandb_run(out: Path, kwargs: dict[str, Any]) -> Any:
-    """Start an online W&B run, or warn once and return None (the caller goes offline) when W&B
-    cannot be reached or no account is configured: a logging service never stops a run."""
-    import wandb
-
-    try:
-        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
-        return wandb.init(dir=str(out), mode="online", settings=wandb.Settings(init_timeout=timeout), **kwargs)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        log.warning("W&B online unreachable (%s); continuing with W&B offline in %s/wandb "
-                    "(upload later with `wandb sync`)", reason, out)
-        os.environ["WANDB_MODE"] = "offline"  # WANDB_MODE=online would make the offline fallback log in too
-        return None
-
-
-def finish_wandb(out: Path) -> None:
-    """End this job's W&B run (so the next multirun job gets its own) and say how to sync it."""
-    try:
-        import sys
-
-        if "wandb" not in sys.modules:
-            return
-        import wandb
-
-        if wandb.run is not None:
-            offline = wandb.run.settings.mode == "offline" if hasattr(wandb.run, "settings") else False
-            wandb.finish()
-            if offline:
-                log.info("W&B offline run saved; upload with: wandb sync %s/wandb/offline-run-*", out)
-    except Exception as exc:  # a logging service must never fail the run
-        log.warning("W&B finish failed: %s", exc)
-
-
-def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> pl.Trainer:
-    kwargs = dict(plain(cfg.trainer))
-    enable_bar = bool(kwargs.pop("enable_progress_bar", True))
-    if enable_bar:
-        from kdrl.callbacks import EnvStepProgressBar
-
-        callbacks = [*callbacks, EnvStepProgressBar()]
-    if os.environ.get("SLURM_JOB_ID"):
-        # One owner of SIGUSR1: submitit (launcher=slurm, max_num_timeout) requeues preempted or
-        # timed-out jobs, and the requeued job resumes from checkpoints/last.ckpt. Lightning's own
-        # auto-requeue handler is switched off so the two do not both act on the signal.
-        from pytorch_lightning.plugins.environments import SLURMEnvironment
-
-        kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
-    return pl.Trainer(max_epochs=1, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
-                      enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      limit_val_batches=0, enable_progress_bar=enable_bar, **kwargs)
-
-
-class Stopwatch:
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
-
-
-@contextmanager
-def recorded_job(out: Path, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Whatever happens inside, write ``fields`` as results.json (status stays 'failed' unless the
-    body set 'ok'; the error and traceback are recorded) and end the job's W&B run."""
-    from kdrl.results import write_results
-
-    clock = Stopwatch()
-    try:
-        yield fields
-    except BaseException as exc:
-        fields["error"] = f"{type(exc).__name__}: {exc}"
-        fields["traceback"] = traceback.format_exc()
-        raise
-    finally:
-        fields["job_wall_time_s"] = clock()
-        write_results(out, fields)
-        finish_wandb(out)
-
-
-def completed_results(out: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The results of an earlier run of this exact config in ``out`` if it finished ok (re-running
-    a sweep with the same sweep dir then skips its completed jobs)."""
-    import json
-
-    path = out / "results.json"
-    if not cfg.get("skip_completed", True) or not path.is_file():
-        return None
-    try:
-        res = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if res.get("status") == "ok" and res.get("config") == plain(cfg):
-        log.info("skipping: %s already holds complete results for this config", out)
-        return res
-    return None
-
-
-def one_line(exc: BaseException) -> str:
-    """A single line for the user: the root cause of Hydra's instantiation wrappers, whitespace folded."""
-    from hydra.errors import InstantiationException
-
-    from kdrl.envs import EnvError
-    from kdrl.io import CheckpointError
-    from kdrl.validate import ConfigError
-
-    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, (ConfigError, EnvError, CheckpointError)):
-        return msg
-    return f"{type(exc).__name__}: {msg}"
+from kdrl.config import CONF_DIR
+from kdrl.errors import debugging, report
 
 
 def is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_app(prog: str, job: Any, cfg: DictConfig) -> Any:
-    """Run one job. A single run turns an error into one line on stderr and exit code 2 (the
-    traceback with KDRL_DEBUG=1); in a multirun the error propagates so Hydra records the failed
-    job and the sweep goes on. Either way the job's results.json says status: failed."""
-    import sys
+def run_app(prog: str, job: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig) -> float:
+    """Run one job in its Hydra run dir and return ``cfg.optimized_metric`` of its results (what a
+    sweeper optimises). A single run turns an error into one line on stderr and exit code 2; in a
+    multirun the error propagates so Hydra records the failed job and the sweep goes on. Either
+    way the job's results.json says status: failed."""
+    from hydra.core.hydra_config import HydraConfig
 
     try:
-        return job(cfg, run_dir())
+        results = job(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Exception as exc:
-        if os.environ.get("KDRL_DEBUG") == "1" or is_multirun():
+        if debugging() or is_multirun():
             raise
-        sys.stderr.write(f"{prog}: error: {one_line(exc)}  (KDRL_DEBUG=1 shows the traceback)\n")
+        report(prog, exc)
         sys.exit(2)
+    return float(results.get(str(cfg.optimized_metric), float("nan")))
 
 
 def preflight_output_dirs(prog: str, argv: list[str]) -> None:
     """Fail in one line, before Hydra starts, when an output dir given on the command line cannot
     be created or written."""
-    import sys
-
     for arg in argv:
         for key in ("hydra.run.dir=", "hydra.sweep.dir="):
             if not arg.startswith(key):
@@ -241,22 +56,15 @@ def preflight_output_dirs(prog: str, argv: list[str]) -> None:
                 sys.exit(2)
 
 
-def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
-    """``out/checkpoints/last.ckpt`` when this run dir holds an unfinished run to resume (a run
-    that finished, whatever its config, is not resumed: a new config in its dir starts afresh)."""
-    import json
+def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[], None]:
+    """A console-script ``main`` for a Hydra app running ``job``."""
 
-    ckpt = out / "checkpoints" / "last.ckpt"
-    results = out / "results.json"
-    try:
-        finished = results.is_file() and json.loads(results.read_text()).get("status") == "ok"
-    except (OSError, ValueError):
-        finished = False
-    if cfg.get("resume", True) and ckpt.is_file() and not finished:
-        from kdrl.io import remove_interrupted_writes
+    @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
+    def _app(cfg: DictConfig) -> float:
+        return run_app(prog, job, cfg)
 
-        for d in (out, ckpt.parent):  # a kill during a checkpoint or results write leaves its temp file
-            remove_interrupted_writes(d)
-        log.info("resuming from %s", ckpt)
-        return str(ckpt)
-    return None
+    def main() -> None:
+        preflight_output_dirs(prog, sys.argv[1:])
+        _app()
+
+    return main

@@ -11,40 +11,13 @@ KDRL_DEBUG=1 shows the traceback.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Sequence
 
-# kdrl.cli.common is not imported: it pulls in Lightning (~5 s), which a deployment tool does not
-# need. The message format is the same as its run_app/one_line.
-USER_ERRORS = ("CheckpointError", "EnvError", "ConfigError", "ExportError")
-
-
-def error_line(exc: BaseException) -> str:
-    """One line: the message alone for kdrl's own user-facing errors, else ``Type: message``."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return msg if type(exc).__name__ in USER_ERRORS else f"{type(exc).__name__}: {msg}"
-
-
-def fail(prog: str, exc: BaseException, code: int = 2) -> NoReturn:
-    sys.stderr.write(f"{prog}: error: {error_line(exc)}  (KDRL_DEBUG=1 shows the traceback)\n")
-    sys.exit(code)
-
-
-def run_cli(prog: str, body: Callable[[], None], codes: dict[str, int] | None = None) -> None:
-    """Run ``body``; any exception becomes one line and an exit code (2 unless ``codes`` maps the
-    exception's class name to another)."""
-    try:
-        body()
-    except Exception as exc:
-        if os.environ.get("KDRL_DEBUG") == "1":
-            raise
-        fail(prog, exc, (codes or {}).get(type(exc).__name__, 2))
+from kdrl.errors import run_cli
+from kdrl.export import DEFAULT_TOL, FORMATS, ExportError, export_policy
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from kdrl.export import DEFAULT_TOL, FORMATS
-
     p = argparse.ArgumentParser(prog="kdrl-export", description="Export a kdrl policy file to TorchScript and ONNX.")
     p.add_argument("policy", help="policy file (teacher.pt, student.pt, checkpoints/best_policy.pt, ...)")
     p.add_argument("--out", required=True, help="output directory")
@@ -63,8 +36,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> None:
-        from kdrl.export import export_policy
-
         res = export_policy(args.policy, args.out, args.formats, args.name, args.verify_obs, args.tol, args.seed)
         info = res.info
         print(f"{args.policy}: {info['env_id']}, obs {tuple(info['obs_shape'])}, {info['n_actions']} actions, "
@@ -74,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  {fmt:<11} {path}  (max |ΔQ| {v['max_abs_diff']:.2g}, {v['n']} obs, actions agree)")
         print(f"  sidecar     {res.sidecar}")
 
-    run_cli("kdrl-export", body, codes={"ExportError": 1})
+    run_cli("kdrl-export", body, codes={ExportError: 1})
 
 
 if __name__ == "__main__":

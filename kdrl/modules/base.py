@@ -1,32 +1,29 @@
-"""What every kdrl LightningModule shares: an env-backed replay stream and env-step logging."""
+"""The RL module template: what every kdrl LightningModule shares (as SB3's OffPolicyAlgorithm).
+
+``RLModule`` owns the env-backed replay stream (built once, from one ``StreamConfig``), the update
+loop (K minibatches per Lightning step, one optimiser step each: manual backward, clipping), the
+target network schedule, resume state for all of it, and env-step logging. An algorithm overrides
+only ``loss`` (what it minimises) and ``behaviour`` (who acts).
+"""
 
 from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
-from kdrl.data import EnvCollector, ReplayStream
-
-
-def stream_state(stream: ReplayStream) -> dict[str, Any]:
-    """A stream's counters, its collector's RNG and its replay buffer (for resuming)."""
-    c = stream.collector
-    return {"env_steps": c.env_steps, "episodes": c.episodes, "grad_steps": stream.grad_steps,
-            "collector_rng": c.rng.bit_generator.state, "buffer": c.buffer.state_dict()}
-
-
-def load_stream_state(stream: ReplayStream, state: dict[str, Any]) -> None:
-    c = stream.collector
-    c.env_steps, c.episodes, stream.grad_steps = int(state["env_steps"]), int(state["episodes"]), int(state["grad_steps"])
-    c.rng.bit_generator.state = state["collector_rng"]
-    c.buffer.load_state_dict(state["buffer"])
-    c.epsilon = c.epsilon_fn(c.env_steps)
+from kdrl.data import EnvCollector, ReplayStream, StreamConfig, build_stream, greedy_actions
+from kdrl.envs import EnvSpec
+from kdrl.nets import count_params
+from kdrl.optim import OptimizerFactory, clip_grad_norm
+from kdrl.replay import Transitions
+from kdrl.td import TargetNetwork
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -49,19 +46,34 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class RLModule(pl.LightningModule):
-    """Owns the collector and stream (built once, in ``setup``); logs against env steps.
+    """Collect -> replay -> K updates per Lightning step -> target sync, logged against env steps.
 
-    Subclasses implement ``build_stream()``. Metrics are accumulated as detached tensors and
-    flushed every ``log_interval`` gradient steps, so the hot loop never syncs or formats strings.
+    Subclasses implement ``loss(batch) -> (loss, metrics)`` and may override ``behaviour`` (the
+    greedy actor; epsilon is added by the collector), ``extra_state``/``load_extra_state`` (their
+    own counters, for resuming) and ``episode_metrics``. A subclass with a target network assigns
+    ``self.target = TargetNetwork(...)``; it is refreshed after every optimiser step on the
+    schedule of ``target_progress()``. Metrics are accumulated as detached tensors and flushed
+    every ``log_interval`` gradient steps, so the hot loop never syncs or formats strings.
     """
 
     collector: EnvCollector
     stream: ReplayStream
 
-    def __init__(self, log_interval: int = 250) -> None:
+    def __init__(self, q_net: nn.Module, spec: EnvSpec | None, env_cfg: dict[str, Any] | None,
+                 data: StreamConfig | None, optimizer: OptimizerFactory, exploration: Callable[[int], float],
+                 seed: int = 0, log_interval: int = 250, max_grad_norm: float | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.q_net = q_net
+        self.target: TargetNetwork | None = None
+        self.spec, self.env_cfg, self.data = spec, dict(env_cfg or {}), data
+        self.optimizer_factory = optimizer
+        self.exploration = exploration
+        self.seed = int(seed)
+        self.max_grad_norm = max_grad_norm
+        self.optimizer_steps = 0
         self.log_interval = int(log_interval)
+        self._trainable: list[nn.Parameter] | None = None
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
         self._t_last = time.perf_counter()
@@ -69,9 +81,21 @@ class RLModule(pl.LightningModule):
         self.sps = 0.0
         self._stream_built = False
 
-    # ---- data -------------------------------------------------------------------------------
-    def build_stream(self) -> ReplayStream:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @property
+    def params(self) -> int:
+        return count_params(self.q_net)
+
+    # ---- acting and data ----------------------------------------------------------------------
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        return greedy_actions(self.q_net, obs, self.device)
+
+    def behaviour(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions of whoever acts (the module's own net unless overridden)."""
+        return self.greedy(obs)
+
+    def build_stream(self) -> ReplayStream:
+        assert self.spec is not None and self.data is not None
+        return build_stream(self.env_cfg, self.spec, self.data, self.behaviour, self.exploration, self.seed)
 
     def setup(self, stage: str) -> None:
         if not self._stream_built:
@@ -88,22 +112,77 @@ class RLModule(pl.LightningModule):
     def env_steps(self) -> int:
         return self.collector.env_steps
 
+    # ---- learning -----------------------------------------------------------------------------
+    def loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
+        """The scalar to minimise on one minibatch and the metrics to log."""
+        raise NotImplementedError
+
+    @property
+    def trainable(self) -> list[nn.Parameter]:
+        if self._trainable is None:
+            self._trainable = [p for p in self.parameters() if p.requires_grad]
+        return self._trainable
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.trainable)
+
+    def sgd_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimiser step, then the target schedule. Uses the raw torch optimiser: Lightning's
+        optimiser wrapper and closure machinery cost ~30% of a small-MLP update and buy nothing
+        for single-device DQN."""
+        opt.zero_grad(set_to_none=True)
+        if self._trainer is not None:
+            self.manual_backward(loss)
+        else:  # driven without a Trainer (benchmarks measuring Lightning's overhead)
+            loss.backward()
+        if self.max_grad_norm:
+            clip_grad_norm(self.trainable, float(self.max_grad_norm))
+        opt.step()
+        self.optimizer_steps += 1
+        if self.target is not None:
+            self.target.maybe_update(self.q_net, self.target_progress())
+
+    def target_progress(self) -> int:
+        """The counter the target schedule follows (env steps)."""
+        return self.env_steps
+
+    def run_updates(self, opt: torch.optim.Optimizer, stacked: Transitions) -> None:
+        """The K updates of one stacked batch (see ReplayStream), one minibatch each."""
+        for k in range(stacked.actions.shape[0]):
+            loss, metrics = self.loss(Transitions(*(t[k] for t in stacked)))
+            self.sgd_step(opt, loss)
+            self.accumulate(**metrics)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        self.run_updates(self.optimizers(use_pl_optimizer=False), batch)
+
     # ---- resuming: everything beyond the nets and the optimiser ---------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """A subclass's own counters and RNGs (tensors and plain values), for resuming."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Counters, the replay buffer and every RNG, as tensors and plain Python values so the
-        checkpoint loads with ``weights_only=True``. The envs themselves are not saved: a resumed
-        run resets them (the episodes in progress at the kill are dropped)."""
-        checkpoint["kdrl_stream"] = {**stream_state(self.stream), **global_rng_state()}
+        """Counters, the replay and every RNG, as tensors and plain Python values so the checkpoint
+        loads with ``weights_only=True`` (the target schedule is in the state_dict). The envs are
+        not saved: a resumed run resets them (the episodes in progress at the kill are dropped)."""
+        checkpoint["kdrl_stream"] = {**self.stream.state_dict(), **global_rng_state()}
+        checkpoint["kdrl"] = {"optimizer_steps": self.optimizer_steps, **self.extra_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("kdrl_stream")
         if state is None:
             return
         self.setup("fit")
-        load_stream_state(self.stream, state)
+        self.stream.load_state_dict(state)
         set_global_rng_state(state)
-        self._env_steps_last = self.collector.env_steps
-        self.resumed_from_env_steps = self.collector.env_steps
+        extra = dict(checkpoint.get("kdrl") or {})
+        self.optimizer_steps = int(extra.pop("optimizer_steps", 0))
+        self.load_extra_state(extra)
+        self._env_steps_last = self.env_steps
+        self.resumed_from_env_steps = self.env_steps
 
     # ---- logging ----------------------------------------------------------------------------
     def accumulate(self, **metrics: torch.Tensor) -> None:
@@ -125,6 +204,14 @@ class RLModule(pl.LightningModule):
             if isinstance(logger, pl.loggers.CSVLogger):
                 logger.save()  # append to metrics.csv now: a killed run keeps its curves
 
+    def episode_metrics(self) -> dict[str, float]:
+        """Returns and lengths of the episodes finished since the last flush."""
+        finished = self.collector.drain_finished()
+        if not finished:
+            return {}
+        return {"train/episodic_return": float(np.mean([r for _, r, _ in finished])),
+                "train/episodic_length": float(np.mean([n for _, _, n in finished]))}
+
     def flush_metrics(self) -> None:
         now = time.perf_counter()
         dt = now - self._t_last
@@ -139,10 +226,7 @@ class RLModule(pl.LightningModule):
                 f"gradient step {self.stream.grad_steps}; stopped, the last good checkpoint is kept "
                 "(try a lower learning rate or gradient clipping)")
         self._sums, self._count = {}, 0
-        finished = self.collector.drain_finished()
-        if finished:
-            out["train/episodic_return"] = float(np.mean([r for _, r, _ in finished]))
-            out["train/episodic_length"] = float(np.mean([n for _, _, n in finished]))
+        out.update(self.episode_metrics())
         out["train/epsilon"] = self.collector.epsilon
         out["train/sps"] = self.sps
         out["train/episodes"] = self.collector.episodes

@@ -18,11 +18,10 @@ the total over tasks.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,14 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from kdrl.data import EnvCollector, GreedyFn, ReplayStream, greedy_actions
-from kdrl.envs import EnvSpec, make_vector_env
-from kdrl.losses import DistillLoss
-from kdrl.modules.base import RLModule, global_rng_state, load_stream_state, set_global_rng_state, stream_state
-from kdrl.optim import clip_grad_norm
-from kdrl.replay import Transitions, make_replay
+from kdrl.data import EnvCollector, GreedyFn, ReplayStream, StreamConfig, build_stream, greedy_actions
+from kdrl.envs import EnvSpec
+from kdrl.losses import StudentLoss
+from kdrl.modules.base import RLModule
+from kdrl.modules.dqn import exploration_schedule, td_term
+from kdrl.optim import OptimizerFactory
+from kdrl.replay import Transitions
 from kdrl.schedules import LinearSchedule
-from kdrl.td import td_error_loss, td_targets, update_target
+from kdrl.td import TargetNetwork
 
 ADAPTERS = ("linear", "pad")
 UPDATES = ("interleave", "sum")
@@ -217,9 +217,6 @@ class CollectorGroup:
     def epsilon(self) -> float:
         return float(np.mean([c.epsilon for c in self.collectors]))
 
-    def drain_finished(self) -> list[tuple[int, float, int]]:
-        return []
-
 
 class MultiTaskStream(IterableDataset):
     """Yields a tuple with one stacked batch per task (each ``(K, B, ...)``, see ``ReplayStream``).
@@ -239,6 +236,13 @@ class MultiTaskStream(IterableDataset):
     def grad_steps(self) -> int:
         """Per-task minibatches handed out so far, summed over tasks."""
         return sum(s.grad_steps for s in self.streams)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tasks": [s.state_dict() for s in self.streams]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, t in zip(self.streams, state["tasks"]):
+            s.load_state_dict(t)
 
     def __iter__(self) -> Iterator[tuple[Transitions, ...]]:
         iters = [iter(s) for s in self.streams]
@@ -267,34 +271,25 @@ class TaskEnv:
 class MultiTaskModule(RLModule):
     """Per-task collectors and replays, lockstep update rounds, per-task metrics and resume state.
 
-    Subclasses define ``behaviour(task)`` (who acts), ``exploration`` (eps schedule in per-task env
-    steps) and ``task_loss(task, batch)``.
+    Subclasses define ``behaviour_of(task)`` (who acts) and ``task_loss(task, batch)``; exploration
+    and the target schedule count *per-task* env steps.
     """
 
-    exploration: LinearSchedule
-
     def __init__(self, net: MultiTaskQNetwork, tasks: Sequence[TaskEnv], data: dict[str, Any],
-                 optimizer: Callable[..., torch.optim.Optimizer], update: str = "interleave", seed: int = 0,
+                 optimizer: OptimizerFactory, exploration: LinearSchedule, update: str = "interleave", seed: int = 0,
                  log_interval: int = 250) -> None:
-        super().__init__(log_interval=log_interval)
         if update not in UPDATES:
             raise ValueError(f"unknown update '{update}' (expected one of {', '.join(UPDATES)})")
         if len(tasks) != net.n_tasks:
             raise ValueError(f"the net has {net.n_tasks} heads but {len(tasks)} tasks were given")
-        self.q_net = net
+        super().__init__(net, None, None, StreamConfig.from_dict(data, total_key="steps_per_task"), optimizer,
+                         exploration, seed, log_interval, data.get("max_grad_norm"))
         self.tasks = list(tasks)
         self.names = [t.name for t in self.tasks]
         self.views = [TaskView(net, i) for i in range(net.n_tasks)]  # a plain list: not registered twice
-        self.data, self.update, self.seed = dict(data), update, int(seed)
-        self.optimizer_factory = optimizer
-        self.max_grad_norm = data.get("max_grad_norm")
-        self.optimizer_steps = 0
+        self.update = update
 
     # ---- acting and data ----------------------------------------------------------------------
-    @property
-    def spec(self) -> EnvSpec:  # the first task's (single-task callbacks read pl_module.spec)
-        return self.tasks[0].spec
-
     @property
     def collectors(self) -> list[EnvCollector]:
         return self.stream.collector.collectors
@@ -304,48 +299,24 @@ class MultiTaskModule(RLModule):
         """Env steps of the task that has taken fewest (the per-task progress counter)."""
         return min(c.env_steps for c in self.collectors)
 
+    def target_progress(self) -> int:
+        return self.task_env_steps
+
     def greedy_fn(self, task: int) -> GreedyFn:
         return lambda obs: greedy_actions(self.views[task], obs, self.device)
 
-    def behaviour(self, task: int) -> GreedyFn:  # pragma: no cover - abstract
+    def behaviour_of(self, task: int) -> GreedyFn:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def build_stream(self) -> MultiTaskStream:
-        d, streams = self.data, []
-        for i, task in enumerate(self.tasks):
-            env = task.env
-            seed = self.seed + 10_000 * i  # distinct env, replay and exploration seeds per task
-            envs = make_vector_env(env["id"], int(env["num_envs"]), seed, env.get("kwargs"),
-                                   env.get("vectorization", "sync"))
-            buffer = make_replay(str(d.get("replay", "auto")), int(d["buffer_size"]), task.spec.obs_shape,
-                                 task.spec.obs_dtype, envs.num_envs, seed=seed)
-            collector = EnvCollector(envs, buffer, self.behaviour(i), self.exploration, seed=seed,
-                                     reward_clip=bool(d.get("reward_clip", False)))
-            streams.append(ReplayStream(collector, int(d["batch_size"]), int(d["learning_starts"]),
-                                        int(d["train_freq"]), int(d["gradient_steps"]), int(d["steps_per_task"])))
-        return MultiTaskStream(streams)
+        assert self.data is not None
+        # distinct env, replay and exploration seeds per task
+        return MultiTaskStream([build_stream(t.env, t.spec, self.data, self.behaviour_of(i), self.exploration,
+                                             self.seed + 10_000 * i) for i, t in enumerate(self.tasks)])
 
     # ---- learning -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.q_net.parameters())
-
     def task_loss(self, task: int, batch: Transitions) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
-
-    def sgd_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        if self._trainer is not None:
-            self.manual_backward(loss)
-        else:
-            loss.backward()
-        if self.max_grad_norm:
-            clip_grad_norm(list(self.q_net.parameters()), float(self.max_grad_norm))
-        opt.step()
-        self.optimizer_steps += 1
-        self.after_step()
-
-    def after_step(self) -> None:
-        """Hook after every optimiser step (target updates)."""
 
     def run_round(self, opt: torch.optim.Optimizer, due: list[tuple[int, Transitions]]) -> None:
         """One update round: a minibatch from each task whose stack still has one."""
@@ -368,8 +339,8 @@ class MultiTaskModule(RLModule):
             due = [(i, Transitions(*(t[k] for t in b))) for i, b in enumerate(batch) if k < b.actions.shape[0]]
             self.run_round(opt, due)
 
-    # ---- logging: per-task episodes ------------------------------------------------------------
-    def flush_metrics(self) -> None:
+    # ---- logging: per-task episodes (a CartPole and an Acrobot return do not average) ----------
+    def episode_metrics(self) -> dict[str, float]:
         per_task: dict[str, float] = {}
         for name, c in zip(self.names, self.collectors):
             finished = c.drain_finished()
@@ -377,52 +348,22 @@ class MultiTaskModule(RLModule):
                 per_task[f"train/{name}/episodic_return"] = float(np.mean([r for _, r, _ in finished]))
             per_task[f"train/{name}/env_steps"] = c.env_steps
         per_task["train/optimizer_steps"] = self.optimizer_steps
-        self.log_env_metrics(per_task)
-        super().flush_metrics()
-
-    # ---- resuming: every task's counters, replay and RNGs --------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["kdrl_multitask"] = {"tasks": [stream_state(s) for s in self.stream.streams],
-                                        "optimizer_steps": self.optimizer_steps, "extra": self.extra_state(),
-                                        **global_rng_state()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("kdrl_multitask")
-        if state is None:
-            return
-        self.setup("fit")
-        for s, t in zip(self.stream.streams, state["tasks"]):
-            load_stream_state(s, t)
-        self.optimizer_steps = int(state["optimizer_steps"])
-        self.load_extra_state(state.get("extra") or {})
-        set_global_rng_state(state)
-        self._env_steps_last = self.env_steps
-        self.resumed_from_env_steps = self.env_steps
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        return per_task
 
 
 class MultiTaskDistill(MultiTaskModule):
     """n frozen teachers -> one multi-task student; each task's data comes from its teacher acting."""
 
     def __init__(self, net: MultiTaskQNetwork, teachers: Sequence[nn.Module], tasks: Sequence[TaskEnv],
-                 data: dict[str, Any], loss: dict[str, Any], exploration: dict[str, Any],
-                 optimizer: Callable[..., torch.optim.Optimizer], update: str = "interleave", seed: int = 0,
-                 log_interval: int = 250) -> None:
-        super().__init__(net, tasks, data, optimizer, update, seed, log_interval)
+                 data: dict[str, Any], loss: StudentLoss, exploration: dict[str, Any], optimizer: OptimizerFactory,
+                 update: str = "interleave", seed: int = 0, log_interval: int = 250) -> None:
+        super().__init__(net, tasks, data, optimizer, exploration_schedule(exploration), update, seed, log_interval)
         if len(teachers) != len(tasks):
             raise ValueError(f"need one teacher per task, got {len(teachers)} for {len(tasks)} tasks")
         self.teachers = nn.ModuleList(t.requires_grad_(False).eval() for t in teachers)
-        self.distill_loss = DistillLoss(loss["distill"], float(loss.get("temperature", 1.0)),
-                                        loss.get("student_temperature"), bool(loss.get("tau_squared", True)))
-        self.exploration = LinearSchedule(float(exploration["eps_start"]), float(exploration["eps_end"]),
-                                          int(exploration["decay_steps"]))
+        self.distill_loss = loss.distill
 
-    def behaviour(self, task: int) -> GreedyFn:
+    def behaviour_of(self, task: int) -> GreedyFn:
         return lambda obs: greedy_actions(self.teachers[task], obs, self.device)
 
     def task_loss(self, task: int, batch: Transitions) -> dict[str, torch.Tensor]:
@@ -439,47 +380,19 @@ class JointMultiTaskDQN(MultiTaskModule):
     """The multi-task net trained with (Double) DQN on every task at once, its own heads acting."""
 
     def __init__(self, net: MultiTaskQNetwork, tasks: Sequence[TaskEnv], data: dict[str, Any], dqn: dict[str, Any],
-                 optimizer: Callable[..., torch.optim.Optimizer], update: str = "interleave", seed: int = 0,
+                 optimizer: OptimizerFactory, update: str = "interleave", seed: int = 0,
                  log_interval: int = 250) -> None:
-        super().__init__(net, tasks, data, optimizer, update, seed, log_interval)
-        self.target_net = copy.deepcopy(net).requires_grad_(False)
-        self.gamma, self.double_dqn = float(dqn["gamma"]), bool(dqn["double_dqn"])
-        self.td_loss_kind, self.tau = str(dqn["td_loss"]), float(dqn["tau"])
-        self.target_update_interval = int(dqn["target_update_interval"])
-        if self.target_update_interval < 1 or not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"dqn.target_update_interval must be >= 1 and dqn.tau in (0, 1], got "
-                             f"{self.target_update_interval} and {self.tau}")
-        self._next_target_update = self.target_update_interval
-        self.target_updates = 0
-        eps = dqn["exploration"]
-        self.exploration = LinearSchedule(float(eps["eps_start"]), float(eps["eps_end"]), int(eps["decay_steps"]),
-                                          int(eps.get("delay_steps", 0)))
+        super().__init__(net, tasks, data, optimizer, exploration_schedule(dqn["exploration"]), update, seed,
+                         log_interval)
+        self.td = td_term(dqn)
+        self.target = TargetNetwork(net, int(dqn["target_update_interval"]), float(dqn["tau"]))
 
-    def behaviour(self, task: int) -> GreedyFn:
+    def behaviour_of(self, task: int) -> GreedyFn:
         return self.greedy_fn(task)
 
     def task_loss(self, task: int, batch: Transitions) -> dict[str, torch.Tensor]:
-        q = self.q_net(batch.obs, task)
-        q_taken = q.gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            next_online = self.q_net(batch.next_obs, task) if self.double_dqn else None
-            targets = td_targets(batch.rewards, batch.terminated, self.target_net(batch.next_obs, task), self.gamma,
-                                 next_online)
-        loss = td_error_loss(q_taken, targets, self.td_loss_kind)
+        assert self.target is not None
+        target = self.target
+        loss, q_taken = self.td(self.q_net(batch.obs, task), batch, lambda x: self.q_net(x, task),
+                                lambda x: target(x, task))
         return {"loss": loss, "td_loss": loss, "q_mean": q_taken.detach().mean()}
-
-    def after_step(self) -> None:
-        """Target update at the first step at or after each multiple of the interval (per-task env steps)."""
-        progress = self.task_env_steps
-        if progress < self._next_target_update:
-            return
-        update_target(self.target_net, self.q_net, self.tau)
-        self.target_updates += 1
-        self._next_target_update = (progress // self.target_update_interval + 1) * self.target_update_interval
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"next_target_update": self._next_target_update, "target_updates": self.target_updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._next_target_update = int(state.get("next_target_update", self._next_target_update))
-        self.target_updates = int(state.get("target_updates", 0))

@@ -1,0 +1,277 @@
+"""The job runner: the skeleton every kdrl job follows, written once (as lightning-hydra-template's
+``train.py`` with ``task_wrapper``).
+
+    completed? -> recorded job { validate -> seed -> build module + evaluation -> trainer -> fit
+    (resuming) -> choose best/last policy -> final evaluation -> results } -> results.json
+
+A ``Job`` supplies only what differs: its validation, what it builds and how it evaluates the chosen
+policy. Seeding, loggers, the trainer, W&B's lifecycle, resuming and the results file live here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("kdrl")
+
+
+def plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+
+
+def seed_job(seed: int, threads: int) -> None:
+    """Reset every global RNG and the torch thread count at the start of each job (multirun
+    jobs with the basic launcher share one process, so nothing may leak between them)."""
+    torch.set_num_threads(max(1, int(threads)))
+    pl.seed_everything(int(seed), workers=False, verbose=False)
+
+
+def sweep_name() -> str | None:
+    """In a multirun, the sweep directory's name (the W&B group of its jobs)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    except Exception:  # not under a Hydra app (tests, notebooks)
+        return None
+
+
+def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
+    loggers: list = []
+    if cfg.logger.get("csv", True):
+        loggers.append(pl.loggers.CSVLogger(save_dir=str(out), name="csv", version=""))
+    mode = str(cfg.logger.get("wandb", "disabled"))
+    if mode not in ("offline", "online", "disabled"):
+        raise ValueError(f"logger.wandb must be offline, online or disabled, got '{mode}'")
+    if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
+        from pytorch_lightning.loggers import WandbLogger
+
+        kwargs = dict(project=cfg.wandb.project, group=cfg.wandb.get("group") or sweep_name(), job_type=job_type,
+                      tags=list(cfg.wandb.get("tags") or []), name=f"{job_type}-{cfg.env.id}-s{cfg.seed}",
+                      config=plain(cfg))
+        if mode == "online":
+            run = _online_wandb_run(out, kwargs)
+            if run is not None:
+                loggers.append(WandbLogger(experiment=run, save_dir=str(out)))
+                return loggers
+        import wandb
+
+        loggers.append(WandbLogger(save_dir=str(out), offline=True, settings=wandb.Settings(mode="offline"), **kwargs))
+    return loggers
+
+
+def _online_wandb_run(out: Path, kwargs: dict[str, Any]) -> Any:
+    """Start an online W&B run, or warn once and return None (the caller goes offline) when W&B
+    cannot be reached or no account is configured: a logging service never stops a run."""
+    import wandb
+
+    try:
+        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+        return wandb.init(dir=str(out), mode="online", settings=wandb.Settings(init_timeout=timeout), **kwargs)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        log.warning("W&B online unreachable (%s); continuing with W&B offline in %s/wandb "
+                    "(upload later with `wandb sync`)", reason, out)
+        os.environ["WANDB_MODE"] = "offline"  # WANDB_MODE=online would make the offline fallback log in too
+        return None
+
+
+def finish_wandb(out: Path) -> None:
+    """End this job's W&B run (so the next multirun job gets its own) and say how to sync it."""
+    try:
+        import sys
+
+        if "wandb" not in sys.modules:
+            return
+        import wandb
+
+        if wandb.run is not None:
+            offline = wandb.run.settings.mode == "offline" if hasattr(wandb.run, "settings") else False
+            wandb.finish()
+            if offline:
+                log.info("W&B offline run saved; upload with: wandb sync %s/wandb/offline-run-*", out)
+    except Exception as exc:  # a logging service must never fail the run
+        log.warning("W&B finish failed: %s", exc)
+
+
+def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> pl.Trainer:
+    kwargs = dict(plain(cfg.trainer))
+    enable_bar = bool(kwargs.pop("enable_progress_bar", True))
+    if enable_bar:
+        from kdrl.callbacks import EnvStepProgressBar
+
+        callbacks = [*callbacks, EnvStepProgressBar()]
+    if os.environ.get("SLURM_JOB_ID"):
+        # One owner of SIGUSR1: submitit (launcher=slurm, max_num_timeout) requeues preempted or
+        # timed-out jobs, and the requeued job resumes from checkpoints/last.ckpt. Lightning's own
+        # auto-requeue handler is switched off so the two do not both act on the signal.
+        from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+        kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+    return pl.Trainer(max_epochs=1, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
+                      enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0, enable_progress_bar=enable_bar, **kwargs)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+@contextmanager
+def recorded_job(out: Path, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Whatever happens inside, write ``fields`` as results.json through the results schema (status
+    stays 'failed' unless the body set 'ok'; the error and traceback are recorded) and end the
+    job's W&B run."""
+    from kdrl.results import RunResult, write_results
+
+    clock = Stopwatch()
+    try:
+        yield fields
+    except BaseException as exc:
+        fields["error"] = f"{type(exc).__name__}: {exc}"
+        fields["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        fields["job_wall_time_s"] = clock()
+        result = RunResult.from_dict(fields)
+        if result.extra:  # a writer and kdrl/results.py disagree: the table tools will not see these
+            log.warning("results keys outside the schema (kdrl/results.py): %s", ", ".join(sorted(result.extra)))
+        write_results(out, result)
+        finish_wandb(out)
+
+
+def completed_results(out: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The results of an earlier run of this exact config in ``out`` if it finished ok (re-running
+    a sweep with the same sweep dir then skips its completed jobs)."""
+    import json
+
+    path = out / "results.json"
+    if not cfg.get("skip_completed", True) or not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if res.get("status") == "ok" and res.get("config") == plain(cfg):
+        log.info("skipping: %s already holds complete results for this config", out)
+        return res
+    return None
+
+
+def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
+    """``out/checkpoints/last.ckpt`` when this run dir holds an unfinished run to resume (a run
+    that finished, whatever its config, is not resumed: a new config in its dir starts afresh)."""
+    import json
+
+    ckpt = out / "checkpoints" / "last.ckpt"
+    results = out / "results.json"
+    try:
+        finished = results.is_file() and json.loads(results.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        finished = False
+    if cfg.get("resume", True) and ckpt.is_file() and not finished:
+        from kdrl.io import remove_interrupted_writes
+
+        for d in (out, ckpt.parent):  # a kill during a checkpoint or results write leaves its temp file
+            remove_interrupted_writes(d)
+        log.info("resuming from %s", ckpt)
+        return str(ckpt)
+    return None
+
+
+def hydra_choices() -> dict[str, str | None]:
+    """The config-group choices of the running Hydra app ({} outside one: tests, notebooks)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices)
+    except Exception:
+        return {}
+
+
+class Job:
+    """One kdrl job. Subclasses set ``kind`` and implement ``fields``, ``validate``, ``build``,
+    ``finish`` and ``summary``; ``run_job`` does the rest, in the same order for every job."""
+
+    kind: str = "job"
+
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, Path(out)
+
+    def fields(self) -> dict[str, Any]:
+        """What results.json says before anything ran (status 'failed' until the job ends ok)."""
+        cfg = self.cfg
+        return {"kind": self.kind, "status": "failed", "env_id": cfg.env.id if "env" in cfg else None,
+                "seed": cfg.seed, "run_dir": str(self.out), "resumed_from_env_steps": None}
+
+    def validate(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build(self, fields: dict[str, Any]) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        """(module, periodic evaluation callback), after seeding."""
+        raise NotImplementedError
+
+    def finish(self, module: Any, evaluation: Any, chosen: Path) -> dict[str, Any]:  # pragma: no cover
+        """The final evaluation of the chosen policy file: the job's headline numbers."""
+        raise NotImplementedError
+
+    def summary(self, fields: dict[str, Any]) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def logger_cfg(self) -> DictConfig:
+        return self.cfg
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run ``job`` once; returns its results (those of an identical finished run when there is one)."""
+    cfg, out = job.cfg, job.out
+    quiet_lightning()
+    done = completed_results(out, cfg)
+    if done is not None:
+        return done
+    fields = {**job.fields(), "config": plain(cfg)}
+    job_clock = Stopwatch()
+    with recorded_job(out, fields):
+        job.validate()
+        seed_job(cfg.seed, cfg.torch_threads)
+        module, evaluation = job.build(fields)
+        lcfg = job.logger_cfg()
+        trainer = make_trainer(lcfg, build_loggers(lcfg, out, job.kind), [evaluation], out)
+        fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
+        fit_clock = Stopwatch()
+        trainer.fit(module, ckpt_path=resume_checkpoint(cfg, out), weights_only=True)
+        fit_s = fit_clock() + evaluation.resumed_wall_s  # a resumed run counts its time before the kill
+        fields["resumed_from_env_steps"] = getattr(module, "resumed_from_env_steps", None)
+        chosen = evaluation.best_policy_path if cfg.eval.final_policy == "best" else evaluation.last_policy_path
+        fields.update(job.finish(module, evaluation, chosen))
+        fields.update({"status": "ok", "env_steps": module.env_steps, "grad_steps": module.stream.grad_steps,
+                       "wall_time_s": fit_s, "train_wall_time_s": fit_s - evaluation.eval_time_s,
+                       "sps": module.env_steps / fit_s, "eval_history": evaluation.history})
+        log.info(job.summary(fields))
+        return fields

@@ -1,0 +1,223 @@
+"""Multi-task jobs: several teachers -> one multi-task student (mode=distill), or the same multi-task
+net trained jointly with DQN at the same env-step budget (mode=joint_dqn); every task evaluated on
+held-out seeds as % of its teacher."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from kdrl.data import greedy_actions
+from kdrl.envs import EnvSpec, probe_spec
+from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
+from kdrl.io import atomic_write
+from kdrl.losses import LOSSES
+from kdrl.modules.multitask import (ADAPTERS, MODES, UPDATES, JointMultiTaskDQN, MultiTaskDistill,
+                                    MultiTaskModule, MultiTaskQNetwork, TaskEnv, build_multitask_net, task_params)
+from kdrl.multitask_eval import EvalTask, MultiTaskEvaluation, load_multitask_policy, mean_pcts, pct_of_teacher
+from kdrl.nets import count_params
+from kdrl.optim import build_optimizer
+from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
+from kdrl.tables import method_name
+from kdrl.teachers import load_teacher_net, obtain_teacher, teacher_config, teacher_overrides
+from kdrl.validate import ConfigError
+
+log = logging.getLogger("kdrl.multitask")
+
+
+@dataclass
+class TaskSetup:
+    """One task: its env preset's env block, shapes and teacher."""
+
+    name: str
+    env: dict[str, Any]
+    spec: EnvSpec
+    teacher: torch.nn.Module
+    teacher_path: Path
+    teacher_wall_time_s: float | None
+
+
+# ---- config ----------------------------------------------------------------------------------------
+def _need(cond: bool, key: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def validate_multitask(cfg: DictConfig) -> None:
+    """Values that are well-typed but cannot work, in one line, before any teacher is trained."""
+    tasks = list(cfg.tasks or [])
+    _need(len(tasks) >= 1 and len(set(tasks)) == len(tasks), "tasks", "a non-empty list of distinct env presets", tasks)
+    _need(cfg.mode in MODES, "mode", "one of " + ", ".join(MODES), cfg.mode)
+    unknown = set(cfg.teacher.checkpoints or {}) - set(tasks)
+    _need(not unknown, "teacher.checkpoints", f"keyed by task names {tasks}", sorted(unknown))
+    conv = cfg.student.get("conv")
+    for key, low in (("width", 1), ("depth", 0 if conv else 1)):
+        _need(isinstance(cfg.student[key], int) and cfg.student[key] >= low, f"student.{key}",
+              f"an integer >= {low}", cfg.student[key])
+    if conv:
+        lengths = {len(conv.get(k) or []) for k in ("channels", "kernels", "strides")}
+        _need(len(lengths) == 1 and 0 not in lengths, "student.conv",
+              "{channels, kernels, strides}: non-empty lists of equal length", plain(conv))
+    _need(cfg.student.adapter in ADAPTERS, "student.adapter", "one of " + ", ".join(ADAPTERS), cfg.student.adapter)
+    m = cfg.multitask
+    for key in ("steps_per_task", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
+        _need(isinstance(m[key], int) and m[key] >= 1, f"multitask.{key}", "an integer >= 1", m[key])
+    _need(m.num_envs is None or (isinstance(m.num_envs, int) and m.num_envs >= 1), "multitask.num_envs",
+          "null or an integer >= 1", m.num_envs)
+    _need(m["update"] in UPDATES, "multitask.update", "one of " + ", ".join(UPDATES), m["update"])
+    _need(cfg.eval.final_policy in ("best", "last"), "eval.final_policy", "best or last", cfg.eval.final_policy)
+    if cfg.mode == "distill":
+        _need(cfg.loss.kind in LOSSES, "loss.kind", "one of " + ", ".join(LOSSES), cfg.loss.kind)
+        _need(not cfg.loss.get("td") and not cfg.loss.get("feature_weight"), "loss",
+              "a plain distillation loss (hybrid and feature losses are single-task only)", cfg.loss.name)
+
+
+def logger_cfg(cfg: DictConfig, env_ids: list[str]) -> DictConfig:
+    """A copy of cfg with ``env.id`` naming all tasks (build_loggers names W&B runs by env id)."""
+    copy = OmegaConf.create(plain(cfg))
+    copy.env = {"id": "+".join(env_ids)}
+    return copy
+
+
+# ---- tasks and teachers -----------------------------------------------------------------------------
+def task_env(cfg: DictConfig, name: str, choices: dict[str, str | None]) -> dict[str, Any]:
+    """A task's env block (id, num_envs, kwargs, ...) as its on-demand teacher sees it."""
+    env = plain(teacher_config(name, int(cfg.teacher.seed), teacher_overrides(cfg, choices)).env)
+    if cfg.multitask.num_envs is not None:
+        env["num_envs"] = int(cfg.multitask.num_envs)
+    return env
+
+
+def load_task(cfg: DictConfig, name: str, choices: dict[str, str | None]) -> TaskSetup:
+    env = task_env(cfg, name, choices)
+    spec = probe_spec(env)
+    given = (cfg.teacher.checkpoints or {}).get(name)
+    if given:
+        path, res = Path(given), None
+    else:
+        path, res = obtain_teacher(name, int(cfg.teacher.seed), teacher_overrides(cfg, choices), cfg.teacher.cache_dir)
+    teacher, _ = load_teacher_net(path, spec.env_id, spec.obs_shape, spec.n_actions)
+    return TaskSetup(name, env, spec, teacher, path, res.get("wall_time_s") if res else None)
+
+
+def build_module(cfg: DictConfig, tasks: list[TaskSetup], net: MultiTaskQNetwork) -> MultiTaskModule:
+    envs = [TaskEnv(t.name, t.spec, t.env) for t in tasks]
+    data = plain(cfg.multitask)
+    opt = build_optimizer(**data["optimizer"])
+    common = dict(update=str(cfg.multitask["update"]), seed=int(cfg.seed), log_interval=int(cfg.log_interval))
+    if cfg.mode == "joint_dqn":
+        return JointMultiTaskDQN(net, envs, data, plain(cfg.dqn), opt, **common)
+    return MultiTaskDistill(net, [t.teacher for t in tasks], envs, data, instantiate(cfg.loss),
+                            plain(cfg.distill.exploration), opt, **common)
+
+
+def greedy_of(net: torch.nn.Module):
+    return lambda obs: greedy_actions(net, obs, torch.device("cpu"))
+
+
+def reference_returns(tasks: list[TaskSetup], seeds: list[int]) -> tuple[list[list[float]], list[list[float]]]:
+    """Each teacher's and a random policy's returns on ``seeds`` (the % of teacher denominators)."""
+    teacher = [evaluate_policy(greedy_of(t.teacher), t.spec.env_id, seeds, t.env.get("kwargs")) for t in tasks]
+    rand = [random_returns(t.spec.env_id, seeds, t.env.get("kwargs")) for t in tasks]
+    return teacher, rand
+
+
+# ---- results ---------------------------------------------------------------------------------------
+def task_result(t: TaskSetup, module: MultiTaskModule, i: int, s_ret: list[float], t_ret: list[float],
+                r_ret: list[float]) -> dict[str, Any]:
+    s, te, r = float(np.mean(s_ret)), float(np.mean(t_ret)), float(np.mean(r_ret))
+    return {
+        "env_id": t.spec.env_id, "obs_shape": list(t.spec.obs_shape), "n_actions": t.spec.n_actions,
+        "eval_return_mean": s, "eval_return_std": float(np.std(s_ret)), "eval_returns": s_ret,
+        "teacher_return_mean": te, "teacher_returns": t_ret, "random_return_mean": r, "random_returns": r_ret,
+        "pct_of_teacher": pct_of_teacher(s, te, r),
+        "return_ratio": s / te if te > 0 else float("nan"),  # Rusu et al.'s raw ratio: only for positive returns
+        "env_steps": module.collectors[i].env_steps, "episodes": module.collectors[i].episodes,
+        "params": task_params(module.q_net, i), "teacher_params": count_params(t.teacher),
+        "teacher_checkpoint": str(t.teacher_path), "teacher_wall_time_s": t.teacher_wall_time_s,
+    }
+
+
+def final_evaluation(cfg: DictConfig, tasks: list[TaskSetup], module: MultiTaskModule,
+                     chosen: Path) -> dict[str, dict[str, Any]]:
+    """The chosen checkpoint, every teacher and a random policy on the same held-out seeds."""
+    state = load_multitask_policy(chosen, [t.spec.env_id for t in tasks])
+    module.q_net.load_state_dict(state["state_dict"])
+    module.q_net.eval().cpu()
+    seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
+    t_rets, r_rets = reference_returns(tasks, seeds)
+    out = {}
+    for i, t in enumerate(tasks):
+        s_ret = evaluate_policy(greedy_of(module.views[i]), t.spec.env_id, seeds, t.env.get("kwargs"))
+        out[t.name] = task_result(t, module, i, s_ret, t_rets[i], r_rets[i])
+    return out
+
+
+class MultiTaskJob(Job):
+    kind = "multitask"
+
+    def __init__(self, cfg: DictConfig, out: Path, choices: dict[str, str | None] | None = None) -> None:
+        super().__init__(cfg, out)
+        # the teachers are composed per task (env=<task>), with this job's debug preset
+        choices = hydra_choices() if choices is None else choices
+        self.choices = {"debug": choices.get("debug")}
+
+    def fields(self) -> dict[str, Any]:
+        cfg = self.cfg
+        loss = "joint_dqn" if cfg.mode == "joint_dqn" else str(cfg.loss.name)
+        temp = None if cfg.mode == "joint_dqn" else cfg.loss.temperature
+        return {**super().fields(), "mode": str(cfg.mode), "task_names": list(cfg.tasks), "loss": loss,
+                "temperature": temp, "method": method_name({"loss": loss, "temperature": temp}),
+                "width": cfg.student.width, "depth": cfg.student.depth, "adapter": str(cfg.student.adapter),
+                "update": str(cfg.multitask["update"])}
+
+    def validate(self) -> None:
+        validate_multitask(self.cfg)
+
+    def build(self, fields: dict[str, Any]) -> tuple[MultiTaskModule, MultiTaskEvaluation]:
+        cfg = self.cfg
+        self.tasks = tasks = [load_task(cfg, name, self.choices) for name in cfg.tasks]
+        fields["env_id"] = "+".join(t.spec.env_id for t in tasks)
+        seed_job(cfg.seed, cfg.torch_threads)  # training a teacher on demand reseeds; start from the same state
+        net_cfg = plain(cfg.student)
+        module = build_module(cfg, tasks, build_multitask_net(net_cfg, [t.spec for t in tasks]))
+        periodic_t, periodic_r = reference_returns(tasks, eval_seeds(cfg.eval.seed, cfg.eval.episodes))
+        evaluation = MultiTaskEvaluation([EvalTask(t.name, t.spec.env_id, t.env.get("kwargs") or {}) for t in tasks],
+                                         cfg.eval.freq, cfg.eval.episodes, cfg.eval.seed, self.out / "checkpoints",
+                                         net_cfg, [float(np.mean(x)) for x in periodic_t],
+                                         [float(np.mean(x)) for x in periodic_r])
+        return module, evaluation
+
+    def logger_cfg(self) -> DictConfig:
+        return logger_cfg(self.cfg, [t.spec.env_id for t in self.tasks])
+
+    def finish(self, module: MultiTaskModule, evaluation: MultiTaskEvaluation, chosen: Path) -> dict[str, Any]:
+        per_task = final_evaluation(self.cfg, self.tasks, module, chosen)
+        mean_pct, geo_pct = mean_pcts([r["pct_of_teacher"] for r in per_task.values()])
+        student_path = self.out / "student.pt"
+        atomic_write(student_path, lambda tmp: Path(tmp).write_bytes(Path(chosen).read_bytes()))
+        params, t_params = count_params(module.q_net), sum(count_params(t.teacher) for t in self.tasks)
+        return {"tasks": per_task, "mean_pct_of_teacher": mean_pct, "geomean_pct_of_teacher": geo_pct,
+                "return_ratio": mean_pct / 100,  # kdrl-table's metric: the mean normalised score as a fraction
+                "params": params, "teacher_params": t_params, "param_ratio": params / t_params,
+                "task_env_steps": module.task_env_steps, "optimizer_steps": module.optimizer_steps,
+                "checkpoint": str(student_path)}
+
+    def summary(self, f: dict[str, Any]) -> str:
+        tasks = ", ".join(f"{n} {r['eval_return_mean']:.1f} vs {r['teacher_return_mean']:.1f} ({r['pct_of_teacher']:.1f}%)"
+                          for n, r in f["tasks"].items())
+        return (f"multitask {f['mode']} {f['method']} seed {f['seed']}: {tasks}; mean {f['mean_pct_of_teacher']:.1f}%, "
+                f"geomean {f['geomean_pct_of_teacher']:.1f}% of teacher ({f['params']} params = "
+                f"{100 * f['param_ratio']:.1f}% of teachers)")
+
+
+def multitask_job(cfg: DictConfig, out: Path, choices: dict[str, str | None] | None = None) -> dict[str, Any]:
+    return run_job(MultiTaskJob(cfg, out, choices))

@@ -1,0 +1,71 @@
+"""Teacher jobs: train a DQN teacher, evaluate it on held-out seeds, write teacher.pt."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from kdrl.callbacks import GreedyEvaluation
+from kdrl.envs import EnvSpec, probe_spec
+from kdrl.evaluation import eval_seeds, evaluate_policy
+from kdrl.io import atomic_write, load_policy
+from kdrl.modules.dqn import DQN
+from kdrl.optim import build_optimizer
+from kdrl.runs.job import Job, plain, run_job
+from kdrl.validate import validate_common
+
+
+def build_dqn(cfg: DictConfig, spec: EnvSpec, net_cfg: Any, algo: dict[str, Any]) -> DQN:
+    """A DQN module on a net built from ``net_cfg`` (the teacher's, or a scratch baseline's)."""
+    net = instantiate(net_cfg, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
+    return DQN(net, spec, plain(cfg.env), algo, build_optimizer(**algo["optimizer"]), seed=cfg.seed,
+               log_interval=cfg.log_interval)
+
+
+def build_teacher(cfg: DictConfig) -> tuple[DQN, dict]:
+    """The teacher module of a kdrl-train config and its net config."""
+    return build_dqn(cfg, probe_spec(plain(cfg.env)), cfg.net, plain(cfg.algo)), plain(cfg.net)
+
+
+def greedy_evaluation(cfg: DictConfig, out: Path, net_cfg: dict, reference_return: float | None = None) -> GreedyEvaluation:
+    return GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes, cfg.eval.seed,
+                            out / "checkpoints", net_cfg, cfg.eval.stop_at_return, reference_return=reference_return,
+                            keep_last=cfg.checkpoint.keep_last)
+
+
+class TeacherJob(Job):
+    kind = "teacher"
+
+    def validate(self) -> None:
+        validate_common(self.cfg)
+
+    def build(self, fields: dict[str, Any]) -> tuple[DQN, GreedyEvaluation]:
+        module, net_cfg = build_teacher(self.cfg)
+        return module, greedy_evaluation(self.cfg, self.out, net_cfg)
+
+    def finish(self, module: DQN, evaluation: GreedyEvaluation, chosen: Path) -> dict[str, Any]:
+        spec, cfg = module.spec, self.cfg
+        module.q_net.load_state_dict(load_policy(chosen, spec.env_id, spec.obs_shape, spec.n_actions)["state_dict"])
+        module.eval()
+        returns = evaluate_policy(module.greedy, cfg.env.id, eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes),
+                                  plain(cfg.env.kwargs))
+        teacher_path = self.out / "teacher.pt"
+        atomic_write(teacher_path, lambda tmp: shutil.copyfile(chosen, tmp))
+        return {"params": module.params, "episodes": module.collector.episodes,
+                "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
+                "eval_returns": returns, "eval_policy": str(cfg.eval.final_policy),
+                "best_periodic_eval": evaluation.best_mean, "checkpoint": str(teacher_path)}
+
+    def summary(self, f: dict[str, Any]) -> str:
+        return (f"teacher {f['env_id']} seed {f['seed']}: greedy return {f['eval_return_mean']:.1f} ± "
+                f"{f['eval_return_std']:.1f} over {len(f['eval_returns'])} held-out episodes ({f['env_steps']} env "
+                f"steps, {f['wall_time_s']:.1f} s, {f['sps']:.0f} steps/s)")
+
+
+def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    return run_job(TeacherJob(cfg, out))

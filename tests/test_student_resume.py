@@ -1,0 +1,68 @@
+"""A resumed hybrid/QDagger student continues where it stopped: target schedule, lambda, the
+who-acts counters (DistillStudent saved none of its own state before)."""
+
+import copy
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from kdrl.envs import probe_spec
+from kdrl.runs.distill import build_student_module
+from kdrl.runs.job import plain, seed_job
+from tests.helpers import compose_cfg
+
+OVERRIDES = ["logger=none", "distill.total_timesteps=4000", "distill.learning_starts=200", "distill.batch_size=32",
+             "distill.target_update_interval=300", "student.width=16", "control=mixed"]
+
+
+def _student(loss: str):
+    cfg = compose_cfg("distill", [f"loss={loss}", *OVERRIDES])
+    seed_job(cfg.seed, 1)
+    spec = probe_spec(plain(cfg.env))
+    teacher = instantiate(cfg.net, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
+    net_cfg = {**plain(cfg.net), "width": 16}
+    module = build_student_module(cfg, spec, teacher, net_cfg)
+    module.setup("fit")
+    return module, module.configure_optimizers()
+
+
+def _train(module, opt, batches, it):
+    for _ in range(batches):
+        module.run_updates(opt, next(it))
+
+
+def _checkpoint(module, opt):
+    ckpt = copy.deepcopy({"state_dict": module.state_dict(), "optimizer": opt.state_dict()})
+    module.on_save_checkpoint(ckpt)
+    return ckpt
+
+
+@pytest.mark.parametrize("loss", ["qdagger", "hybrid"])
+def test_resumed_hybrid_student_restores_target_schedule_and_lambda(loss):
+    a, opt_a = _student(loss)
+    it_a = iter(a.stream)
+    _train(a, opt_a, 60, it_a)
+    a.on_greedy_evaluation(student_return=40.0, teacher_return=160.0)  # QDagger: lambda = 1 - 40/160 = 0.75
+    assert a.target.updates >= 2  # the target schedule has moved on from its start
+    ckpt = _checkpoint(a, opt_a)
+
+    b, opt_b = _student(loss)  # a fresh process: everything at its initial state
+    b.load_state_dict(ckpt["state_dict"])
+    b.on_load_checkpoint(ckpt)
+    opt_b.load_state_dict(ckpt["optimizer"])
+    assert (b.target.next_update, b.target.updates) == (a.target.next_update, a.target.updates)
+    lam = a.objective.distill_weight(a.env_steps)
+    assert b.objective.distill_weight(b.env_steps) == lam
+    if loss == "qdagger":
+        assert lam == pytest.approx(0.75)
+    assert b.teacher_acted == a.teacher_acted and b.resumed_from_env_steps == a.env_steps
+
+    assert b.target.next_update % 300 == 0 and b.env_steps < b.target.next_update <= b.env_steps + 300
+
+    # the resumed run continues the same schedules (its envs restart: episodes in progress are dropped)
+    before = b.target.updates
+    _train(b, opt_b, 40, iter(b.stream))
+    assert b.target.updates == before + (b.env_steps // 300 - a.env_steps // 300)
+    if loss == "qdagger":  # lambda stays at the last evaluation's value until the next one
+        assert b.objective.distill_weight(b.env_steps) == pytest.approx(0.75)

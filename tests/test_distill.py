@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from kdrl.runs.distill import distill_student, student_net_cfg
 from kdrl.io import CheckpointError
@@ -90,3 +91,17 @@ def test_teacher_checkpoint_from_another_env_is_a_clear_error(tmp_path, cache):
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed" and "CheckpointError" in res["error"]
 
+
+def test_a_student_does_not_depend_on_whether_its_teacher_was_cached(tmp_path):
+    """Training the teacher on demand consumes the global RNG; the student must start from the same
+    state either way (in a parallel sweep, which job trains the shared teacher is a race)."""
+    cache = tmp_path / "cache"
+    cfg = compose_cfg("distill", _overrides(cache, ["loss=kl", "student.width=16"]))
+    trained = distill_student(cfg, tmp_path / "trained_teacher")  # empty cache: trains the teacher first
+    cached = distill_student(cfg, tmp_path / "cached_teacher")  # the teacher now comes from the cache
+    assert trained["teacher_checkpoint"] == cached["teacher_checkpoint"]
+    assert trained["eval_returns"] == cached["eval_returns"]
+    assert trained["eval_history"][0]["return_mean"] == cached["eval_history"][0]["return_mean"]
+    s1, s2 = (torch.load(tmp_path / d / "student.pt", weights_only=True)["state_dict"]
+              for d in ("trained_teacher", "cached_teacher"))
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)

@@ -21,7 +21,7 @@ from kdrl.modules.base import RLModule
 from kdrl.modules.student import DistillStudent
 from kdrl.optim import build_optimizer
 from kdrl.resources import resource_report
-from kdrl.runs.job import Job, hydra_choices, plain, run_job
+from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
 from kdrl.runs.teacher import build_dqn, greedy_evaluation
 from kdrl.scores import normalized_score
 from kdrl.teachers import env_choice, load_teacher_net, obtain_teacher, teacher_overrides
@@ -142,6 +142,7 @@ class DistillJob(Job):
             self.teacher_path, teacher_res = obtain_teacher(env, int(cfg.teacher.seed), teacher_overrides(cfg, self.choices),
                                                             cfg.teacher.cache_dir)
         self.teacher_wall_time_s = teacher_res.get("wall_time_s") if teacher_res else None
+        seed_job(cfg.seed, cfg.torch_threads)  # a teacher trained on demand reseeds; start from the same state
         self.teacher, tstate = load_teacher_net(self.teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)
         self.net_cfg = student_net_cfg(tstate["net"], student_sizes(cfg))
         fields["width"], fields["depth"] = self.net_cfg.get("width"), self.net_cfg.get("depth")  # as built

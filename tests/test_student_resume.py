@@ -66,3 +66,16 @@ def test_resumed_hybrid_student_restores_target_schedule_and_lambda(loss):
     assert b.target.updates == before + (b.env_steps // 300 - a.env_steps // 300)
     if loss == "qdagger":  # lambda stays at the last evaluation's value until the next one
         assert b.objective.distill_weight(b.env_steps) == pytest.approx(0.75)
+
+
+def test_hybrid_td_term_follows_the_teachers_dqn_settings():
+    """The hybrid student's TD term and target network take algo's td_loss, double_dqn and tau (it used
+    to be Huber, Double DQN and a hard copy whatever algo said)."""
+    cfg = compose_cfg("distill", ["loss=qdagger", "algo.td_loss=mse", "algo.double_dqn=false", "algo.tau=0.5",
+                                  *OVERRIDES])
+    spec = probe_spec(plain(cfg.env))
+    teacher = instantiate(cfg.net, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
+    module = build_student_module(cfg, spec, teacher, {**plain(cfg.net), "width": 16})
+    td = module.objective.td
+    assert (td.td_loss, td.double_dqn, td.gamma) == ("mse", False, cfg.algo.gamma)
+    assert module.target.tau == 0.5 and module.target.interval == 300

@@ -1,19 +1,23 @@
-"""Callbacks: periodic greedy evaluation with best/last checkpoints, and an env-step progress bar."""
+"""Callbacks: periodic greedy evaluation with best/last checkpoints (one task, or every task of a
+multi-task net as % of its teacher), and an env-step progress bar."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 from tqdm.auto import tqdm
 
-from kdrl.evaluation import eval_seeds, evaluate_policy
-from kdrl.io import atomic_write, save_policy
+from kdrl.evaluation import GreedyFn, eval_seeds, evaluate_policy
+from kdrl.io import atomic_write, save_multitask_policy, save_policy
+from kdrl.scores import mean_pcts, pct_of_teacher
 
 
 class PeriodicEvaluation(pl.Callback):
@@ -154,6 +158,69 @@ class GreedyEvaluation(PeriodicEvaluation):
         atomic_write(numbered, lambda tmp: Path(tmp).write_bytes((self.ckpt_dir / "last.ckpt").read_bytes()))
         for old in sorted(self.ckpt_dir.glob("step-*.ckpt"))[: -(self.keep_last - 1)]:
             old.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One task as the multi-task evaluation plays it: its name and env."""
+
+    name: str
+    env_id: str
+    kwargs: dict[str, Any]
+
+
+class MultiTaskEvaluation(PeriodicEvaluation):
+    """Every ``freq`` per-task env steps: each task's head, greedy, on ``episodes`` fixed seeds.
+
+    Logs per-task returns and % of teacher (against the teachers' and a random policy's returns on
+    the same seeds), keeps ``last_policy.pt`` and ``best_policy.pt`` (best = highest mean % over
+    the tasks whose teacher beats a random policy) and ``last.ckpt`` for resuming, as GreedyEvaluation does for one task.
+    """
+
+    def __init__(self, tasks: Sequence[EvalTask], freq: int, episodes: int, seed: int, ckpt_dir: str | Path,
+                 net_cfg: dict[str, Any], teacher_returns: Sequence[float], random_returns_: Sequence[float]) -> None:
+        super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
+        self.tasks = list(tasks)
+        self.teacher_returns, self.random_returns = list(teacher_returns), list(random_returns_)
+
+    def progress(self, pl_module: Any) -> int:
+        return int(pl_module.task_env_steps)  # per-task env steps: freq means what it means for one task
+
+    def task_returns(self, greedy: Sequence[GreedyFn]) -> list[float]:
+        return [float(np.mean(evaluate_policy(g, t.env_id, self.seeds, t.kwargs))) for g, t in zip(greedy, self.tasks)]
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, Any]:
+        self.check_finite(pl_module)
+        returns = self.timed_greedy(pl_module, lambda: self.task_returns(
+            [pl_module.greedy_fn(i) for i in range(len(self.tasks))]))
+        pcts = [pct_of_teacher(r, t, z) for r, t, z in zip(returns, self.teacher_returns, self.random_returns)]
+        mean_pct, geo_pct = mean_pcts(pcts)
+        wall = time.perf_counter() - self.t_start
+        record = {"env_steps": pl_module.env_steps, "task_env_steps": pl_module.task_env_steps,
+                  "grad_steps": pl_module.stream.grad_steps, "wall_s": wall, "train_wall_s": wall - self.eval_time_s,
+                  "return_mean": {t.name: r for t, r in zip(self.tasks, returns)},
+                  "pct_of_teacher": {t.name: p for t, p in zip(self.tasks, pcts)},
+                  "mean_pct_of_teacher": mean_pct, "geomean_pct_of_teacher": geo_pct}
+        self.history.append(record)
+        self.schedule_next(pl_module)
+        self._save_policies(pl_module, pcts, mean_pct)
+        atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
+        metrics = {f"eval/{t.name}/return_mean": r for t, r in zip(self.tasks, returns)}
+        metrics.update({f"eval/{t.name}/pct_of_teacher": p for t, p in zip(self.tasks, pcts)})
+        metrics.update({"eval/mean_pct_of_teacher": mean_pct, "eval/geomean_pct_of_teacher": geo_pct,
+                        "eval/best_mean_pct_of_teacher": self.best_mean})
+        pl_module.log_env_metrics(metrics)
+        return record
+
+    def _save_policies(self, pl_module: Any, pcts: list[float], mean_pct: float) -> None:
+        specs = [t.spec for t in pl_module.tasks]
+        extra = {"env_steps": pl_module.env_steps, "mean_pct_of_teacher": mean_pct}
+        save_multitask_policy(self.last_policy_path, pl_module.q_net, self.net_cfg, pl_module.names, specs, extra)
+        finite = [p for p in pcts if np.isfinite(p)]
+        score = float(np.mean(finite)) if finite else -np.inf  # a task whose teacher is no better than random has no %
+        if score > self.best_mean or not self.best_policy_path.exists():
+            self.best_mean = max(score, self.best_mean)
+            save_multitask_policy(self.best_policy_path, pl_module.q_net, self.net_cfg, pl_module.names, specs, extra)
 
 
 class EnvStepProgressBar(pl.callbacks.ProgressBar):

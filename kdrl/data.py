@@ -4,13 +4,17 @@ The collector steps a vector env with an epsilon-greedy policy and writes every 
 replay buffer. ``ReplayStream`` interleaves collection with sampling at a fixed ratio of env steps
 to gradient steps. All state lives on these objects, not in ``__iter__`` locals, so Lightning can
 re-iterate the dataset and the stream simply continues.
+
+Multi-task runs keep one ``ReplayStream`` per task and advance them in lockstep
+(``MultiTaskStream``); their collectors are seen as one by ``CollectorGroup``.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -195,3 +199,77 @@ def greedy_actions(net: torch.nn.Module, obs: np.ndarray, device: torch.device) 
     x = torch.as_tensor(obs, dtype=torch.float32, device=device)
     actions = net.greedy(x) if hasattr(net, "greedy") else net(x).argmax(dim=1)
     return actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy()
+
+
+# ---- multi-task: one replay stream per task, consumed in lockstep --------------------------------
+@dataclass(frozen=True)
+class TaskEnv:
+    """What a module needs to build one task's envs: its name, shapes and env config."""
+
+    name: str
+    spec: EnvSpec
+    env: dict[str, Any]  # id, num_envs, kwargs, vectorization (an env preset's `env` block)
+
+
+class CollectorGroup:
+    """The per-task collectors seen as one (what RLModule's logging and the progress bar read).
+
+    Episode returns are not pooled across tasks (a CartPole and an Acrobot return do not average);
+    the module logs them per task and the group reports none.
+    """
+
+    def __init__(self, collectors: Sequence[EnvCollector]) -> None:
+        self.collectors = list(collectors)
+        self.recent_returns: deque[float] = deque(maxlen=1)
+
+    @property
+    def env_steps(self) -> int:
+        return sum(c.env_steps for c in self.collectors)
+
+    @property
+    def episodes(self) -> int:
+        return sum(c.episodes for c in self.collectors)
+
+    @property
+    def epsilon(self) -> float:
+        return float(np.mean([c.epsilon for c in self.collectors]))
+
+
+class MultiTaskStream(IterableDataset):
+    """Yields a tuple with one stacked batch per task (each ``(K, B, ...)``, see ``ReplayStream``).
+
+    Each task keeps its own ``ReplayStream`` (its own replay and env-to-update ratio); the tasks are
+    advanced in turn, one round each, so every update round sees every task. Iteration ends when
+    the first task's env-step budget is spent (all tasks share the budget, so they end together).
+    """
+
+    def __init__(self, streams: Sequence[ReplayStream]) -> None:
+        super().__init__()
+        self.streams = list(streams)
+        self.collector = CollectorGroup([s.collector for s in self.streams])
+        self.total_timesteps = sum(s.total_timesteps for s in self.streams)
+
+    @property
+    def grad_steps(self) -> int:
+        """Per-task minibatches handed out so far, summed over tasks."""
+        return sum(s.grad_steps for s in self.streams)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tasks": [s.state_dict() for s in self.streams]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, t in zip(self.streams, state["tasks"]):
+            s.load_state_dict(t)
+
+    def __iter__(self) -> Iterator[tuple[Transitions, ...]]:
+        iters = [iter(s) for s in self.streams]
+        while True:
+            batches: list[Transitions] = []
+            for it in iters:
+                batch = next(it, None)
+                if batch is None:
+                    for s, b in zip(self.streams, batches):  # undo the batches of this cut round
+                        s.grad_steps -= int(b.actions.shape[0])
+                    return
+                batches.append(batch)
+            yield tuple(batches)

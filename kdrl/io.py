@@ -1,4 +1,4 @@
-"""Atomic file writes and weights-only policy checkpoints.
+"""Atomic file writes and weights-only policy checkpoints (single-task and multi-task).
 
 Every file another process may read (results.json, checkpoints, exported policies) is written to
 a temporary file in the same directory and renamed into place, so a kill never leaves a half file
@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kdrl.errors import KdrlUserError
 
+if TYPE_CHECKING:  # annotation only: io stays light for the table tools (kdrl.envs imports gymnasium)
+    from kdrl.envs import EnvSpec
+
 POLICY_FORMAT = "kdrl-qnet/1"
+MULTITASK_FORMAT = "kdrl-multitask/1"
 
 
 class CheckpointError(KdrlUserError, ValueError):
@@ -62,6 +67,12 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def cpu_weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict detached and on the CPU: what a weights-only policy file holds, loadable on
+    any device."""
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
 def save_policy(path: str | Path, net: torch.nn.Module, net_cfg: dict, env_id: str,
                 obs_shape: tuple[int, ...], n_actions: int, extra: dict | None = None) -> Path:
     """A self-describing, weights-only checkpoint of a Q-network (what students load)."""
@@ -71,7 +82,7 @@ def save_policy(path: str | Path, net: torch.nn.Module, net_cfg: dict, env_id: s
         "obs_shape": list(obs_shape),
         "n_actions": int(n_actions),
         "net": net_cfg,
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "state_dict": cpu_weights(net),
         "extra": extra or {},
     }
     return atomic_torch_save(path, payload)
@@ -104,4 +115,29 @@ def load_policy(path: str | Path, env_id: str | None = None, obs_shape: tuple[in
         raise CheckpointError(f"checkpoint {path} expects observations of shape {tuple(obj['obs_shape'])}, env gives {tuple(obs_shape)}")
     if n_actions is not None and int(obj["n_actions"]) != int(n_actions):
         raise CheckpointError(f"checkpoint {path} has {obj['n_actions']} actions, env has {n_actions}")
+    return obj
+
+
+def save_multitask_policy(path: str | Path, net: torch.nn.Module, net_cfg: dict[str, Any], names: Sequence[str],
+                          specs: Sequence[EnvSpec], extra: dict[str, Any] | None = None) -> Path:
+    """A self-describing, weights-only checkpoint of a multi-task net: its config and, per task, the
+    name, env id and shapes the heads were trained for."""
+    payload = {
+        "format": MULTITASK_FORMAT,
+        "net": dict(net_cfg),
+        "tasks": [{"name": n, "env_id": s.env_id, "obs_shape": list(s.obs_shape), "n_actions": int(s.n_actions)}
+                  for n, s in zip(names, specs)],
+        "state_dict": cpu_weights(net),
+        "extra": extra or {},
+    }
+    return atomic_torch_save(path, payload)
+
+
+def load_multitask_policy(path: str | Path, env_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Load (weights_only) a multi-task policy file, checked against the tasks' env ids in order."""
+    obj = load_checkpoint_file(path)
+    if obj.get("format") != MULTITASK_FORMAT:
+        raise CheckpointError(f"{path} is not a kdrl multi-task policy (format={obj.get('format')!r})")
+    if env_ids is not None and [t["env_id"] for t in obj["tasks"]] != list(env_ids):
+        raise CheckpointError(f"{path} was trained on {[t['env_id'] for t in obj['tasks']]}, not {list(env_ids)}")
     return obj

@@ -270,7 +270,7 @@ class MultiTaskResult(RunResult):
     update: str = required()
     tasks: dict[str, TaskResult] | None = entry()
     mean_pct_of_teacher: float | None = entry()
-    geomean_pct_of_teacher: float | None = entry()  # floored at 1% per task (kdrl.multitask_eval.mean_pcts)
+    geomean_pct_of_teacher: float | None = entry()  # floored at 1% per task (kdrl.scores.mean_pcts)
     return_ratio: float | None = entry(column=22)
     """NOT a raw ratio: mean_pct_of_teacher / 100, the mean NORMALISED score as a fraction, so that
     kdrl-table's default metric means "fraction of teacher" for every kind. A raw-ratio reader wants

@@ -1,9 +1,20 @@
 """Score maths shared by the job runners and the table tools: the random-normalised score and the
-geometric mean over tasks.
+geometric mean over tasks, and multi-task's % of teacher built on them.
 
 It lives in its own numpy-only module (not kdrl.evaluation, which builds environments) so that the
 table tools can use it without importing gymnasium and the env suites, and so that there is one
 definition of each number a results.json and a table report.
+
+% of teacher (multi-task). Rusu et al. report the student's score as a fraction of the teacher's
+raw score, which assumes scores >= 0 with 0 meaning "nothing learnt" (Atari). Acrobot's returns
+are negative (-500 = never swung up), where the raw ratio inverts (a student at -100 against a
+teacher at -80 would be "125%"). So the headline is the normalised score
+
+    pct_of_teacher = 100 * (R_student - R_random) / (R_teacher - R_random)
+
+with all three returns measured on the same held-out seeds (random = uniform actions): 0% = a
+random policy, 100% = the teacher. For CartPole (random ~ 22, teacher 500) it is within a few
+points of the raw ratio, which is reported too (``return_ratio``).
 """
 
 from __future__ import annotations
@@ -12,6 +23,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+GEOMEAN_FLOOR_PCT = 1.0  # a task at or below 0% would make the geometric mean 0 or undefined
 
 
 def normalized_score(student: float, teacher: float, random: float, *, scale: float = 1.0,
@@ -51,3 +64,18 @@ def geometric_mean(values: Sequence[float] | np.ndarray, floor: float | None = N
     elif np.any(x <= 0):
         return math.nan
     return float(np.exp(np.log(x).mean()))
+
+
+def pct_of_teacher(student: float, teacher: float, random: float) -> float:
+    """100 * (student - random) / (teacher - random); nan when the teacher is no better than random
+    (``normalized_score`` in %, float for float)."""
+    return normalized_score(student, teacher, random, scale=100.0)
+
+
+def mean_pcts(pcts: Sequence[float]) -> tuple[float, float]:
+    """Arithmetic and geometric mean % over tasks, both nan unless every task has a finite %; the
+    geometric one floors each task at GEOMEAN_FLOOR_PCT (``geometric_mean``)."""
+    x = np.asarray(pcts, dtype=float)
+    if len(x) == 0 or not np.all(np.isfinite(x)):
+        return float("nan"), float("nan")
+    return float(x.mean()), geometric_mean(x, floor=GEOMEAN_FLOOR_PCT)

@@ -45,4 +45,4 @@ fi
 
 .venv/bin/kdrl-multitask -m mode=distill loss=kl,nll seed="$SEEDS" "${COMMON[@]}" hydra.sweep.dir="$OUT/distill"
 .venv/bin/kdrl-multitask -m mode=joint_dqn seed="$SEEDS" "${COMMON[@]}" hydra.sweep.dir="$OUT/joint_dqn"
-.venv/bin/python -m kdrl.cli.multitask_table "$OUT/distill" "$OUT/joint_dqn" --out "$OUT/table"
+.venv/bin/kdrl-multitask-table "$OUT/distill" "$OUT/joint_dqn" --out "$OUT/table"

@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from kdrl.runs.multitask import multitask_job
-from kdrl.cli.multitask_table import collect_multitask, main as table_main
+from kdrl.cli.multitask_table import collect_multitask
+from kdrl.cli.multitask_table import main as table_main
 from kdrl.envs import EnvSpec
-from kdrl.io import save_policy
-from kdrl.multitask_eval import load_multitask_policy, mean_pcts, pct_of_teacher
-from kdrl.modules.multitask import MultiTaskQNetwork, TaskView, build_multitask_net, task_params
-from kdrl.nets import MLP, count_params
+from kdrl.io import load_multitask_policy, save_policy
+from kdrl.nets import MLP, MultiTaskQNetwork, TaskView, build_multitask_net, count_params, task_params
+from kdrl.runs.multitask import multitask_job
+from kdrl.scores import mean_pcts, pct_of_teacher
 from tests.helpers import compose_cfg
 
 TINY = ["debug=fast", "student.width=32", "trainer.enable_progress_bar=false"]

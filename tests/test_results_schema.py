@@ -16,7 +16,6 @@ import math
 import numpy as np
 import pytest
 
-from kdrl.multitask_eval import GEOMEAN_FLOOR_PCT, mean_pcts, pct_of_teacher
 from kdrl.results import (
     MultiTaskResult,
     RunResult,
@@ -26,7 +25,7 @@ from kdrl.results import (
     load_result,
     write_results,
 )
-from kdrl.scores import geometric_mean, normalized_score
+from kdrl.scores import GEOMEAN_FLOOR_PCT, geometric_mean, mean_pcts, normalized_score, pct_of_teacher
 from kdrl.tables import FLAT_FIELDS, collect, collect_multitask, flatten, geomean_row, multitask_report, summary_table
 
 CONFIG = {"env": {"id": "CartPole-v1"}, "seed": 0}

@@ -5,7 +5,7 @@
 One row per method (kl (tau=0.01), nll, joint_dqn, ...), one column per task plus the arithmetic
 and geometric mean over tasks; each cell is the mean over seeds [95% percentile-bootstrap CI]
 (kdrl.tables.bootstrap_ci), in % of the teacher (0% = random policy, 100% = teacher; see
-kdrl/multitask_eval.py).
+kdrl/scores.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ held-out seeds as % of its teacher."""
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from kdrl.data import greedy_actions
+from kdrl.callbacks import EvalTask, MultiTaskEvaluation
+from kdrl.data import TaskEnv, greedy_actions
 from kdrl.envs import EnvSpec, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
-from kdrl.io import atomic_write
+from kdrl.io import atomic_write, load_multitask_policy
 from kdrl.losses import LOSSES
-from kdrl.modules.multitask import (ADAPTERS, MODES, UPDATES, JointMultiTaskDQN, MultiTaskDistill,
-                                    MultiTaskModule, MultiTaskQNetwork, TaskEnv, build_multitask_net, task_params)
-from kdrl.multitask_eval import EvalTask, MultiTaskEvaluation, load_multitask_policy, mean_pcts, pct_of_teacher
-from kdrl.nets import count_params
+from kdrl.modules.multitask import MODES, UPDATES, JointMultiTaskDQN, MultiTaskDistill, MultiTaskModule
+from kdrl.nets import ADAPTERS, MultiTaskQNetwork, build_multitask_net, count_params, task_params
 from kdrl.optim import build_optimizer
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
+from kdrl.scores import mean_pcts, pct_of_teacher
 from kdrl.tables import method_name
 from kdrl.teachers import load_teacher_net, obtain_teacher, teacher_config, teacher_overrides
 from kdrl.validate import ConfigError

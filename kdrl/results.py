@@ -215,8 +215,7 @@ class StudentResult(RunResult):
     teacher_return_mean: float | None = entry(column=21)  # on the same held-out seeds as eval_returns
     teacher_returns: list[float] | None = entry()
     return_ratio: float | None = entry(column=22)
-    """The RAW ratio S / T of held-out mean returns (nan when T == 0). Multi-task's return_ratio is a
-    different number (see MultiTaskResult.return_ratio)."""
+    """The raw ratio S / T of held-out mean returns (nan when T == 0), as everywhere it appears."""
     normalized_return_ratio: float | None = entry(column=23)  # (S - R) / (T - R), kdrl.scores.normalized_score
     random_return_mean: float | None = entry(column=24)  # a uniform-random policy on the same seeds
     teacher_periodic_return: float | None = entry()  # the teacher on the periodic-evaluation seeds
@@ -271,10 +270,7 @@ class MultiTaskResult(RunResult):
     tasks: dict[str, TaskResult] | None = entry()
     mean_pct_of_teacher: float | None = entry()
     geomean_pct_of_teacher: float | None = entry()  # floored at 1% per task (kdrl.scores.mean_pcts)
-    return_ratio: float | None = entry(column=22)
-    """NOT a raw ratio: mean_pct_of_teacher / 100, the mean NORMALISED score as a fraction, so that
-    kdrl-table's default metric means "fraction of teacher" for every kind. A raw-ratio reader wants
-    tasks[*].return_ratio."""
+    normalized_return_ratio: float | None = entry(column=23)  # mean_pct_of_teacher / 100 (kdrl-table's scale)
     teacher_params: int | None = entry(column=12)  # summed over the tasks' teachers
     param_ratio: float | None = entry(column=13)
     task_env_steps: int | None = entry()  # per task (env_steps is the sum)

@@ -83,7 +83,7 @@ MULTITASK_START = {"kind": "multitask", "status": "failed", "mode": "distill", "
 _MEAN, _GEO = mean_pcts([TASK["pct_of_teacher"], TASK_ACROBOT["pct_of_teacher"]])
 MULTITASK_OK_FIELDS = {
     "status": "ok", "tasks": {"cartpole": TASK, "acrobot": TASK_ACROBOT}, "mean_pct_of_teacher": _MEAN,
-    "geomean_pct_of_teacher": _GEO, "return_ratio": _MEAN / 100, "params": 9000, "teacher_params": 135172,
+    "geomean_pct_of_teacher": _GEO, "normalized_return_ratio": _MEAN / 100, "params": 9000, "teacher_params": 135172,
     "param_ratio": 9000 / 135172, "env_steps": 2400, "task_env_steps": 1200, "grad_steps": 300,
     "optimizer_steps": 300, "wall_time_s": 5.0, "train_wall_time_s": 4.0, "sps": 480.0, "eval_history": HISTORY,
     "checkpoint": "/runs/m/student.pt"}

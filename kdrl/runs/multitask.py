@@ -205,7 +205,7 @@ class MultiTaskJob(Job):
         atomic_write(student_path, lambda tmp: Path(tmp).write_bytes(Path(chosen).read_bytes()))
         params, t_params = count_params(module.q_net), sum(count_params(t.teacher) for t in self.tasks)
         return {"tasks": per_task, "mean_pct_of_teacher": mean_pct, "geomean_pct_of_teacher": geo_pct,
-                "return_ratio": mean_pct / 100,  # kdrl-table's metric: the mean normalised score as a fraction
+                "normalized_return_ratio": mean_pct / 100,  # the mean normalised score as a fraction
                 "params": params, "teacher_params": t_params, "param_ratio": params / t_params,
                 "task_env_steps": module.task_env_steps, "optimizer_steps": module.optimizer_steps,
                 "checkpoint": str(student_path)}

@@ -69,8 +69,10 @@ class PeriodicEvaluation(pl.Callback):
         if not all(bool(p.isfinite().all()) for p in pl_module.q_net.parameters()):
             from kdrl.modules.base import NonFiniteLossError
 
-            raise NonFiniteLossError(f"non-finite network parameters at env step {pl_module.env_steps}; "
-                                     "stopped, the last good checkpoint is kept")
+            raise NonFiniteLossError(
+                f"non-finite network parameters at env step {pl_module.env_steps}; "
+                "stopped, the last good checkpoint is kept"
+            )
 
     def timed_greedy(self, pl_module: Any, run: Callable[[], Any]) -> Any:
         """Run an evaluation with the module in eval mode; its time goes to ``eval_time_s``."""
@@ -87,8 +89,12 @@ class PeriodicEvaluation(pl.Callback):
         self.next_eval = (self.progress(pl_module) // self.freq + 1) * self.freq
 
     def state_dict(self) -> dict[str, Any]:
-        return {"next_eval": self.next_eval, "history": self.history, "best_mean": float(self.best_mean),
-                "eval_time_s": self.eval_time_s}
+        return {
+            "next_eval": self.next_eval,
+            "history": self.history,
+            "best_mean": float(self.best_mean),
+            "eval_time_s": self.eval_time_s,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.next_eval = int(state["next_eval"])
@@ -107,9 +113,19 @@ class GreedyEvaluation(PeriodicEvaluation):
     training wall time can be reported without it.
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict | None, freq: int, episodes: int, seed: int,
-                 ckpt_dir: str | Path, net_cfg: dict, stop_at_return: float | None = None,
-                 reference_return: float | None = None, keep_last: int = 1) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict | None,
+        freq: int,
+        episodes: int,
+        seed: int,
+        ckpt_dir: str | Path,
+        net_cfg: dict,
+        stop_at_return: float | None = None,
+        reference_return: float | None = None,
+        keep_last: int = 1,
+    ) -> None:
         super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
         self.stop_at_return = stop_at_return
@@ -120,12 +136,19 @@ class GreedyEvaluation(PeriodicEvaluation):
 
     def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:
         self.check_finite(pl_module)
-        returns = self.timed_greedy(pl_module, lambda: evaluate_policy(pl_module.greedy, self.env_id, self.seeds,
-                                                                        self.env_kwargs))
+        returns = self.timed_greedy(
+            pl_module, lambda: evaluate_policy(pl_module.greedy, self.env_id, self.seeds, self.env_kwargs)
+        )
         mean, std = float(np.mean(returns)), float(np.std(returns))
         wall = time.perf_counter() - self.t_start
-        record = {"env_steps": pl_module.env_steps, "grad_steps": pl_module.stream.grad_steps, "wall_s": wall,
-                  "train_wall_s": wall - self.eval_time_s, "return_mean": mean, "return_std": std}
+        record = {
+            "env_steps": pl_module.env_steps,
+            "grad_steps": pl_module.stream.grad_steps,
+            "wall_s": wall,
+            "train_wall_s": wall - self.eval_time_s,
+            "return_mean": mean,
+            "return_std": std,
+        }
         metrics = {"eval/return_mean": mean, "eval/return_std": std, "eval/return_min": float(np.min(returns))}
         if self.reference_return is not None:
             record["teacher_return"] = self.reference_return
@@ -136,12 +159,26 @@ class GreedyEvaluation(PeriodicEvaluation):
         self.history.append(record)
         self.schedule_next(pl_module)
         spec = pl_module.spec
-        save_policy(self.last_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape, spec.n_actions,
-                    extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
+        save_policy(
+            self.last_policy_path,
+            pl_module.q_net,
+            self.net_cfg,
+            spec.env_id,
+            spec.obs_shape,
+            spec.n_actions,
+            extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean},
+        )
         if mean > self.best_mean:
             self.best_mean = mean
-            save_policy(self.best_policy_path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape,
-                        spec.n_actions, extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean})
+            save_policy(
+                self.best_policy_path,
+                pl_module.q_net,
+                self.net_cfg,
+                spec.env_id,
+                spec.obs_shape,
+                spec.n_actions,
+                extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean},
+            )
         atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
         self._rotate(pl_module.env_steps)
         metrics["eval/best_return_mean"] = self.best_mean
@@ -177,8 +214,17 @@ class MultiTaskEvaluation(PeriodicEvaluation):
     the tasks whose teacher beats a random policy) and ``last.ckpt`` for resuming, as GreedyEvaluation does for one task.
     """
 
-    def __init__(self, tasks: Sequence[EvalTask], freq: int, episodes: int, seed: int, ckpt_dir: str | Path,
-                 net_cfg: dict[str, Any], teacher_returns: Sequence[float], random_returns_: Sequence[float]) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[EvalTask],
+        freq: int,
+        episodes: int,
+        seed: int,
+        ckpt_dir: str | Path,
+        net_cfg: dict[str, Any],
+        teacher_returns: Sequence[float],
+        random_returns_: Sequence[float],
+    ) -> None:
         super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
         self.tasks = list(tasks)
         self.teacher_returns, self.random_returns = list(teacher_returns), list(random_returns_)
@@ -191,24 +237,36 @@ class MultiTaskEvaluation(PeriodicEvaluation):
 
     def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, Any]:
         self.check_finite(pl_module)
-        returns = self.timed_greedy(pl_module, lambda: self.task_returns(
-            [pl_module.greedy_fn(i) for i in range(len(self.tasks))]))
+        returns = self.timed_greedy(
+            pl_module, lambda: self.task_returns([pl_module.greedy_fn(i) for i in range(len(self.tasks))])
+        )
         pcts = [pct_of_teacher(r, t, z) for r, t, z in zip(returns, self.teacher_returns, self.random_returns)]
         mean_pct, geo_pct = mean_pcts(pcts)
         wall = time.perf_counter() - self.t_start
-        record = {"env_steps": pl_module.env_steps, "task_env_steps": pl_module.task_env_steps,
-                  "grad_steps": pl_module.stream.grad_steps, "wall_s": wall, "train_wall_s": wall - self.eval_time_s,
-                  "return_mean": {t.name: r for t, r in zip(self.tasks, returns)},
-                  "pct_of_teacher": {t.name: p for t, p in zip(self.tasks, pcts)},
-                  "mean_pct_of_teacher": mean_pct, "geomean_pct_of_teacher": geo_pct}
+        record = {
+            "env_steps": pl_module.env_steps,
+            "task_env_steps": pl_module.task_env_steps,
+            "grad_steps": pl_module.stream.grad_steps,
+            "wall_s": wall,
+            "train_wall_s": wall - self.eval_time_s,
+            "return_mean": {t.name: r for t, r in zip(self.tasks, returns)},
+            "pct_of_teacher": {t.name: p for t, p in zip(self.tasks, pcts)},
+            "mean_pct_of_teacher": mean_pct,
+            "geomean_pct_of_teacher": geo_pct,
+        }
         self.history.append(record)
         self.schedule_next(pl_module)
         self._save_policies(pl_module, pcts, mean_pct)
         atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
         metrics = {f"eval/{t.name}/return_mean": r for t, r in zip(self.tasks, returns)}
         metrics.update({f"eval/{t.name}/pct_of_teacher": p for t, p in zip(self.tasks, pcts)})
-        metrics.update({"eval/mean_pct_of_teacher": mean_pct, "eval/geomean_pct_of_teacher": geo_pct,
-                        "eval/best_mean_pct_of_teacher": self.best_mean})
+        metrics.update(
+            {
+                "eval/mean_pct_of_teacher": mean_pct,
+                "eval/geomean_pct_of_teacher": geo_pct,
+                "eval/best_mean_pct_of_teacher": self.best_mean,
+            }
+        )
         pl_module.log_env_metrics(metrics)
         return record
 
@@ -241,9 +299,15 @@ class EnvStepProgressBar(pl.callbacks.ProgressBar):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if self._enabled and trainer.is_global_zero:
-            self.bar = tqdm(total=pl_module.stream.total_timesteps, initial=pl_module.env_steps, unit="step",
-                            dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
-                            disable=os.environ.get("KDRL_NO_PROGRESS") == "1")
+            self.bar = tqdm(
+                total=pl_module.stream.total_timesteps,
+                initial=pl_module.env_steps,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                smoothing=0.1,
+                disable=os.environ.get("KDRL_NO_PROGRESS") == "1",
+            )
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.bar is None:

@@ -150,12 +150,21 @@ class ReplayStream(IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         """The counters, the collector's RNG and the replay (for resuming)."""
         c = self.collector
-        return {"env_steps": c.env_steps, "episodes": c.episodes, "grad_steps": self.grad_steps,
-                "collector_rng": c.rng.bit_generator.state, "buffer": c.buffer.state_dict()}
+        return {
+            "env_steps": c.env_steps,
+            "episodes": c.episodes,
+            "grad_steps": self.grad_steps,
+            "collector_rng": c.rng.bit_generator.state,
+            "buffer": c.buffer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         c = self.collector
-        c.env_steps, c.episodes, self.grad_steps = int(state["env_steps"]), int(state["episodes"]), int(state["grad_steps"])
+        c.env_steps, c.episodes, self.grad_steps = (
+            int(state["env_steps"]),
+            int(state["episodes"]),
+            int(state["grad_steps"]),
+        )
         c.rng.bit_generator.state = state["collector_rng"]
         c.buffer.load_state_dict(state["buffer"])
         c.epsilon = c.epsilon_fn(c.env_steps)
@@ -177,20 +186,34 @@ class StreamConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], total_key: str = "total_timesteps") -> StreamConfig:
-        return cls(int(d[total_key]), int(d["buffer_size"]), int(d["batch_size"]), int(d["learning_starts"]),
-                   int(d["train_freq"]), int(d["gradient_steps"]), str(d.get("replay", "auto")),
-                   bool(d.get("reward_clip", False)))
+        return cls(
+            int(d[total_key]),
+            int(d["buffer_size"]),
+            int(d["batch_size"]),
+            int(d["learning_starts"]),
+            int(d["train_freq"]),
+            int(d["gradient_steps"]),
+            str(d.get("replay", "auto")),
+            bool(d.get("reward_clip", False)),
+        )
 
 
-def build_stream(env: Mapping[str, Any], spec: EnvSpec, data: StreamConfig, behaviour: GreedyFn,
-                 exploration: Callable[[int], float], seed: int) -> ReplayStream:
+def build_stream(
+    env: Mapping[str, Any],
+    spec: EnvSpec,
+    data: StreamConfig,
+    behaviour: GreedyFn,
+    exploration: Callable[[int], float],
+    seed: int,
+) -> ReplayStream:
     """env -> replay -> stream: the vector env of an env config, its replay and collector (all seeded
     with ``seed``), streamed at ``data``'s update-to-data ratio."""
     envs = make_vector_env(env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"))
     buffer = make_replay(data.replay, data.buffer_size, spec.obs_shape, spec.obs_dtype, envs.num_envs, seed=seed)
     collector = EnvCollector(envs, buffer, behaviour, exploration, seed=seed, reward_clip=data.reward_clip)
-    return ReplayStream(collector, data.batch_size, data.learning_starts, data.train_freq, data.gradient_steps,
-                        data.total_timesteps)
+    return ReplayStream(
+        collector, data.batch_size, data.learning_starts, data.train_freq, data.gradient_steps, data.total_timesteps
+    )
 
 
 @torch.inference_mode()

@@ -9,8 +9,9 @@ stored transition ever spans an episode boundary, and every step yields a valid 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -72,8 +73,14 @@ class MinAtarObservation(gym.ObservationWrapper):
 
 
 # Mnih et al. (2015) / Machado et al. (2018) preprocessing; v5 envs already use sticky actions 0.25.
-ATARI_DEFAULTS: dict[str, Any] = {"frame_skip": 4, "screen_size": 84, "frame_stack": 4, "noop_max": 30,
-                                  "terminal_on_life_loss": False, "grayscale": True}
+ATARI_DEFAULTS: dict[str, Any] = {
+    "frame_skip": 4,
+    "screen_size": 84,
+    "frame_stack": 4,
+    "noop_max": 30,
+    "terminal_on_life_loss": False,
+    "grayscale": True,
+}
 
 
 def atari_env(env_id: str, kwargs: dict[str, Any], preprocess: dict[str, Any]) -> gym.Env:
@@ -87,8 +94,13 @@ def atari_env(env_id: str, kwargs: dict[str, Any], preprocess: dict[str, Any]) -
         raise EnvError(f"unknown Atari preprocess option(s) {sorted(unknown)} (known: {sorted(ATARI_DEFAULTS)})")
     env = gym.make(env_id, **{"frameskip": 1, **kwargs})  # AtariPreprocessing does the frame skip
     env = gym.wrappers.AtariPreprocessing(
-        env, noop_max=int(opts["noop_max"]), frame_skip=int(opts["frame_skip"]), screen_size=int(opts["screen_size"]),
-        terminal_on_life_loss=bool(opts["terminal_on_life_loss"]), grayscale_obs=bool(opts["grayscale"]))
+        env,
+        noop_max=int(opts["noop_max"]),
+        frame_skip=int(opts["frame_skip"]),
+        screen_size=int(opts["screen_size"]),
+        terminal_on_life_loss=bool(opts["terminal_on_life_loss"]),
+        grayscale_obs=bool(opts["grayscale"]),
+    )
     if int(opts["frame_stack"]) > 1:
         env = gym.wrappers.FrameStackObservation(env, int(opts["frame_stack"]))
     return env
@@ -104,8 +116,9 @@ def _check_registered(env_id: str) -> None:
         raise EnvError(f"unknown gymnasium env id '{env_id}'.{hint}")
 
 
-def make_env(env_id: str, kwargs: dict[str, Any] | None = None, wrappers: Sequence[Callable] = (),
-             render_mode: str | None = None) -> gym.Env:
+def make_env(
+    env_id: str, kwargs: dict[str, Any] | None = None, wrappers: Sequence[Callable] = (), render_mode: str | None = None
+) -> gym.Env:
     """One gymnasium env with its family's standard preprocessing, then ``wrappers`` in order.
 
     ``kwargs`` go to ``gym.make``, except ``kwargs["preprocess"]`` (Atari options, see
@@ -140,8 +153,12 @@ def env_spec(env: gym.Env | gym.vector.VectorEnv) -> EnvSpec:
         raise EnvError(f"env '{env_id}' has a {type(act_space).__name__} action space; kdrl's DQN needs Discrete")
     if not isinstance(obs_space, gym.spaces.Box):
         raise EnvError(f"env '{env_id}' has a {type(obs_space).__name__} observation space; kdrl needs Box")
-    return EnvSpec(env_id=env_id, obs_shape=tuple(obs_space.shape), n_actions=int(act_space.n),
-                   obs_dtype=np.dtype(obs_space.dtype).name)
+    return EnvSpec(
+        env_id=env_id,
+        obs_shape=tuple(obs_space.shape),
+        n_actions=int(act_space.n),
+        obs_dtype=np.dtype(obs_space.dtype).name,
+    )
 
 
 def probe_spec(env: Mapping[str, Any]) -> EnvSpec:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,16 +54,23 @@ def evaluate_policy(
 def random_returns(env_id: str, seeds: Sequence[int], kwargs: dict[str, Any] | None = None) -> list[float]:
     """Uniform-random actions on ``seeds``: the floor of a random-normalised score (evaluate_policy
     with epsilon = 1, its own RNG seeded from the first seed)."""
-    return evaluate_policy(lambda obs: np.zeros(len(obs), dtype=np.int64), env_id, seeds, kwargs, epsilon=1.0,
-                           rng_seed=int(seeds[0]) if len(seeds) else 0)
+    return evaluate_policy(
+        lambda obs: np.zeros(len(obs), dtype=np.int64),
+        env_id,
+        seeds,
+        kwargs,
+        epsilon=1.0,
+        rng_seed=int(seeds[0]) if len(seeds) else 0,
+    )
 
 
 def eval_seeds(base: int, n: int) -> list[int]:
     return [int(base) + i for i in range(int(n))]
 
 
-def rollout_states(greedy_fn: GreedyFn, env_id: str, seeds: Sequence[int], max_states: int,
-                   kwargs: dict[str, Any] | None = None) -> np.ndarray:
+def rollout_states(
+    greedy_fn: GreedyFn, env_id: str, seeds: Sequence[int], max_states: int, kwargs: dict[str, Any] | None = None
+) -> np.ndarray:
     """Observations visited by a greedy policy on ``seeds`` (one episode each), at most ``max_states``."""
     states: list[np.ndarray] = []
     for seed in seeds:

@@ -15,9 +15,10 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,9 +114,16 @@ def export_onnx(net: nn.Module, obs_shape: Sequence[int], path: Path, opset: int
     example = torch.zeros(2, *obs_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter warns that it is legacy
-        torch.onnx.export(QAndAction(net).eval(), (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["obs"], output_names=["q", "action"],
-                          dynamic_axes={"obs": {0: "batch"}, "q": {0: "batch"}, "action": {0: "batch"}})
+        torch.onnx.export(
+            QAndAction(net).eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["obs"],
+            output_names=["q", "action"],
+            dynamic_axes={"obs": {0: "batch"}, "q": {0: "batch"}, "action": {0: "batch"}},
+        )
     import onnx
 
     onnx.checker.check_model(onnx.load(str(path)))
@@ -123,7 +131,9 @@ def export_onnx(net: nn.Module, obs_shape: Sequence[int], path: Path, opset: int
 
 
 WRITERS: dict[str, Callable[[nn.Module, Sequence[int], Path], Path]] = {
-    "torchscript": export_torchscript, "onnx": export_onnx}
+    "torchscript": export_torchscript,
+    "onnx": export_onnx,
+}
 SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
 
 
@@ -160,8 +170,10 @@ def onnx_session(path: str | Path, threads: int = 1, level: str = "all") -> Any:
     opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
@@ -232,7 +244,9 @@ def compare(q_ref: np.ndarray, a_ref: np.ndarray, q: np.ndarray, a: np.ndarray) 
     return Agreement(diff, len(differ) - ties, ties, len(a_ref))
 
 
-def verify(reference: Runner, runners: dict[str, Runner], obs: np.ndarray, tol: float = DEFAULT_TOL) -> dict[str, Agreement]:
+def verify(
+    reference: Runner, runners: dict[str, Runner], obs: np.ndarray, tol: float = DEFAULT_TOL
+) -> dict[str, Agreement]:
     """Compare every runtime with eager torch on ``obs`` (and on a batch of one, the deployment case);
     raise ExportError naming the first runtime that does not agree."""
     q_ref, a_ref = reference(obs)
@@ -246,9 +260,11 @@ def verify(reference: Runner, runners: dict[str, Runner], obs: np.ndarray, tol: 
         agree.disagreements += one.disagreements
         report[name] = agree
         if not agree.ok(tol):
-            raise ExportError(f"{name} export does not match torch on {agree.n} observations: "
-                              f"{agree.disagreements} greedy actions differ, max |ΔQ| = {agree.max_abs_diff:.3g} "
-                              f"(tolerance {tol:g}); nothing written")
+            raise ExportError(
+                f"{name} export does not match torch on {agree.n} observations: "
+                f"{agree.disagreements} greedy actions differ, max |ΔQ| = {agree.max_abs_diff:.3g} "
+                f"(tolerance {tol:g}); nothing written"
+            )
     return report
 
 
@@ -271,8 +287,15 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def export_policy(policy: str | Path, out_dir: str | Path, formats: Sequence[str] = FORMATS, name: str | None = None,
-                  n_verify: int = 512, tol: float = DEFAULT_TOL, seed: int = 0) -> ExportResult:
+def export_policy(
+    policy: str | Path,
+    out_dir: str | Path,
+    formats: Sequence[str] = FORMATS,
+    name: str | None = None,
+    n_verify: int = 512,
+    tol: float = DEFAULT_TOL,
+    seed: int = 0,
+) -> ExportResult:
     """Export ``policy`` into ``out_dir`` as ``<name>.torchscript.pt``, ``<name>.onnx`` and
     ``<name>.export.json`` (name defaults to the policy file's stem), verified before writing."""
     bad = [f for f in formats if f not in FORMATS]
@@ -297,18 +320,32 @@ def export_policy(policy: str | Path, out_dir: str | Path, formats: Sequence[str
     return ExportResult(files, sidecar, info)
 
 
-def sidecar_info(policy: Path, state: dict, net: nn.Module, files: dict[str, Path], report: dict[str, Agreement],
-                 obs_source: str, tol: float) -> dict[str, Any]:
+def sidecar_info(
+    policy: Path,
+    state: dict,
+    net: nn.Module,
+    files: dict[str, Path],
+    report: dict[str, Agreement],
+    obs_source: str,
+    tol: float,
+) -> dict[str, Any]:
     from kdrl.nets import count_params
 
     files_info: dict[str, Any] = {}
     if "torchscript" in files:
-        files_info["torchscript"] = {"file": files["torchscript"].name, "sha256": _sha256(files["torchscript"]),
-                                     "methods": {"forward": "obs -> q", "act": "obs -> action (int64)"}}
+        files_info["torchscript"] = {
+            "file": files["torchscript"].name,
+            "sha256": _sha256(files["torchscript"]),
+            "methods": {"forward": "obs -> q", "act": "obs -> action (int64)"},
+        }
     if "onnx" in files:
-        files_info["onnx"] = {"file": files["onnx"].name, "sha256": _sha256(files["onnx"]), "opset": ONNX_OPSET,
-                              "inputs": {"obs": ["batch", *state["obs_shape"]]},
-                              "outputs": {"q": ["batch", state["n_actions"]], "action": ["batch"]}}
+        files_info["onnx"] = {
+            "file": files["onnx"].name,
+            "sha256": _sha256(files["onnx"]),
+            "opset": ONNX_OPSET,
+            "inputs": {"obs": ["batch", *state["obs_shape"]]},
+            "outputs": {"q": ["batch", state["n_actions"]], "action": ["batch"]},
+        }
     return {
         "format": EXPORT_FORMAT,
         "env_id": state["env_id"],
@@ -321,7 +358,6 @@ def sidecar_info(policy: Path, state: dict, net: nn.Module, files: dict[str, Pat
         "source_sha256": _sha256(policy),
         "source_extra": state.get("extra") or {},
         "files": files_info,
-        "verification": {"observations": obs_source, "tolerance": tol,
-                         **{fmt: vars(a) for fmt, a in report.items()}},
+        "verification": {"observations": obs_source, "tolerance": tol, **{fmt: vars(a) for fmt, a in report.items()}},
         "versions": _versions(),
     }

@@ -73,8 +73,15 @@ def cpu_weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
 
-def save_policy(path: str | Path, net: torch.nn.Module, net_cfg: dict, env_id: str,
-                obs_shape: tuple[int, ...], n_actions: int, extra: dict | None = None) -> Path:
+def save_policy(
+    path: str | Path,
+    net: torch.nn.Module,
+    net_cfg: dict,
+    env_id: str,
+    obs_shape: tuple[int, ...],
+    n_actions: int,
+    extra: dict | None = None,
+) -> Path:
     """A self-describing, weights-only checkpoint of a Q-network (what students load)."""
     payload = {
         "format": POLICY_FORMAT,
@@ -103,8 +110,9 @@ def load_checkpoint_file(path: str | Path) -> dict:
     return obj
 
 
-def load_policy(path: str | Path, env_id: str | None = None, obs_shape: tuple[int, ...] | None = None,
-                n_actions: int | None = None) -> dict:
+def load_policy(
+    path: str | Path, env_id: str | None = None, obs_shape: tuple[int, ...] | None = None, n_actions: int | None = None
+) -> dict:
     """Load a policy checkpoint and check it fits the env it will be used on."""
     obj = load_checkpoint_file(path)
     if obj.get("format") != POLICY_FORMAT:
@@ -112,21 +120,31 @@ def load_policy(path: str | Path, env_id: str | None = None, obs_shape: tuple[in
     if env_id is not None and obj["env_id"] != env_id:
         raise CheckpointError(f"checkpoint {path} was trained on '{obj['env_id']}', not '{env_id}'")
     if obs_shape is not None and tuple(obj["obs_shape"]) != tuple(obs_shape):
-        raise CheckpointError(f"checkpoint {path} expects observations of shape {tuple(obj['obs_shape'])}, env gives {tuple(obs_shape)}")
+        raise CheckpointError(
+            f"checkpoint {path} expects observations of shape {tuple(obj['obs_shape'])}, env gives {tuple(obs_shape)}"
+        )
     if n_actions is not None and int(obj["n_actions"]) != int(n_actions):
         raise CheckpointError(f"checkpoint {path} has {obj['n_actions']} actions, env has {n_actions}")
     return obj
 
 
-def save_multitask_policy(path: str | Path, net: torch.nn.Module, net_cfg: dict[str, Any], names: Sequence[str],
-                          specs: Sequence[EnvSpec], extra: dict[str, Any] | None = None) -> Path:
+def save_multitask_policy(
+    path: str | Path,
+    net: torch.nn.Module,
+    net_cfg: dict[str, Any],
+    names: Sequence[str],
+    specs: Sequence[EnvSpec],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """A self-describing, weights-only checkpoint of a multi-task net: its config and, per task, the
     name, env id and shapes the heads were trained for."""
     payload = {
         "format": MULTITASK_FORMAT,
         "net": dict(net_cfg),
-        "tasks": [{"name": n, "env_id": s.env_id, "obs_shape": list(s.obs_shape), "n_actions": int(s.n_actions)}
-                  for n, s in zip(names, specs)],
+        "tasks": [
+            {"name": n, "env_id": s.env_id, "obs_shape": list(s.obs_shape), "n_actions": int(s.n_actions)}
+            for n, s in zip(names, specs)
+        ],
         "state_dict": cpu_weights(net),
         "extra": extra or {},
     }

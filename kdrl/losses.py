@@ -15,8 +15,9 @@ actions (MSE) or over the action distribution (KL, CE).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,9 @@ def _temperatures(temperature: float, student_temperature: float | None) -> tupl
     tau = float(temperature)
     tau_s = tau if student_temperature is None else float(student_temperature)
     if not (tau > 0 and tau_s > 0):
-        raise ValueError(f"temperatures must be > 0, got temperature={temperature}, student_temperature={student_temperature}")
+        raise ValueError(
+            f"temperatures must be > 0, got temperature={temperature}, student_temperature={student_temperature}"
+        )
     return tau, tau_s
 
 
@@ -39,8 +42,13 @@ def mse_loss(q_s: torch.Tensor, q_t: torch.Tensor) -> torch.Tensor:
     return (q_s - q_t).pow(2).sum(dim=1).mean()
 
 
-def kl_loss(q_s: torch.Tensor, q_t: torch.Tensor, temperature: float = 1.0,
-            student_temperature: float | None = None, tau_squared: bool = True) -> torch.Tensor:
+def kl_loss(
+    q_s: torch.Tensor,
+    q_t: torch.Tensor,
+    temperature: float = 1.0,
+    student_temperature: float | None = None,
+    tau_squared: bool = True,
+) -> torch.Tensor:
     """KL(softmax(q_T/tau) || softmax(q_S/tau_S)), batch mean, optionally times tau*tau_S."""
     tau, tau_s = _temperatures(temperature, student_temperature)
     log_p_s = F.log_softmax(q_s / tau_s, dim=1)
@@ -49,8 +57,13 @@ def kl_loss(q_s: torch.Tensor, q_t: torch.Tensor, temperature: float = 1.0,
     return loss * (tau * tau_s) if tau_squared else loss
 
 
-def ce_loss(q_s: torch.Tensor, q_t: torch.Tensor, temperature: float = 1.0,
-            student_temperature: float | None = None, tau_squared: bool = True) -> torch.Tensor:
+def ce_loss(
+    q_s: torch.Tensor,
+    q_t: torch.Tensor,
+    temperature: float = 1.0,
+    student_temperature: float | None = None,
+    tau_squared: bool = True,
+) -> torch.Tensor:
     """Soft cross-entropy H(p_T, p_S) = KL(p_T || p_S) + H(p_T): same gradient as KL."""
     tau, tau_s = _temperatures(temperature, student_temperature)
     p_t = F.softmax(q_t / tau, dim=1)

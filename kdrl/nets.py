@@ -87,7 +87,12 @@ class MLP(QNetwork):
     """
 
     def __init__(
-        self, obs_shape: tuple[int, ...], n_actions: int, width: int = 256, depth: int = 2, dueling: bool = False,
+        self,
+        obs_shape: tuple[int, ...],
+        n_actions: int,
+        width: int = 256,
+        depth: int = 2,
+        dueling: bool = False,
         hidden: list[int] | None = None,
     ) -> None:
         super().__init__()
@@ -133,20 +138,30 @@ class ConvNet(QNetwork):
     """
 
     def __init__(
-        self, obs_shape: tuple[int, ...], n_actions: int, channels: list[int] = (32, 64, 64),
-        kernels: list[int] = (8, 4, 3), strides: list[int] = (4, 2, 1), hidden: list[int] | None = (512,),
-        width_mult: float = 1.0, obs_scale: float = 1.0, dueling: bool = False,
+        self,
+        obs_shape: tuple[int, ...],
+        n_actions: int,
+        channels: list[int] = (32, 64, 64),
+        kernels: list[int] = (8, 4, 3),
+        strides: list[int] = (4, 2, 1),
+        hidden: list[int] | None = (512,),
+        width_mult: float = 1.0,
+        obs_scale: float = 1.0,
+        dueling: bool = False,
     ) -> None:
         super().__init__()
         if len(obs_shape) != 3:
             raise ValueError(f"ConvNet needs (C, H, W) observations, got shape {tuple(obs_shape)}")
         if not (len(channels) == len(kernels) == len(strides)) or not channels:
-            raise ValueError(f"net.channels/kernels/strides must be non-empty and of equal length, got "
-                             f"{list(channels)}/{list(kernels)}/{list(strides)}")
+            raise ValueError(
+                f"net.channels/kernels/strides must be non-empty and of equal length, got "
+                f"{list(channels)}/{list(kernels)}/{list(strides)}"
+            )
         scale = lambda n: max(1, int(round(int(n) * float(width_mult))))  # noqa: E731
         self.obs_scale = float(obs_scale)
-        self.conv = nn.Sequential(*conv_stack(int(obs_shape[0]), [scale(c) for c in channels], kernels, strides),
-                                  nn.Flatten())
+        self.conv = nn.Sequential(
+            *conv_stack(int(obs_shape[0]), [scale(c) for c in channels], kernels, strides), nn.Flatten()
+        )
         sizes = [scale(h) for h in hidden or []]
         conv_dim = flat_dim(self.conv, obs_shape)
         self.fc = nn.Sequential(*linear_stack(conv_dim, sizes))
@@ -196,13 +211,21 @@ class MultiTaskQNetwork(nn.Module):
       layout (MinAtar games: the same 10x10 grid with 4 to 10 channels).
     """
 
-    def __init__(self, obs_shapes: Sequence[Sequence[int]], n_actions: Sequence[int], width: int = 256,
-                 depth: int = 2, adapter: str = "linear", conv: dict[str, Sequence[int]] | None = None,
-                 obs_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        obs_shapes: Sequence[Sequence[int]],
+        n_actions: Sequence[int],
+        width: int = 256,
+        depth: int = 2,
+        adapter: str = "linear",
+        conv: dict[str, Sequence[int]] | None = None,
+        obs_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         if len(obs_shapes) != len(n_actions) or not obs_shapes:
-            raise ValueError(f"need one observation shape and one action count per task, got "
-                             f"{len(obs_shapes)} and {len(n_actions)}")
+            raise ValueError(
+                f"need one observation shape and one action count per task, got {len(obs_shapes)} and {len(n_actions)}"
+            )
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter '{adapter}' (expected one of {', '.join(ADAPTERS)})")
         if int(width) < 1 or int(depth) < (0 if conv else 1):
@@ -267,7 +290,9 @@ class MultiTaskQNetwork(nn.Module):
             return x if self.conv_cfg is not None else x.reshape(x.shape[0], -1)
         widths = [w for have, want in zip(reversed(x.shape[1:]), reversed(self.pad_shape)) for w in (0, want - have)]
         x = F.pad(x, widths)
-        tag_shape = (x.shape[0], self.n_tasks, *x.shape[2:]) if self.conv_cfg is not None else (x.shape[0], self.n_tasks)
+        tag_shape = (
+            (x.shape[0], self.n_tasks, *x.shape[2:]) if self.conv_cfg is not None else (x.shape[0], self.n_tasks)
+        )
         tag = x.new_zeros(tag_shape)
         tag[:, task] = 1.0
         if self.conv_cfg is None:
@@ -283,14 +308,25 @@ class MultiTaskQNetwork(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """What ``build_multitask_net`` needs (besides the task shapes) to rebuild this net."""
-        return {"width": self.width, "depth": self.depth, "adapter": self.adapter, "conv": self.conv_cfg,
-                "obs_scale": self.obs_scale}
+        return {
+            "width": self.width,
+            "depth": self.depth,
+            "adapter": self.adapter,
+            "conv": self.conv_cfg,
+            "obs_scale": self.obs_scale,
+        }
 
 
 def build_multitask_net(net_cfg: dict[str, Any], specs: Sequence[EnvSpec]) -> MultiTaskQNetwork:
-    return MultiTaskQNetwork([s.obs_shape for s in specs], [s.n_actions for s in specs], int(net_cfg["width"]),
-                             int(net_cfg["depth"]), str(net_cfg.get("adapter", "linear")), net_cfg.get("conv"),
-                             float(net_cfg.get("obs_scale", 1.0)))
+    return MultiTaskQNetwork(
+        [s.obs_shape for s in specs],
+        [s.n_actions for s in specs],
+        int(net_cfg["width"]),
+        int(net_cfg["depth"]),
+        str(net_cfg.get("adapter", "linear")),
+        net_cfg.get("conv"),
+        float(net_cfg.get("obs_scale", 1.0)),
+    )
 
 
 def task_params(net: MultiTaskQNetwork, task: int) -> int:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-def build_optimizer(name: str, lr: float, eps: float | None = None, fused: bool = True, **kwargs: Any) -> OptimizerFactory:
+def build_optimizer(
+    name: str, lr: float, eps: float | None = None, fused: bool = True, **kwargs: Any
+) -> OptimizerFactory:
     """An optimizer factory (params -> optimizer); fused Adam kernels where torch has them."""
     name = name.lower()
     extra = {k: v for k, v in kwargs.items() if v is not None}
@@ -55,7 +58,9 @@ class FlatRMSprop(torch.optim.Optimizer):
     the views (gradients must stay views of it, so they are never set to None).
     """
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> None:
+    def __init__(
+        self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
+    ) -> None:
         params = [p for p in params if p.requires_grad]
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})
         ref = params[0]
@@ -66,9 +71,9 @@ class FlatRMSprop(torch.optim.Optimizer):
         offset = 0
         for p in params:
             k = p.numel()
-            self.flat_param[offset:offset + k].copy_(p.detach().reshape(-1))
-            p.data = self.flat_param[offset:offset + k].view_as(p)
-            self._grad_views.append(self.flat_grad[offset:offset + k].view_as(p))
+            self.flat_param[offset : offset + k].copy_(p.detach().reshape(-1))
+            p.data = self.flat_param[offset : offset + k].view_as(p)
+            self._grad_views.append(self.flat_grad[offset : offset + k].view_as(p))
             offset += k
         self._params = params
         self.square_avg = torch.zeros_like(self.flat_param)

@@ -21,9 +21,21 @@ import numpy as np
 GreedyFn = Callable[[np.ndarray], np.ndarray]
 Note = Callable[[str], None]  # where a recording says what it did instead of what was asked
 
-PALETTE = np.array([  # channel colours for observation images (tab10)
-    [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-    [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], dtype=np.float32)
+PALETTE = np.array(
+    [  # channel colours for observation images (tab10)
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+    ],
+    dtype=np.float32,
+)
 MIN_SIDE = 160  # observation images are upscaled (nearest) to at least this many pixels a side
 
 
@@ -61,7 +73,7 @@ def obs_to_image(obs: np.ndarray) -> np.ndarray:
     mid = height // 2
     for i, v in enumerate(np.tanh(x)):
         top, bottom = sorted((mid, int(round(mid - v * (mid - 2)))))
-        img[top:bottom + 1, i * bar + 2:(i + 1) * bar - 2] = PALETTE[i % len(PALETTE)].astype(np.uint8)
+        img[top : bottom + 1, i * bar + 2 : (i + 1) * bar - 2] = PALETTE[i % len(PALETTE)].astype(np.uint8)
     img[mid, :] = 0
     return _upscale(img)
 
@@ -194,8 +206,9 @@ def play_episode(env: Any, renders: bool, greedy: GreedyFn, seed: int, max_frame
         done = term or trunc
 
 
-def play_episodes(players: Sequence[Player], episodes: int, seed: int, max_frames: int,
-                  every: int) -> Iterator[list[Episode]]:
+def play_episodes(
+    players: Sequence[Player], episodes: int, seed: int, max_frames: int, every: int
+) -> Iterator[list[Episode]]:
     """Episode i of every player, reset with ``seed + i``: the same seeds for each, for comparing."""
     for i in range(episodes):
         yield [play_episode(p.env, p.renders, p.greedy, seed + i, max_frames, every) for p in players]
@@ -272,8 +285,9 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
     raise RuntimeError("no MP4 writer (" + "; ".join(errors) + ")")
 
 
-def write_animation(path: Path, frames: Sequence[np.ndarray], fps: float, note: Note,
-                    done: Sequence[Path] = ()) -> Path:
+def write_animation(
+    path: Path, frames: Sequence[np.ndarray], fps: float, note: Note, done: Sequence[Path] = ()
+) -> Path:
     """GIF by suffix; MP4 (or any other suffix) through ffmpeg, falling back to a GIF next to it
     (not written twice when that GIF was asked for too: ``done`` holds what is already written)."""
     path.parent.mkdir(parents=True, exist_ok=True)

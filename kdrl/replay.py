@@ -32,8 +32,15 @@ class Replay(Protocol):
 
     def __len__(self) -> int: ...
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, done: np.ndarray | None = None) -> None: ...
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        done: np.ndarray | None = None,
+    ) -> None: ...
 
     def sample_stack(self, k: int, batch_size: int) -> Transitions: ...
 
@@ -118,8 +125,9 @@ class ReplayBuffer:
 
     def _gather(self, idx: torch.Tensor) -> Transitions:
         # index_select, not tensor[idx]: ~10x faster on CPU for image rows (4x84x84 uint8)
-        return Transitions(*(t.index_select(0, idx) for t in
-                             (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)))
+        return Transitions(
+            *(t.index_select(0, idx) for t in (self.obs, self.actions, self.rewards, self.next_obs, self.terminated))
+        )
 
     def sample(self, batch_size: int) -> Transitions:
         return self._gather(self.sample_indices(batch_size))
@@ -130,14 +138,21 @@ class ReplayBuffer:
         return Transitions(*(t.view(k, batch_size, *t.shape[1:]) for t in batch))
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated))
+        return sum(
+            t.numel() * t.element_size() for t in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
+        )
 
     def state_dict(self) -> dict:
         n = self.size
         return {
-            "obs": self.obs[:n].clone(), "next_obs": self.next_obs[:n].clone(), "actions": self.actions[:n].clone(),
-            "rewards": self.rewards[:n].clone(), "terminated": self.terminated[:n].clone(),
-            "pos": self.pos, "size": self.size, "generator": self.generator.get_state(),
+            "obs": self.obs[:n].clone(),
+            "next_obs": self.next_obs[:n].clone(),
+            "actions": self.actions[:n].clone(),
+            "rewards": self.rewards[:n].clone(),
+            "terminated": self.terminated[:n].clone(),
+            "pos": self.pos,
+            "size": self.size,
+            "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -176,8 +191,9 @@ class FrameStackReplay:
         self.rewards = torch.zeros((n, s), dtype=torch.float32)
         self.terminated = torch.zeros((n, s), dtype=torch.float32)
         self.valid = torch.zeros((n, s), dtype=torch.bool)  # slot starts a stored transition
-        self._f, self._a, self._r, self._d, self._v = (t.numpy() for t in
-                                                        (self.frames, self.actions, self.rewards, self.terminated, self.valid))
+        self._f, self._a, self._r, self._d, self._v = (
+            t.numpy() for t in (self.frames, self.actions, self.rewards, self.terminated, self.valid)
+        )
         self.head = np.zeros(n, dtype=np.int64)  # frames ever written per env (absolute slot of the next write)
         self.needs_start = np.ones(n, dtype=bool)  # the next obs of this env begins a new episode segment
         self.added = 0
@@ -194,8 +210,15 @@ class FrameStackReplay:
         self.head[env] += 1
         return slot
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, done: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        done: np.ndarray | None = None,
+    ) -> None:
         """One vector-env step: row i of each array belongs to sub-env i."""
         if len(actions) != self.num_envs:
             raise ValueError(f"FrameStackReplay was built for {self.num_envs} envs, got {len(actions)} transitions")
@@ -245,8 +268,13 @@ class FrameStackReplay:
         idx = (slot[:, None] + offsets[None, :]) % self.slots
         stacks = torch.from_numpy(self._f[env[:, None], idx])  # (B, k+1, *frame)
         s = slot % self.slots
-        return Transitions(stacks[:, :-1], torch.from_numpy(self._a[env, s]), torch.from_numpy(self._r[env, s]),
-                           stacks[:, 1:], torch.from_numpy(self._d[env, s]))
+        return Transitions(
+            stacks[:, :-1],
+            torch.from_numpy(self._a[env, s]),
+            torch.from_numpy(self._r[env, s]),
+            stacks[:, 1:],
+            torch.from_numpy(self._d[env, s]),
+        )
 
     def sample(self, batch_size: int) -> Transitions:
         return self._gather(*self.sample_indices(batch_size))
@@ -260,11 +288,17 @@ class FrameStackReplay:
         return sum(t.numel() * t.element_size() for t in tensors) + self.head.nbytes + self.needs_start.nbytes
 
     def state_dict(self) -> dict:
-        return {"frames": self.frames.clone(), "actions": self.actions.clone(), "rewards": self.rewards.clone(),
-                "terminated": self.terminated.clone(), "valid": self.valid.clone(),
-                "head": torch.from_numpy(self.head.copy()), "added": self.added,
-                # a resumed run resets its envs, so every env starts a new segment
-                "rng": self.rng.bit_generator.state}
+        return {
+            "frames": self.frames.clone(),
+            "actions": self.actions.clone(),
+            "rewards": self.rewards.clone(),
+            "terminated": self.terminated.clone(),
+            "valid": self.valid.clone(),
+            "head": torch.from_numpy(self.head.copy()),
+            "added": self.added,
+            # a resumed run resets its envs, so every env starts a new segment
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("frames", "actions", "rewards", "terminated", "valid"):
@@ -275,8 +309,9 @@ class FrameStackReplay:
         self.rng.bit_generator.state = state["rng"]
 
 
-def make_replay(kind: str, capacity: int, obs_shape: tuple[int, ...], obs_dtype: str, num_envs: int,
-                seed: int = 0) -> Replay:
+def make_replay(
+    kind: str, capacity: int, obs_shape: tuple[int, ...], obs_dtype: str, num_envs: int, seed: int = 0
+) -> Replay:
     """``kind``: ``auto`` (frame_stack for stacked uint8 frames (k, H, W) with H, W >= 32, i.e.
     Atari pixels; standard otherwise), ``standard`` or ``frame_stack``."""
     if kind == "auto":

@@ -59,5 +59,9 @@ def batch1_latency_us(net: nn.Module, obs_shape: tuple[int, ...], calls: int = 2
 
 
 def resource_report(net: nn.Module, obs_shape: tuple[int, ...]) -> dict[str, float]:
-    return {"params": count_params(net), "bytes": state_dict_bytes(net), "flops": forward_flops(net, obs_shape),
-            "latency_us": batch1_latency_us(net, obs_shape)}
+    return {
+        "params": count_params(net),
+        "bytes": state_dict_bytes(net),
+        "flops": forward_flops(net, obs_shape),
+        "latency_us": batch1_latency_us(net, obs_shape),
+    }

@@ -93,8 +93,9 @@ class Record:
         """The JSON body: every written key with its value as assigned (nested records as dicts), then
         the unknown keys. Values are not converted, so json.dump writes what the dict writers wrote."""
         unwritten = self.__dict__.get("_unwritten", set())
-        body = {key: _plain(getattr(self, name)) for key, name in _json_keys(type(self)).items()
-                if name not in unwritten}
+        body = {
+            key: _plain(getattr(self, name)) for key, name in _json_keys(type(self)).items() if name not in unwritten
+        }
         body.update({k: v for k, v in self.extra.items() if k not in body})
         return body
 
@@ -318,8 +319,9 @@ def package_versions() -> dict[str, str]:
 
 def git_sha() -> str | None:
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return res.stdout.strip() or None if res.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -27,8 +27,9 @@ import numpy as np
 GEOMEAN_FLOOR_PCT = 1.0  # a task at or below 0% would make the geometric mean 0 or undefined
 
 
-def normalized_score(student: float, teacher: float, random: float, *, scale: float = 1.0,
-                     strict: bool = True) -> float:
+def normalized_score(
+    student: float, teacher: float, random: float, *, scale: float = 1.0, strict: bool = True
+) -> float:
     """``scale * (S - R) / (T - R)``: 0 = a uniform-random policy, ``scale`` = the teacher.
 
     A raw ratio S / T inverts for negative returns (Acrobot, Pong), so scores are measured from a

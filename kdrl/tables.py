@@ -82,7 +82,9 @@ def iqm(x: np.ndarray) -> float:
     return float((weights * x).sum() / weights.sum())
 
 
-def bootstrap_ci(x: Sequence[float], stat=np.mean, reps: int = 5000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    x: Sequence[float], stat=np.mean, reps: int = 5000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     x = np.asarray(x, dtype=float)
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -102,9 +104,17 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
         vals = grp[metric].dropna().to_numpy(dtype=float)
         lo, hi = bootstrap_ci(vals)
         key = key if isinstance(key, tuple) else (key,)
-        out.append({**dict(zip(by, key)), "n": len(vals), "mean": float(np.mean(vals)) if len(vals) else np.nan,
-                    "iqm": iqm(vals), "ci_low": lo, "ci_high": hi,
-                    "param_ratio": float(grp["param_ratio"].mean()) if "param_ratio" in grp else np.nan})
+        out.append(
+            {
+                **dict(zip(by, key)),
+                "n": len(vals),
+                "mean": float(np.mean(vals)) if len(vals) else np.nan,
+                "iqm": iqm(vals),
+                "ci_low": lo,
+                "ci_high": hi,
+                "param_ratio": float(grp["param_ratio"].mean()) if "param_ratio" in grp else np.nan,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -141,11 +151,14 @@ def to_markdown(table: pd.DataFrame, df: pd.DataFrame, rows: str, cols: str) -> 
 def to_latex(table: pd.DataFrame, df: pd.DataFrame, rows: str, cols: str, caption: str) -> str:
     esc = lambda s: str(s).replace("%", r"\%").replace("_", r"\_")  # noqa: E731
     header = " & ".join([esc(rows)] + [esc(col_label(df, cols, c)) for c in table.columns])
-    body = "\n".join(" & ".join([esc(i)] + [esc(v) if isinstance(v, str) else "--" for v in r]) + r" \\"
-                     for i, r in table.iterrows())
+    body = "\n".join(
+        " & ".join([esc(i)] + [esc(v) if isinstance(v, str) else "--" for v in r]) + r" \\" for i, r in table.iterrows()
+    )
     spec = "l" + "c" * len(table.columns)
-    return (f"\\begin{{table}}[t]\n\\centering\n\\caption{{{esc(caption)}}}\n\\begin{{tabular}}{{{spec}}}\n\\toprule\n"
-            f"{header} \\\\\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n")
+    return (
+        f"\\begin{{table}}[t]\n\\centering\n\\caption{{{esc(caption)}}}\n\\begin{{tabular}}{{{spec}}}\n\\toprule\n"
+        f"{header} \\\\\n\\midrule\n{body}\n\\bottomrule\n\\end{{tabular}}\n\\end{{table}}\n"
+    )
 
 
 TEMPERED = ("kl", "kl_t1", "kl_rusu", "ce", "hybrid", "qdagger", "feature", "kl_feature")
@@ -160,7 +173,9 @@ def method_name(res: Mapping[str, Any]) -> str:
     return str(loss) if loss is not None else str(res.get("kind"))
 
 
-def learning_curves(paths: Iterable[str | Path], group: str) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def learning_curves(
+    paths: Iterable[str | Path], group: str
+) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per group value: (env_steps, mean, ci_low, ci_high) of periodic eval returns over seeds."""
     curves: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
     for f in find_results(paths):
@@ -170,7 +185,8 @@ def learning_curves(paths: Iterable[str | Path], group: str) -> dict[Any, tuple[
         hist = res["eval_history"]
         key = method_name(res) if group == "method" else res.get(group)
         curves.setdefault(key, []).append(
-            (np.array([h["env_steps"] for h in hist]), np.array([h["return_mean"] for h in hist])))
+            (np.array([h["env_steps"] for h in hist]), np.array([h["return_mean"] for h in hist]))
+        )
     out = {}
     for key, runs in curves.items():
         grid = np.unique(np.concatenate([s for s, _ in runs]))
@@ -216,8 +232,10 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     table = pivot(agg, rows, cols, pct)
     failed = int((df["status"] != "ok").sum())
     n = sorted(agg["n"].unique().tolist())
-    caption = (f"{metric}{' (% of teacher)' if pct else ''}: mean [95% bootstrap CI] over {'/'.join(map(str, n))} seeds; "
-               f"{len(df) - failed} ok runs, {failed} failed")
+    caption = (
+        f"{metric}{' (% of teacher)' if pct else ''}: mean [95% bootstrap CI] over {'/'.join(map(str, n))} seeds; "
+        f"{len(df) - failed} ok runs, {failed} failed"
+    )
     md = to_markdown(table, df, rows, cols)
     if pct and rows == "env_id" and agg[rows].nunique() > 1:
         md += "\n" + geomean_row(agg, cols, list(table.columns))
@@ -234,8 +252,16 @@ def disk_use(paths: Sequence[str | Path]) -> str:
 
 
 # ---- plots -----------------------------------------------------------------------------------------------
-def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: Sequence[str | Path], out: Path, rows: str, cols: str,
-             metric: str, curve_group: str) -> list[Path]:
+def plot_all(
+    df: pd.DataFrame,
+    agg: pd.DataFrame,
+    paths: Sequence[str | Path],
+    out: Path,
+    rows: str,
+    cols: str,
+    metric: str,
+    curve_group: str,
+) -> list[Path]:
     """Return vs student size, return vs KL temperature and learning curves, where the runs have them."""
     import matplotlib
     import matplotlib.ticker
@@ -249,8 +275,14 @@ def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: Sequence[str | Path], o
         for key, grp in agg.groupby(rows):
             grp = grp.sort_values("param_ratio")
             x = 100 * grp["param_ratio"].to_numpy()
-            ax.errorbar(x, 100 * grp["mean"], yerr=[100 * (grp["mean"] - grp["ci_low"]), 100 * (grp["ci_high"] - grp["mean"])],
-                        marker="o", capsize=3, label=str(key))
+            ax.errorbar(
+                x,
+                100 * grp["mean"],
+                yerr=[100 * (grp["mean"] - grp["ci_low"]), 100 * (grp["ci_high"] - grp["mean"])],
+                marker="o",
+                capsize=3,
+                label=str(key),
+            )
         ax.axhline(100, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -267,8 +299,14 @@ def plot_all(df: pd.DataFrame, agg: pd.DataFrame, paths: Sequence[str | Path], o
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for w, grp in kl.groupby("width"):
             g = aggregate(grp, ["temperature"], metric).sort_values("temperature")
-            ax.errorbar(g["temperature"], 100 * g["mean"], yerr=[100 * (g["mean"] - g["ci_low"]), 100 * (g["ci_high"] - g["mean"])],
-                        marker="o", capsize=3, label=f"width {w}")
+            ax.errorbar(
+                g["temperature"],
+                100 * g["mean"],
+                yerr=[100 * (g["mean"] - g["ci_low"]), 100 * (g["ci_high"] - g["mean"])],
+                marker="o",
+                capsize=3,
+                label=f"width {w}",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("temperature tau")
         ax.set_ylabel(f"{metric} (% of teacher)")
@@ -319,12 +357,20 @@ def collect_multitask(paths: Iterable[str | Path]) -> pd.DataFrame:
             rows.append(base)
             continue
         for name, task in (res.tasks or {}).items():
-            rows.append({**base, "column": name, "pct": task.pct_of_teacher,
-                         "return": task.eval_return_mean, "teacher_return": task.teacher_return_mean})
+            rows.append(
+                {
+                    **base,
+                    "column": name,
+                    "pct": task.pct_of_teacher,
+                    "return": task.eval_return_mean,
+                    "teacher_return": task.teacher_return_mean,
+                }
+            )
         rows.append({**base, "column": MULTITASK_SUMMARY_COLUMNS[0], "pct": res.mean_pct_of_teacher})
         rows.append({**base, "column": MULTITASK_SUMMARY_COLUMNS[1], "pct": res.geomean_pct_of_teacher})
-    return pd.DataFrame(rows, columns=["run_dir", "status", "method", "seed", "column", "pct", "return",
-                                       "teacher_return"])
+    return pd.DataFrame(
+        rows, columns=["run_dir", "status", "method", "seed", "column", "pct", "return", "teacher_return"]
+    )
 
 
 def multitask_cell(values: Sequence[float]) -> str:
@@ -360,6 +406,8 @@ def multitask_report(df: pd.DataFrame) -> str:
     """The heading (what a cell is; ok and failed runs) and the Markdown table."""
     runs = df.drop_duplicates("run_dir")
     failed = int((runs["status"] != "ok").sum())
-    head = (f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% bootstrap CI] "
-            f"over seeds; {int((runs['status'] == 'ok').sum())} ok runs, {failed} failed")
+    head = (
+        f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% bootstrap CI] "
+        f"over seeds; {int((runs['status'] == 'ok').sum())} ok runs, {failed} failed"
+    )
     return head + "\n\n" + multitask_markdown(multitask_table(df))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,9 @@ class TDTerm:
         if self.td_loss not in TD_LOSSES:
             raise ValueError(f"unknown TD loss '{self.td_loss}' (expected {' or '.join(TD_LOSSES)})")
 
-    def __call__(self, q: torch.Tensor, batch: Transitions, online: QFn, target: QFn) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, q: torch.Tensor, batch: Transitions, online: QFn, target: QFn
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         q_taken = q.gather(1, batch.actions.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             next_q_target = target(batch.next_obs)

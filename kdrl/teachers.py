@@ -12,9 +12,10 @@ import fcntl
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -58,8 +59,9 @@ def teacher_overrides(cfg: Any, choices: dict[str, str | None]) -> list[str]:
 
 
 def teacher_config(env: str, seed: int, overrides: list[str]) -> Any:
-    return compose_config("train", [f"env={env}", f"seed={seed}", "logger=csv",
-                                    "trainer.enable_progress_bar=false", *overrides])
+    return compose_config(
+        "train", [f"env={env}", f"seed={seed}", "logger=csv", "trainer.enable_progress_bar=false", *overrides]
+    )
 
 
 def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:

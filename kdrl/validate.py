@@ -61,8 +61,14 @@ def validate_common(cfg: DictConfig) -> None:
     _int_at_least(cfg, "torch_threads", 1)
     _int_at_least(cfg, "env.num_envs", 1)
     _one_of(cfg, "env.vectorization", ("sync", "async"))
-    for key in ("total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps",
-                "target_update_interval"):
+    for key in (
+        "total_timesteps",
+        "buffer_size",
+        "batch_size",
+        "train_freq",
+        "gradient_steps",
+        "target_update_interval",
+    ):
         _int_at_least(cfg, f"algo.{key}", 1)
     _int_at_least(cfg, "algo.learning_starts", 0)
     _in_range(cfg, "algo.gamma", 0.0, 1.0)

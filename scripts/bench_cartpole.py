@@ -42,7 +42,8 @@ EVAL_SEED, FINAL_SEED, THRESHOLD = 1_000_000, 2_000_000, 475.0
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hcompose, initialize_config_dir
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from kdrl.config import CONF_DIR
@@ -56,14 +57,27 @@ def compose(overrides: list[str]):
 def kdrl_time_to_threshold(seed: int, eval_freq: int, out: Path) -> dict:
     from kdrl.runs.teacher import train_teacher
 
-    cfg = compose(["env=cartpole", f"seed={seed}", "logger=none", "trainer.enable_progress_bar=false",
-                   f"eval.freq={eval_freq}", "eval.episodes=10", f"eval.stop_at_return={THRESHOLD}",
-                   "algo.total_timesteps=100000"])
+    cfg = compose(
+        [
+            "env=cartpole",
+            f"seed={seed}",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            f"eval.freq={eval_freq}",
+            "eval.episodes=10",
+            f"eval.stop_at_return={THRESHOLD}",
+            "algo.total_timesteps=100000",
+        ]
+    )
     res = train_teacher(cfg, out / f"kdrl_s{seed}")
     hit = next((h for h in res["eval_history"] if h["return_mean"] >= THRESHOLD), None)
-    return {"seed": seed, "reached": hit is not None, "env_steps": hit["env_steps"] if hit else res["env_steps"],
-            "train_s": hit["train_wall_s"] if hit else res["train_wall_time_s"],
-            "final_greedy": res["eval_return_mean"]}
+    return {
+        "seed": seed,
+        "reached": hit is not None,
+        "env_steps": hit["env_steps"] if hit else res["env_steps"],
+        "train_s": hit["train_wall_s"] if hit else res["train_wall_time_s"],
+        "final_greedy": res["eval_return_mean"],
+    }
 
 
 def sb3_time_to_threshold(seed: int, eval_freq: int, budget: int = 100_000) -> dict:
@@ -79,8 +93,9 @@ def sb3_time_to_threshold(seed: int, eval_freq: int, budget: int = 100_000) -> d
             if self.num_timesteps % eval_freq:
                 return True
             t = time.perf_counter()
-            rets = evaluate_policy(lambda o: self.model.predict(o, deterministic=True)[0], "CartPole-v1",
-                                   eval_seeds(EVAL_SEED, 10))
+            rets = evaluate_policy(
+                lambda o: self.model.predict(o, deterministic=True)[0], "CartPole-v1", eval_seeds(EVAL_SEED, 10)
+            )
             self.eval_s += time.perf_counter() - t
             if np.mean(rets) >= THRESHOLD:
                 self.hit = (self.num_timesteps, time.perf_counter() - self.t0 - self.eval_s)
@@ -88,16 +103,34 @@ def sb3_time_to_threshold(seed: int, eval_freq: int, budget: int = 100_000) -> d
             return True
 
     # RL-Zoo hyperparams/dqn.yml, CartPole-v1
-    model = DQN("MlpPolicy", "CartPole-v1", learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
-                learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
-                exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
-                seed=seed, verbose=0, device="cpu")
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        learning_rate=2.3e-3,
+        batch_size=64,
+        buffer_size=100_000,
+        learning_starts=1000,
+        gamma=0.99,
+        target_update_interval=10,
+        train_freq=256,
+        gradient_steps=128,
+        exploration_fraction=0.16,
+        exploration_final_eps=0.04,
+        policy_kwargs=dict(net_arch=[256, 256]),
+        seed=seed,
+        verbose=0,
+        device="cpu",
+    )
     cb = EvalStop()
     cb.t0 = time.perf_counter()
     model.learn(total_timesteps=budget, callback=cb)
     total = time.perf_counter() - cb.t0 - cb.eval_s
-    return {"seed": seed, "reached": cb.hit is not None, "env_steps": cb.hit[0] if cb.hit else model.num_timesteps,
-            "train_s": cb.hit[1] if cb.hit else total}
+    return {
+        "seed": seed,
+        "reached": cb.hit is not None,
+        "env_steps": cb.hit[0] if cb.hit else model.num_timesteps,
+        "train_s": cb.hit[1] if cb.hit else total,
+    }
 
 
 # ---------------------------------------------------------------- Part B: plain loop ----------
@@ -112,15 +145,28 @@ class CleanRLQNet(nn.Module):
 
 def plain_dqn(seed: int, total: int) -> dict:
     """CleanRL dqn.py's algorithm and hyperparameters, one env, numpy replay, top to bottom."""
-    lr, buffer_size, gamma, target_freq, batch, start_e, end_e, frac, starts, train_freq = \
-        2.5e-4, 10_000, 0.99, 500, 128, 1.0, 0.05, 0.5, 10_000, 10
+    lr, buffer_size, gamma, target_freq, batch, start_e, end_e, frac, starts, train_freq = (
+        2.5e-4,
+        10_000,
+        0.99,
+        500,
+        128,
+        1.0,
+        0.05,
+        0.5,
+        10_000,
+        10,
+    )
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     env = gym.make("CartPole-v1")
     q, target = CleanRLQNet(), CleanRLQNet()
     target.load_state_dict(q.state_dict())
     opt = torch.optim.Adam(q.parameters(), lr=lr)
-    obs_b = np.zeros((buffer_size, 4), np.float32); nxt_b = np.zeros((buffer_size, 4), np.float32)
-    act_b = np.zeros(buffer_size, np.int64); rew_b = np.zeros(buffer_size, np.float32); done_b = np.zeros(buffer_size, np.float32)
+    obs_b = np.zeros((buffer_size, 4), np.float32)
+    nxt_b = np.zeros((buffer_size, 4), np.float32)
+    act_b = np.zeros(buffer_size, np.int64)
+    rew_b = np.zeros(buffer_size, np.float32)
+    done_b = np.zeros(buffer_size, np.float32)
     pos = size = 0
     obs, _ = env.reset(seed=seed)
     t0 = time.perf_counter()
@@ -141,7 +187,9 @@ def plain_dqn(seed: int, total: int) -> dict:
             with torch.no_grad():
                 y = rr + gamma * target(n).max(1).values * (1 - d)
             loss = F.mse_loss(q(o).gather(1, a[:, None]).squeeze(1), y)
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         if step % target_freq == 0:
             target.load_state_dict(q.state_dict())
     wall = time.perf_counter() - t0
@@ -149,22 +197,47 @@ def plain_dqn(seed: int, total: int) -> dict:
     return {"sps": total / wall, "wall_s": wall, "final_greedy": float(np.mean(rets))}
 
 
-B_OVERRIDES = ["env=cartpole", "net.hidden=[120,84]", "logger=none", "trainer.enable_progress_bar=false",
-               "env.num_envs=8", "algo.optimizer.lr=2.5e-4", "algo.batch_size=128", "algo.buffer_size=10000",
-               "algo.train_freq=80", "algo.gradient_steps=8", "algo.target_update_interval=500",
-               "algo.learning_starts=10000", "algo.exploration.eps_end=0.05", "algo.td_loss=mse",
-               "algo.double_dqn=false", "algo.max_grad_norm=null", "eval.stop_at_return=null"]
+B_OVERRIDES = [
+    "env=cartpole",
+    "net.hidden=[120,84]",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "env.num_envs=8",
+    "algo.optimizer.lr=2.5e-4",
+    "algo.batch_size=128",
+    "algo.buffer_size=10000",
+    "algo.train_freq=80",
+    "algo.gradient_steps=8",
+    "algo.target_update_interval=500",
+    "algo.learning_starts=10000",
+    "algo.exploration.eps_end=0.05",
+    "algo.td_loss=mse",
+    "algo.double_dqn=false",
+    "algo.max_grad_norm=null",
+    "eval.stop_at_return=null",
+]
 
 
 def kdrl_same_hparams(seed: int, total: int, out: Path) -> dict:
     """kdrl with Part B's hyperparameters (same 120-84 net, MSE TD loss, no Double DQN, no clipping)."""
     from kdrl.runs.teacher import train_teacher
 
-    cfg = compose(B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}",
-                                 f"algo.exploration.decay_steps={total // 2}", f"eval.freq={total}", "eval.episodes=1"])
+    cfg = compose(
+        B_OVERRIDES
+        + [
+            f"seed={seed}",
+            f"algo.total_timesteps={total}",
+            f"algo.exploration.decay_steps={total // 2}",
+            f"eval.freq={total}",
+            "eval.episodes=1",
+        ]
+    )
     res = train_teacher(cfg, out / f"kdrl_b_s{seed}")
-    return {"sps": res["env_steps"] / res["train_wall_time_s"], "wall_s": res["train_wall_time_s"],
-            "final_greedy": res["eval_return_mean"]}
+    return {
+        "sps": res["env_steps"] / res["train_wall_time_s"],
+        "wall_s": res["train_wall_time_s"],
+        "final_greedy": res["eval_return_mean"],
+    }
 
 
 def kdrl_bare(seed: int, total: int) -> dict:
@@ -172,7 +245,9 @@ def kdrl_bare(seed: int, total: int) -> dict:
     from kdrl.runs.job import seed_job
     from kdrl.runs.teacher import build_teacher
 
-    cfg = compose(B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}", f"algo.exploration.decay_steps={total // 2}"])
+    cfg = compose(
+        B_OVERRIDES + [f"seed={seed}", f"algo.total_timesteps={total}", f"algo.exploration.decay_steps={total // 2}"]
+    )
     seed_job(seed, 1)
     module, _ = build_teacher(cfg)
     module.setup("fit")
@@ -203,8 +278,11 @@ def main() -> None:
             k = kdrl_time_to_threshold(s, args.eval_freq, out)
             b = sb3_time_to_threshold(s, args.eval_freq)
             rows.append((s, k, b))
-            print(f"[A] seed {s}: kdrl {k['train_s']:.1f}s @ {k['env_steps']} steps (reached={k['reached']}) | "
-                  f"SB3 {b['train_s']:.1f}s @ {b['env_steps']} steps (reached={b['reached']})", flush=True)
+            print(
+                f"[A] seed {s}: kdrl {k['train_s']:.1f}s @ {k['env_steps']} steps (reached={k['reached']}) | "
+                f"SB3 {b['train_s']:.1f}s @ {b['env_steps']} steps (reached={b['reached']})",
+                flush=True,
+            )
         print("\nPart A: training wall time until greedy eval (10 eps) >= 475 on CartPole-v1")
         print("| seed | kdrl s | kdrl steps | SB3 s | SB3 steps | kdrl/SB3 |\n|---|---|---|---|---|---|")
         for s, k, b in rows:
@@ -224,8 +302,11 @@ def main() -> None:
             kdrls.append(kdrl_same_hparams(s, args.steps_b, out / f"rep{rep}"))
             if "C" in args.parts:
                 bares.append(kdrl_bare(s, args.steps_b))
-            print(f"[B] rep {rep}: plain {plains[-1]['sps']:,.0f} steps/s, kdrl {kdrls[-1]['sps']:,.0f} steps/s"
-                  + (f", kdrl bare {bares[-1]['sps']:,.0f} steps/s" if bares else ""), flush=True)
+            print(
+                f"[B] rep {rep}: plain {plains[-1]['sps']:,.0f} steps/s, kdrl {kdrls[-1]['sps']:,.0f} steps/s"
+                + (f", kdrl bare {bares[-1]['sps']:,.0f} steps/s" if bares else ""),
+                flush=True,
+            )
         med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
         print(f"\nPart B: CleanRL hyperparameters, {args.steps_b} env steps, seed {s}, median of {args.repeats} runs")
         print("| run | env steps/s | train wall s | final greedy (20 eps), per run |\n|---|---|---|---|")
@@ -236,9 +317,11 @@ def main() -> None:
         report["B"] = {"plain": plains, "kdrl": kdrls}
         if bares:
             ratio = med(kdrls, "wall_s") / med(bares, "wall_s")
-            print(f"\nPart C: Lightning overhead = median kdrl wall / median bare-loop wall = "
-                  f"{med(kdrls, 'wall_s'):.1f} / {med(bares, 'wall_s'):.1f} = {ratio:.3f}x "
-                  f"(per run: {', '.join(format(k['wall_s'] / b['wall_s'], '.3f') for k, b in zip(kdrls, bares))})")
+            print(
+                f"\nPart C: Lightning overhead = median kdrl wall / median bare-loop wall = "
+                f"{med(kdrls, 'wall_s'):.1f} / {med(bares, 'wall_s'):.1f} = {ratio:.3f}x "
+                f"(per run: {', '.join(format(k['wall_s'] / b['wall_s'], '.3f') for k, b in zip(kdrls, bares))})"
+            )
             report["C"] = {"bare": bares, "ratio": ratio}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -19,9 +19,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -125,7 +125,9 @@ def shape_label(policy: Path) -> str:
     return f"{dims} ({count_params(net):,} params)"
 
 
-def bench(policies: dict[str, Path], export_dir: Path, calls: int, warmup: int, rounds: int) -> dict[str, dict[str, Timing]]:
+def bench(
+    policies: dict[str, Path], export_dir: Path, calls: int, warmup: int, rounds: int
+) -> dict[str, dict[str, Timing]]:
     """Time every (net, runtime) pair in ``rounds`` interleaved rounds, so load from other processes
     on a shared machine falls on all of them alike instead of on whichever ran during a spike."""
     acts: dict[tuple[str, str], ActFn] = {}
@@ -166,8 +168,10 @@ def ratios(results: dict[str, dict[str, Timing]], teacher: str) -> str:
         best_rt = min(exported, key=lambda rt: exported[rt].median_us)
         r = exported[best_rt].median_us / base
         verdict = "meets" if r <= TARGET_RATIO else "does NOT meet"
-        lines.append(f"{role}: best exported = {best_rt} {exported[best_rt].median_us:.1f} µs -> "
-                     f"{r:.2f}x teacher eager ({verdict} <= {TARGET_RATIO}x)")
+        lines.append(
+            f"{role}: best exported = {best_rt} {exported[best_rt].median_us:.1f} µs -> "
+            f"{r:.2f}x teacher eager ({verdict} <= {TARGET_RATIO}x)"
+        )
     return "\n".join(lines)
 
 
@@ -185,13 +189,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kdrl-bench-") as tmp:
         tmp_dir = Path(tmp)
         teacher, students = (args.teacher, args.student) if args.teacher else default_policies(tmp_dir / "policies")
-        policies = {"teacher": teacher, **{f"student {i + 1}" if len(students) > 1 else "student": s
-                                           for i, s in enumerate(students)}}
+        policies = {
+            "teacher": teacher,
+            **{f"student {i + 1}" if len(students) > 1 else "student": s for i, s in enumerate(students)},
+        }
         labels = {role: shape_label(path) for role, path in policies.items()}
         results = bench(policies, tmp_dir / "export", args.calls, args.warmup, args.rounds)
-    print(f"batch-1 greedy action, numpy obs -> int action; torch {torch.__version__}, 1 thread, "
-          f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}; "
-          f"{args.calls} calls in {args.rounds} interleaved rounds after {args.warmup} warm-up\n")
+    print(
+        f"batch-1 greedy action, numpy obs -> int action; torch {torch.__version__}, 1 thread, "
+        f"{platform.processor() or platform.machine()}, Python {sys.version.split()[0]}; "
+        f"{args.calls} calls in {args.rounds} interleaved rounds after {args.warmup} warm-up\n"
+    )
     print(table(results, labels))
     print(ratios(results, "teacher"))
 

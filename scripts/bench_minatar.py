@@ -94,8 +94,14 @@ def plain_dqn(env_id: str, steps: int, seed: int, evaluate: bool = True) -> dict
     greedy = lambda x: q_net(torch.as_tensor(x)).argmax(1).numpy()  # noqa: E731
     with torch.no_grad():
         returns = evaluate_policy(greedy, env_id, eval_seeds(FINAL_SEED, FINAL_EPISODES), {"max_episode_steps": 10000})
-    return {"steps": steps, "train_wall_s": wall, "sps": steps / wall, "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)), "last_100_train_return": float(np.mean(episode_returns[-100:]))}
+    return {
+        "steps": steps,
+        "train_wall_s": wall,
+        "sps": steps / wall,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "last_100_train_return": float(np.mean(episode_returns[-100:])),
+    }
 
 
 def kdrl_dqn(preset: str, steps: int, seed: int, cache: str) -> dict:
@@ -112,9 +118,15 @@ def kdrl_dqn(preset: str, steps: int, seed: int, cache: str) -> dict:
     greedy = lambda x: net(torch.as_tensor(x)).argmax(1).numpy()  # noqa: E731
     with torch.no_grad():
         returns = evaluate_policy(greedy, env_id, eval_seeds(FINAL_SEED, FINAL_EPISODES), {"max_episode_steps": 10000})
-    return {"steps": res["env_steps"], "train_wall_s": res["train_wall_time_s"],
-            "sps": res["env_steps"] / res["train_wall_time_s"], "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)), "best_policy_return": res["eval_return_mean"], "teacher": str(path)}
+    return {
+        "steps": res["env_steps"],
+        "train_wall_s": res["train_wall_time_s"],
+        "sps": res["env_steps"] / res["train_wall_time_s"],
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "best_policy_return": res["eval_return_mean"],
+        "teacher": str(path),
+    }
 
 
 def kdrl_sps(preset: str, steps: int, seed: int, out: Path) -> float:
@@ -123,10 +135,27 @@ def kdrl_sps(preset: str, steps: int, seed: int, out: Path) -> float:
     import subprocess
 
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "kdrl.cli.train", f"env={preset}", f"seed={seed}", f"algo.total_timesteps={steps}",
-           f"eval.freq={10 * steps}", "eval.final_episodes=1", "logger=none", f"hydra.run.dir={out}", "resume=false"]
-    subprocess.run(cmd, cwd=ROOT, env={**os.environ, "KDRL_NO_PROGRESS": "1"}, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdrl.cli.train",
+        f"env={preset}",
+        f"seed={seed}",
+        f"algo.total_timesteps={steps}",
+        f"eval.freq={10 * steps}",
+        "eval.final_episodes=1",
+        "logger=none",
+        f"hydra.run.dir={out}",
+        "resume=false",
+    ]
+    subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "KDRL_NO_PROGRESS": "1"},
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     res = json.loads((out / "results.json").read_text())
     return res["env_steps"] / res["train_wall_time_s"]
 
@@ -145,7 +174,9 @@ def sps_side_by_side(preset: str, env_id: str, steps: int, repeats: int, out: Pa
     for k, v in sps.items():
         print(f"| {k} | {' / '.join(f'{x:.0f}' for x in v)} | {med[k]:.0f} |")
     ratios = [k / p for k, p in zip(sps["kdrl"], sps["plain"])]
-    print(f"\nkdrl / plain: median {med['kdrl'] / med['plain']:.2f}x; per repeat {' / '.join(f'{x:.2f}' for x in ratios)}")
+    print(
+        f"\nkdrl / plain: median {med['kdrl'] / med['plain']:.2f}x; per repeat {' / '.join(f'{x:.2f}' for x in ratios)}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "sps.json").write_text(json.dumps(sps, indent=1))
 
@@ -158,8 +189,13 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["kdrl", "plain"], choices=["kdrl", "plain"])
     ap.add_argument("--out", default="outputs/bench_minatar")
     ap.add_argument("--cache", default=os.environ.get("KDRL_CACHE", ".cache/kdrl"))
-    ap.add_argument("--sps", type=int, default=0, metavar="N",
-                    help="only throughput: N interleaved short runs of each (--steps each, e.g. 25000)")
+    ap.add_argument(
+        "--sps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only throughput: N interleaved short runs of each (--steps each, e.g. 25000)",
+    )
     args = ap.parse_args()
     from kdrl.config import compose_config
 

@@ -62,8 +62,12 @@ class SyntheticAtari:
 
     def _refill(self, steps: int = 4096) -> None:
         r, n = self.rng, self.n
-        self._chunk = (r.integers(0, len(self.pool), (steps, n)), r.integers(0, N_ACTIONS, (steps, n)),
-                       r.normal(size=(steps, n)).astype(np.float32), r.random((steps, n)) < 0.5)
+        self._chunk = (
+            r.integers(0, len(self.pool), (steps, n)),
+            r.integers(0, N_ACTIONS, (steps, n)),
+            r.normal(size=(steps, n)).astype(np.float32),
+            r.random((steps, n)) < 0.5,
+        )
         self._i = 0
 
     def step(self):
@@ -114,8 +118,15 @@ def sb3_bytes_per_transition() -> tuple[float, str]:
     except ImportError:  # its layout: obs stack, int64 action, float32 reward, done, timeout
         return float(np.prod(OBS_SHAPE) + 8 + 4 + 4 + 4), "computed from SB3's layout (not installed)"
     rows = 8
-    buf = SB3Replay(rows * NUM_ENVS, gym.spaces.Box(0, 255, OBS_SHAPE, np.uint8), gym.spaces.Discrete(N_ACTIONS),
-                    device="cpu", n_envs=NUM_ENVS, optimize_memory_usage=True, handle_timeout_termination=False)
+    buf = SB3Replay(
+        rows * NUM_ENVS,
+        gym.spaces.Box(0, 255, OBS_SHAPE, np.uint8),
+        gym.spaces.Discrete(N_ACTIONS),
+        device="cpu",
+        n_envs=NUM_ENVS,
+        optimize_memory_usage=True,
+        handle_timeout_termination=False,
+    )
     arrays = [buf.observations, buf.actions, buf.rewards, buf.dones, buf.timeouts]
     assert getattr(buf, "next_observations", None) is None
     return sum(a.nbytes for a in arrays) / (rows * NUM_ENVS), "computed: SB3 2.x class built with 64 slots"
@@ -162,11 +173,17 @@ def main() -> None:
 
     def index_select_sample(batch: int):  # the same gather with index_select instead of tensor[idx]
         idx = plain.sample_indices(batch)
-        return (plain.obs.index_select(0, idx), plain.actions.index_select(0, idx), plain.rewards.index_select(0, idx),
-                plain.next_obs.index_select(0, idx), plain.terminated.index_select(0, idx))
+        return (
+            plain.obs.index_select(0, idx),
+            plain.actions.index_select(0, idx),
+            plain.rewards.index_select(0, idx),
+            plain.next_obs.index_select(0, idx),
+            plain.terminated.index_select(0, idx),
+        )
+
     select_rates = {b: batches_per_s(index_select_sample, b, args.repeats, args.min_seconds) for b in (32, 256)}
     plain_per = plain.nbytes() / plain.capacity
-    del plain
+    plain = None  # free the 50k buffer before the layouts below (the sampler above holds the name, not the buffer)
     gc.collect()
 
     # ---- layouts computed from their classes ----------------------------------------------------
@@ -176,37 +193,55 @@ def main() -> None:
     gb = 1e9
 
     print(f"## Replay memory for Atari: obs {OBS_SHAPE} uint8, {NUM_ENVS} envs\n")
-    print(f"FrameStackReplay capacity {capacity:,}: {steps:,} vector steps ({steps * NUM_ENVS:,} transitions, "
-          f"{stream.episodes} episodes) to fill every slot of the {NUM_ENVS} rings of {slots:,} frames"
-          f"; it now holds {held:,} sampleable transitions. Allocation {t_alloc:.1f} s, fill {t_fill:.1f} s "
-          f"({steps * NUM_ENVS / t_fill:,.0f} transitions/s).\n")
+    print(
+        f"FrameStackReplay capacity {capacity:,}: {steps:,} vector steps ({steps * NUM_ENVS:,} transitions, "
+        f"{stream.episodes} episodes) to fill every slot of the {NUM_ENVS} rings of {slots:,} frames"
+        f"; it now holds {held:,} sampleable transitions. Allocation {t_alloc:.1f} s, fill {t_fill:.1f} s "
+        f"({steps * NUM_ENVS / t_fill:,.0f} transitions/s).\n"
+    )
     print(f"| layout | bytes / transition | GB at capacity {capacity:,} | GB for 1M | how |")
     print("|---|---:|---:|---:|---|")
-    print(f"| FrameStackReplay (kdrl) | {lean_per:,.1f} | {lean_bytes / gb:.3f} (RSS growth {rss_growth / gb:.3f}) | "
-          f"{lean_per * REFERENCE / gb:.3f} | measured: allocated and filled; nbytes() and VmRSS growth |")
-    print(f"| ReplayBuffer (kdrl, obs + next_obs stacks) | {plain_per:,.0f} | {plain_per * capacity / gb:.2f} | "
-          f"{plain_per * REFERENCE / gb:.2f} | computed from its layout (not allocated) |")
-    print(f"| SB3 ReplayBuffer, optimize_memory_usage | {sb3_per:,.0f} | {sb3_per * capacity / gb:.2f} | "
-          f"{sb3_per * REFERENCE / gb:.2f} | {sb3_how} |")
-    print(f"| floor: one 84x84 frame per transition | {FRAME:,} | {FRAME * capacity / gb:.3f} | "
-          f"{FRAME * REFERENCE / gb:.3f} | |")
+    print(
+        f"| FrameStackReplay (kdrl) | {lean_per:,.1f} | {lean_bytes / gb:.3f} (RSS growth {rss_growth / gb:.3f}) | "
+        f"{lean_per * REFERENCE / gb:.3f} | measured: allocated and filled; nbytes() and VmRSS growth |"
+    )
+    print(
+        f"| ReplayBuffer (kdrl, obs + next_obs stacks) | {plain_per:,.0f} | {plain_per * capacity / gb:.2f} | "
+        f"{plain_per * REFERENCE / gb:.2f} | computed from its layout (not allocated) |"
+    )
+    print(
+        f"| SB3 ReplayBuffer, optimize_memory_usage | {sb3_per:,.0f} | {sb3_per * capacity / gb:.2f} | "
+        f"{sb3_per * REFERENCE / gb:.2f} | {sb3_how} |"
+    )
+    print(
+        f"| floor: one 84x84 frame per transition | {FRAME:,} | {FRAME * capacity / gb:.3f} | "
+        f"{FRAME * REFERENCE / gb:.3f} | |"
+    )
     ok = lean_per * REFERENCE / gb <= TARGET_GB
-    print(f"\nTarget (issue): <= {TARGET_GB} GB for 1M transitions -> FrameStackReplay "
-          f"{lean_per * REFERENCE / gb:.3f} GB: {'met' if ok else 'NOT met'}; "
-          f"{plain_per / lean_per:.2f}x smaller than obs+next_obs stacks, {sb3_per / lean_per:.2f}x smaller than SB3's "
-          f"optimize_memory_usage.\n")
+    print(
+        f"\nTarget (issue): <= {TARGET_GB} GB for 1M transitions -> FrameStackReplay "
+        f"{lean_per * REFERENCE / gb:.3f} GB: {'met' if ok else 'NOT met'}; "
+        f"{plain_per / lean_per:.2f}x smaller than obs+next_obs stacks, {sb3_per / lean_per:.2f}x smaller than SB3's "
+        f"optimize_memory_usage.\n"
+    )
 
     print(f"## Sampling throughput (batches/s, median of {args.repeats} x {args.min_seconds} s, 1 torch thread)\n")
     print("| buffer | transitions | batch 32 | batch 256 |")
     print("|---|---:|---:|---:|")
     print(f"| FrameStackReplay | {capacity:,} | {lean_rates[32]:,.0f} | {lean_rates[256]:,.0f} |")
     print(f"| ReplayBuffer (plain) | {args.plain_capacity:,} | {plain_rates[32]:,.0f} | {plain_rates[256]:,.0f} |")
-    print(f"| same plain tensors, gathered with index_select | {args.plain_capacity:,} | {select_rates[32]:,.0f} | "
-          f"{select_rates[256]:,.0f} |")
-    print("\n(ReplayBuffer.sample gathers with ``tensor[idx]``, which on CPU is far slower for (4, 84, 84) uint8 rows "
-          "than ``index_select``; the last row shows the same buffer gathered that way.)")
-    print(f"\nPeak RSS {proc_status_bytes('VmHWM') / gb:.2f} GB; {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, numpy {np.__version__}")
+    print(
+        f"| same plain tensors, gathered with index_select | {args.plain_capacity:,} | {select_rates[32]:,.0f} | "
+        f"{select_rates[256]:,.0f} |"
+    )
+    print(
+        "\n(ReplayBuffer.sample gathers with ``tensor[idx]``, which on CPU is far slower for (4, 84, 84) uint8 rows "
+        "than ``index_select``; the last row shows the same buffer gathered that way.)"
+    )
+    print(
+        f"\nPeak RSS {proc_status_bytes('VmHWM') / gb:.2f} GB; {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, numpy {np.__version__}"
+    )
 
 
 if __name__ == "__main__":

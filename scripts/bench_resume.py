@@ -24,13 +24,27 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = {
     "train": ["env=cartpole", "eval.stop_at_return=null", "algo.total_timesteps=30000"],
-    "distill": ["env=cartpole", "loss=kl", "student.width=64", "eval.stop_at_return=null", "distill.total_timesteps=8000"],
+    "distill": [
+        "env=cartpole",
+        "loss=kl",
+        "student.width=64",
+        "eval.stop_at_return=null",
+        "distill.total_timesteps=8000",
+    ],
 }
 
 
 def command(app: str, seed: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", f"kdrl.cli.{app}", f"seed={seed}", "logger=csv", "trainer.enable_progress_bar=false",
-            *EXTRA[app], f"hydra.run.dir={out}"]
+    return [
+        sys.executable,
+        "-m",
+        f"kdrl.cli.{app}",
+        f"seed={seed}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        *EXTRA[app],
+        f"hydra.run.dir={out}",
+    ]
 
 
 def checkpoint_steps(out: Path) -> int:
@@ -41,8 +55,9 @@ def checkpoint_steps(out: Path) -> int:
 
 
 def killed_and_resumed(app: str, seed: int, out: Path, kill_at: int) -> tuple[dict, int]:
-    proc = subprocess.Popen(command(app, seed, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command(app, seed, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     killed_at = -1
     while proc.poll() is None:
         time.sleep(0.2)
@@ -74,13 +89,18 @@ def main() -> None:
         unbroken = json.loads((base / f"unbroken_s{seed}" / "results.json").read_text())
         resumed, killed_at = killed_and_resumed(args.app, seed, base / f"resumed_s{seed}", args.kill_at)
         rows.append((seed, unbroken, resumed, killed_at))
-        print(f"seed {seed}: unbroken {unbroken['eval_return_mean']:.1f}, killed at {killed_at} and resumed "
-              f"{resumed['eval_return_mean']:.1f}", flush=True)
+        print(
+            f"seed {seed}: unbroken {unbroken['eval_return_mean']:.1f}, killed at {killed_at} and resumed "
+            f"{resumed['eval_return_mean']:.1f}",
+            flush=True,
+        )
     print(f"\n{args.app}: unbroken vs SIGKILL + resume (final greedy return, held-out episodes)")
     print("| seed | unbroken | killed at env step | resumed | resumed env steps |\n|---|---|---|---|---|")
     for seed, u, r, k in rows:
-        print(f"| {seed} | {u['eval_return_mean']:.1f} ± {u['eval_return_std']:.1f} | {k} | "
-              f"{r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} | {r['env_steps']} (from {r['resumed_from_env_steps']}) |")
+        print(
+            f"| {seed} | {u['eval_return_mean']:.1f} ± {u['eval_return_std']:.1f} | {k} | "
+            f"{r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} | {r['env_steps']} (from {r['resumed_from_env_steps']}) |"
+        )
 
 
 if __name__ == "__main__":

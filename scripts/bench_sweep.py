@@ -54,20 +54,40 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/sweeps/bench_joblib")
     ap.add_argument("--launcher", default="joblib")
     ap.add_argument("--table-out", default="docs/bench_sweep")
-    ap.add_argument("--warm", action="store_true",
-                    help="train the shared teacher before the sweep (measures the sweep with a warm cache)")
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="train the shared teacher before the sweep (measures the sweep with a warm cache)",
+    )
     args = ap.parse_args()
     out = ROOT / args.out
     cache = out.with_name(out.name + "_cache")
     for d in (out, cache):
         shutil.rmtree(d, ignore_errors=True)
-    cmd = [str(ROOT / ".venv/bin/kdrl-distill"), "-m", f"launcher={args.launcher}", "env=cartpole",
-           "loss=mse,nll,kl", "student.width=64,48", "seed=0,1,2,3", "logger=csv",
-           "trainer.enable_progress_bar=false", f"hydra.sweep.dir={out}"]
+    cmd = [
+        str(ROOT / ".venv/bin/kdrl-distill"),
+        "-m",
+        f"launcher={args.launcher}",
+        "env=cartpole",
+        "loss=mse,nll,kl",
+        "student.width=64,48",
+        "seed=0,1,2,3",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={out}",
+    ]
     env = {**os.environ, "KDRL_CACHE": str(cache), "PYTHONWARNINGS": "ignore"}
     if args.warm:
-        subprocess.run([sys.executable, "-c", "from kdrl.teachers import obtain_teacher; "
-                        f"obtain_teacher('cartpole', 0, [], {str(cache)!r})"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from kdrl.teachers import obtain_teacher; obtain_teacher('cartpole', 0, [], {str(cache)!r})",
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
     sampler = CpuSampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -86,8 +106,10 @@ def main() -> None:
     reused = log.count("reusing cached teacher")
     outside = (n_par * sweep_wall - sum(job_walls)) / len(res)
     busy = statistics.mean(sampler.samples) if sampler.samples else float("nan")
-    print(f"launcher={args.launcher}{' (teacher cached before the sweep)' if args.warm else ''}: {len(res)} jobs ({len(ok)} ok), exit code {proc.returncode}")
-    print(f"| figure | value |\n|---|---|")
+    print(
+        f"launcher={args.launcher}{' (teacher cached before the sweep)' if args.warm else ''}: {len(res)} jobs ({len(ok)} ok), exit code {proc.returncode}"
+    )
+    print("| figure | value |\n|---|---|")
     print(f"| sweep wall | {sweep_wall:.1f} s |")
     print(f"| sum of job walls | {sum(job_walls):.1f} s (median job {statistics.median(job_walls):.1f} s) |")
     print(f"| job setup (task entry -> fit), median | {statistics.median(setups):.2f} s |")
@@ -95,8 +117,10 @@ def main() -> None:
     print(f"| per-job fixed overhead (setup + outside) | {statistics.median(setups) + outside:.2f} s |")
     print(f"| cores busy over the sweep (mean of 0.5 s samples) | {100 * busy:.1f}% |")
     print(f"| teacher trained / reused (log lines) | {trained} / {reused} |")
-    print(f"| teacher job (inside the first student job) | "
-          f"{next((r['teacher_wall_time_s'] for r in ok if r.get('teacher_wall_time_s')), float('nan')):.1f} s |")
+    print(
+        f"| teacher job (inside the first student job) | "
+        f"{next((r['teacher_wall_time_s'] for r in ok if r.get('teacher_wall_time_s')), float('nan')):.1f} s |"
+    )
     subprocess.run([str(ROOT / ".venv/bin/kdrl-table"), str(out), "--out", args.table_out], cwd=ROOT, check=False)
 
 

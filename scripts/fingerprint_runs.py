@@ -25,21 +25,61 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 # Results fields that are outcomes of learning (not timings, paths or the composed config).
-OUTCOMES = ("eval_returns", "teacher_returns", "eval_return_mean", "teacher_return_mean", "random_return_mean",
-            "env_steps", "grad_steps", "episodes", "params", "teacher_params", "action_agreement",
-            "teacher_periodic_return", "return_ratio", "normalized_return_ratio", "mean_pct_of_teacher",
-            "geomean_pct_of_teacher", "optimizer_steps", "task_env_steps", "best_periodic_eval")
+OUTCOMES = (
+    "eval_returns",
+    "teacher_returns",
+    "eval_return_mean",
+    "teacher_return_mean",
+    "random_return_mean",
+    "env_steps",
+    "grad_steps",
+    "episodes",
+    "params",
+    "teacher_params",
+    "action_agreement",
+    "teacher_periodic_return",
+    "return_ratio",
+    "normalized_return_ratio",
+    "mean_pct_of_teacher",
+    "geomean_pct_of_teacher",
+    "optimizer_steps",
+    "task_env_steps",
+    "best_periodic_eval",
+)
 
 
 # Every budget is spelled out (no debug group), so the commands mean the same whatever the
 # debug presets become.
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false"]
-TINY_TEACHER = ["algo.total_timesteps=3000", "algo.learning_starts=500", "algo.buffer_size=5000", "eval.freq=1500",
-                "eval.episodes=2", "eval.final_episodes=3", *QUIET]
-SHORT_STUDENT = ["distill.total_timesteps=4000", "distill.learning_starts=500", "eval.freq=1000", "eval.episodes=2",
-                 "eval.final_episodes=3", "eval.generalisation_episodes=3", "eval.agreement_states=1000", *QUIET]
-TINY_MULTITASK = ["multitask.steps_per_task=1200", "multitask.learning_starts=300", "multitask.buffer_size=2000",
-                  "multitask.batch_size=32", "eval.freq=600", "eval.episodes=2", "eval.final_episodes=3", *QUIET]
+TINY_TEACHER = [
+    "algo.total_timesteps=3000",
+    "algo.learning_starts=500",
+    "algo.buffer_size=5000",
+    "eval.freq=1500",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    *QUIET,
+]
+SHORT_STUDENT = [
+    "distill.total_timesteps=4000",
+    "distill.learning_starts=500",
+    "eval.freq=1000",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    "eval.generalisation_episodes=3",
+    "eval.agreement_states=1000",
+    *QUIET,
+]
+TINY_MULTITASK = [
+    "multitask.steps_per_task=1200",
+    "multitask.learning_starts=300",
+    "multitask.buffer_size=2000",
+    "multitask.batch_size=32",
+    "eval.freq=600",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    *QUIET,
+]
 
 
 def runs(work: Path) -> list[tuple[str, list[str]]]:
@@ -57,14 +97,34 @@ def runs(work: Path) -> list[tuple[str, list[str]]]:
         student("student_qdagger", "loss=qdagger", "control=student"),
         student("student_feature", "loss=feature", "control=mixed"),
         student("scratch", "baseline=scratch"),
-        ("teacher_minatar", ["kdrl-train", "env=minatar_breakout", *TINY_TEACHER, "algo.total_timesteps=4000",
-                             "eval.freq=2000", f"hydra.run.dir={t_mb}"]),
-        ("student_minatar", ["kdrl-distill", "env=minatar_breakout", f"teacher.checkpoint={t_mb}/teacher.pt",
-                             *SHORT_STUDENT, "distill.total_timesteps=3000", "eval.freq=1500",
-                             f"hydra.run.dir={work}/student_minatar"]),
+        (
+            "teacher_minatar",
+            [
+                "kdrl-train",
+                "env=minatar_breakout",
+                *TINY_TEACHER,
+                "algo.total_timesteps=4000",
+                "eval.freq=2000",
+                f"hydra.run.dir={t_mb}",
+            ],
+        ),
+        (
+            "student_minatar",
+            [
+                "kdrl-distill",
+                "env=minatar_breakout",
+                f"teacher.checkpoint={t_mb}/teacher.pt",
+                *SHORT_STUDENT,
+                "distill.total_timesteps=3000",
+                "eval.freq=1500",
+                f"hydra.run.dir={work}/student_minatar",
+            ],
+        ),
         ("multitask_distill", ["kdrl-multitask", both, *TINY_MULTITASK, f"hydra.run.dir={work}/multitask_distill"]),
-        ("multitask_joint", ["kdrl-multitask", "mode=joint_dqn", both, *TINY_MULTITASK,
-                             f"hydra.run.dir={work}/multitask_joint"]),
+        (
+            "multitask_joint",
+            ["kdrl-multitask", "mode=joint_dqn", both, *TINY_MULTITASK, f"hydra.run.dir={work}/multitask_joint"],
+        ),
     ]
 
 
@@ -113,10 +173,34 @@ def record(path: Path, work: Path, demo: bool, only: list[str] | None) -> None:
         demo_dir = work / "demo"
         # `make demo`'s two commands (the Makefile would build its own venv in a fresh clone)
         demo_env = {**env, "KDRL_CACHE": str(demo_dir / "cache")}
-        subprocess.run([str(BIN / "kdrl-distill"), "-m", "experiment=demo", "launcher=joblib",
-                        f"hydra.sweep.dir={demo_dir}/sweep"], env=demo_env, check=True, capture_output=True)
-        subprocess.run([str(BIN / "kdrl-table"), f"{demo_dir}/sweep", "--rows", "method", "--cols", "width",
-                        "--out", f"{demo_dir}/table", "--no-plots"], env=demo_env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(BIN / "kdrl-distill"),
+                "-m",
+                "experiment=demo",
+                "launcher=joblib",
+                f"hydra.sweep.dir={demo_dir}/sweep",
+            ],
+            env=demo_env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                str(BIN / "kdrl-table"),
+                f"{demo_dir}/sweep",
+                "--rows",
+                "method",
+                "--cols",
+                "width",
+                "--out",
+                f"{demo_dir}/table",
+                "--no-plots",
+            ],
+            env=demo_env,
+            check=True,
+            capture_output=True,
+        )
         body["demo_table"] = (demo_dir / "table" / "table.md").read_text()
         print(f"{'demo':20s} {time.perf_counter() - t0:6.1f} s", flush=True)
     path.write_text(json.dumps(body, indent=1, sort_keys=True))
@@ -159,7 +243,9 @@ def main() -> None:
     a, b = json.loads(args.before.read_text()), json.loads(args.after.read_text())
     diffs = diff(a, b)
     n_values = len(json.dumps(a))
-    print(f"{len(a)} runs compared; {len(diffs)} differences" + (f" (fingerprint {n_values} chars)" if not diffs else ""))
+    print(
+        f"{len(a)} runs compared; {len(diffs)} differences" + (f" (fingerprint {n_values} chars)" if not diffs else "")
+    )
     for d in diffs[:40]:
         print("  " + d)
     sys.exit(1 if diffs else 0)

@@ -54,8 +54,16 @@ CASES = [
     ("distill", ["loss.temperature=-1"], "loss.temperature must be in (0.0, inf], got -1"),
     ("distill", ["student.width=0"], "student.width must be an integer >= 1, got 0"),
     ("train", ["net.width=0"], "net.width must be an integer >= 1, got 0"),
-    ("distill", ["loss=hybrid", "loss.distill_weight.value=1.5"], "loss.distill_weight.value must be in [0.0, 1.0], got 1.5"),
-    ("distill", ["loss=hybrid", "loss.distill_weight.kind=cosine"], "loss.distill_weight.kind must be one of constant, linear, qdagger"),
+    (
+        "distill",
+        ["loss=hybrid", "loss.distill_weight.value=1.5"],
+        "loss.distill_weight.value must be in [0.0, 1.0], got 1.5",
+    ),
+    (
+        "distill",
+        ["loss=hybrid", "loss.distill_weight.kind=cosine"],
+        "loss.distill_weight.kind must be one of constant, linear, qdagger",
+    ),
     ("train", ["env.num_envs=0"], "env.num_envs must be an integer >= 1, got 0"),
     ("train", ["algo.gamma=1.5"], "algo.gamma must be in [0.0, 1.0], got 1.5"),
     ("train", ["algo.optimizer.name=adagrad"], "algo.optimizer.name must be one of adam, adamw, rmsprop, sgd"),
@@ -84,8 +92,14 @@ def test_bad_input(app, overrides, expected, ckpts, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
     flags = [o for o in overrides if o.startswith("-")]
     overrides = [o for o in overrides if not o.startswith("-")]
-    proc = subprocess.run([sys.executable, "-m", f"kdrl.cli.{app}", *flags, *FAST, *overrides, *extra],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"kdrl.cli.{app}", *flags, *FAST, *overrides, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-2000:]
     assert expected in out, out[-2000:]
@@ -103,6 +117,12 @@ def test_catalogue_size():
 
 def test_debug_flag_shows_the_traceback(tmp_path):
     env = {**os.environ, "KDRL_DEBUG": "1"}
-    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.train", *FAST, "env.num_envs=0",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.train", *FAST, "env.num_envs=0", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stdout + proc.stderr

@@ -6,16 +6,29 @@ import textwrap
 import pytest
 import torch
 
-from kdrl.runs.distill import distill_student, student_net_cfg
 from kdrl.io import CheckpointError
+from kdrl.runs.distill import distill_student, student_net_cfg
 from kdrl.teachers import obtain_teacher
 from tests.helpers import compose_cfg
 
-FAST_TEACHER = ["algo.total_timesteps=3000", "algo.learning_starts=500", "eval.freq=1500", "eval.episodes=2",
-                "eval.final_episodes=2"]
-FAST_STUDENT = ["logger=none", "trainer.enable_progress_bar=false", "distill.total_timesteps=1200",
-                "distill.learning_starts=300", "eval.freq=600", "eval.episodes=2", "eval.final_episodes=3",
-                "eval.generalisation_episodes=2", "eval.agreement_states=300"]
+FAST_TEACHER = [
+    "algo.total_timesteps=3000",
+    "algo.learning_starts=500",
+    "eval.freq=1500",
+    "eval.episodes=2",
+    "eval.final_episodes=2",
+]
+FAST_STUDENT = [
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "distill.total_timesteps=1200",
+    "distill.learning_starts=300",
+    "eval.freq=600",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    "eval.generalisation_episodes=2",
+    "eval.agreement_states=300",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +47,10 @@ def test_student_is_teacher_family_at_student_size():
     assert cfg == {"_target_": "kdrl.nets.MLP", "width": 32, "depth": 1, "dueling": True, "hidden": None}
 
 
-@pytest.mark.parametrize("loss,control", [("kl", "teacher"), ("nll", "student"), ("mse", "mixed"),
-                                          ("qdagger", "student"), ("feature", "teacher")])
+@pytest.mark.parametrize(
+    "loss,control",
+    [("kl", "teacher"), ("nll", "student"), ("mse", "mixed"), ("qdagger", "student"), ("feature", "teacher")],
+)
 def test_distill_runs_and_reports_the_four_evaluations(tmp_path, cache, loss, control):
     cfg = compose_cfg("distill", _overrides(cache, [f"loss={loss}", f"control={control}", "student.width=16"]))
     res = distill_student(cfg, tmp_path)
@@ -70,8 +85,10 @@ def test_teacher_is_trained_once_even_when_two_jobs_ask_at_once(tmp_path):
         path, res = obtain_teacher("cartpole", 5, {FAST_TEACHER!r}, {str(tmp_path)!r})
         print("TEACHER", path, res["status"])
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sum("training teacher" in o for o in outs) == 1
@@ -102,6 +119,8 @@ def test_a_student_does_not_depend_on_whether_its_teacher_was_cached(tmp_path):
     assert trained["teacher_checkpoint"] == cached["teacher_checkpoint"]
     assert trained["eval_returns"] == cached["eval_returns"]
     assert trained["eval_history"][0]["return_mean"] == cached["eval_history"][0]["return_mean"]
-    s1, s2 = (torch.load(tmp_path / d / "student.pt", weights_only=True)["state_dict"]
-              for d in ("trained_teacher", "cached_teacher"))
+    s1, s2 = (
+        torch.load(tmp_path / d / "student.pt", weights_only=True)["state_dict"]
+        for d in ("trained_teacher", "cached_teacher")
+    )
     assert all(torch.equal(s1[k], s2[k]) for k in s1)

@@ -45,8 +45,9 @@ def test_no_transition_spans_an_episode_boundary(num_envs):
 def test_truncation_bootstraps_from_true_final_obs():
     collector, obs, next_obs, term, _ = _collect(2, 60, max_episode_steps=10)
     # with random actions episodes rarely fail inside 10 steps: most end by truncation
-    boundaries = [(t, e) for t in range(len(obs) - 1) for e in range(2)
-                  if not np.array_equal(next_obs[t, e], obs[t + 1, e])]
+    boundaries = [
+        (t, e) for t in range(len(obs) - 1) for e in range(2) if not np.array_equal(next_obs[t, e], obs[t + 1, e])
+    ]
     truncated = [(t, e) for t, e in boundaries if not term[t, e]]
     assert len(truncated) >= 5
     for t, e in truncated:
@@ -57,7 +58,7 @@ def test_truncation_bootstraps_from_true_final_obs():
 
 
 def test_episode_returns_are_recorded():
-    collector, *_ , rewards = _collect(2, 300)
+    collector, *_, rewards = _collect(2, 300)
     finished = collector.drain_finished()
     assert len(finished) == collector.episodes > 0
     assert all(ret == length for _, ret, length in finished)  # CartPole pays 1 per step

@@ -59,7 +59,11 @@ def exported(policy, tmp_path_factory) -> Path:
 
 
 def test_writes_both_formats_and_sidecar(exported, policy):
-    assert sorted(p.name for p in exported.iterdir()) == ["student.export.json", "student.onnx", "student.torchscript.pt"]
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "student.export.json",
+        "student.onnx",
+        "student.torchscript.pt",
+    ]
     info = json.loads((exported / "student.export.json").read_text())
     assert info["env_id"] == "CartPole-v1" and info["obs_shape"] == [4] and info["n_actions"] == 2
     assert info["params"] == sum(p.numel() for p in policy[1].parameters()) == 4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
@@ -117,7 +121,9 @@ def _bad_files(d: Path) -> dict[str, tuple[Path, str]]:
     (d / "truncated.pt").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     save_policy(d / "wrongnet.pt", MLP((4,), 2, 16, 1), {**NET_CFG, "width": 32, "depth": 1}, "CartPole-v1", (4,), 2)
-    save_policy(d / "target.pt", MLP((4,), 2, 16, 1), {"_target_": "os.system", "command": "true"}, "CartPole-v1", (4,), 2)
+    save_policy(
+        d / "target.pt", MLP((4,), 2, 16, 1), {"_target_": "os.system", "command": "true"}, "CartPole-v1", (4,), 2
+    )
     return {
         "missing": (d / "missing.pt", "checkpoint not found"),
         "notes": (d / "notes.pt", "cannot load checkpoint"),
@@ -142,8 +148,13 @@ def test_bad_files_fail_in_one_line_exit_2(tmp_path, capsys):
 
 def test_bad_file_console_script_no_traceback(tmp_path):
     (tmp_path / "notes.pt").write_text("not a checkpoint\n")
-    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.export", str(tmp_path / "notes.pt"), "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.export", str(tmp_path / "notes.pt"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "cannot load checkpoint" in proc.stderr
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-from kdrl.runs.teacher import train_teacher
 from kdrl.data import EnvStepError
 from kdrl.io import load_policy
 from kdrl.modules.base import NonFiniteLossError
+from kdrl.runs.teacher import train_teacher
 from tests.helpers import compose_cfg
 
 
@@ -48,8 +48,18 @@ gym.register("RaisingCartPole-v0", entry_point=RaisesAfter, max_episode_steps=50
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     NanRewardAfter.calls = 0
-    cfg = compose_cfg("train", ["debug=fast", "env.id=NanRewardCartPole-v0", "env.num_envs=1", "log_interval=10",
-                                "eval.freq=1000", "algo.total_timesteps=3000", "algo.learning_starts=200"])
+    cfg = compose_cfg(
+        "train",
+        [
+            "debug=fast",
+            "env.id=NanRewardCartPole-v0",
+            "env.num_envs=1",
+            "log_interval=10",
+            "eval.freq=1000",
+            "algo.total_timesteps=3000",
+            "algo.learning_starts=200",
+        ],
+    )
     with pytest.raises(NonFiniteLossError, match="non-finite td_loss.* at env step"):
         train_teacher(cfg, tmp_path)
     res = json.loads((tmp_path / "results.json").read_text())
@@ -62,7 +72,9 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 
 def test_env_that_raises_mid_episode_is_reported_with_id_and_step(tmp_path):
     cfg = compose_cfg("train", ["debug=fast", "env.id=RaisingCartPole-v0", "env.num_envs=1"])
-    with pytest.raises(EnvStepError, match=r"env 'RaisingCartPole-v0' raised at env step \d+: .*simulator lost connection"):
+    with pytest.raises(
+        EnvStepError, match=r"env 'RaisingCartPole-v0' raised at env step \d+: .*simulator lost connection"
+    ):
         train_teacher(cfg, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
@@ -88,8 +100,12 @@ def test_same_config_and_seed_is_deterministic_across_processes(tmp_path):
     runs = []
     for i in range(2):
         out = tmp_path / f"r{i}"
-        proc = subprocess.run([sys.executable, "-m", "kdrl.cli.train", "debug=fast", "env.num_envs=3", "seed=7",
-                               f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "env.num_envs=3", "seed=7", f"hydra.run.dir={out}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         res = json.loads((out / "results.json").read_text())
         metrics = (out / "csv" / "metrics.csv").read_text().splitlines()

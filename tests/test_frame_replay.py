@@ -38,8 +38,16 @@ class SyntheticStream:
     transition's oldest obs frame sits in its env's frame sequence).
     """
 
-    def __init__(self, num_envs: int, k: int, seed: int, padding: str = "reset", max_len: int = 12,
-                 first_id: int = 1, first_episode: int = 0) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        k: int,
+        seed: int,
+        padding: str = "reset",
+        max_len: int = 12,
+        first_id: int = 1,
+        first_episode: int = 0,
+    ) -> None:
         self.n, self.k, self.padding, self.max_len = num_envs, k, padding, max_len
         self.rng = np.random.default_rng(seed)
         self.next_id = first_id  # 0 is reserved for zero padding
@@ -134,8 +142,10 @@ class Reference:
         out = np.empty(len(obs), dtype=np.int64)
         for b in range(len(obs)):
             j = self.index.get(obs[b].tobytes() + nxt[b].tobytes())
-            assert j is not None, (f"sampled transition {b} matches no stored transition: obs ids "
-                                   f"{frame_ids(obs[b:b + 1])[0]}, next ids {frame_ids(nxt[b:b + 1])[0]}")
+            assert j is not None, (
+                f"sampled transition {b} matches no stored transition: obs ids "
+                f"{frame_ids(obs[b : b + 1])[0]}, next ids {frame_ids(nxt[b : b + 1])[0]}"
+            )
             out[b] = j
         ref = self.buf
         assert torch.equal(batch.obs, ref.obs[out]) and torch.equal(batch.next_obs, ref.next_obs[out])
@@ -145,8 +155,9 @@ class Reference:
         return out
 
 
-def check_against_reference(lean: FrameStackReplay, ref: Reference, stream: SyntheticStream,
-                            n_samples: int = 6000) -> None:
+def check_against_reference(
+    lean: FrameStackReplay, ref: Reference, stream: SyntheticStream, n_samples: int = 6000
+) -> None:
     batch = lean.sample(n_samples)
     k = stream.k
     assert batch.obs.shape == (n_samples, k, *FRAME_SHAPE) and batch.obs.dtype == torch.uint8
@@ -175,18 +186,23 @@ def check_against_reference(lean: FrameStackReplay, ref: Reference, stream: Synt
     counts = Counter(js.tolist())
     missing = expected - set(counts)
     assert not missing, f"{len(missing)} stored transitions never sampled, e.g. {sorted(missing)[:5]}"
-    assert set(counts) - expected <= {j for j, (e, _, f) in enumerate(stream.meta) if f == stream.written[e] - lean.slots}
+    assert set(counts) - expected <= {
+        j for j, (e, _, f) in enumerate(stream.meta) if f == stream.written[e] - lean.slots
+    }
     mean = n_samples / len(counts)
     worst = max(abs(c - mean) for c in counts.values())
-    assert worst < 6 * mean ** 0.5 + 3, f"sampling far from uniform: mean {mean:.1f}, worst deviation {worst}"
+    assert worst < 6 * mean**0.5 + 3, f"sampling far from uniform: mean {mean:.1f}, worst deviation {worst}"
 
 
-@pytest.mark.parametrize("num_envs,capacity,k,padding", [
-    (3, 48, 4, "reset"),   # ring of 16+5 frames per env, wraps ~25 times
-    (4, 50, 4, "zero"),    # capacity not a multiple of num_envs, zero-padded first stacks
-    (1, 10, 2, "reset"),
-    (2, 7, 1, "reset"),    # k = 1: no stacking at all
-])
+@pytest.mark.parametrize(
+    "num_envs,capacity,k,padding",
+    [
+        (3, 48, 4, "reset"),  # ring of 16+5 frames per env, wraps ~25 times
+        (4, 50, 4, "zero"),  # capacity not a multiple of num_envs, zero-padded first stacks
+        (1, 10, 2, "reset"),
+        (2, 7, 1, "reset"),  # k = 1: no stacking at all
+    ],
+)
 def test_matches_plain_buffer_on_synthetic_stream(num_envs, capacity, k, padding):
     stream = SyntheticStream(num_envs, k, seed=capacity + k, padding=padding)
     obs_shape = (k, *FRAME_SHAPE)
@@ -218,6 +234,7 @@ def test_sampling_is_reproducible_and_independent_of_global_rng():
         torch.manual_seed(np.random.randint(1000))
         np.random.seed(torch.randint(1000, ()).item())
         return buf.sample(64)
+
     a, b, c = run(3), run(3), run(4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a.obs, c.obs)
@@ -235,10 +252,13 @@ class Tee:
             b.add(*args)
 
 
-@pytest.mark.parametrize("env_id,kwargs", [
-    ("ALE/Pong-v5", {"max_episode_steps": 240}),  # ~55-step episodes ended by truncation
-    ("ALE/Breakout-v5", {"preprocess": {"terminal_on_life_loss": True}}),  # ended by termination
-])
+@pytest.mark.parametrize(
+    "env_id,kwargs",
+    [
+        ("ALE/Pong-v5", {"max_episode_steps": 240}),  # ~55-step episodes ended by truncation
+        ("ALE/Breakout-v5", {"preprocess": {"terminal_on_life_loss": True}}),  # ended by termination
+    ],
+)
 def test_matches_plain_buffer_on_atari_stream(env_id, kwargs):
     num_envs, steps, capacity = 2, 300, 200  # 100 transitions per env ring: wraps ~3 times
     envs = make_vector_env(env_id, num_envs, seed=0, kwargs=kwargs)
@@ -247,8 +267,14 @@ def test_matches_plain_buffer_on_atari_stream(env_id, kwargs):
     lean = make_replay("auto", capacity, obs_shape, "uint8", num_envs, seed=2)
     assert isinstance(lean, FrameStackReplay)
     ref = ReplayBuffer(steps * num_envs, obs_shape, obs_dtype=torch.uint8)
-    collector = EnvCollector(envs, Tee(lean, ref), greedy_fn=lambda o: np.zeros(len(o), dtype=np.int64),
-                             epsilon_fn=lambda _: 1.0, seed=0, reward_clip=True)
+    collector = EnvCollector(
+        envs,
+        Tee(lean, ref),
+        greedy_fn=lambda o: np.zeros(len(o), dtype=np.int64),
+        epsilon_fn=lambda _: 1.0,
+        seed=0,
+        reward_clip=True,
+    )
     for _ in range(steps):
         collector.step()
     envs.close()
@@ -269,9 +295,14 @@ def test_matches_plain_buffer_on_atari_stream(env_id, kwargs):
     seen: set[int] = set()
     for b in range(len(batch.actions)):
         cands = index.get(batch.obs[b].numpy().tobytes() + batch.next_obs[b].numpy().tobytes(), [])
-        cands = [j for j in cands if j // num_envs >= steps - per_env
-                 and ref.actions[j] == batch.actions[b] and ref.rewards[j] == batch.rewards[b]
-                 and ref.terminated[j] == batch.terminated[b]]
+        cands = [
+            j
+            for j in cands
+            if j // num_envs >= steps - per_env
+            and ref.actions[j] == batch.actions[b]
+            and ref.rewards[j] == batch.rewards[b]
+            and ref.terminated[j] == batch.terminated[b]
+        ]
         assert cands, f"sampled transition {b} equals none of the newest {per_env} transitions of any env"
         seen.update(cands)
     newest = {j for j in range(steps * num_envs) if j // num_envs >= steps - 10}
@@ -311,8 +342,9 @@ def test_state_dict_roundtrip_gives_identical_samples_and_starts_new_segments():
 
     # a resumed run resets its envs: the first obs after loading is a fresh reset stack, unrelated
     # to the last saved next_obs; it must be stored as a new segment, not glued onto the old one
-    resumed = SyntheticStream(3, 4, seed=12, first_id=stream.next_id + 10_000,
-                              first_episode=stream.episodes_started + 1)
+    resumed = SyntheticStream(
+        3, 4, seed=12, first_id=stream.next_id + 10_000, first_episode=stream.episodes_started + 1
+    )
     for _ in range(3):
         args = resumed.step()
         other.add(*args)

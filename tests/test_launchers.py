@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, "-m", "kdrl.cli.train", "-m", "debug=fast", "algo.total_timesteps=1000",
-         "eval.freq=1000", "eval.final_episodes=2"]
+TRAIN = [
+    sys.executable,
+    "-m",
+    "kdrl.cli.train",
+    "-m",
+    "debug=fast",
+    "algo.total_timesteps=1000",
+    "eval.freq=1000",
+    "eval.final_episodes=2",
+]
 
 
 def _results(sweep: Path) -> list[dict]:
@@ -21,8 +29,14 @@ def _results(sweep: Path) -> list[dict]:
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     env = {**os.environ, "KDRL_N_JOBS": "2"}
-    proc = subprocess.run(TRAIN + ["launcher=joblib", "seed=0,1,2", f"hydra.sweep.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        TRAIN + ["launcher=joblib", "seed=0,1,2", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = _results(tmp_path)
     assert sorted(r["seed"] for r in res) == [0, 1, 2] and all(r["status"] == "ok" for r in res)
@@ -31,8 +45,13 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
 
 def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     # num_envs=0 is invalid: that job fails, the others still run and land
-    proc = subprocess.run(TRAIN + ["env.num_envs=0,2", f"hydra.sweep.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        TRAIN + ["env.num_envs=0,2", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode != 0  # Hydra re-raises the failure once all jobs have run
     res = _results(tmp_path)
     assert sorted(r["status"] for r in res) == ["failed", "ok"]
@@ -51,17 +70,40 @@ def slurm():
 
 
 def test_sweep_through_real_slurm(slurm, tmp_path):
-    proc = subprocess.run(TRAIN + ["launcher=slurm", "env.num_envs=0,1,2", f"hydra.sweep.dir={tmp_path}",
-                                   "hydra.launcher.timeout_min=10"],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    proc = subprocess.run(
+        TRAIN
+        + ["launcher=slurm", "env.num_envs=0,1,2", f"hydra.sweep.dir={tmp_path}", "hydra.launcher.timeout_min=10"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     res = _results(tmp_path)
     assert len(res) == 3, proc.stderr[-3000:]
     assert sorted(r["status"] for r in res) == ["failed", "ok", "ok"]
     # the jobs ran under SLURM (submitit logs per job id), not in this process
     assert list((tmp_path / ".submitit").glob("*/*_log.out"))
-    table = subprocess.run([sys.executable, "-m", "kdrl.cli.table", str(tmp_path), "--kind", "teacher",
-                            "--rows", "env_id", "--cols", "seed", "--metric", "eval_return_mean", "--no-plots"],
-                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    table = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdrl.cli.table",
+            str(tmp_path),
+            "--kind",
+            "teacher",
+            "--rows",
+            "env_id",
+            "--cols",
+            "seed",
+            "--metric",
+            "eval_return_mean",
+            "--no-plots",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert table.returncode == 0, table.stderr
     assert "2 ok runs, 1 failed" in table.stdout
 
@@ -69,12 +111,20 @@ def test_sweep_through_real_slurm(slurm, tmp_path):
 def test_basic_launcher_jobs_in_one_process_do_not_leak_state(tmp_path):
     # the same seed twice in one process (basic launcher): identical runs only if seeds, RNGs,
     # thread settings and loggers are reset per job; output dirs must differ
-    proc = subprocess.run(TRAIN + ["seed=3,3", "torch_threads=1", f"hydra.sweep.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        TRAIN + ["seed=3,3", "torch_threads=1", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _results(tmp_path)
     assert a["run_dir"] != b["run_dir"]
-    assert a["eval_returns"] == b["eval_returns"] and a["eval_history"][-1]["return_mean"] == b["eval_history"][-1]["return_mean"]
+    assert (
+        a["eval_returns"] == b["eval_returns"]
+        and a["eval_history"][-1]["return_mean"] == b["eval_history"][-1]["return_mean"]
+    )
     losses = [(Path(r["run_dir"]) / "csv" / "metrics.csv").read_text().splitlines()[1:] for r in (a, b)]
     td = [[line.split(",")[-1] for line in ls] for ls in losses]
     assert td[0] == td[1]
@@ -82,8 +132,14 @@ def test_basic_launcher_jobs_in_one_process_do_not_leak_state(tmp_path):
 
 def test_sweep_through_a_local_ray(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KDRL_RAY_ADDRESS"}
-    proc = subprocess.run(TRAIN + ["launcher=ray", "env.num_envs=0,2", f"hydra.sweep.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    proc = subprocess.run(
+        TRAIN + ["launcher=ray", "env.num_envs=0,2", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env=env,
+    )
     res = _results(tmp_path)
     assert len(res) == 2, (proc.stdout + proc.stderr)[-3000:]
     assert sorted(r["status"] for r in res) == ["failed", "ok"]
@@ -93,15 +149,32 @@ def test_sweep_through_a_local_ray(tmp_path):
 
 def test_debug_sweep_preset_trains_the_teacher_once_and_tables(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.distill", "-m", "experiment=debug_sweep",
-                           f"hydra.sweep.dir={sweep}", f"teacher.cache_dir={tmp_path / 'cache'}"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdrl.cli.distill",
+            "-m",
+            "experiment=debug_sweep",
+            f"hydra.sweep.dir={sweep}",
+            f"teacher.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert log.count("training teacher") == 1 and log.count("reusing cached teacher") == 3
     res = _results(sweep)
     assert sorted((r["loss"], r["seed"]) for r in res) == [("kl", 0), ("kl", 1), ("nll", 0), ("nll", 1)]
-    table = subprocess.run([sys.executable, "-m", "kdrl.cli.table", str(sweep), "--out", str(tmp_path / "t")],
-                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    table = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.table", str(sweep), "--out", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert table.returncode == 0, table.stderr
     assert "4 ok runs, 0 failed" in table.stdout and (tmp_path / "t" / "table.tex").exists()

@@ -78,7 +78,10 @@ def test_per_task_adapters_shared_trunk_and_heads_with_their_own_action_counts()
     conv = {"channels": [16], "kernels": [3], "strides": [1]}
     fc, grid_heads = 16 * 8 * 8 * 16 + 16, (16 * 3 + 3) + (16 * 6 + 6)
     shared = MultiTaskQNetwork([(4, 10, 10), (10, 10, 10)], [3, 6], width=16, depth=1, adapter="pad", conv=conv)
-    assert shared(torch.zeros(2, 4, 10, 10), 0).shape == (2, 3) and shared(torch.zeros(2, 10, 10, 10), 1).shape == (2, 6)
+    assert shared(torch.zeros(2, 4, 10, 10), 0).shape == (2, 3) and shared(torch.zeros(2, 10, 10, 10), 1).shape == (
+        2,
+        6,
+    )
     assert count_params(shared) == (10 + 2) * 16 * 9 + 16 + fc + grid_heads
     per_task = MultiTaskQNetwork([(4, 10, 10), (10, 10, 10)], [3, 6], width=16, depth=1, adapter="linear", conv=conv)
     assert count_params(per_task) == (4 * 16 * 9 + 16) + (10 * 16 * 9 + 16) + fc + grid_heads
@@ -129,13 +132,14 @@ def test_tiny_run_writes_one_entry_per_task(tiny_runs, mode):
         t = res["tasks"][name]
         assert t["env_id"] == env_id and len(t["eval_returns"]) == len(t["teacher_returns"]) == 3
         assert t["pct_of_teacher"] == pytest.approx(
-            pct_of_teacher(t["eval_return_mean"], t["teacher_return_mean"], t["random_return_mean"]))
+            pct_of_teacher(t["eval_return_mean"], t["teacher_return_mean"], t["random_return_mean"])
+        )
         assert t["env_steps"] >= 1200 - 4  # the same per-task budget in both modes
-    assert res["mean_pct_of_teacher"] == pytest.approx(
-        sum(t["pct_of_teacher"] for t in res["tasks"].values()) / 2)
+    assert res["mean_pct_of_teacher"] == pytest.approx(sum(t["pct_of_teacher"] for t in res["tasks"].values()) / 2)
     # return_ratio means the raw ratio S / T wherever it appears (per task); the mean score has its own key
-    assert "return_ratio" not in res and res["normalized_return_ratio"] == pytest.approx(res["mean_pct_of_teacher"] / 100,
-                                                                                        nan_ok=True)
+    assert "return_ratio" not in res and res["normalized_return_ratio"] == pytest.approx(
+        res["mean_pct_of_teacher"] / 100, nan_ok=True
+    )
     assert res["params"] == count_params(MultiTaskQNetwork([(4,), (6,)], [2, 3], width=32, depth=2))
     state = load_multitask_policy(tiny_runs[mode] / "student.pt", ["CartPole-v1", "Acrobot-v1"])
     assert [t["name"] for t in state["tasks"]] == ["cartpole", "acrobot"]
@@ -153,20 +157,38 @@ def test_table_has_a_row_per_method_and_a_column_per_task(tiny_runs, capsys):
 
 
 def test_bad_mode_fails_in_one_line():
-    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.multitask", "mode=dagger", "logger=none"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.multitask", "mode=dagger", "logger=none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "kdrl-multitask: error: mode must be one of distill, joint_dqn, got 'dagger'")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("kdrl-multitask: error: mode must be one of distill, joint_dqn, got 'dagger'")
+    )
 
 
 # ---- distillation works ----------------------------------------------------------------------------
 def test_kl_student_gets_most_of_the_way_to_each_teacher(tmp_path, teachers):
     """3000 teacher-driven env steps per task: a working multi-task student scores >= 60% of each
     teacher on 10 held-out seeds (0% = random, which an untrained or head-swapped net stays near)."""
-    cfg = compose_cfg("multitask", ["debug=fast", "student.width=64", "multitask.steps_per_task=3000",
-                                    "multitask.batch_size=64", "eval.freq=1500", "eval.episodes=3",
-                                    "eval.final_episodes=10", "eval.final_policy=last", *teachers])
+    cfg = compose_cfg(
+        "multitask",
+        [
+            "debug=fast",
+            "student.width=64",
+            "multitask.steps_per_task=3000",
+            "multitask.batch_size=64",
+            "eval.freq=1500",
+            "eval.episodes=3",
+            "eval.final_episodes=10",
+            "eval.final_policy=last",
+            *teachers,
+        ],
+    )
     res = multitask_job(cfg, tmp_path)
     pcts = {name: t["pct_of_teacher"] for name, t in res["tasks"].items()}
     assert min(pcts.values()) >= 60.0, pcts

@@ -39,8 +39,11 @@ def test_package_list_covers_every_kdrl_package():
     """pyproject.toml lists packages by hand (find cannot map conf/ to kdrl.conf): a new kdrl
     subpackage must be added there or the wheel silently lacks it."""
     st = _pyproject()["tool"]["setuptools"]
-    on_disk = {".".join(d.relative_to(ROOT).parts) for d in [ROOT / "kdrl", *(ROOT / "kdrl").rglob("*")]
-               if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))}
+    on_disk = {
+        ".".join(d.relative_to(ROOT).parts)
+        for d in [ROOT / "kdrl", *(ROOT / "kdrl").rglob("*")]
+        if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+    }
     assert set(st["packages"]) == on_disk | {"kdrl.conf"}
     assert st["package-dir"] == {"kdrl.conf": "conf"}
     assert "**/*.yaml" in st["package-data"]["kdrl.conf"]
@@ -76,8 +79,12 @@ def _build_wheel(tmp: Path, env: dict[str, str]) -> tuple[Path, Path]:
             shutil.copy2(p, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", "--no-deps", "-q", "-w", dist]
     if importlib.util.find_spec("setuptools") is not None:  # build offline with this venv's setuptools
-        proc = _run([sys.executable, "-c", f"from setuptools import build_meta as b; print(b.build_sdist({str(dist)!r}))"],
-                    src, env, 120)
+        proc = _run(
+            [sys.executable, "-c", f"from setuptools import build_meta as b; print(b.build_sdist({str(dist)!r}))"],
+            src,
+            env,
+            120,
+        )
         _ok(proc, "building the sdist")
         sdist = dist / proc.stdout.strip().splitlines()[-1]
         with tarfile.open(sdist) as tf:
@@ -93,30 +100,60 @@ def _build_wheel(tmp: Path, env: dict[str, str]) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PYTHONNOUSERSITE="1", WANDB_MODE="disabled", KDRL_NO_PROGRESS="1", HYDRA_FULL_ERROR="1",
-               KDRL_CACHE=str(tmp_path / "cache"), PIP_NO_INPUT="1")
+    env.update(
+        PYTHONNOUSERSITE="1",
+        WANDB_MODE="disabled",
+        KDRL_NO_PROGRESS="1",
+        HYDRA_FULL_ERROR="1",
+        KDRL_CACHE=str(tmp_path / "cache"),
+        PIP_NO_INPUT="1",
+    )
     wheel, src = _build_wheel(tmp_path, env)
     with zipfile.ZipFile(wheel) as zf:
-        shipped = {n[len("kdrl/conf/"):] for n in zf.namelist() if n.startswith("kdrl/conf/")}
+        shipped = {n[len("kdrl/conf/") :] for n in zf.namelist() if n.startswith("kdrl/conf/")}
     assert shipped == {p.relative_to(src / "conf").as_posix() for p in (src / "conf").rglob("*.yaml")}
 
     venv = tmp_path / "venv"
     _ok(_run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path, env, 120), "creating the venv")
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     py = bin_dir / ("python.exe" if os.name == "nt" else "python")
-    site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path, env, 60)
-                .stdout.strip())
+    site = Path(
+        _run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path, env, 60).stdout.strip()
+    )
     # dependencies (and pip) from this interpreter's site-packages: plain path lines, so its .pth
     # files (the editable kdrl finder among them) are not run in the new venv
     deps = dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib"))
     (site / "_kdrl_test_deps.pth").write_text("".join(f"{d}\n" for d in deps))
-    _ok(_run([py, "-m", "pip", "--disable-pip-version-check", "install", "-q", "--no-deps", "--no-index",
-              "--ignore-installed", "--no-compile", wheel], tmp_path, env, 180), "installing the wheel")
+    _ok(
+        _run(
+            [
+                py,
+                "-m",
+                "pip",
+                "--disable-pip-version-check",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-index",
+                "--ignore-installed",
+                "--no-compile",
+                wheel,
+            ],
+            tmp_path,
+            env,
+            180,
+        ),
+        "installing the wheel",
+    )
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    probe = _run([py, "-c", "import json, kdrl, kdrl.config; "
-                  "print(json.dumps([kdrl.__file__, kdrl.config.CONF_DIR]))"], work, env, 120)
+    probe = _run(
+        [py, "-c", "import json, kdrl, kdrl.config; print(json.dumps([kdrl.__file__, kdrl.config.CONF_DIR]))"],
+        work,
+        env,
+        120,
+    )
     _ok(probe, "importing kdrl")
     kdrl_file, conf_dir = json.loads(probe.stdout.strip().splitlines()[-1])
     assert Path(kdrl_file).parent == site / "kdrl", f"kdrl imported from {kdrl_file}, not the installed wheel"
@@ -133,8 +170,9 @@ def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
     assert res["status"] == "ok"
     assert Path(res["teacher_checkpoint"]).resolve().is_relative_to((tmp_path / "cache").resolve())
 
-    show = _run([bin_dir / "kdrl-show", work / "train" / "results.json", work / "distill" / "results.json"],
-                work, env, 120)
+    show = _run(
+        [bin_dir / "kdrl-show", work / "train" / "results.json", work / "distill" / "results.json"], work, env, 120
+    )
     _ok(show, "kdrl-show")
     assert show.stdout.count("CartPole-v1") == 2
     table = _run([bin_dir / "kdrl-multitask-table", work], work, env, 120)  # no multitask runs here

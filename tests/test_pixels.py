@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from kdrl.runs.distill import distill_student
-from kdrl.runs.teacher import train_teacher
 from kdrl.envs import EnvError, env_spec, make_env
 from kdrl.nets import ConvNet, count_params
 from kdrl.optim import FlatRMSprop, build_optimizer
 from kdrl.replay import FrameStackReplay, ReplayBuffer
+from kdrl.runs.distill import distill_student
+from kdrl.runs.teacher import train_teacher
 from tests.helpers import compose_cfg
 
 NATURE = dict(kernels=[8, 4, 3], strides=[4, 2, 1])
@@ -31,7 +31,9 @@ def test_rusu_compression_family_param_counts():
 def test_minatar_presets_student_sizes_match_rusu_fractions():
     cfg = compose_cfg("distill", ["env=minatar_breakout"])
     spec = env_spec(make_env(cfg.env.id))
-    teacher = count_params(ConvNet(spec.obs_shape, spec.n_actions, **{k: v for k, v in cfg.net.items() if k != "_target_"}))
+    teacher = count_params(
+        ConvNet(spec.obs_shape, spec.n_actions, **{k: v for k, v in cfg.net.items() if k != "_target_"})
+    )
     fractions = {}
     for name, size in cfg.student_sizes.items():
         net_cfg = {**{k: v for k, v in cfg.net.items() if k != "_target_"}, **size}
@@ -80,16 +82,24 @@ def test_flat_rmsprop_equals_torch_centred_rmsprop():
 
 
 def _tiny(extra):
-    return ["logger=none", "trainer.enable_progress_bar=false", "eval.episodes=1", "eval.final_episodes=2",
-            "resume=false", *extra]
+    return [
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "eval.episodes=1",
+        "eval.final_episodes=2",
+        "resume=false",
+        *extra,
+    ]
 
 
 def test_minatar_teacher_then_compressed_student(tmp_path):
     from kdrl.runs.job import seed_job
     from kdrl.runs.teacher import build_teacher
 
-    t_cfg = compose_cfg("train", _tiny(["env=minatar_breakout", "algo.total_timesteps=4000",
-                                         "algo.learning_starts=1000", "eval.freq=2000"]))
+    t_cfg = compose_cfg(
+        "train",
+        _tiny(["env=minatar_breakout", "algo.total_timesteps=4000", "algo.learning_starts=1000", "eval.freq=2000"]),
+    )
     seed_job(t_cfg.seed, t_cfg.torch_threads)  # as train_teacher does: the same initial weights
     initial = {k: v.clone() for k, v in build_teacher(t_cfg)[0].q_net.state_dict().items()}
     t_res = train_teacher(t_cfg, tmp_path / "teacher")
@@ -97,10 +107,21 @@ def test_minatar_teacher_then_compressed_student(tmp_path):
     for name, value in trained.items():  # every layer learnt (the optimiser really stepped under Lightning)
         assert (value - initial[name]).abs().max() > 1e-4, name
     assert t_res["status"] == "ok" and t_res["params"] == 132_179 and t_res["env_steps"] == 4000
-    s_cfg = compose_cfg("distill", _tiny([
-        "env=minatar_breakout", f"teacher.checkpoint={tmp_path / 'teacher' / 'teacher.pt'}", "student.size=rusu_4",
-        "distill.total_timesteps=2000", "distill.learning_starts=500", "eval.freq=1000",
-        "eval.generalisation_episodes=1", "eval.agreement_states=200"]))
+    s_cfg = compose_cfg(
+        "distill",
+        _tiny(
+            [
+                "env=minatar_breakout",
+                f"teacher.checkpoint={tmp_path / 'teacher' / 'teacher.pt'}",
+                "student.size=rusu_4",
+                "distill.total_timesteps=2000",
+                "distill.learning_starts=500",
+                "eval.freq=1000",
+                "eval.generalisation_episodes=1",
+                "eval.agreement_states=200",
+            ]
+        ),
+    )
     s_res = distill_student(s_cfg, tmp_path / "student")
     assert s_res["status"] == "ok" and s_res["student_size"] == "rusu_4"
     assert s_res["param_ratio"] == pytest.approx(0.0365, abs=0.002)
@@ -110,18 +131,44 @@ def test_minatar_teacher_then_compressed_student(tmp_path):
 def test_pong_runs_end_to_end_on_cpu(tmp_path):
     """Pong: Atari preprocessing, Nature CNN, FrameStackReplay, reward clipping, teacher -> student."""
     cap = ["+env.kwargs.max_episode_steps=2000"]  # raw frames: ~500 agent steps per evaluation episode
-    t_cfg = compose_cfg("train", _tiny(["env=atari_pong", "algo.total_timesteps=1600", "algo.learning_starts=800",
-                                         "algo.buffer_size=4000", "algo.batch_size=8", "algo.train_freq=8",
-                                         "eval.freq=1600", *cap]))
+    t_cfg = compose_cfg(
+        "train",
+        _tiny(
+            [
+                "env=atari_pong",
+                "algo.total_timesteps=1600",
+                "algo.learning_starts=800",
+                "algo.buffer_size=4000",
+                "algo.batch_size=8",
+                "algo.train_freq=8",
+                "eval.freq=1600",
+                *cap,
+            ]
+        ),
+    )
     t_res = train_teacher(t_cfg, tmp_path / "teacher")
     assert t_res["status"] == "ok" and t_res["env_steps"] == 1600
     assert t_res["params"] == 1_687_206  # Nature CNN with Pong's 6 actions
     assert -21 <= t_res["eval_return_mean"] <= 21
-    s_cfg = compose_cfg("distill", _tiny([
-        "env=atari_pong", f"teacher.checkpoint={tmp_path / 'teacher' / 'teacher.pt'}", "student.size=rusu_7",
-        "distill.total_timesteps=800", "distill.learning_starts=400", "distill.buffer_size=2000",
-        "distill.batch_size=8", "distill.train_freq=8", "eval.freq=800", "eval.generalisation_episodes=1",
-        "eval.agreement_states=100", *cap]))
+    s_cfg = compose_cfg(
+        "distill",
+        _tiny(
+            [
+                "env=atari_pong",
+                f"teacher.checkpoint={tmp_path / 'teacher' / 'teacher.pt'}",
+                "student.size=rusu_7",
+                "distill.total_timesteps=800",
+                "distill.learning_starts=400",
+                "distill.buffer_size=2000",
+                "distill.batch_size=8",
+                "distill.train_freq=8",
+                "eval.freq=800",
+                "eval.generalisation_episodes=1",
+                "eval.agreement_states=100",
+                *cap,
+            ]
+        ),
+    )
     s_res = distill_student(s_cfg, tmp_path / "student")
     assert s_res["status"] == "ok" and s_res["param_ratio"] == pytest.approx(0.067, abs=0.002)
 

@@ -54,6 +54,7 @@ def gif_frames(path: Path) -> np.ndarray:
 
 def reference_returns(net: MLP) -> list[float]:
     """kdrl.evaluation's greedy evaluation (batched forward over all episodes) on the same seeds."""
+
     def greedy(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return net(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
@@ -85,8 +86,9 @@ def test_single_returns_match_evaluation_and_frame_count(policies, single):
 def test_side_by_side_width_frames_and_returns(policies, single, tmp_path, capsys):
     (tpath, tnet), (spath, snet) = policies
     out = tmp_path / "cmp.gif"
-    per, _, err = run_play([str(tpath), str(spath), "--episodes", str(EPISODES), "--seed", str(SEED),
-                            "--out", str(out)], capsys)
+    per, _, err = run_play(
+        [str(tpath), str(spath), "--episodes", str(EPISODES), "--seed", str(SEED), "--out", str(out)], capsys
+    )
     assert err == ""
     assert [r for r, _ in per["teacher"]] == reference_returns(tnet)
     assert [r for r, _ in per["student"]] == reference_returns(snet)
@@ -110,8 +112,10 @@ def test_side_by_side_width_frames_and_returns(policies, single, tmp_path, capsy
 
 def test_max_frames_caps_recording_not_the_return(policies, tmp_path, capsys):
     out = tmp_path / "cap.gif"
-    per, _, _ = run_play([str(policies[0][0]), "--episodes", str(EPISODES), "--seed", str(SEED), "--max-frames", "4",
-                          "--out", str(out)], capsys)
+    per, _, _ = run_play(
+        [str(policies[0][0]), "--episodes", str(EPISODES), "--seed", str(SEED), "--max-frames", "4", "--out", str(out)],
+        capsys,
+    )
     assert [r for r, _ in per["teacher"]] == reference_returns(policies[0][1])
     assert len(gif_frames(out)) == EPISODES * 4
 
@@ -119,6 +123,7 @@ def test_max_frames_caps_recording_not_the_return(policies, tmp_path, capsys):
 def test_mp4_or_one_line_gif_fallback(policies, tmp_path, capsys):
     try:
         import imageio_ffmpeg  # noqa: F401
+
         has_ffmpeg = True
     except ImportError:
         has_ffmpeg = False

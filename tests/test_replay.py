@@ -7,8 +7,13 @@ from kdrl.replay import ReplayBuffer
 
 def _add(buf, start, n, obs_dim=3):
     obs = np.arange(start, start + n, dtype=np.float32)[:, None].repeat(obs_dim, 1)
-    buf.add(obs, np.arange(start, start + n) % 2, np.arange(start, start + n, dtype=np.float32), obs + 0.5,
-            np.zeros(n, dtype=bool))
+    buf.add(
+        obs,
+        np.arange(start, start + n) % 2,
+        np.arange(start, start + n, dtype=np.float32),
+        obs + 0.5,
+        np.zeros(n, dtype=bool),
+    )
 
 
 def test_wraparound_keeps_latest_in_ring_order():

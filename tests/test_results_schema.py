@@ -30,78 +30,241 @@ from kdrl.tables import FLAT_FIELDS, collect, collect_multitask, flatten, geomea
 
 CONFIG = {"env": {"id": "CartPole-v1"}, "seed": 0}
 PROVENANCE = {"git_sha": "0123abc", "versions": {"kdrl": "0.1.0", "python": "3.11.7"}, "host": "node1"}
-HISTORY = [{"env_steps": 1000, "grad_steps": 10, "wall_s": 1.0, "train_wall_s": 0.9, "return_mean": 100.0},
-           {"env_steps": 2000, "grad_steps": 20, "wall_s": 2.0, "train_wall_s": 1.8, "return_mean": 500.0}]
+HISTORY = [
+    {"env_steps": 1000, "grad_steps": 10, "wall_s": 1.0, "train_wall_s": 0.9, "return_mean": 100.0},
+    {"env_steps": 2000, "grad_steps": 20, "wall_s": 2.0, "train_wall_s": 1.8, "return_mean": 500.0},
+]
 
 # ---- today's bodies, key for key ------------------------------------------------------------------------
-TEACHER_START = {"kind": "teacher", "status": "failed", "env_id": "CartPole-v1", "seed": 0, "run_dir": "/runs/t",
-                 "resumed_from_env_steps": None, "config": CONFIG}
+TEACHER_START = {
+    "kind": "teacher",
+    "status": "failed",
+    "env_id": "CartPole-v1",
+    "seed": 0,
+    "run_dir": "/runs/t",
+    "resumed_from_env_steps": None,
+    "config": CONFIG,
+}
 TEACHER_OK_FIELDS = {
-    "status": "ok", "params": 67586, "env_steps": 50000, "grad_steps": 12000, "episodes": 310, "wall_time_s": 20.5,
-    "train_wall_time_s": 18.25, "sps": 2439.0, "eval_return_mean": 500.0, "eval_return_std": 0.0,
-    "eval_returns": [500.0, 500.0], "eval_policy": "best", "eval_history": HISTORY, "best_periodic_eval": 500.0,
-    "checkpoint": "/runs/t/teacher.pt"}
-TEACHER_OK = {**TEACHER_START, "setup_s": 1.5, "resumed_from_env_steps": 25000, **TEACHER_OK_FIELDS,
-              "job_wall_time_s": 23.0, **PROVENANCE}
-TEACHER_FAILED = {**TEACHER_START, "error": "ConfigError: eval.freq must be > 0", "traceback": "Traceback ...",
-                  "job_wall_time_s": 0.25, **PROVENANCE}
+    "status": "ok",
+    "params": 67586,
+    "env_steps": 50000,
+    "grad_steps": 12000,
+    "episodes": 310,
+    "wall_time_s": 20.5,
+    "train_wall_time_s": 18.25,
+    "sps": 2439.0,
+    "eval_return_mean": 500.0,
+    "eval_return_std": 0.0,
+    "eval_returns": [500.0, 500.0],
+    "eval_policy": "best",
+    "eval_history": HISTORY,
+    "best_periodic_eval": 500.0,
+    "checkpoint": "/runs/t/teacher.pt",
+}
+TEACHER_OK = {
+    **TEACHER_START,
+    "setup_s": 1.5,
+    "resumed_from_env_steps": 25000,
+    **TEACHER_OK_FIELDS,
+    "job_wall_time_s": 23.0,
+    **PROVENANCE,
+}
+TEACHER_FAILED = {
+    **TEACHER_START,
+    "error": "ConfigError: eval.freq must be > 0",
+    "traceback": "Traceback ...",
+    "job_wall_time_s": 0.25,
+    **PROVENANCE,
+}
 
-STUDENT_START = {"kind": "student", "status": "failed", "env_id": "Acrobot-v1", "seed": 2, "run_dir": "/runs/s",
-                 "resumed_from_env_steps": None, "loss": "kl", "temperature": 0.01, "width": 48,
-                 "student_size": None, "depth": 2, "control": "teacher", "baseline": None, "lambda": None,
-                 "feature_weight": 0.0, "config": CONFIG}
+STUDENT_START = {
+    "kind": "student",
+    "status": "failed",
+    "env_id": "Acrobot-v1",
+    "seed": 2,
+    "run_dir": "/runs/s",
+    "resumed_from_env_steps": None,
+    "loss": "kl",
+    "temperature": 0.01,
+    "width": 48,
+    "student_size": None,
+    "depth": 2,
+    "control": "teacher",
+    "baseline": None,
+    "lambda": None,
+    "feature_weight": 0.0,
+    "config": CONFIG,
+}
 STUDENT_OK_FIELDS = {
-    "status": "ok", "params": 2691, "teacher_params": 67586, "param_ratio": 2691 / 67586, "env_steps": 10000,
-    "grad_steps": 2000, "wall_time_s": 9.5, "train_wall_time_s": 8.0, "sps": 1052.6, "eval_return_mean": -95.0,
-    "eval_return_std": 4.0, "eval_returns": [-91.0, -99.0], "teacher_return_mean": -80.0,
-    "teacher_returns": [-79.0, -81.0], "return_ratio": -95.0 / -80.0, "random_return_mean": -500.0,
-    "normalized_return_ratio": 405.0 / 420.0, "teacher_periodic_return": -82.0,
+    "status": "ok",
+    "params": 2691,
+    "teacher_params": 67586,
+    "param_ratio": 2691 / 67586,
+    "env_steps": 10000,
+    "grad_steps": 2000,
+    "wall_time_s": 9.5,
+    "train_wall_time_s": 8.0,
+    "sps": 1052.6,
+    "eval_return_mean": -95.0,
+    "eval_return_std": 4.0,
+    "eval_returns": [-91.0, -99.0],
+    "teacher_return_mean": -80.0,
+    "teacher_returns": [-79.0, -81.0],
+    "return_ratio": -95.0 / -80.0,
+    "random_return_mean": -500.0,
+    "normalized_return_ratio": 405.0 / 420.0,
+    "teacher_periodic_return": -82.0,
     "speed": {"to_90pct": {"env_steps": 4000, "train_wall_s": 3.5}, "to_100pct": None},
     "generalisation": {"heavy": {"teacher": -90.0, "student": -110.0}},
-    "resources": {"teacher": {"params": 67586, "bytes": 270344, "flops": 135168, "latency_us": 31.0},
-                  "student": {"params": 2691, "bytes": 10764, "flops": 5376, "latency_us": 12.0}},
-    "action_agreement": 0.93, "agreement_states": 1000, "eval_history": HISTORY, "checkpoint": "/runs/s/student.pt",
-    "teacher_checkpoint": "/runs/t/teacher.pt", "teacher_wall_time_s": None}  # None: teacher given as a file
+    "resources": {
+        "teacher": {"params": 67586, "bytes": 270344, "flops": 135168, "latency_us": 31.0},
+        "student": {"params": 2691, "bytes": 10764, "flops": 5376, "latency_us": 12.0},
+    },
+    "action_agreement": 0.93,
+    "agreement_states": 1000,
+    "eval_history": HISTORY,
+    "checkpoint": "/runs/s/student.pt",
+    "teacher_checkpoint": "/runs/t/teacher.pt",
+    "teacher_wall_time_s": None,
+}  # None: teacher given as a file
 STUDENT_OK = {**STUDENT_START, "setup_s": 2.0, **STUDENT_OK_FIELDS, "job_wall_time_s": 11.0, **PROVENANCE}
-STUDENT_FAILED = {**STUDENT_START, "error": "RuntimeError: boom", "traceback": "Traceback ...",
-                  "job_wall_time_s": 0.5, **PROVENANCE}
+STUDENT_FAILED = {
+    **STUDENT_START,
+    "error": "RuntimeError: boom",
+    "traceback": "Traceback ...",
+    "job_wall_time_s": 0.5,
+    **PROVENANCE,
+}
 
-TASK = {"env_id": "CartPole-v1", "obs_shape": [4], "n_actions": 2, "eval_return_mean": 400.0,
-        "eval_return_std": 10.0, "eval_returns": [390.0, 410.0], "teacher_return_mean": 500.0,
-        "teacher_returns": [500.0, 500.0], "random_return_mean": 22.0, "random_returns": [20.0, 24.0],
-        "pct_of_teacher": pct_of_teacher(400.0, 500.0, 22.0), "return_ratio": 0.8, "env_steps": 1200,
-        "episodes": 40, "params": 5000, "teacher_params": 67586, "teacher_checkpoint": "/t/cartpole.pt",
-        "teacher_wall_time_s": None}
-TASK_ACROBOT = {**TASK, "env_id": "Acrobot-v1", "obs_shape": [6], "n_actions": 3, "eval_return_mean": -300.0,
-                "teacher_return_mean": -100.0, "random_return_mean": -500.0,
-                "pct_of_teacher": pct_of_teacher(-300.0, -100.0, -500.0), "return_ratio": float("nan"),
-                "teacher_wall_time_s": 12.5}
-MULTITASK_START = {"kind": "multitask", "status": "failed", "mode": "distill", "task_names": ["cartpole", "acrobot"],
-                   "env_id": None, "seed": 1, "run_dir": "/runs/m", "resumed_from_env_steps": None, "loss": "kl",
-                   "temperature": 0.01, "method": "kl (tau=0.01)", "width": 64, "depth": 2, "adapter": "linear",
-                   "update": "sum", "config": CONFIG}
+TASK = {
+    "env_id": "CartPole-v1",
+    "obs_shape": [4],
+    "n_actions": 2,
+    "eval_return_mean": 400.0,
+    "eval_return_std": 10.0,
+    "eval_returns": [390.0, 410.0],
+    "teacher_return_mean": 500.0,
+    "teacher_returns": [500.0, 500.0],
+    "random_return_mean": 22.0,
+    "random_returns": [20.0, 24.0],
+    "pct_of_teacher": pct_of_teacher(400.0, 500.0, 22.0),
+    "return_ratio": 0.8,
+    "env_steps": 1200,
+    "episodes": 40,
+    "params": 5000,
+    "teacher_params": 67586,
+    "teacher_checkpoint": "/t/cartpole.pt",
+    "teacher_wall_time_s": None,
+}
+TASK_ACROBOT = {
+    **TASK,
+    "env_id": "Acrobot-v1",
+    "obs_shape": [6],
+    "n_actions": 3,
+    "eval_return_mean": -300.0,
+    "teacher_return_mean": -100.0,
+    "random_return_mean": -500.0,
+    "pct_of_teacher": pct_of_teacher(-300.0, -100.0, -500.0),
+    "return_ratio": float("nan"),
+    "teacher_wall_time_s": 12.5,
+}
+MULTITASK_START = {
+    "kind": "multitask",
+    "status": "failed",
+    "mode": "distill",
+    "task_names": ["cartpole", "acrobot"],
+    "env_id": None,
+    "seed": 1,
+    "run_dir": "/runs/m",
+    "resumed_from_env_steps": None,
+    "loss": "kl",
+    "temperature": 0.01,
+    "method": "kl (tau=0.01)",
+    "width": 64,
+    "depth": 2,
+    "adapter": "linear",
+    "update": "sum",
+    "config": CONFIG,
+}
 _MEAN, _GEO = mean_pcts([TASK["pct_of_teacher"], TASK_ACROBOT["pct_of_teacher"]])
 MULTITASK_OK_FIELDS = {
-    "status": "ok", "tasks": {"cartpole": TASK, "acrobot": TASK_ACROBOT}, "mean_pct_of_teacher": _MEAN,
-    "geomean_pct_of_teacher": _GEO, "normalized_return_ratio": _MEAN / 100, "params": 9000, "teacher_params": 135172,
-    "param_ratio": 9000 / 135172, "env_steps": 2400, "task_env_steps": 1200, "grad_steps": 300,
-    "optimizer_steps": 300, "wall_time_s": 5.0, "train_wall_time_s": 4.0, "sps": 480.0, "eval_history": HISTORY,
-    "checkpoint": "/runs/m/student.pt"}
-MULTITASK_OK = {**MULTITASK_START, "env_id": "CartPole-v1+Acrobot-v1", "setup_s": 1.0, **MULTITASK_OK_FIELDS,
-                "job_wall_time_s": 6.0, **PROVENANCE}
-MULTITASK_FAILED = {**MULTITASK_START, "error": "ConfigError: x", "traceback": "Traceback ...",
-                    "job_wall_time_s": 0.2, **PROVENANCE}
+    "status": "ok",
+    "tasks": {"cartpole": TASK, "acrobot": TASK_ACROBOT},
+    "mean_pct_of_teacher": _MEAN,
+    "geomean_pct_of_teacher": _GEO,
+    "normalized_return_ratio": _MEAN / 100,
+    "params": 9000,
+    "teacher_params": 135172,
+    "param_ratio": 9000 / 135172,
+    "env_steps": 2400,
+    "task_env_steps": 1200,
+    "grad_steps": 300,
+    "optimizer_steps": 300,
+    "wall_time_s": 5.0,
+    "train_wall_time_s": 4.0,
+    "sps": 480.0,
+    "eval_history": HISTORY,
+    "checkpoint": "/runs/m/student.pt",
+}
+MULTITASK_OK = {
+    **MULTITASK_START,
+    "env_id": "CartPole-v1+Acrobot-v1",
+    "setup_s": 1.0,
+    **MULTITASK_OK_FIELDS,
+    "job_wall_time_s": 6.0,
+    **PROVENANCE,
+}
+MULTITASK_FAILED = {
+    **MULTITASK_START,
+    "error": "ConfigError: x",
+    "traceback": "Traceback ...",
+    "job_wall_time_s": 0.2,
+    **PROVENANCE,
+}
 
-BODIES = {"teacher_ok": (TEACHER_OK, TeacherResult), "teacher_failed": (TEACHER_FAILED, TeacherResult),
-          "student_ok": (STUDENT_OK, StudentResult), "student_failed": (STUDENT_FAILED, StudentResult),
-          "multitask_ok": (MULTITASK_OK, MultiTaskResult), "multitask_failed": (MULTITASK_FAILED, MultiTaskResult)}
+BODIES = {
+    "teacher_ok": (TEACHER_OK, TeacherResult),
+    "teacher_failed": (TEACHER_FAILED, TeacherResult),
+    "student_ok": (STUDENT_OK, StudentResult),
+    "student_failed": (STUDENT_FAILED, StudentResult),
+    "multitask_ok": (MULTITASK_OK, MultiTaskResult),
+    "multitask_failed": (MULTITASK_FAILED, MultiTaskResult),
+}
 
 # kdrl-table's row columns before the schema existed (tables and CSVs are compared bit for bit)
 LEGACY_FLAT_FIELDS = (
-    "kind", "status", "env_id", "seed", "loss", "temperature", "width", "student_size", "depth", "control", "baseline",
-    "params", "teacher_params", "param_ratio", "env_steps", "grad_steps", "wall_time_s", "train_wall_time_s", "sps",
-    "eval_return_mean", "eval_return_std", "teacher_return_mean", "return_ratio", "normalized_return_ratio",
-    "random_return_mean", "action_agreement", "teacher_wall_time_s", "error", "run_dir", "job_wall_time_s")
+    "kind",
+    "status",
+    "env_id",
+    "seed",
+    "loss",
+    "temperature",
+    "width",
+    "student_size",
+    "depth",
+    "control",
+    "baseline",
+    "params",
+    "teacher_params",
+    "param_ratio",
+    "env_steps",
+    "grad_steps",
+    "wall_time_s",
+    "train_wall_time_s",
+    "sps",
+    "eval_return_mean",
+    "eval_return_std",
+    "teacher_return_mean",
+    "return_ratio",
+    "normalized_return_ratio",
+    "random_return_mean",
+    "action_agreement",
+    "teacher_wall_time_s",
+    "error",
+    "run_dir",
+    "job_wall_time_s",
+)
 
 
 def _json(body: dict) -> str:
@@ -151,17 +314,41 @@ def test_a_runner_filling_the_dataclasses_writes_todays_bodies():
     teacher.job_wall_time_s = 23.0
     assert teacher.to_dict() == {k: v for k, v in TEACHER_OK.items() if k not in PROVENANCE}
 
-    student = StudentResult(env_id="Acrobot-v1", seed=2, run_dir="/runs/s", loss="kl", temperature=0.01, width=48,
-                            student_size=None, depth=2, control="teacher", baseline=None, lambda_=None,
-                            feature_weight=0.0, config=CONFIG)
+    student = StudentResult(
+        env_id="Acrobot-v1",
+        seed=2,
+        run_dir="/runs/s",
+        loss="kl",
+        temperature=0.01,
+        width=48,
+        student_size=None,
+        depth=2,
+        control="teacher",
+        baseline=None,
+        lambda_=None,
+        feature_weight=0.0,
+        config=CONFIG,
+    )
     assert student.to_dict() == STUDENT_START
     student.error, student.traceback = "RuntimeError: boom", "Traceback ..."
     student.job_wall_time_s = 0.5
     assert student.to_dict() == {k: v for k, v in STUDENT_FAILED.items() if k not in PROVENANCE}
 
-    multi = MultiTaskResult(mode="distill", task_names=["cartpole", "acrobot"], env_id=None, seed=1,
-                            run_dir="/runs/m", loss="kl", temperature=0.01, method="kl (tau=0.01)", width=64,
-                            depth=2, adapter="linear", update="sum", config=CONFIG)
+    multi = MultiTaskResult(
+        mode="distill",
+        task_names=["cartpole", "acrobot"],
+        env_id=None,
+        seed=1,
+        run_dir="/runs/m",
+        loss="kl",
+        temperature=0.01,
+        method="kl (tau=0.01)",
+        width=64,
+        depth=2,
+        adapter="linear",
+        update="sum",
+        config=CONFIG,
+    )
     assert multi.to_dict() == MULTITASK_START
     multi.env_id, multi.setup_s = "CartPole-v1+Acrobot-v1", 1.0
     for key, value in MULTITASK_OK_FIELDS.items():
@@ -194,11 +381,23 @@ def test_write_results_writes_the_writers_dict_through_the_schema(tmp_path):
 def test_flat_fields_are_the_columns_tables_had():
     assert FLAT_FIELDS == LEGACY_FLAT_FIELDS
     row = flatten(STUDENT_OK)
-    assert list(row)[:len(LEGACY_FLAT_FIELDS) + 1] == [*LEGACY_FLAT_FIELDS, "method"]
+    assert list(row)[: len(LEGACY_FLAT_FIELDS) + 1] == [*LEGACY_FLAT_FIELDS, "method"]
     # resources' teacher "params" lands on the teacher_params column (the same count), not a new one
-    assert list(row)[len(LEGACY_FLAT_FIELDS) + 1:] == [
-        "to_90pct_env_steps", "to_90pct_wall_s", "to_100pct_env_steps", "to_100pct_wall_s", "teacher_bytes", "teacher_flops", "teacher_latency_us", "student_params", "student_bytes", "student_flops",
-        "student_latency_us", "gen_heavy_student", "gen_heavy_teacher"]
+    assert list(row)[len(LEGACY_FLAT_FIELDS) + 1 :] == [
+        "to_90pct_env_steps",
+        "to_90pct_wall_s",
+        "to_100pct_env_steps",
+        "to_100pct_wall_s",
+        "teacher_bytes",
+        "teacher_flops",
+        "teacher_latency_us",
+        "student_params",
+        "student_bytes",
+        "student_flops",
+        "student_latency_us",
+        "gen_heavy_student",
+        "gen_heavy_teacher",
+    ]
     assert row["method"] == "kl (tau=0.01)" and math.isnan(row["to_100pct_env_steps"])
     assert flatten(load_result(STUDENT_OK)) == row
     failed = flatten(STUDENT_FAILED)
@@ -224,8 +423,11 @@ def test_normalized_score_gives_the_old_numbers_float_for_float():
     for a, b, c in zip(s.tolist(), t.tolist(), r.tolist()):
         old_pct = 100.0 * (a - c) / (b - c) if b - c > 0 else float("nan")  # multitask_eval.pct_of_teacher
         old_distill = (a - c) / (b - c) if b != c else float("nan")  # distill's normalized_return_ratio
-        for new, old in ((pct_of_teacher(a, b, c), old_pct), (normalized_score(a, b, c, scale=100.0), old_pct),
-                         (normalized_score(a, b, c, strict=False), old_distill)):
+        for new, old in (
+            (pct_of_teacher(a, b, c), old_pct),
+            (normalized_score(a, b, c, scale=100.0), old_pct),
+            (normalized_score(a, b, c, strict=False), old_distill),
+        ):
             assert new == old or (math.isnan(new) and math.isnan(old))
 
 

@@ -15,8 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_teacher_killed_mid_training_resumes_from_last_checkpoint(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "seed=2", "algo.total_timesteps=6000",
-           "eval.freq=1000", f"hydra.run.dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdrl.cli.train",
+        "debug=fast",
+        "seed=2",
+        "algo.total_timesteps=6000",
+        "eval.freq=1000",
+        f"hydra.run.dir={out}",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     killed_at, deadline = -1, time.time() + 240
     while proc.poll() is None and time.time() < deadline:

@@ -4,7 +4,6 @@ who-acts counters (DistillStudent saved none of its own state before)."""
 import copy
 
 import pytest
-import torch
 from hydra.utils import instantiate
 
 from kdrl.envs import probe_spec
@@ -12,8 +11,15 @@ from kdrl.runs.distill import build_student_module
 from kdrl.runs.job import plain, seed_job
 from tests.helpers import compose_cfg
 
-OVERRIDES = ["logger=none", "distill.total_timesteps=4000", "distill.learning_starts=200", "distill.batch_size=32",
-             "distill.target_update_interval=300", "student.width=16", "control=mixed"]
+OVERRIDES = [
+    "logger=none",
+    "distill.total_timesteps=4000",
+    "distill.learning_starts=200",
+    "distill.batch_size=32",
+    "distill.target_update_interval=300",
+    "student.width=16",
+    "control=mixed",
+]
 
 
 def _student(loss: str):
@@ -71,8 +77,9 @@ def test_resumed_hybrid_student_restores_target_schedule_and_lambda(loss):
 def test_hybrid_td_term_follows_the_teachers_dqn_settings():
     """The hybrid student's TD term and target network take algo's td_loss, double_dqn and tau (it used
     to be Huber, Double DQN and a hard copy whatever algo said)."""
-    cfg = compose_cfg("distill", ["loss=qdagger", "algo.td_loss=mse", "algo.double_dqn=false", "algo.tau=0.5",
-                                  *OVERRIDES])
+    cfg = compose_cfg(
+        "distill", ["loss=qdagger", "algo.td_loss=mse", "algo.double_dqn=false", "algo.tau=0.5", *OVERRIDES]
+    )
     spec = probe_spec(plain(cfg.env))
     teacher = instantiate(cfg.net, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
     module = build_student_module(cfg, spec, teacher, {**plain(cfg.net), "width": 16})

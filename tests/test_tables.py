@@ -8,7 +8,7 @@ from kdrl.tables import aggregate, bootstrap_ci, collect, iqm
 
 
 def test_iqm_by_hand():
-    assert iqm([1, 2, 3, 4]) == pytest.approx(2.5)           # middle two
+    assert iqm([1, 2, 3, 4]) == pytest.approx(2.5)  # middle two
     assert iqm([0, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(np.mean([2, 3, 4, 5]))
     # n=5: trims 1.25 from each end: weights .75,1,1,1,.75 over the sorted middle
     assert iqm([1, 2, 3, 4, 5]) == pytest.approx((0.75 * 2 + 3 + 0.75 * 4) / 2.5)
@@ -27,8 +27,14 @@ def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
 
 def _write(d, **fields):
     d.mkdir(parents=True)
-    base = {"kind": "student", "status": "ok", "env_id": "CartPole-v1", "param_ratio": 0.07, "temperature": 0.01,
-            "eval_history": [{"env_steps": 1000, "return_mean": 100.0}, {"env_steps": 2000, "return_mean": 500.0}]}
+    base = {
+        "kind": "student",
+        "status": "ok",
+        "env_id": "CartPole-v1",
+        "param_ratio": 0.07,
+        "temperature": 0.01,
+        "eval_history": [{"env_steps": 1000, "return_mean": 100.0}, {"env_steps": 2000, "return_mean": 500.0}],
+    }
     (d / "results.json").write_text(json.dumps({**base, **fields}))
 
 

@@ -56,8 +56,9 @@ def test_linear_schedule():
 @pytest.mark.parametrize("num_envs", [1, 4, 7])
 def test_update_to_data_ratio_is_independent_of_num_envs(num_envs):
     collector = SimpleNamespace(env_steps=0, buffer=None)
-    stream = ReplayStream(collector, batch_size=32, learning_starts=100, train_freq=10, gradient_steps=2,
-                          total_timesteps=10_000)
+    stream = ReplayStream(
+        collector, batch_size=32, learning_starts=100, train_freq=10, gradient_steps=2, total_timesteps=10_000
+    )
     collector.env_steps = 99
     assert stream.grad_steps_allowed() == 0
     for steps in (100, 109, 110, 1000, 5003):

@@ -6,15 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from kdrl.runs.teacher import build_teacher, train_teacher
 from kdrl.evaluation import evaluate_policy
 from kdrl.io import CheckpointError, load_policy
+from kdrl.runs.teacher import build_teacher, train_teacher
 from tests.helpers import compose_cfg
 
 
 def test_target_sync_happens_every_interval_env_steps():
-    cfg = compose_cfg("train", ["logger=none", "env.num_envs=3", "algo.learning_starts=64", "algo.batch_size=16",
-                                "algo.target_update_interval=100", "algo.total_timesteps=1000", "algo.train_freq=4"])
+    cfg = compose_cfg(
+        "train",
+        [
+            "logger=none",
+            "env.num_envs=3",
+            "algo.learning_starts=64",
+            "algo.batch_size=16",
+            "algo.target_update_interval=100",
+            "algo.total_timesteps=1000",
+            "algo.train_freq=4",
+        ],
+    )
     module, _ = build_teacher(cfg)
     module.setup("fit")
     opt = module.configure_optimizers()
@@ -41,10 +51,22 @@ def test_target_sync_happens_every_interval_env_steps():
 
 
 def test_short_cartpole_training_beats_random(tmp_path):
-    random_returns = evaluate_policy(lambda obs: np.random.default_rng(0).integers(2, size=len(obs)), "CartPole-v1",
-                                     list(range(2_000_000, 2_000_020)))
-    cfg = compose_cfg("train", ["logger=none", "trainer.enable_progress_bar=false", "seed=3",
-                                "algo.total_timesteps=12000", "eval.freq=4000", "eval.episodes=5"])
+    random_returns = evaluate_policy(
+        lambda obs: np.random.default_rng(0).integers(2, size=len(obs)),
+        "CartPole-v1",
+        list(range(2_000_000, 2_000_020)),
+    )
+    cfg = compose_cfg(
+        "train",
+        [
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "seed=3",
+            "algo.total_timesteps=12000",
+            "eval.freq=4000",
+            "eval.episodes=5",
+        ],
+    )
     res = train_teacher(cfg, tmp_path)
     assert res["status"] == "ok"
     assert res["eval_return_mean"] > 5 * np.mean(random_returns)  # random policy ~22
@@ -53,12 +75,32 @@ def test_short_cartpole_training_beats_random(tmp_path):
 
 def test_cli_writes_results_contract_and_safe_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "kdrl.cli.train", "debug=fast", "seed=1", f"hydra.run.dir={out}"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "seed=1", f"hydra.run.dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
-    for key in ("kind", "status", "env_id", "seed", "params", "env_steps", "grad_steps", "wall_time_s", "sps",
-                "eval_return_mean", "eval_return_std", "eval_returns", "checkpoint", "config", "git_sha", "versions"):
+    for key in (
+        "kind",
+        "status",
+        "env_id",
+        "seed",
+        "params",
+        "env_steps",
+        "grad_steps",
+        "wall_time_s",
+        "sps",
+        "eval_return_mean",
+        "eval_return_std",
+        "eval_returns",
+        "checkpoint",
+        "config",
+        "git_sha",
+        "versions",
+    ):
         assert key in res, key
     assert res["kind"] == "teacher" and res["status"] == "ok" and res["seed"] == 1
     assert res["env_steps"] == 3000 and len(res["eval_returns"]) == 3

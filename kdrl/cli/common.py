@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -44,15 +45,17 @@ def preflight_output_dirs(prog: str, argv: list[str]) -> None:
         for key in ("hydra.run.dir=", "hydra.sweep.dir="):
             if not arg.startswith(key):
                 continue
-            path = Path(arg[len(key):])
+            path = Path(arg[len(key) :])
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 probe = path / ".kdrl-write-test"
                 probe.write_text("")
                 probe.unlink()
             except OSError as exc:
-                sys.stderr.write(f"{prog}: error: output dir {path} is not writable: "
-                                 f"{exc.strerror or exc} (choose another {key[:-1]})\n")
+                sys.stderr.write(
+                    f"{prog}: error: output dir {path} is not writable: "
+                    f"{exc.strerror or exc} (choose another {key[:-1]})\n"
+                )
                 sys.exit(2)
 
 

@@ -24,7 +24,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--name", default=None, help="base name of the written files (default: the policy file's stem)")
     p.add_argument("--verify-obs", type=int, default=512, help="observations to check the exports on (default 512)")
-    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"max |Q torch - Q export| allowed (default {DEFAULT_TOL:g})")
+    p.add_argument(
+        "--tol", type=float, default=DEFAULT_TOL, help=f"max |Q torch - Q export| allowed (default {DEFAULT_TOL:g})"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the verification episodes")
     args = p.parse_args(argv)
     if args.verify_obs < 1:
@@ -38,8 +40,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     def body() -> None:
         res = export_policy(args.policy, args.out, args.formats, args.name, args.verify_obs, args.tol, args.seed)
         info = res.info
-        print(f"{args.policy}: {info['env_id']}, obs {tuple(info['obs_shape'])}, {info['n_actions']} actions, "
-              f"{info['params']:,} params")
+        print(
+            f"{args.policy}: {info['env_id']}, obs {tuple(info['obs_shape'])}, {info['n_actions']} actions, "
+            f"{info['params']:,} params"
+        )
         for fmt, path in res.files.items():
             v = info["verification"][fmt]
             print(f"  {fmt:<11} {path}  (max |ΔQ| {v['max_abs_diff']:.2g}, {v['n']} obs, actions agree)")

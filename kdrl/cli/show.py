@@ -42,11 +42,14 @@ def summary(path: str) -> str:
     if r.get("status") != "ok":
         return f"{path}: status={r.get('status')} error={r.get('error')}"
     try:
-        return "\n".join([
-            f"{r['kind']} on {r['env_id']} (seed {r['seed']}, {r['params']:,} params)",
-            f"  greedy return {r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} over {len(r['eval_returns'])} held-out episodes",
-            f"  {r['env_steps']:,} env steps, {r['grad_steps']:,} gradient steps, {r['wall_time_s']:.1f} s, {r['sps']:,.0f} env steps/s",
-            f"  checkpoint: {r['checkpoint']}"])
+        return "\n".join(
+            [
+                f"{r['kind']} on {r['env_id']} (seed {r['seed']}, {r['params']:,} params)",
+                f"  greedy return {r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} over {len(r['eval_returns'])} held-out episodes",
+                f"  {r['env_steps']:,} env steps, {r['grad_steps']:,} gradient steps, {r['wall_time_s']:.1f} s, {r['sps']:,.0f} env steps/s",
+                f"  checkpoint: {r['checkpoint']}",
+            ]
+        )
     except KeyError as exc:
         raise ResultsError(f"{path} has no {exc} field (not a kdrl results.json?)") from exc
 

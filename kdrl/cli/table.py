@@ -1,6 +1,6 @@
 """kdrl-table: every results.json under the given dirs -> tidy CSV, Markdown/LaTeX tables, plots.
 
-    kdrl-table multirun/distill/2026-11-23/... --rows method --cols width --metric return_ratio --out docs/x
+kdrl-table multirun/distill/2026-11-23/... --rows method --cols width --metric return_ratio --out docs/x
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from kdrl.tables import collect, disk_use, plot_all, summary_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="kdrl-table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="kdrl-table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("paths", nargs="+", help="sweep/run directories or results.json files")
     ap.add_argument("--rows", default="method")
     ap.add_argument("--cols", default="width")

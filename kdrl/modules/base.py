@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,8 +30,11 @@ from kdrl.td import TargetNetwork
 def global_rng_state() -> dict[str, Any]:
     """torch, Python and numpy global RNG states in a weights_only-loadable form."""
     np_state = np.random.get_state()
-    return {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-            "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "python_rng": random.getstate(),
+        "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
 
 
 def set_global_rng_state(state: dict[str, Any]) -> None:
@@ -59,9 +63,18 @@ class RLModule(pl.LightningModule):
     collector: EnvCollector
     stream: ReplayStream
 
-    def __init__(self, q_net: nn.Module, spec: EnvSpec | None, env_cfg: dict[str, Any] | None,
-                 data: StreamConfig | None, optimizer: OptimizerFactory, exploration: Callable[[int], float],
-                 seed: int = 0, log_interval: int = 250, max_grad_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        q_net: nn.Module,
+        spec: EnvSpec | None,
+        env_cfg: dict[str, Any] | None,
+        data: StreamConfig | None,
+        optimizer: OptimizerFactory,
+        exploration: Callable[[int], float],
+        seed: int = 0,
+        log_interval: int = 250,
+        max_grad_norm: float | None = None,
+    ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.q_net = q_net
@@ -105,8 +118,12 @@ class RLModule(pl.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         # batch_size=None: the stream yields whole batches; workers would copy the env and buffer.
-        return DataLoader(self.stream, batch_size=None, num_workers=0,
-                          pin_memory=torch.cuda.is_available() and self.device.type == "cuda")
+        return DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=0,
+            pin_memory=torch.cuda.is_available() and self.device.type == "cuda",
+        )
 
     @property
     def env_steps(self) -> int:
@@ -209,8 +226,10 @@ class RLModule(pl.LightningModule):
         finished = self.collector.drain_finished()
         if not finished:
             return {}
-        return {"train/episodic_return": float(np.mean([r for _, r, _ in finished])),
-                "train/episodic_length": float(np.mean([n for _, _, n in finished]))}
+        return {
+            "train/episodic_return": float(np.mean([r for _, r, _ in finished])),
+            "train/episodic_length": float(np.mean([n for _, _, n in finished])),
+        }
 
     def flush_metrics(self) -> None:
         now = time.perf_counter()
@@ -224,7 +243,8 @@ class RLModule(pl.LightningModule):
             raise NonFiniteLossError(
                 f"non-finite {', '.join(b.split('/')[-1] for b in bad)} at env step {self.env_steps}, "
                 f"gradient step {self.stream.grad_steps}; stopped, the last good checkpoint is kept "
-                "(try a lower learning rate or gradient clipping)")
+                "(try a lower learning rate or gradient clipping)"
+            )
         self._sums, self._count = {}, 0
         out.update(self.episode_metrics())
         out["train/epsilon"] = self.collector.epsilon

@@ -25,8 +25,9 @@ from kdrl.td import TargetNetwork, TDTerm
 
 def exploration_schedule(expl: dict[str, Any]) -> LinearSchedule:
     """epsilon from an ``exploration`` config block (env steps)."""
-    return LinearSchedule(float(expl["eps_start"]), float(expl["eps_end"]), int(expl["decay_steps"]),
-                          int(expl.get("delay_steps", 0)))
+    return LinearSchedule(
+        float(expl["eps_start"]), float(expl["eps_end"]), int(expl["decay_steps"]), int(expl.get("delay_steps", 0))
+    )
 
 
 def td_term(algo: dict[str, Any]) -> TDTerm:
@@ -36,10 +37,27 @@ def td_term(algo: dict[str, Any]) -> TDTerm:
 class DQN(RLModule):
     """A Q-network learning from its own epsilon-greedy experience with the TD loss."""
 
-    def __init__(self, q_net: QNetwork, spec: EnvSpec, env_cfg: dict[str, Any], algo: dict[str, Any],
-                 optimizer: OptimizerFactory, seed: int = 0, log_interval: int = 250) -> None:
-        super().__init__(q_net, spec, env_cfg, StreamConfig.from_dict(algo), optimizer,
-                         exploration_schedule(algo["exploration"]), seed, log_interval, algo.get("max_grad_norm"))
+    def __init__(
+        self,
+        q_net: QNetwork,
+        spec: EnvSpec,
+        env_cfg: dict[str, Any],
+        algo: dict[str, Any],
+        optimizer: OptimizerFactory,
+        seed: int = 0,
+        log_interval: int = 250,
+    ) -> None:
+        super().__init__(
+            q_net,
+            spec,
+            env_cfg,
+            StreamConfig.from_dict(algo),
+            optimizer,
+            exploration_schedule(algo["exploration"]),
+            seed,
+            log_interval,
+            algo.get("max_grad_norm"),
+        )
         self.td = td_term(algo)
         self.target = TargetNetwork(q_net, int(algo["target_update_interval"]), float(algo["tau"]))
 

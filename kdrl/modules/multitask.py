@@ -50,15 +50,32 @@ class MultiTaskModule(RLModule):
     and the target schedule count *per-task* env steps.
     """
 
-    def __init__(self, net: MultiTaskQNetwork, tasks: Sequence[TaskEnv], data: dict[str, Any],
-                 optimizer: OptimizerFactory, exploration: LinearSchedule, update: str = "interleave", seed: int = 0,
-                 log_interval: int = 250) -> None:
+    def __init__(
+        self,
+        net: MultiTaskQNetwork,
+        tasks: Sequence[TaskEnv],
+        data: dict[str, Any],
+        optimizer: OptimizerFactory,
+        exploration: LinearSchedule,
+        update: str = "interleave",
+        seed: int = 0,
+        log_interval: int = 250,
+    ) -> None:
         if update not in UPDATES:
             raise ValueError(f"unknown update '{update}' (expected one of {', '.join(UPDATES)})")
         if len(tasks) != net.n_tasks:
             raise ValueError(f"the net has {net.n_tasks} heads but {len(tasks)} tasks were given")
-        super().__init__(net, None, None, StreamConfig.from_dict(data, total_key="steps_per_task"), optimizer,
-                         exploration, seed, log_interval, data.get("max_grad_norm"))
+        super().__init__(
+            net,
+            None,
+            None,
+            StreamConfig.from_dict(data, total_key="steps_per_task"),
+            optimizer,
+            exploration,
+            seed,
+            log_interval,
+            data.get("max_grad_norm"),
+        )
         self.tasks = list(tasks)
         self.names = [t.name for t in self.tasks]
         self.views = [TaskView(net, i) for i in range(net.n_tasks)]  # a plain list: not registered twice
@@ -86,8 +103,12 @@ class MultiTaskModule(RLModule):
     def build_stream(self) -> MultiTaskStream:
         assert self.data is not None
         # distinct env, replay and exploration seeds per task
-        return MultiTaskStream([build_stream(t.env, t.spec, self.data, self.behaviour_of(i), self.exploration,
-                                             self.seed + 10_000 * i) for i, t in enumerate(self.tasks)])
+        return MultiTaskStream(
+            [
+                build_stream(t.env, t.spec, self.data, self.behaviour_of(i), self.exploration, self.seed + 10_000 * i)
+                for i, t in enumerate(self.tasks)
+            ]
+        )
 
     # ---- learning -----------------------------------------------------------------------------
     def task_loss(self, task: int, batch: Transitions) -> dict[str, torch.Tensor]:  # pragma: no cover
@@ -129,9 +150,19 @@ class MultiTaskModule(RLModule):
 class MultiTaskDistill(MultiTaskModule):
     """n frozen teachers -> one multi-task student; each task's data comes from its teacher acting."""
 
-    def __init__(self, net: MultiTaskQNetwork, teachers: Sequence[nn.Module], tasks: Sequence[TaskEnv],
-                 data: dict[str, Any], loss: StudentLoss, exploration: dict[str, Any], optimizer: OptimizerFactory,
-                 update: str = "interleave", seed: int = 0, log_interval: int = 250) -> None:
+    def __init__(
+        self,
+        net: MultiTaskQNetwork,
+        teachers: Sequence[nn.Module],
+        tasks: Sequence[TaskEnv],
+        data: dict[str, Any],
+        loss: StudentLoss,
+        exploration: dict[str, Any],
+        optimizer: OptimizerFactory,
+        update: str = "interleave",
+        seed: int = 0,
+        log_interval: int = 250,
+    ) -> None:
         super().__init__(net, tasks, data, optimizer, exploration_schedule(exploration), update, seed, log_interval)
         if len(teachers) != len(tasks):
             raise ValueError(f"need one teacher per task, got {len(teachers)} for {len(tasks)} tasks")
@@ -154,11 +185,20 @@ class MultiTaskDistill(MultiTaskModule):
 class JointMultiTaskDQN(MultiTaskModule):
     """The multi-task net trained with (Double) DQN on every task at once, its own heads acting."""
 
-    def __init__(self, net: MultiTaskQNetwork, tasks: Sequence[TaskEnv], data: dict[str, Any], dqn: dict[str, Any],
-                 optimizer: OptimizerFactory, update: str = "interleave", seed: int = 0,
-                 log_interval: int = 250) -> None:
-        super().__init__(net, tasks, data, optimizer, exploration_schedule(dqn["exploration"]), update, seed,
-                         log_interval)
+    def __init__(
+        self,
+        net: MultiTaskQNetwork,
+        tasks: Sequence[TaskEnv],
+        data: dict[str, Any],
+        dqn: dict[str, Any],
+        optimizer: OptimizerFactory,
+        update: str = "interleave",
+        seed: int = 0,
+        log_interval: int = 250,
+    ) -> None:
+        super().__init__(
+            net, tasks, data, optimizer, exploration_schedule(dqn["exploration"]), update, seed, log_interval
+        )
         self.td = td_term(dqn)
         self.target = TargetNetwork(net, int(dqn["target_update_interval"]), float(dqn["tau"]))
 
@@ -168,6 +208,7 @@ class JointMultiTaskDQN(MultiTaskModule):
     def task_loss(self, task: int, batch: Transitions) -> dict[str, torch.Tensor]:
         assert self.target is not None
         target = self.target
-        loss, q_taken = self.td(self.q_net(batch.obs, task), batch, lambda x: self.q_net(x, task),
-                                lambda x: target(x, task))
+        loss, q_taken = self.td(
+            self.q_net(batch.obs, task), batch, lambda x: self.q_net(x, task), lambda x: target(x, task)
+        )
         return {"loss": loss, "td_loss": loss, "q_mean": q_taken.detach().mean()}

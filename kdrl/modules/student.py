@@ -30,23 +30,41 @@ CONTROLS = ("teacher", "student", "mixed")
 
 
 class DistillStudent(RLModule):
-    def __init__(self, student: QNetwork, teacher: QNetwork, spec: EnvSpec, env_cfg: dict[str, Any],
-                 distill: dict[str, Any], loss: StudentLoss, control: str, optimizer: OptimizerFactory,
-                 seed: int = 0, log_interval: int = 250) -> None:
+    def __init__(
+        self,
+        student: QNetwork,
+        teacher: QNetwork,
+        spec: EnvSpec,
+        env_cfg: dict[str, Any],
+        distill: dict[str, Any],
+        loss: StudentLoss,
+        control: str,
+        optimizer: OptimizerFactory,
+        seed: int = 0,
+        log_interval: int = 250,
+    ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"unknown control '{control}' (expected one of {', '.join(CONTROLS)})")
-        super().__init__(student, spec, env_cfg, StreamConfig.from_dict(distill), optimizer,
-                         exploration_schedule(distill["exploration"]), seed, log_interval, distill.get("max_grad_norm"))
+        super().__init__(
+            student,
+            spec,
+            env_cfg,
+            StreamConfig.from_dict(distill),
+            optimizer,
+            exploration_schedule(distill["exploration"]),
+            seed,
+            log_interval,
+            distill.get("max_grad_norm"),
+        )
         self.teacher = teacher.requires_grad_(False).eval()
         self.objective, self.control = loss, control
-        self.projection = (torch.nn.Linear(student.feature_dim, teacher.feature_dim) if loss.feature_weight > 0
-                           else None)
+        self.projection = torch.nn.Linear(student.feature_dim, teacher.feature_dim) if loss.feature_weight > 0 else None
         if loss.hybrid:
-            self.target = TargetNetwork(student, int(distill["target_update_interval"]),
-                                        float(distill.get("tau", 1.0)))
+            self.target = TargetNetwork(student, int(distill["target_update_interval"]), float(distill.get("tau", 1.0)))
         mix = distill.get("mixed") or {}
-        self.beta = LinearSchedule(float(mix.get("beta_start", 1.0)), float(mix.get("beta_end", 0.0)),
-                                   int(mix.get("decay_steps", 0)))
+        self.beta = LinearSchedule(
+            float(mix.get("beta_start", 1.0)), float(mix.get("beta_end", 0.0)), int(mix.get("decay_steps", 0))
+        )
         self._rng = np.random.default_rng(seed + 1)
         self.teacher_acted = 0
 
@@ -98,8 +116,12 @@ class DistillStudent(RLModule):
     # ---- logging and resuming -------------------------------------------------------------------
     def flush_metrics(self) -> None:
         if self.control != "student":
-            self.log_env_metrics({"train/teacher_action_fraction": self.teacher_acted / max(self.env_steps, 1),
-                                  "train/beta": self.beta(self.env_steps) if self.control == "mixed" else 1.0})
+            self.log_env_metrics(
+                {
+                    "train/teacher_action_fraction": self.teacher_acted / max(self.env_steps, 1),
+                    "train/beta": self.beta(self.env_steps) if self.control == "mixed" else 1.0,
+                }
+            )
         super().flush_metrics()
 
     def extra_state(self) -> dict[str, Any]:

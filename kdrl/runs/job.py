@@ -15,9 +15,10 @@ import os
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -68,9 +69,14 @@ def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
     if mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
         from pytorch_lightning.loggers import WandbLogger
 
-        kwargs = dict(project=cfg.wandb.project, group=cfg.wandb.get("group") or sweep_name(), job_type=job_type,
-                      tags=list(cfg.wandb.get("tags") or []), name=f"{job_type}-{cfg.env.id}-s{cfg.seed}",
-                      config=plain(cfg))
+        kwargs = dict(
+            project=cfg.wandb.project,
+            group=cfg.wandb.get("group") or sweep_name(),
+            job_type=job_type,
+            tags=list(cfg.wandb.get("tags") or []),
+            name=f"{job_type}-{cfg.env.id}-s{cfg.seed}",
+            config=plain(cfg),
+        )
         if mode == "online":
             run = _online_wandb_run(out, kwargs)
             if run is not None:
@@ -92,8 +98,11 @@ def _online_wandb_run(out: Path, kwargs: dict[str, Any]) -> Any:
         return wandb.init(dir=str(out), mode="online", settings=wandb.Settings(init_timeout=timeout), **kwargs)
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        log.warning("W&B online unreachable (%s); continuing with W&B offline in %s/wandb "
-                    "(upload later with `wandb sync`)", reason, out)
+        log.warning(
+            "W&B online unreachable (%s); continuing with W&B offline in %s/wandb (upload later with `wandb sync`)",
+            reason,
+            out,
+        )
         os.environ["WANDB_MODE"] = "offline"  # WANDB_MODE=online would make the offline fallback log in too
         return None
 
@@ -130,9 +139,18 @@ def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> 
         from pytorch_lightning.plugins.environments import SLURMEnvironment
 
         kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
-    return pl.Trainer(max_epochs=1, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out),
-                      enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      limit_val_batches=0, enable_progress_bar=enable_bar, **kwargs)
+    return pl.Trainer(
+        max_epochs=1,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(out),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_progress_bar=enable_bar,
+        **kwargs,
+    )
 
 
 class Stopwatch:
@@ -227,8 +245,14 @@ class Job:
     def fields(self) -> dict[str, Any]:
         """What results.json says before anything ran (status 'failed' until the job ends ok)."""
         cfg = self.cfg
-        return {"kind": self.kind, "status": "failed", "env_id": cfg.env.id if "env" in cfg else None,
-                "seed": cfg.seed, "run_dir": str(self.out), "resumed_from_env_steps": None}
+        return {
+            "kind": self.kind,
+            "status": "failed",
+            "env_id": cfg.env.id if "env" in cfg else None,
+            "seed": cfg.seed,
+            "run_dir": str(self.out),
+            "resumed_from_env_steps": None,
+        }
 
     def validate(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -270,8 +294,16 @@ def run_job(job: Job) -> dict[str, Any]:
         fields["resumed_from_env_steps"] = getattr(module, "resumed_from_env_steps", None)
         chosen = evaluation.best_policy_path if cfg.eval.final_policy == "best" else evaluation.last_policy_path
         fields.update(job.finish(module, evaluation, chosen))
-        fields.update({"status": "ok", "env_steps": module.env_steps, "grad_steps": module.stream.grad_steps,
-                       "wall_time_s": fit_s, "train_wall_time_s": fit_s - evaluation.eval_time_s,
-                       "sps": module.env_steps / fit_s, "eval_history": evaluation.history})
+        fields.update(
+            {
+                "status": "ok",
+                "env_steps": module.env_steps,
+                "grad_steps": module.stream.grad_steps,
+                "wall_time_s": fit_s,
+                "train_wall_time_s": fit_s - evaluation.eval_time_s,
+                "sps": module.env_steps / fit_s,
+                "eval_history": evaluation.history,
+            }
+        )
         log.info(job.summary(fields))
         return fields

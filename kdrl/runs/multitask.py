@@ -59,24 +59,40 @@ def validate_multitask(cfg: DictConfig) -> None:
     _need(not unknown, "teacher.checkpoints", f"keyed by task names {tasks}", sorted(unknown))
     conv = cfg.student.get("conv")
     for key, low in (("width", 1), ("depth", 0 if conv else 1)):
-        _need(isinstance(cfg.student[key], int) and cfg.student[key] >= low, f"student.{key}",
-              f"an integer >= {low}", cfg.student[key])
+        _need(
+            isinstance(cfg.student[key], int) and cfg.student[key] >= low,
+            f"student.{key}",
+            f"an integer >= {low}",
+            cfg.student[key],
+        )
     if conv:
         lengths = {len(conv.get(k) or []) for k in ("channels", "kernels", "strides")}
-        _need(len(lengths) == 1 and 0 not in lengths, "student.conv",
-              "{channels, kernels, strides}: non-empty lists of equal length", plain(conv))
+        _need(
+            len(lengths) == 1 and 0 not in lengths,
+            "student.conv",
+            "{channels, kernels, strides}: non-empty lists of equal length",
+            plain(conv),
+        )
     _need(cfg.student.adapter in ADAPTERS, "student.adapter", "one of " + ", ".join(ADAPTERS), cfg.student.adapter)
     m = cfg.multitask
     for key in ("steps_per_task", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
         _need(isinstance(m[key], int) and m[key] >= 1, f"multitask.{key}", "an integer >= 1", m[key])
-    _need(m.num_envs is None or (isinstance(m.num_envs, int) and m.num_envs >= 1), "multitask.num_envs",
-          "null or an integer >= 1", m.num_envs)
+    _need(
+        m.num_envs is None or (isinstance(m.num_envs, int) and m.num_envs >= 1),
+        "multitask.num_envs",
+        "null or an integer >= 1",
+        m.num_envs,
+    )
     _need(m["update"] in UPDATES, "multitask.update", "one of " + ", ".join(UPDATES), m["update"])
     _need(cfg.eval.final_policy in ("best", "last"), "eval.final_policy", "best or last", cfg.eval.final_policy)
     if cfg.mode == "distill":
         _need(cfg.loss.kind in LOSSES, "loss.kind", "one of " + ", ".join(LOSSES), cfg.loss.kind)
-        _need(not cfg.loss.get("td") and not cfg.loss.get("feature_weight"), "loss",
-              "a plain distillation loss (hybrid and feature losses are single-task only)", cfg.loss.name)
+        _need(
+            not cfg.loss.get("td") and not cfg.loss.get("feature_weight"),
+            "loss",
+            "a plain distillation loss (hybrid and feature losses are single-task only)",
+            cfg.loss.name,
+        )
 
 
 def logger_cfg(cfg: DictConfig, env_ids: list[str]) -> DictConfig:
@@ -114,8 +130,16 @@ def build_module(cfg: DictConfig, tasks: list[TaskSetup], net: MultiTaskQNetwork
     common = dict(update=str(cfg.multitask["update"]), seed=int(cfg.seed), log_interval=int(cfg.log_interval))
     if cfg.mode == "joint_dqn":
         return JointMultiTaskDQN(net, envs, data, plain(cfg.dqn), opt, **common)
-    return MultiTaskDistill(net, [t.teacher for t in tasks], envs, data, instantiate(cfg.loss),
-                            plain(cfg.distill.exploration), opt, **common)
+    return MultiTaskDistill(
+        net,
+        [t.teacher for t in tasks],
+        envs,
+        data,
+        instantiate(cfg.loss),
+        plain(cfg.distill.exploration),
+        opt,
+        **common,
+    )
 
 
 def greedy_of(net: torch.nn.Module):
@@ -130,23 +154,35 @@ def reference_returns(tasks: list[TaskSetup], seeds: list[int]) -> tuple[list[li
 
 
 # ---- results ---------------------------------------------------------------------------------------
-def task_result(t: TaskSetup, module: MultiTaskModule, i: int, s_ret: list[float], t_ret: list[float],
-                r_ret: list[float]) -> dict[str, Any]:
+def task_result(
+    t: TaskSetup, module: MultiTaskModule, i: int, s_ret: list[float], t_ret: list[float], r_ret: list[float]
+) -> dict[str, Any]:
     s, te, r = float(np.mean(s_ret)), float(np.mean(t_ret)), float(np.mean(r_ret))
     return {
-        "env_id": t.spec.env_id, "obs_shape": list(t.spec.obs_shape), "n_actions": t.spec.n_actions,
-        "eval_return_mean": s, "eval_return_std": float(np.std(s_ret)), "eval_returns": s_ret,
-        "teacher_return_mean": te, "teacher_returns": t_ret, "random_return_mean": r, "random_returns": r_ret,
+        "env_id": t.spec.env_id,
+        "obs_shape": list(t.spec.obs_shape),
+        "n_actions": t.spec.n_actions,
+        "eval_return_mean": s,
+        "eval_return_std": float(np.std(s_ret)),
+        "eval_returns": s_ret,
+        "teacher_return_mean": te,
+        "teacher_returns": t_ret,
+        "random_return_mean": r,
+        "random_returns": r_ret,
         "pct_of_teacher": pct_of_teacher(s, te, r),
         "return_ratio": s / te if te > 0 else float("nan"),  # Rusu et al.'s raw ratio: only for positive returns
-        "env_steps": module.collectors[i].env_steps, "episodes": module.collectors[i].episodes,
-        "params": task_params(module.q_net, i), "teacher_params": count_params(t.teacher),
-        "teacher_checkpoint": str(t.teacher_path), "teacher_wall_time_s": t.teacher_wall_time_s,
+        "env_steps": module.collectors[i].env_steps,
+        "episodes": module.collectors[i].episodes,
+        "params": task_params(module.q_net, i),
+        "teacher_params": count_params(t.teacher),
+        "teacher_checkpoint": str(t.teacher_path),
+        "teacher_wall_time_s": t.teacher_wall_time_s,
     }
 
 
-def final_evaluation(cfg: DictConfig, tasks: list[TaskSetup], module: MultiTaskModule,
-                     chosen: Path) -> dict[str, dict[str, Any]]:
+def final_evaluation(
+    cfg: DictConfig, tasks: list[TaskSetup], module: MultiTaskModule, chosen: Path
+) -> dict[str, dict[str, Any]]:
     """The chosen checkpoint, every teacher and a random policy on the same held-out seeds."""
     state = load_multitask_policy(chosen, [t.spec.env_id for t in tasks])
     module.q_net.load_state_dict(state["state_dict"])
@@ -173,10 +209,18 @@ class MultiTaskJob(Job):
         cfg = self.cfg
         loss = "joint_dqn" if cfg.mode == "joint_dqn" else str(cfg.loss.name)
         temp = None if cfg.mode == "joint_dqn" else cfg.loss.temperature
-        return {**super().fields(), "mode": str(cfg.mode), "task_names": list(cfg.tasks), "loss": loss,
-                "temperature": temp, "method": method_name({"loss": loss, "temperature": temp}),
-                "width": cfg.student.width, "depth": cfg.student.depth, "adapter": str(cfg.student.adapter),
-                "update": str(cfg.multitask["update"])}
+        return {
+            **super().fields(),
+            "mode": str(cfg.mode),
+            "task_names": list(cfg.tasks),
+            "loss": loss,
+            "temperature": temp,
+            "method": method_name({"loss": loss, "temperature": temp}),
+            "width": cfg.student.width,
+            "depth": cfg.student.depth,
+            "adapter": str(cfg.student.adapter),
+            "update": str(cfg.multitask["update"]),
+        }
 
     def validate(self) -> None:
         validate_multitask(self.cfg)
@@ -189,10 +233,16 @@ class MultiTaskJob(Job):
         net_cfg = plain(cfg.student)
         module = build_module(cfg, tasks, build_multitask_net(net_cfg, [t.spec for t in tasks]))
         periodic_t, periodic_r = reference_returns(tasks, eval_seeds(cfg.eval.seed, cfg.eval.episodes))
-        evaluation = MultiTaskEvaluation([EvalTask(t.name, t.spec.env_id, t.env.get("kwargs") or {}) for t in tasks],
-                                         cfg.eval.freq, cfg.eval.episodes, cfg.eval.seed, self.out / "checkpoints",
-                                         net_cfg, [float(np.mean(x)) for x in periodic_t],
-                                         [float(np.mean(x)) for x in periodic_r])
+        evaluation = MultiTaskEvaluation(
+            [EvalTask(t.name, t.spec.env_id, t.env.get("kwargs") or {}) for t in tasks],
+            cfg.eval.freq,
+            cfg.eval.episodes,
+            cfg.eval.seed,
+            self.out / "checkpoints",
+            net_cfg,
+            [float(np.mean(x)) for x in periodic_t],
+            [float(np.mean(x)) for x in periodic_r],
+        )
         return module, evaluation
 
     def logger_cfg(self) -> DictConfig:
@@ -204,18 +254,29 @@ class MultiTaskJob(Job):
         student_path = self.out / "student.pt"
         atomic_write(student_path, lambda tmp: Path(tmp).write_bytes(Path(chosen).read_bytes()))
         params, t_params = count_params(module.q_net), sum(count_params(t.teacher) for t in self.tasks)
-        return {"tasks": per_task, "mean_pct_of_teacher": mean_pct, "geomean_pct_of_teacher": geo_pct,
-                "normalized_return_ratio": mean_pct / 100,  # the mean normalised score as a fraction
-                "params": params, "teacher_params": t_params, "param_ratio": params / t_params,
-                "task_env_steps": module.task_env_steps, "optimizer_steps": module.optimizer_steps,
-                "checkpoint": str(student_path)}
+        return {
+            "tasks": per_task,
+            "mean_pct_of_teacher": mean_pct,
+            "geomean_pct_of_teacher": geo_pct,
+            "normalized_return_ratio": mean_pct / 100,  # the mean normalised score as a fraction
+            "params": params,
+            "teacher_params": t_params,
+            "param_ratio": params / t_params,
+            "task_env_steps": module.task_env_steps,
+            "optimizer_steps": module.optimizer_steps,
+            "checkpoint": str(student_path),
+        }
 
     def summary(self, f: dict[str, Any]) -> str:
-        tasks = ", ".join(f"{n} {r['eval_return_mean']:.1f} vs {r['teacher_return_mean']:.1f} ({r['pct_of_teacher']:.1f}%)"
-                          for n, r in f["tasks"].items())
-        return (f"multitask {f['mode']} {f['method']} seed {f['seed']}: {tasks}; mean {f['mean_pct_of_teacher']:.1f}%, "
-                f"geomean {f['geomean_pct_of_teacher']:.1f}% of teacher ({f['params']} params = "
-                f"{100 * f['param_ratio']:.1f}% of teachers)")
+        tasks = ", ".join(
+            f"{n} {r['eval_return_mean']:.1f} vs {r['teacher_return_mean']:.1f} ({r['pct_of_teacher']:.1f}%)"
+            for n, r in f["tasks"].items()
+        )
+        return (
+            f"multitask {f['mode']} {f['method']} seed {f['seed']}: {tasks}; mean {f['mean_pct_of_teacher']:.1f}%, "
+            f"geomean {f['geomean_pct_of_teacher']:.1f}% of teacher ({f['params']} params = "
+            f"{100 * f['param_ratio']:.1f}% of teachers)"
+        )
 
 
 def multitask_job(cfg: DictConfig, out: Path, choices: dict[str, str | None] | None = None) -> dict[str, Any]:

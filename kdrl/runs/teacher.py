@@ -23,8 +23,15 @@ from kdrl.validate import validate_common
 def build_dqn(cfg: DictConfig, spec: EnvSpec, net_cfg: Any, algo: dict[str, Any]) -> DQN:
     """A DQN module on a net built from ``net_cfg`` (the teacher's, or a scratch baseline's)."""
     net = instantiate(net_cfg, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
-    return DQN(net, spec, plain(cfg.env), algo, build_optimizer(**algo["optimizer"]), seed=cfg.seed,
-               log_interval=cfg.log_interval)
+    return DQN(
+        net,
+        spec,
+        plain(cfg.env),
+        algo,
+        build_optimizer(**algo["optimizer"]),
+        seed=cfg.seed,
+        log_interval=cfg.log_interval,
+    )
 
 
 def build_teacher(cfg: DictConfig) -> tuple[DQN, dict]:
@@ -32,10 +39,21 @@ def build_teacher(cfg: DictConfig) -> tuple[DQN, dict]:
     return build_dqn(cfg, probe_spec(plain(cfg.env)), cfg.net, plain(cfg.algo)), plain(cfg.net)
 
 
-def greedy_evaluation(cfg: DictConfig, out: Path, net_cfg: dict, reference_return: float | None = None) -> GreedyEvaluation:
-    return GreedyEvaluation(cfg.env.id, plain(cfg.env.kwargs), cfg.eval.freq, cfg.eval.episodes, cfg.eval.seed,
-                            out / "checkpoints", net_cfg, cfg.eval.stop_at_return, reference_return=reference_return,
-                            keep_last=cfg.checkpoint.keep_last)
+def greedy_evaluation(
+    cfg: DictConfig, out: Path, net_cfg: dict, reference_return: float | None = None
+) -> GreedyEvaluation:
+    return GreedyEvaluation(
+        cfg.env.id,
+        plain(cfg.env.kwargs),
+        cfg.eval.freq,
+        cfg.eval.episodes,
+        cfg.eval.seed,
+        out / "checkpoints",
+        net_cfg,
+        cfg.eval.stop_at_return,
+        reference_return=reference_return,
+        keep_last=cfg.checkpoint.keep_last,
+    )
 
 
 class TeacherJob(Job):
@@ -52,19 +70,28 @@ class TeacherJob(Job):
         spec, cfg = module.spec, self.cfg
         module.q_net.load_state_dict(load_policy(chosen, spec.env_id, spec.obs_shape, spec.n_actions)["state_dict"])
         module.eval()
-        returns = evaluate_policy(module.greedy, cfg.env.id, eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes),
-                                  plain(cfg.env.kwargs))
+        returns = evaluate_policy(
+            module.greedy, cfg.env.id, eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes), plain(cfg.env.kwargs)
+        )
         teacher_path = self.out / "teacher.pt"
         atomic_write(teacher_path, lambda tmp: shutil.copyfile(chosen, tmp))
-        return {"params": module.params, "episodes": module.collector.episodes,
-                "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
-                "eval_returns": returns, "eval_policy": str(cfg.eval.final_policy),
-                "best_periodic_eval": evaluation.best_mean, "checkpoint": str(teacher_path)}
+        return {
+            "params": module.params,
+            "episodes": module.collector.episodes,
+            "eval_return_mean": float(np.mean(returns)),
+            "eval_return_std": float(np.std(returns)),
+            "eval_returns": returns,
+            "eval_policy": str(cfg.eval.final_policy),
+            "best_periodic_eval": evaluation.best_mean,
+            "checkpoint": str(teacher_path),
+        }
 
     def summary(self, f: dict[str, Any]) -> str:
-        return (f"teacher {f['env_id']} seed {f['seed']}: greedy return {f['eval_return_mean']:.1f} ± "
-                f"{f['eval_return_std']:.1f} over {len(f['eval_returns'])} held-out episodes ({f['env_steps']} env "
-                f"steps, {f['wall_time_s']:.1f} s, {f['sps']:.0f} steps/s)")
+        return (
+            f"teacher {f['env_id']} seed {f['seed']}: greedy return {f['eval_return_mean']:.1f} ± "
+            f"{f['eval_return_std']:.1f} over {len(f['eval_returns'])} held-out episodes ({f['env_steps']} env "
+            f"steps, {f['wall_time_s']:.1f} s, {f['sps']:.0f} steps/s)"
+        )
 
 
 def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:

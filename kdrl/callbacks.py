@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from kdrl.evaluation import GreedyFn, eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, save_multitask_policy, save_policy
-from kdrl.scores import mean_pcts, pct_of_teacher
+from kdrl.scores import mean_pcts, normalized_score, pct_of_teacher
 
 
 class PeriodicEvaluation(pl.Callback):
@@ -123,13 +123,15 @@ class GreedyEvaluation(PeriodicEvaluation):
         ckpt_dir: str | Path,
         net_cfg: dict,
         stop_at_return: float | None = None,
-        reference_return: float | None = None,
+        reference: tuple[float, float] | None = None,
         keep_last: int = 1,
+        epsilon: float = 0.0,
     ) -> None:
         super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
         self.stop_at_return = stop_at_return
-        self.reference_return = reference_return  # the teacher's return on the same seeds (students)
+        self.reference = reference  # students: (teacher, random policy) mean returns on the same seeds
+        self.epsilon = float(epsilon)
         if int(keep_last) < 1:
             raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
         self.keep_last = int(keep_last)
@@ -137,7 +139,8 @@ class GreedyEvaluation(PeriodicEvaluation):
     def evaluate(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, float]:
         self.check_finite(pl_module)
         returns = self.timed_greedy(
-            pl_module, lambda: evaluate_policy(pl_module.greedy, self.env_id, self.seeds, self.env_kwargs)
+            pl_module,
+            lambda: evaluate_policy(pl_module.greedy, self.env_id, self.seeds, self.env_kwargs, epsilon=self.epsilon),
         )
         mean, std = float(np.mean(returns)), float(np.std(returns))
         wall = time.perf_counter() - self.t_start
@@ -150,12 +153,13 @@ class GreedyEvaluation(PeriodicEvaluation):
             "return_std": std,
         }
         metrics = {"eval/return_mean": mean, "eval/return_std": std, "eval/return_min": float(np.min(returns))}
-        if self.reference_return is not None:
-            record["teacher_return"] = self.reference_return
-            metrics["eval/return_ratio"] = mean / self.reference_return if self.reference_return else float("nan")
+        if self.reference is not None:
+            teacher, random = self.reference
+            record.update(teacher_return=teacher, random_return=random)
+            record["normalized_score"] = metrics["eval/normalized_score"] = normalized_score(mean, teacher, random)
             hook = getattr(pl_module, "on_greedy_evaluation", None)
             if hook is not None:
-                hook(mean, self.reference_return)
+                hook(mean, teacher, random)
         self.history.append(record)
         self.schedule_next(pl_module)
         spec = pl_module.spec

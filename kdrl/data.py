@@ -23,6 +23,7 @@ from torch.utils.data import IterableDataset
 
 from kdrl.envs import EnvSpec, make_vector_env, transition_next_obs
 from kdrl.replay import Replay, Transitions, make_replay
+from kdrl.seeding import Key, generator, seed_ints
 
 GreedyFn = Callable[[np.ndarray], np.ndarray]  # batch of observations -> greedy actions
 
@@ -45,6 +46,7 @@ class EnvCollector:
         epsilon_fn: Callable[[int], float],
         seed: int = 0,
         reward_clip: bool = False,
+        key: tuple[Key, ...] = (),
     ) -> None:
         self.envs = envs
         self.buffer = buffer
@@ -53,8 +55,8 @@ class EnvCollector:
         self.num_envs = envs.num_envs
         self.n_actions = int(envs.single_action_space.n)
         self.env_id = envs.spec.id if envs.spec is not None else "?"
-        self.rng = np.random.default_rng(seed)
-        self.obs, _ = envs.reset(seed=seed)
+        self.rng = generator(seed, *key, "collector")  # exploration draws
+        self.obs, _ = envs.reset(seed=seed_ints(seed, *key, "envs", n=self.num_envs))
         self.env_steps = 0
         self.episodes = 0
         self.epsilon = epsilon_fn(0)
@@ -103,7 +105,7 @@ class ReplayStream(IterableDataset):
     """Yields, between rounds of env collection, a stack of all the minibatches now due.
 
     After ``learning_starts`` env steps it allows ``gradient_steps`` updates per ``train_freq``
-    env steps (SB3's semantics), so the update-to-data ratio is the same for any ``num_envs``.
+    env steps (transitions; SB3 counts vector steps), so the update-to-data ratio is the same for any ``num_envs``.
     Each item is a ``Transitions`` whose tensors have a leading dim K (the updates due now, usually
     ``gradient_steps``): the module runs K updates per Lightning step, which keeps the Trainer's
     per-step overhead off the per-update cost. Iteration ends when the env-step budget
@@ -205,12 +207,16 @@ def build_stream(
     behaviour: GreedyFn,
     exploration: Callable[[int], float],
     seed: int,
+    key: tuple[Key, ...] = (),
 ) -> ReplayStream:
-    """env -> replay -> stream: the vector env of an env config, its replay and collector (all seeded
-    with ``seed``), streamed at ``data``'s update-to-data ratio."""
-    envs = make_vector_env(env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"))
-    buffer = make_replay(data.replay, data.buffer_size, spec.obs_shape, spec.obs_dtype, envs.num_envs, seed=seed)
-    collector = EnvCollector(envs, buffer, behaviour, exploration, seed=seed, reward_clip=data.reward_clip)
+    """env -> replay -> stream: the vector env of an env config, its replay and collector (each on
+    its own stream of run ``seed``, kdrl.seeding), streamed at ``data``'s update-to-data ratio."""
+    envs = make_vector_env(
+        env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"), key=key
+    )
+    replay_seed = seed_ints(seed, *key, "replay")[0]
+    buffer = make_replay(data.replay, data.buffer_size, spec.obs_shape, spec.obs_dtype, envs.num_envs, seed=replay_seed)
+    collector = EnvCollector(envs, buffer, behaviour, exploration, seed=seed, reward_clip=data.reward_clip, key=key)
     return ReplayStream(
         collector, data.batch_size, data.learning_starts, data.train_freq, data.gradient_steps, data.total_timesteps
     )

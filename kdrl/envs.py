@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from kdrl.errors import KdrlUserError
+from kdrl.seeding import Key, seed_ints
 
 
 class EnvError(KdrlUserError, ValueError):
@@ -177,8 +178,10 @@ def make_vector_env(
     kwargs: dict[str, Any] | None = None,
     vectorization: str = "sync",
     wrappers: Sequence[Callable] = (),
+    key: tuple[Key, ...] = (),
 ) -> gym.vector.VectorEnv:
-    """A SAME_STEP-autoreset vector env, reset with seeds ``seed .. seed+num_envs-1``."""
+    """A SAME_STEP-autoreset vector env whose sub-envs reset with run ``seed``'s independent env
+    seeds (kdrl.seeding; ``key`` names a sub-stream, e.g. a multi-task run's task)."""
     if int(num_envs) < 1:
         raise EnvError(f"env.num_envs must be >= 1, got {num_envs}")
     if vectorization not in ("sync", "async"):
@@ -188,8 +191,8 @@ def make_vector_env(
     cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
     envs = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.spec = gym.spec(env_id)  # vector envs built from callables carry no spec of their own
-    envs.reset(seed=seed)
-    envs.action_space.seed(seed)
+    envs.reset(seed=seed_ints(seed, *key, "envs", n=num_envs))
+    envs.action_space.seed(seed_ints(seed, *key, "actions")[0])
     return envs
 
 

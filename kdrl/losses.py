@@ -6,8 +6,10 @@ Temperature semantics (written down once, tested in tests/test_losses.py):
 A *sharp* tau (Rusu et al. 2016 use tau = 0.01 with tau_S = 1) turns the teacher's Q-values into an
 almost one-hot target on its greedy action while keeping the ranking of near-ties; tau = 1 matches
 raw Q-value softmaxes (Hinton et al.'s "soft targets" use tau > 1 on both). With ``tau_squared``,
-the KL and CE losses are multiplied by tau * tau_S so gradient magnitudes do not scale with
-1/(tau * tau_S) (Hinton's tau^2 factor when tau_S = tau).
+the KL and CE losses are multiplied by tau * tau_S (Hinton's tau^2 factor when tau_S = tau). That
+levels gradient magnitudes only when tau is large against the Q-value gaps; at a sharp tau it
+shrinks them (~60x smaller at tau = 0.01 than at tau = 1 with tau_S = tau): Rusu et al.'s form is
+``kl_rusu`` (tau_S = 1, no factor).
 
 Reductions: every loss is a mean over the batch (``batchmean`` for KL) of a per-state sum over
 actions (MSE) or over the action distribution (KL, CE).
@@ -15,6 +17,7 @@ actions (MSE) or over the action distribution (KL, CE).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdrl.scores import normalized_score
 from kdrl.td import TDTerm
 
 LOSSES = ("mse", "kl", "ce", "nll")
@@ -109,8 +113,10 @@ class LambdaSchedule:
     """Weight of the distillation term in hybrid losses: L = L_TD + lambda * L_distill.
 
     constant: lambda = value.  linear: value -> end over decay_steps env steps.
-    qdagger: lambda = max(1 - R_student / R_teacher, 0) from the latest evaluation (Agarwal et al.
-    2022), starting at ``value`` before the first evaluation.
+    qdagger: lambda = clip(1 - score, 0, 1) with score = (R_S - R_random) / (R_T - R_random), the
+    student's normalised score at the latest evaluation (Agarwal et al. 2022 write 1 - R_S / R_T,
+    which inverts for negative returns and exceeds 1 for a student below zero), starting at
+    ``value`` before the first evaluation and kept there while the teacher does not beat random.
     """
 
     KINDS = ("constant", "linear", "qdagger")
@@ -122,17 +128,18 @@ class LambdaSchedule:
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         self.kind, self.value, self.end, self.decay_steps = kind, float(value), float(end), int(decay_steps)
-        self.ratio: float | None = None  # latest R_student / R_teacher
+        self.score: float | None = None  # the student's latest normalised score
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio}
+        return {"score": self.score}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ratio = None if state.get("ratio") is None else float(state["ratio"])
+        self.score = None if state.get("score") is None else float(state["score"])
 
-    def observe(self, student_return: float, teacher_return: float) -> None:
-        if teacher_return != 0:
-            self.ratio = student_return / teacher_return
+    def observe(self, student_return: float, teacher_return: float, random_return: float) -> None:
+        score = normalized_score(student_return, teacher_return, random_return)
+        if math.isfinite(score):
+            self.score = score
 
     def __call__(self, env_steps: int) -> float:
         if self.kind == "constant":
@@ -141,7 +148,7 @@ class LambdaSchedule:
             if self.decay_steps <= 0 or env_steps >= self.decay_steps:
                 return self.end
             return self.value + (self.end - self.value) * env_steps / self.decay_steps
-        return self.value if self.ratio is None else max(1.0 - self.ratio, 0.0)
+        return self.value if self.score is None else min(max(1.0 - self.score, 0.0), 1.0)
 
 
 @dataclass

@@ -215,10 +215,14 @@ class StudentResult(RunResult):
     param_ratio: float | None = entry(column=13)  # params / teacher_params
     teacher_return_mean: float | None = entry(column=21)  # on the same held-out seeds as eval_returns
     teacher_returns: list[float] | None = entry()
-    return_ratio: float | None = entry(column=22)
-    """The raw ratio S / T of held-out mean returns (nan when T == 0), as everywhere it appears."""
-    normalized_return_ratio: float | None = entry(column=23)  # (S - R) / (T - R), kdrl.scores.normalized_score
+    raw_return_ratio: float | None = entry(column=22)  # S / T of held-out means: inverts for negative returns
+    normalized_score: float | None = entry(column=23)
+    """(S - R) / (T - R) on held-out episodes (kdrl.scores.normalized_score): the headline metric;
+    nan (refused) when the teacher does not clearly beat random (teacher_beats_random)."""
     random_return_mean: float | None = entry(column=24)  # a uniform-random policy on the same seeds
+    random_returns: list[float] | None = entry()
+    teacher_beats_random: bool | None = entry()  # kdrl.scores.teacher_beats_random on the held-out episodes
+    random_periodic_return: float | None = entry()  # the random policy on the periodic seeds
     teacher_periodic_return: float | None = entry()  # the teacher on the periodic-evaluation seeds
     speed: dict[str, dict[str, float] | None] | None = entry()  # to_90pct / to_100pct: env_steps, train_wall_s
     generalisation: dict[str, dict[str, float]] | None = entry()  # perturbation -> {student, teacher}
@@ -226,6 +230,7 @@ class StudentResult(RunResult):
     action_agreement: float | None = entry(column=25)  # student argmax == teacher argmax on held-out states
     agreement_states: int | None = entry()
     teacher_checkpoint: str | None = entry()
+    teacher_seed: int | None = entry()  # the on-demand teacher's seed (None: given as a file)
     teacher_wall_time_s: float | None = entry(column=26)  # the teacher's training time; None if given as a file
 
 
@@ -243,8 +248,9 @@ class TaskResult(Record):
     teacher_returns: list[float] = required()
     random_return_mean: float = required()
     random_returns: list[float] = required()
+    teacher_beats_random: bool = required()
     pct_of_teacher: float = required()  # 100 * normalized_score (kdrl.scores): 0 = random, 100 = teacher
-    return_ratio: float = required()  # Rusu et al.'s raw ratio S / T; nan unless T > 0
+    raw_return_ratio: float = required()  # Rusu et al.'s raw ratio S / T; nan unless T > 0
     env_steps: int = required()
     episodes: int = required()
     params: int = required()  # the parameters this task's forward uses
@@ -271,7 +277,7 @@ class MultiTaskResult(RunResult):
     tasks: dict[str, TaskResult] | None = entry()
     mean_pct_of_teacher: float | None = entry()
     geomean_pct_of_teacher: float | None = entry()  # floored at 1% per task (kdrl.scores.mean_pcts)
-    normalized_return_ratio: float | None = entry(column=23)  # mean_pct_of_teacher / 100 (kdrl-table's scale)
+    normalized_score: float | None = entry(column=23)  # mean_pct_of_teacher / 100 (kdrl-table's scale)
     teacher_params: int | None = entry(column=12)  # summed over the tasks' teachers
     param_ratio: float | None = entry(column=13)
     task_env_steps: int | None = entry()  # per task (env_steps is the sum)

@@ -25,10 +25,18 @@ from kdrl.io import load_policy
 log = logging.getLogger("kdrl.teachers")
 
 
+# Bump when a change to training code or the policy-file schema makes cached teachers incompatible or
+# no longer what the same config would train (2: SeedSequence seeds, no Lightning prefetch).
+TEACHER_CACHE_VERSION = 2
+# What defines a teacher besides its seed: the sections a student's config shares with it.
+TEACHER_SECTIONS = ("env", "net", "algo")
+
+
 def teacher_key(tcfg: Any) -> str:
     body = OmegaConf.to_container(tcfg, resolve=True)
-    env = {k: v for k, v in body["env"].items() if k not in ("perturbations",)}
-    ident = {"env": env, "net": body["net"], "algo": body["algo"], "eval": body["eval"], "seed": body["seed"]}
+    ident = {k: body[k] for k in TEACHER_SECTIONS}
+    ident["env"] = {k: v for k, v in ident["env"].items() if k != "perturbations"}  # evaluation only
+    ident.update(eval=body["eval"], seed=body["seed"], version=TEACHER_CACHE_VERSION)
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -51,11 +59,37 @@ def env_choice(env_id: str) -> str:
     raise ValueError(f"no conf/env/*.yaml has id '{env_id}': give teacher.checkpoint instead")
 
 
-def teacher_overrides(cfg: Any, choices: dict[str, str | None]) -> list[str]:
+def teacher_overrides(cfg: Any, choices: dict[str, str | None], env: str | None = None) -> list[str]:
     """kdrl-train overrides for the teacher a job needs: its budget, the recipe and debug preset the
-    job was composed with, then ``teacher.overrides``."""
+    job was composed with, the job's own changes to the sections it shares with its teacher (``env``,
+    ``net``, ``algo``: ``kdrl-distill algo.gamma=0.95`` distils a teacher trained with gamma 0.95,
+    not the cached default), then ``teacher.overrides``. ``env``: the conf/env name, when the job's
+    config has the teacher's sections (kdrl-distill; multi-task configs do not)."""
     picked = [f"{group}={choices[group]}" for group in ("recipe", "debug") if choices.get(group)]
-    return [f"budget={cfg.budget}", *picked, *cfg.teacher.overrides]
+    common = [f"budget={cfg.budget}", *picked]
+    shared = []
+    if env is not None and all(section in cfg for section in TEACHER_SECTIONS):
+        shared = section_overrides(cfg, teacher_config(env, 0, common))
+    return [*common, *shared, *cfg.teacher.overrides]
+
+
+def section_overrides(cfg: Any, base: Any) -> list[str]:
+    """``key=value`` overrides turning ``base``'s teacher sections into ``cfg``'s (leaf by leaf)."""
+
+    def leaves(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, sub in node.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
+        return {prefix: node}
+
+    out = []
+    for section in TEACHER_SECTIONS:
+        want = leaves(OmegaConf.to_container(cfg[section], resolve=True), section)
+        have = leaves(OmegaConf.to_container(base[section], resolve=True), section)
+        for key, value in want.items():
+            if key.startswith("env.perturbations") or have.get(key, object()) == value:
+                continue
+            out.append(f"{key if key in have else '+' + key}={json.dumps(value)}")
+    return out
 
 
 def teacher_config(env: str, seed: int, overrides: list[str]) -> Any:

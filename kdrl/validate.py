@@ -83,10 +83,26 @@ def validate_common(cfg: DictConfig) -> None:
     for key in ("freq", "episodes", "final_episodes"):
         _int_at_least(cfg, f"eval.{key}", 1)
     _one_of(cfg, "eval.final_policy", ("best", "last"))
+    _in_range(cfg, "eval.epsilon", 0.0, 1.0)
+    _makes_updates(cfg, "algo")
+
+
+def _makes_updates(cfg: DictConfig, block: str) -> None:
+    """A run whose first update would come after its budget ends trains nothing: refuse it."""
+    total, starts, batch = (_num(cfg, f"{block}.{k}") for k in ("total_timesteps", "learning_starts", "batch_size"))
+    if None in (total, starts, batch):
+        return
+    first = max(int(starts), int(batch))  # updates start once learning_starts and one batch are collected
+    if first >= int(total):
+        raise ConfigError(
+            f"{block}.learning_starts ({starts}) and {block}.batch_size ({batch}) leave no update within "
+            f"{block}.total_timesteps ({total}): lower them or raise the budget"
+        )
 
 
 def validate_distill(cfg: DictConfig) -> None:
     validate_common(cfg)
+    _makes_updates(cfg, "distill")
     for key in ("width", "depth"):
         _int_at_least(cfg, f"student.{key}", 1)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))

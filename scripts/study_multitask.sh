@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-task distillation (Rusu et al. 2016, section 4) on CartPole + Acrobot: one student with a
 # shared trunk and a head per task, distilled with KL (tau=0.01) and NLL from the two cached DQN
-# teachers, against the same net trained jointly with DQN at the same env-step budget; 3 seeds
+# teachers, against the same net trained jointly with DQN at the same env-step budget; 5 seeds
 # each, then a table of % of each teacher (0 = random, 100 = teacher) with 95% bootstrap CIs.
 # About 10 min on 2 cores (teachers ~2 min the first time, then 9 runs of ~1 min two at a time).
 #
@@ -13,7 +13,7 @@
 #   EXTRA="eval.final_episodes=5 ..."                      extra kdrl-multitask overrides (all runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SEEDS=${SEEDS:-0,1,2}
+SEEDS=${SEEDS:-0,1,2,3,4}
 STEPS=${STEPS:-20000}
 OUT=${OUT:-outputs/sweeps/multitask}
 CACHE=${KDRL_CACHE:-.cache/kdrl}

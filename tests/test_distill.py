@@ -57,7 +57,10 @@ def test_distill_runs_and_reports_the_four_evaluations(tmp_path, cache, loss, co
     assert res["status"] == "ok" and res["loss"] == cfg.loss.name and res["control"] == control
     # performance
     assert len(res["eval_returns"]) == 3 and len(res["teacher_returns"]) == 3
-    assert res["return_ratio"] == pytest.approx(res["eval_return_mean"] / res["teacher_return_mean"])
+    assert res["raw_return_ratio"] == pytest.approx(res["eval_return_mean"] / res["teacher_return_mean"])
+    s, t, r = res["eval_return_mean"], res["teacher_return_mean"], res["random_return_mean"]
+    expected = (s - r) / (t - r) if res["teacher_beats_random"] else float("nan")
+    assert res["normalized_score"] == pytest.approx(expected, nan_ok=True)
     # speed
     assert set(res["speed"]) == {"to_90pct", "to_100pct"}
     # generalisation, from the env config

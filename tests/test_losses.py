@@ -93,9 +93,9 @@ def test_lambda_schedules():
     assert lin(0) == 1.0 and lin(50) == pytest.approx(0.5) and lin(200) == 0.0
     q = LambdaSchedule("qdagger", 1.0)
     assert q(0) == 1.0
-    q.observe(student_return=250.0, teacher_return=500.0)
+    q.observe(student_return=250.0, teacher_return=500.0, random_return=0.0)
     assert q(0) == pytest.approx(0.5)
-    q.observe(600.0, 500.0)
+    q.observe(600.0, 500.0, 0.0)
     assert q(0) == 0.0
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         LambdaSchedule("constant", 1.5)

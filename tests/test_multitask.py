@@ -137,7 +137,7 @@ def test_tiny_run_writes_one_entry_per_task(tiny_runs, mode):
         assert t["env_steps"] >= 1200 - 4  # the same per-task budget in both modes
     assert res["mean_pct_of_teacher"] == pytest.approx(sum(t["pct_of_teacher"] for t in res["tasks"].values()) / 2)
     # return_ratio means the raw ratio S / T wherever it appears (per task); the mean score has its own key
-    assert "return_ratio" not in res and res["normalized_return_ratio"] == pytest.approx(
+    assert "return_ratio" not in res and res["normalized_score"] == pytest.approx(
         res["mean_pct_of_teacher"] / 100, nan_ok=True
     )
     assert res["params"] == count_params(MultiTaskQNetwork([(4,), (6,)], [2, 3], width=32, depth=2))

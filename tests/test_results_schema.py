@@ -111,10 +111,13 @@ STUDENT_OK_FIELDS = {
     "eval_returns": [-91.0, -99.0],
     "teacher_return_mean": -80.0,
     "teacher_returns": [-79.0, -81.0],
-    "return_ratio": -95.0 / -80.0,
+    "raw_return_ratio": -95.0 / -80.0,
     "random_return_mean": -500.0,
-    "normalized_return_ratio": 405.0 / 420.0,
+    "random_returns": [-500.0, -500.0],
+    "teacher_beats_random": True,
+    "normalized_score": 405.0 / 420.0,
     "teacher_periodic_return": -82.0,
+    "random_periodic_return": -500.0,
     "speed": {"to_90pct": {"env_steps": 4000, "train_wall_s": 3.5}, "to_100pct": None},
     "generalisation": {"heavy": {"teacher": -90.0, "student": -110.0}},
     "resources": {
@@ -148,8 +151,9 @@ TASK = {
     "teacher_returns": [500.0, 500.0],
     "random_return_mean": 22.0,
     "random_returns": [20.0, 24.0],
+    "teacher_beats_random": True,
     "pct_of_teacher": pct_of_teacher(400.0, 500.0, 22.0),
-    "return_ratio": 0.8,
+    "raw_return_ratio": 0.8,
     "env_steps": 1200,
     "episodes": 40,
     "params": 5000,
@@ -166,7 +170,7 @@ TASK_ACROBOT = {
     "teacher_return_mean": -100.0,
     "random_return_mean": -500.0,
     "pct_of_teacher": pct_of_teacher(-300.0, -100.0, -500.0),
-    "return_ratio": float("nan"),
+    "raw_return_ratio": float("nan"),
     "teacher_wall_time_s": 12.5,
 }
 MULTITASK_START = {
@@ -193,7 +197,7 @@ MULTITASK_OK_FIELDS = {
     "tasks": {"cartpole": TASK, "acrobot": TASK_ACROBOT},
     "mean_pct_of_teacher": _MEAN,
     "geomean_pct_of_teacher": _GEO,
-    "normalized_return_ratio": _MEAN / 100,
+    "normalized_score": _MEAN / 100,
     "params": 9000,
     "teacher_params": 135172,
     "param_ratio": 9000 / 135172,
@@ -256,8 +260,8 @@ LEGACY_FLAT_FIELDS = (
     "eval_return_mean",
     "eval_return_std",
     "teacher_return_mean",
-    "return_ratio",
-    "normalized_return_ratio",
+    "raw_return_ratio",
+    "normalized_score",
     "random_return_mean",
     "action_agreement",
     "teacher_wall_time_s",
@@ -384,8 +388,10 @@ def test_flat_fields_are_the_columns_tables_had():
     assert list(row)[: len(LEGACY_FLAT_FIELDS) + 1] == [*LEGACY_FLAT_FIELDS, "method"]
     # resources' teacher "params" lands on the teacher_params column (the same count), not a new one
     assert list(row)[len(LEGACY_FLAT_FIELDS) + 1 :] == [
+        "to_90pct_reached",
         "to_90pct_env_steps",
         "to_90pct_wall_s",
+        "to_100pct_reached",
         "to_100pct_env_steps",
         "to_100pct_wall_s",
         "teacher_bytes",
@@ -398,7 +404,9 @@ def test_flat_fields_are_the_columns_tables_had():
         "gen_heavy_student",
         "gen_heavy_teacher",
     ]
-    assert row["method"] == "kl (tau=0.01)" and math.isnan(row["to_100pct_env_steps"])
+    # a level never reached is censored at the run's budget (docs/protocol.md), flagged as not reached
+    assert row["method"] == "kl (tau=0.01)" and row["to_100pct_env_steps"] == STUDENT_OK["env_steps"]
+    assert row["to_90pct_reached"] and not row["to_100pct_reached"]
     assert flatten(load_result(STUDENT_OK)) == row
     failed = flatten(STUDENT_FAILED)
     assert failed["params"] is None and failed["error"] == "RuntimeError: boom"
@@ -498,9 +506,12 @@ def test_multitask_table_reads_schema_written_files(tmp_path):
 
 def test_kdrl_table_geometric_mean_row_over_envs(tmp_path):
     for env, ratio in (("CartPole-v1", 0.5), ("Acrobot-v1", 2.0)):
-        body = {**STUDENT_OK, "env_id": env, "return_ratio": ratio}
+        body = {**STUDENT_OK, "env_id": env, "normalized_score": ratio}
         write_results(tmp_path / env, StudentResult.from_dict(body))
     df = collect([tmp_path])
-    summary = summary_table(df, "env_id", "width", "return_ratio")
+    summary = summary_table(df, "env_id", "width", "normalized_score")
     assert summary.markdown.splitlines()[-1] == "| geometric mean | 100.0 |"
-    assert "return_ratio (% of teacher): mean [95% bootstrap CI] over 1 seeds; 2 ok runs, 0 failed" == summary.caption
+    assert summary.caption == (
+        "normalized_score (% of teacher): mean [95% bootstrap-t CI] over n = 1 seeds (cells marked † have n < 5); "
+        "2 ok runs, 0 failed"
+    )

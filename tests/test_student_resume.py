@@ -49,7 +49,7 @@ def test_resumed_hybrid_student_restores_target_schedule_and_lambda(loss):
     a, opt_a = _student(loss)
     it_a = iter(a.stream)
     _train(a, opt_a, 60, it_a)
-    a.on_greedy_evaluation(student_return=40.0, teacher_return=160.0)  # QDagger: lambda = 1 - 40/160 = 0.75
+    a.on_greedy_evaluation(student_return=40.0, teacher_return=160.0, random_return=0.0)  # QDagger: lambda 0.75
     assert a.target.updates >= 2  # the target schedule has moved on from its start
     ckpt = _checkpoint(a, opt_a)
 

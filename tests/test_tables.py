@@ -10,8 +10,8 @@ from kdrl.tables import aggregate, bootstrap_ci, collect, iqm
 def test_iqm_by_hand():
     assert iqm([1, 2, 3, 4]) == pytest.approx(2.5)  # middle two
     assert iqm([0, 1, 2, 3, 100, 4, 5, 6]) == pytest.approx(np.mean([2, 3, 4, 5]))
-    # n=5: trims 1.25 from each end: weights .75,1,1,1,.75 over the sorted middle
-    assert iqm([1, 2, 3, 4, 5]) == pytest.approx((0.75 * 2 + 3 + 0.75 * 4) / 2.5)
+    # n=5: scipy's trim_mean (rliable's IQM) cuts whole observations, one from each end
+    assert iqm([1, 2, 3, 4, 50]) == pytest.approx(3.0)
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
@@ -40,12 +40,12 @@ def _write(d, **fields):
 
 def test_table_tool_end_to_end(tmp_path, capsys):
     for seed in range(3):
-        _write(tmp_path / f"kl{seed}", loss="kl", width=64, seed=seed, return_ratio=1.0 - 0.1 * seed)
-        _write(tmp_path / f"mse{seed}", loss="mse", width=64, seed=seed, return_ratio=0.5, temperature=1.0)
+        _write(tmp_path / f"kl{seed}", loss="kl", width=64, seed=seed, normalized_score=1.0 - 0.1 * seed)
+        _write(tmp_path / f"mse{seed}", loss="mse", width=64, seed=seed, normalized_score=0.5, temperature=1.0)
     _write(tmp_path / "bad", loss="kl", width=64, seed=9, status="failed", error="RuntimeError: boom")
     df = collect([tmp_path])
     assert len(df) == 7 and set(df["method"]) == {"kl (tau=0.01)", "mse"}
-    agg = aggregate(df, ["method", "width"], "return_ratio")
+    agg = aggregate(df, ["method", "width"], "normalized_score")
     kl = agg[agg["method"] == "kl (tau=0.01)"].iloc[0]
     assert kl["n"] == 3 and kl["mean"] == pytest.approx(0.9) and kl["ci_low"] <= 0.9 <= kl["ci_high"]
     out = tmp_path / "table"

@@ -1,6 +1,6 @@
 """kdrl-table: every results.json under the given dirs -> tidy CSV, Markdown/LaTeX tables, plots.
 
-kdrl-table multirun/distill/2026-11-23/... --rows method --cols width --metric return_ratio --out docs/x
+kdrl-table multirun/distill/2026-11-23/... --rows method --cols width --out docs/x
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("paths", nargs="+", help="sweep/run directories or results.json files")
     ap.add_argument("--rows", default="method")
     ap.add_argument("--cols", default="width")
-    ap.add_argument("--metric", default="return_ratio")
+    ap.add_argument("--metric", default="normalized_score", help="results key (default: the normalised score)")
     ap.add_argument("--kind", default="student", help="only results of this kind (teacher/student/all)")
     ap.add_argument("--curve-group", default="method")
     ap.add_argument("--out", default=None, help="directory for the CSV, tables and plots (default: first path)")

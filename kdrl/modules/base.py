@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -129,6 +129,17 @@ class RLModule(pl.LightningModule):
     def env_steps(self) -> int:
         return self.collector.env_steps
 
+    def frozen(self) -> list[nn.Module]:
+        """Networks that must stay in eval mode (teachers), whatever mode the module is put in."""
+        return []
+
+    def train(self, mode: bool = True) -> RLModule:
+        # evaluation callbacks switch the module to eval and back; a frozen teacher must not follow
+        super().train(mode)
+        for net in self.frozen():
+            net.eval()
+        return self
+
     # ---- learning -----------------------------------------------------------------------------
     def loss(self, batch: Transitions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
         """The scalar to minimise on one minibatch and the metrics to log."""
@@ -170,8 +181,23 @@ class RLModule(pl.LightningModule):
             self.sgd_step(opt, loss)
             self.accumulate(**metrics)
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        self.run_updates(self.optimizers(use_pl_optimizer=False), batch)
+    def training_step(self, dataloader_iter: Iterator[Any]) -> None:
+        """Pull this step's batch from the stream, then learn from it.
+
+        Lightning's ``dataloader_iter`` mode: the module fetches its own batch, so the stream
+        collects a round exactly when its updates are due. With a plain ``training_step(batch)``
+        Lightning prefetches the next batch, so collection ran one round ahead of the updates,
+        ``grad_steps`` counted updates not yet done (a checkpoint recorded them and a resume lost
+        them) and evaluations landed a round late.
+        """
+        batch, _, _ = next(dataloader_iter)
+        if self.device.type != "cpu":
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+        self.learn(self.optimizers(use_pl_optimizer=False), batch)
+
+    def learn(self, opt: torch.optim.Optimizer, batch: Any) -> None:
+        """The updates of one stream item (a stacked batch, see ReplayStream)."""
+        self.run_updates(opt, batch)
 
     # ---- resuming: everything beyond the nets and the optimiser ---------------------------------
     def extra_state(self) -> dict[str, Any]:

@@ -105,7 +105,9 @@ class MultiTaskModule(RLModule):
         # distinct env, replay and exploration seeds per task
         return MultiTaskStream(
             [
-                build_stream(t.env, t.spec, self.data, self.behaviour_of(i), self.exploration, self.seed + 10_000 * i)
+                build_stream(
+                    t.env, t.spec, self.data, self.behaviour_of(i), self.exploration, self.seed, key=("task", i)
+                )
                 for i, t in enumerate(self.tasks)
             ]
         )
@@ -128,8 +130,7 @@ class MultiTaskModule(RLModule):
         metrics["loss"] = torch.stack([o["loss"] for o in outs.values()]).mean()
         self.accumulate(**metrics)  # one accumulation per round: per-task means stay per-task
 
-    def training_step(self, batch: Sequence[Transitions], batch_idx: int) -> None:
-        opt = self.optimizers(use_pl_optimizer=False)
+    def learn(self, opt: torch.optim.Optimizer, batch: Sequence[Transitions]) -> None:
         rounds = max(int(b.actions.shape[0]) for b in batch)
         for k in range(rounds):
             due = [(i, Transitions(*(t[k] for t in b))) for i, b in enumerate(batch) if k < b.actions.shape[0]]
@@ -168,6 +169,9 @@ class MultiTaskDistill(MultiTaskModule):
             raise ValueError(f"need one teacher per task, got {len(teachers)} for {len(tasks)} tasks")
         self.teachers = nn.ModuleList(t.requires_grad_(False).eval() for t in teachers)
         self.distill_loss = loss.distill
+
+    def frozen(self) -> list[nn.Module]:
+        return list(self.teachers)
 
     def behaviour_of(self, task: int) -> GreedyFn:
         return lambda obs: greedy_actions(self.teachers[task], obs, self.device)

@@ -24,6 +24,7 @@ from kdrl.nets import QNetwork
 from kdrl.optim import OptimizerFactory
 from kdrl.replay import Transitions
 from kdrl.schedules import LinearSchedule
+from kdrl.seeding import generator
 from kdrl.td import TargetNetwork
 
 CONTROLS = ("teacher", "student", "mixed")
@@ -65,8 +66,11 @@ class DistillStudent(RLModule):
         self.beta = LinearSchedule(
             float(mix.get("beta_start", 1.0)), float(mix.get("beta_end", 0.0)), int(mix.get("decay_steps", 0))
         )
-        self._rng = np.random.default_rng(seed + 1)
+        self._rng = generator(seed, "control")  # who acts under control=mixed
         self.teacher_acted = 0
+
+    def frozen(self) -> list[torch.nn.Module]:
+        return [self.teacher]
 
     # ---- acting -------------------------------------------------------------------------------
     def teacher_greedy(self, obs: np.ndarray) -> np.ndarray:
@@ -109,9 +113,9 @@ class DistillStudent(RLModule):
         out["loss"] = total
         return total, out
 
-    def on_greedy_evaluation(self, student_return: float, teacher_return: float) -> None:
+    def on_greedy_evaluation(self, student_return: float, teacher_return: float, random_return: float) -> None:
         if self.objective.hybrid:
-            self.objective.distill_weight.observe(student_return, teacher_return)
+            self.objective.distill_weight.observe(student_return, teacher_return, random_return)
 
     # ---- logging and resuming -------------------------------------------------------------------
     def flush_metrics(self) -> None:

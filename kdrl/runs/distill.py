@@ -4,6 +4,7 @@ resources (with action agreement on held-out states)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from kdrl.optim import build_optimizer
 from kdrl.resources import resource_report
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
 from kdrl.runs.teacher import build_dqn, greedy_evaluation
-from kdrl.scores import normalized_score
+from kdrl.scores import normalized_score, teacher_beats_random
 from kdrl.teachers import env_choice, load_teacher_net, obtain_teacher, teacher_overrides
 from kdrl.validate import ConfigError, validate_distill
+
+log = logging.getLogger("kdrl.distill")
 
 
 def student_sizes(cfg: DictConfig) -> dict:
@@ -42,6 +45,12 @@ def student_sizes(cfg: DictConfig) -> dict:
     return dict(sizes[size])
 
 
+def teacher_seed(cfg: DictConfig) -> int:
+    """``teacher.seed``, or with ``teacher.seed_from_student`` the student's own seed: each student
+    seed then distils its own teacher, so the CI over seeds covers teacher variance too."""
+    return int(cfg.seed if cfg.teacher.get("seed_from_student") else cfg.teacher.seed)
+
+
 def student_net_cfg(teacher_net_cfg: dict, student: dict) -> dict:
     """The teacher's net config (same family, same _target_) at the student's sizes."""
     cfg = dict(teacher_net_cfg)
@@ -50,16 +59,39 @@ def student_net_cfg(teacher_net_cfg: dict, student: dict) -> dict:
 
 
 def first_reaching(history: list[dict], level: float) -> dict[str, float] | None:
-    hit = next((h for h in history if h["return_mean"] >= level), None)
+    """The first periodic evaluation whose normalised score reaches ``level`` (None: censored, the
+    run never got there within its budget; tables count it at the budget, never drop it)."""
+    hit = next((h for h in history if h.get("normalized_score", float("nan")) >= level), None)
     return None if hit is None else {"env_steps": hit["env_steps"], "train_wall_s": hit["train_wall_s"]}
 
 
+def fitted_to_budget(algo: dict[str, Any], total: int) -> dict[str, Any]:
+    """The teacher's DQN settings with their schedules fitted to a scratch baseline's shorter budget.
+
+    Copying ``algo`` and changing only ``total_timesteps`` left Atari's baseline at budget=cpu with
+    learning_starts 80k > its 50k budget (no update at all) and MinAtar's with epsilon still 0.6 at
+    the end. The schedules are scaled by budget / teacher budget, then capped so that learning
+    starts within the first 10% of the run and epsilon reaches its end value by half of it
+    (CleanRL's exploration_fraction 0.5).
+    """
+    scale = min(1.0, total / int(algo["total_timesteps"]))
+    expl = dict(algo["exploration"])
+    delay = min(round(int(expl.get("delay_steps", 0)) * scale), total // 10)
+    decay = min(round(int(expl["decay_steps"]) * scale), total // 2 - delay)
+    learning_starts = min(round(int(algo["learning_starts"]) * scale), total // 10)
+    return {
+        **algo,
+        "total_timesteps": total,
+        "learning_starts": learning_starts,
+        "exploration": {**expl, "delay_steps": delay, "decay_steps": max(decay, 0)},
+    }
+
+
 def build_student_module(cfg: DictConfig, spec: EnvSpec, teacher_net: torch.nn.Module, net_cfg: dict) -> RLModule:
-    """The distilling student, or with ``baseline=scratch`` the same net trained by plain DQN."""
+    """The distilling student, or with ``baseline=scratch`` the same net trained by plain DQN with the
+    teacher's settings fitted to the student's budget."""
     if cfg.baseline == "scratch":
-        algo = plain(cfg.algo)
-        algo["total_timesteps"] = int(cfg.distill.total_timesteps)
-        return build_dqn(cfg, spec, net_cfg, algo)
+        return build_dqn(cfg, spec, net_cfg, fitted_to_budget(plain(cfg.algo), int(cfg.distill.total_timesteps)))
     student_net = instantiate(net_cfg, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
     return DistillStudent(
         student_net,
@@ -80,38 +112,38 @@ def greedy_of(net: torch.nn.Module) -> GreedyFn:
 
 
 def final_evaluation(
-    cfg: DictConfig,
-    teacher: torch.nn.Module,
-    student: torch.nn.Module,
-    spec: EnvSpec,
-    history: list[dict],
-    teacher_periodic: float,
+    cfg: DictConfig, teacher: torch.nn.Module, student: torch.nn.Module, spec: EnvSpec, history: list[dict]
 ) -> dict[str, Any]:
-    """Performance, speed, generalisation and resources of a trained student against its teacher."""
-    kwargs = plain(cfg.env.kwargs)
+    """Performance, speed, generalisation and resources of a trained student against its teacher
+    (docs/protocol.md): every number on episodes that selected nothing."""
+    kwargs, eps = plain(cfg.env.kwargs), float(cfg.eval.epsilon)
     t_greedy, s_greedy = greedy_of(teacher), greedy_of(student)
-    # 1. performance: student, teacher and a uniform-random policy on the same held-out seeds (the
-    # random floor makes the normalised score (S - R) / (T - R), since a raw ratio inverts for negative returns)
+    # 1. performance: student, teacher and a uniform-random policy on the same held-out seeds; the
+    # normalised score (S - R) / (T - R) is refused (nan) unless the teacher clearly beats random
     final_seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
-    s_returns = evaluate_policy(s_greedy, cfg.env.id, final_seeds, kwargs)
-    t_returns = evaluate_policy(t_greedy, cfg.env.id, final_seeds, kwargs)
-    s_mean, t_mean = float(np.mean(s_returns)), float(np.mean(t_returns))
-    r_mean = float(np.mean(random_returns(cfg.env.id, final_seeds, kwargs)))
-    # 2. speed: first periodic evaluation at 90% / 100% of the teacher (same periodic seeds)
-    speed = {
-        f"to_{int(p * 100)}pct": first_reaching(
-            history, p * teacher_periodic if teacher_periodic >= 0 else teacher_periodic / p
+    s_returns = evaluate_policy(s_greedy, cfg.env.id, final_seeds, kwargs, epsilon=eps)
+    t_returns = evaluate_policy(t_greedy, cfg.env.id, final_seeds, kwargs, epsilon=eps)
+    r_returns = random_returns(cfg.env.id, final_seeds, kwargs)
+    s_mean, t_mean, r_mean = (float(np.mean(x)) for x in (s_returns, t_returns, r_returns))
+    beats_random = teacher_beats_random(t_returns, r_returns)
+    if not beats_random:
+        log.warning(
+            "the teacher (%.1f) does not clearly beat a random policy (%.1f) on %d held-out episodes: "
+            "normalised score refused",
+            t_mean,
+            r_mean,
+            len(final_seeds),
         )
-        for p in (0.9, 1.0)
-    }
+    # 2. speed: the first periodic evaluation at 90% / 100% of the teacher on the normalised scale
+    speed = {f"to_{int(p * 100)}pct": first_reaching(history, p) for p in (0.9, 1.0)}
     # 3. generalisation: perturbed envs from the env config
     gen_seeds = eval_seeds(cfg.eval.final_seed + 50_000, cfg.eval.generalisation_episodes)
     generalisation = {}
     for pert in plain(cfg.env.get("perturbations") or []):
         wr, pkw = perturbation_wrappers(pert), {**(kwargs or {}), **(pert.get("kwargs") or {})}
         generalisation[pert["name"]] = {
-            "teacher": float(np.mean(evaluate_policy(t_greedy, cfg.env.id, gen_seeds, pkw, wr))),
-            "student": float(np.mean(evaluate_policy(s_greedy, cfg.env.id, gen_seeds, pkw, wr))),
+            who: float(np.mean(evaluate_policy(g, cfg.env.id, gen_seeds, pkw, wr, epsilon=eps)))
+            for who, g in (("teacher", t_greedy), ("student", s_greedy))
         }
     # 4. resources and agreement on held-out states (teacher rollouts on unseen seeds)
     states = rollout_states(
@@ -133,10 +165,11 @@ def final_evaluation(
         "eval_returns": s_returns,
         "teacher_return_mean": t_mean,
         "teacher_returns": t_returns,
-        "return_ratio": s_mean / t_mean if t_mean else float("nan"),
         "random_return_mean": r_mean,
-        "normalized_return_ratio": normalized_score(s_mean, t_mean, r_mean, strict=False),
-        "teacher_periodic_return": teacher_periodic,
+        "random_returns": r_returns,
+        "teacher_beats_random": beats_random,
+        "normalized_score": normalized_score(s_mean, t_mean, r_mean) if beats_random else float("nan"),
+        "raw_return_ratio": s_mean / t_mean if t_mean else float("nan"),
         "speed": speed,
         "generalisation": generalisation,
         "resources": resources,
@@ -181,26 +214,20 @@ class DistillJob(Job):
             self.teacher_path, teacher_res = Path(cfg.teacher.checkpoint), None
         else:
             env = self.choices.get("env") or env_choice(cfg.env.id)
-            self.teacher_path, teacher_res = obtain_teacher(
-                env, int(cfg.teacher.seed), teacher_overrides(cfg, self.choices), cfg.teacher.cache_dir
-            )
+            overrides = teacher_overrides(cfg, self.choices, env)
+            self.teacher_path, teacher_res = obtain_teacher(env, teacher_seed(cfg), overrides, cfg.teacher.cache_dir)
         self.teacher_wall_time_s = teacher_res.get("wall_time_s") if teacher_res else None
         seed_job(cfg.seed, cfg.torch_threads)  # a teacher trained on demand reseeds; start from the same state
         self.teacher, tstate = load_teacher_net(self.teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)
         self.net_cfg = student_net_cfg(tstate["net"], student_sizes(cfg))
         fields["width"], fields["depth"] = self.net_cfg.get("width"), self.net_cfg.get("depth")  # as built
         module = build_student_module(cfg, spec, self.teacher, self.net_cfg)
-        self.teacher_periodic = float(
-            np.mean(
-                evaluate_policy(
-                    greedy_of(self.teacher),
-                    cfg.env.id,
-                    eval_seeds(cfg.eval.seed, cfg.eval.episodes),
-                    plain(cfg.env.kwargs),
-                )
-            )
-        )
-        return module, greedy_evaluation(cfg, self.out, self.net_cfg, reference_return=self.teacher_periodic)
+        # the teacher and a random policy on the student's periodic seeds (which never selected the
+        # teacher's checkpoint): the reference of speed thresholds and QDagger's lambda
+        seeds, kwargs = eval_seeds(cfg.eval.seed, cfg.eval.episodes), plain(cfg.env.kwargs)
+        teacher = evaluate_policy(greedy_of(self.teacher), cfg.env.id, seeds, kwargs, epsilon=float(cfg.eval.epsilon))
+        self.reference = float(np.mean(teacher)), float(np.mean(random_returns(cfg.env.id, seeds, kwargs)))
+        return module, greedy_evaluation(cfg, self.out, self.net_cfg, reference=self.reference)
 
     def finish(self, module: RLModule, evaluation: GreedyEvaluation, chosen: Path) -> dict[str, Any]:
         spec, student = module.spec, module.q_net
@@ -209,9 +236,12 @@ class DistillJob(Job):
         student_path = self.out / "student.pt"
         atomic_write(student_path, lambda tmp: Path(tmp).write_bytes(Path(chosen).read_bytes()))
         return {
-            **final_evaluation(self.cfg, self.teacher, student, spec, evaluation.history, self.teacher_periodic),
+            **final_evaluation(self.cfg, self.teacher, student, spec, evaluation.history),
+            "teacher_periodic_return": self.reference[0],
+            "random_periodic_return": self.reference[1],
             "checkpoint": str(student_path),
             "teacher_checkpoint": str(self.teacher_path),
+            "teacher_seed": None if self.cfg.teacher.checkpoint else teacher_seed(self.cfg),
             "teacher_wall_time_s": self.teacher_wall_time_s,
         }
 
@@ -219,7 +249,7 @@ class DistillJob(Job):
         size = f["student_size"] or f"w{f['width']}"
         return (
             f"student {f['env_id']} {f['loss']} {size} seed {f['seed']}: {f['eval_return_mean']:.1f} vs "
-            f"teacher {f['teacher_return_mean']:.1f} (ratio {f['return_ratio']:.3f}), "
+            f"teacher {f['teacher_return_mean']:.1f} (normalised score {f['normalized_score']:.3f}), "
             f"{100 * f['param_ratio']:.1f}% params, agreement {f['action_agreement']:.3f}"
         )
 

@@ -24,6 +24,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from kdrl.seeding import seed_ints
+
 log = logging.getLogger("kdrl")
 
 
@@ -44,7 +46,7 @@ def seed_job(seed: int, threads: int) -> None:
     """Reset every global RNG and the torch thread count at the start of each job (multirun
     jobs with the basic launcher share one process, so nothing may leak between them)."""
     torch.set_num_threads(max(1, int(threads)))
-    pl.seed_everything(int(seed), workers=False, verbose=False)
+    pl.seed_everything(seed_ints(seed, "global")[0], workers=False, verbose=False)
 
 
 def sweep_name() -> str | None:

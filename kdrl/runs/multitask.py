@@ -24,7 +24,7 @@ from kdrl.modules.multitask import MODES, UPDATES, JointMultiTaskDQN, MultiTaskD
 from kdrl.nets import ADAPTERS, MultiTaskQNetwork, build_multitask_net, count_params, task_params
 from kdrl.optim import build_optimizer
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
-from kdrl.scores import mean_pcts, pct_of_teacher
+from kdrl.scores import mean_pcts, pct_of_teacher, teacher_beats_random
 from kdrl.tables import method_name
 from kdrl.teachers import load_teacher_net, obtain_teacher, teacher_config, teacher_overrides
 from kdrl.validate import ConfigError
@@ -146,9 +146,13 @@ def greedy_of(net: torch.nn.Module):
     return lambda obs: greedy_actions(net, obs, torch.device("cpu"))
 
 
-def reference_returns(tasks: list[TaskSetup], seeds: list[int]) -> tuple[list[list[float]], list[list[float]]]:
+def reference_returns(
+    tasks: list[TaskSetup], seeds: list[int], epsilon: float
+) -> tuple[list[list[float]], list[list[float]]]:
     """Each teacher's and a random policy's returns on ``seeds`` (the % of teacher denominators)."""
-    teacher = [evaluate_policy(greedy_of(t.teacher), t.spec.env_id, seeds, t.env.get("kwargs")) for t in tasks]
+    teacher = [
+        evaluate_policy(greedy_of(t.teacher), t.spec.env_id, seeds, t.env.get("kwargs"), epsilon=epsilon) for t in tasks
+    ]
     rand = [random_returns(t.spec.env_id, seeds, t.env.get("kwargs")) for t in tasks]
     return teacher, rand
 
@@ -169,8 +173,10 @@ def task_result(
         "teacher_returns": t_ret,
         "random_return_mean": r,
         "random_returns": r_ret,
-        "pct_of_teacher": pct_of_teacher(s, te, r),
-        "return_ratio": s / te if te > 0 else float("nan"),  # Rusu et al.'s raw ratio: only for positive returns
+        "teacher_beats_random": teacher_beats_random(t_ret, r_ret),
+        # refused (nan) unless the teacher clearly beats random on these episodes (docs/protocol.md)
+        "pct_of_teacher": pct_of_teacher(s, te, r) if teacher_beats_random(t_ret, r_ret) else float("nan"),
+        "raw_return_ratio": s / te if te > 0 else float("nan"),  # Rusu et al.'s raw ratio: positive returns only
         "env_steps": module.collectors[i].env_steps,
         "episodes": module.collectors[i].episodes,
         "params": task_params(module.q_net, i),
@@ -188,10 +194,12 @@ def final_evaluation(
     module.q_net.load_state_dict(state["state_dict"])
     module.q_net.eval().cpu()
     seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
-    t_rets, r_rets = reference_returns(tasks, seeds)
+    t_rets, r_rets = reference_returns(tasks, seeds, float(cfg.eval.epsilon))
     out = {}
     for i, t in enumerate(tasks):
-        s_ret = evaluate_policy(greedy_of(module.views[i]), t.spec.env_id, seeds, t.env.get("kwargs"))
+        s_ret = evaluate_policy(
+            greedy_of(module.views[i]), t.spec.env_id, seeds, t.env.get("kwargs"), epsilon=float(cfg.eval.epsilon)
+        )
         out[t.name] = task_result(t, module, i, s_ret, t_rets[i], r_rets[i])
     return out
 
@@ -232,7 +240,9 @@ class MultiTaskJob(Job):
         seed_job(cfg.seed, cfg.torch_threads)  # training a teacher on demand reseeds; start from the same state
         net_cfg = plain(cfg.student)
         module = build_module(cfg, tasks, build_multitask_net(net_cfg, [t.spec for t in tasks]))
-        periodic_t, periodic_r = reference_returns(tasks, eval_seeds(cfg.eval.seed, cfg.eval.episodes))
+        periodic_t, periodic_r = reference_returns(
+            tasks, eval_seeds(cfg.eval.seed, cfg.eval.episodes), float(cfg.eval.epsilon)
+        )
         evaluation = MultiTaskEvaluation(
             [EvalTask(t.name, t.spec.env_id, t.env.get("kwargs") or {}) for t in tasks],
             cfg.eval.freq,
@@ -258,7 +268,7 @@ class MultiTaskJob(Job):
             "tasks": per_task,
             "mean_pct_of_teacher": mean_pct,
             "geomean_pct_of_teacher": geo_pct,
-            "normalized_return_ratio": mean_pct / 100,  # the mean normalised score as a fraction
+            "normalized_score": mean_pct / 100,  # the mean normalised score over tasks, as a fraction
             "params": params,
             "teacher_params": t_params,
             "param_ratio": params / t_params,

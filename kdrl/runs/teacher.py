@@ -40,7 +40,7 @@ def build_teacher(cfg: DictConfig) -> tuple[DQN, dict]:
 
 
 def greedy_evaluation(
-    cfg: DictConfig, out: Path, net_cfg: dict, reference_return: float | None = None
+    cfg: DictConfig, out: Path, net_cfg: dict, reference: tuple[float, float] | None = None
 ) -> GreedyEvaluation:
     return GreedyEvaluation(
         cfg.env.id,
@@ -51,8 +51,9 @@ def greedy_evaluation(
         out / "checkpoints",
         net_cfg,
         cfg.eval.stop_at_return,
-        reference_return=reference_return,
+        reference=reference,
         keep_last=cfg.checkpoint.keep_last,
+        epsilon=cfg.eval.epsilon,
     )
 
 
@@ -70,9 +71,8 @@ class TeacherJob(Job):
         spec, cfg = module.spec, self.cfg
         module.q_net.load_state_dict(load_policy(chosen, spec.env_id, spec.obs_shape, spec.n_actions)["state_dict"])
         module.eval()
-        returns = evaluate_policy(
-            module.greedy, cfg.env.id, eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes), plain(cfg.env.kwargs)
-        )
+        seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
+        returns = evaluate_policy(module.greedy, cfg.env.id, seeds, plain(cfg.env.kwargs), epsilon=cfg.eval.epsilon)
         teacher_path = self.out / "teacher.pt"
         atomic_write(teacher_path, lambda tmp: shutil.copyfile(chosen, tmp))
         return {

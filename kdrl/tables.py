@@ -430,13 +430,19 @@ def collect_multitask(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def multitask_cell(values: Sequence[float]) -> str:
-    """'mean [lo, hi]' of the finite values (already in %), '–' when there are none."""
+    """'mean [lo, hi]' of the finite values (already in %) with mean_ci, † when fewer than
+    MIN_SEEDS, the refused (nan) count when there are any, '–' when there are none."""
     x = np.asarray(values, dtype=float)
+    refused = int((~np.isfinite(x)).sum())
     x = x[np.isfinite(x)]
     if len(x) == 0:
-        return "–"
-    lo, hi = bootstrap_ci(x)
-    return f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]"
+        return "–" + (f" ({refused} refused)" if refused else "")
+    lo, hi = mean_ci(x)
+    return (
+        f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]"
+        + (f" ({refused} refused)" if refused else "")
+        + (" †" if len(x) < MIN_SEEDS else "")
+    )
 
 
 def multitask_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -463,7 +469,8 @@ def multitask_report(df: pd.DataFrame) -> str:
     runs = df.drop_duplicates("run_dir")
     failed = int((runs["status"] != "ok").sum())
     head = (
-        f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% bootstrap CI] "
-        f"over seeds; {int((runs['status'] == 'ok').sum())} ok runs, {failed} failed"
+        f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% CI: bootstrap-t, "
+        f"Student's t below {MIN_SEEDS} seeds, marked †] over n seeds (in each row's label; refused: the teacher "
+        f"does not beat random); {int((runs['status'] == 'ok').sum())} ok runs, {failed} failed"
     )
     return head + "\n\n" + multitask_markdown(multitask_table(df))

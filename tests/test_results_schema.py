@@ -501,7 +501,7 @@ def test_multitask_table_reads_schema_written_files(tmp_path):
     text = multitask_report(df)
     assert "1 ok runs, 1 failed" in text
     assert f"| kl (tau=0.01) (n=1) | {TASK['pct_of_teacher']:.1f} [" in text
-    assert f"| {_GEO:.1f} [{_GEO:.1f}, {_GEO:.1f}] |" in text
+    assert f"| {_GEO:.1f} [{_GEO:.1f}, {_GEO:.1f}] † |" in text  # one seed: flagged
 
 
 def test_kdrl_table_geometric_mean_row_over_envs(tmp_path):

@@ -40,6 +40,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    # RLModule pulls its own batches (no prefetch) and keeps frozen teachers in eval mode, on purpose
+    warnings.filterwarnings("ignore", message=".*Found `dataloader_iter` argument.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
 
 def seed_job(seed: int, threads: int) -> None:

@@ -42,6 +42,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     # RLModule pulls its own batches (no prefetch) and keeps frozen teachers in eval mode, on purpose
     warnings.filterwarnings("ignore", message=".*Found `dataloader_iter` argument.*")
+    warnings.filterwarnings("ignore", message=".*using the `dataloader_iter` step flavor.*")
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
 

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Reproduce Rusu et al. 2016 ("Policy Distillation") tables at CPU scale:
-#   1. loss comparison (mse, nll, kl tau=0.01), student = teacher's size, 3 seeds per env
-#   2. compression (kl tau=0.01) at 25% / 7% / 4% of the teacher's params, 3 seeds per env
-# then one table per experiment (rows = env, % of teacher with 95% bootstrap CIs, geometric mean).
+#   1. loss comparison (mse, nll, kl_rusu tau=0.01), student = teacher's size, 5 seeds per env
+#   2. compression (kl_rusu tau=0.01) at 25% / 7% / 4% of the teacher's params, 5 seeds per env
+# then one table per experiment (rows = env, normalised score with 95% CIs, geometric mean), under
+# docs/protocol.md. One teacher per env (seed 0): the CIs cover student seeds only.
 #
 #   bash scripts/reproduce_rusu2016.sh                                  # CPU budget, default envs
 #   ENVS="atari_pong atari_breakout" BUDGET=gpu EXTRA="trainer=gpu" bash scripts/reproduce_rusu2016.sh
 #   LOSS_ENVS="cartpole acrobot" COMP_ENVS="minatar_breakout" bash scripts/reproduce_rusu2016.sh
 #
 # Teachers are trained once per env (and budget) and cached in $KDRL_CACHE; jobs run 2 at a time
-# (launcher=joblib) on a 2-core machine. Metric: normalised % of teacher, (S - R) / (T - R) with R
-# a uniform-random policy on the same seeds (a raw ratio inverts for negative returns); the raw
-# ratio is in each results.json and the CSV.
+# (launcher=joblib) on a 2-core machine. Metric: the normalised score (S - R) / (T - R) with R a
+# uniform-random policy on the same held-out seeds (a raw ratio inverts for negative returns); the
+# raw ratio is raw_return_ratio in each results.json and the CSV.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=${BUDGET:-cpu}
@@ -35,6 +36,6 @@ for env in $COMP_ENVS; do
   $BIN/kdrl-distill -m experiment=rusu2016_compression env="$env" budget="$BUDGET" launcher="$LAUNCHER" \
     hydra.sweep.dir="$OUT/compression/$env" $EXTRA
 done
-$BIN/kdrl-table "$OUT"/losses/* --rows env_id --cols method --metric normalized_return_ratio --out "$OUT/table_losses"
-$BIN/kdrl-table "$OUT"/compression/* --rows env_id --cols student_size --metric normalized_return_ratio \
+$BIN/kdrl-table "$OUT"/losses/* --rows env_id --cols method --metric normalized_score --out "$OUT/table_losses"
+$BIN/kdrl-table "$OUT"/compression/* --rows env_id --cols student_size --metric normalized_score \
   --out "$OUT/table_compression"

@@ -162,27 +162,13 @@ class GreedyEvaluation(PeriodicEvaluation):
                 hook(mean, teacher, random)
         self.history.append(record)
         self.schedule_next(pl_module)
-        spec = pl_module.spec
-        save_policy(
-            self.last_policy_path,
-            pl_module.q_net,
-            self.net_cfg,
-            spec.env_id,
-            spec.obs_shape,
-            spec.n_actions,
-            extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean},
-        )
+        spec, extra = pl_module.spec, {"env_steps": pl_module.env_steps, "eval_return_mean": mean}
+        paths = [self.last_policy_path]
         if mean > self.best_mean:
             self.best_mean = mean
-            save_policy(
-                self.best_policy_path,
-                pl_module.q_net,
-                self.net_cfg,
-                spec.env_id,
-                spec.obs_shape,
-                spec.n_actions,
-                extra={"env_steps": pl_module.env_steps, "eval_return_mean": mean},
-            )
+            paths.append(self.best_policy_path)
+        for path in paths:
+            save_policy(path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape, spec.n_actions, extra=extra)
         atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
         self._rotate(pl_module.env_steps)
         metrics["eval/best_return_mean"] = self.best_mean

@@ -55,8 +55,12 @@ class PeriodicEvaluation(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.t_start = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
 
+    def due(self, pl_module: Any) -> bool:
+        """An evaluation is due (the module ends its Lightning step here, see RLModule.training_step)."""
+        return self.progress(pl_module) >= self.next_eval
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.progress(pl_module) >= self.next_eval:
+        if self.due(pl_module):
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:

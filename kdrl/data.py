@@ -67,11 +67,21 @@ class EnvCollector:
         self.finished: list[tuple[int, float, int]] = []  # (env_steps, return, length), drained by the logger
 
     def select_actions(self, obs: np.ndarray) -> np.ndarray:
-        actions = np.asarray(self.greedy_fn(obs), dtype=np.int64)
-        if self.epsilon > 0:
-            explore = self.rng.random(self.num_envs) < self.epsilon
-            if explore.any():
-                actions[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
+        """Epsilon-greedy. The greedy net runs only on the sub-envs that do not explore (at one
+        env, not at all on an exploring step); the RNG draws are the same either way."""
+        if self.epsilon <= 0:
+            return np.asarray(self.greedy_fn(obs), dtype=np.int64)
+        explore = self.rng.random(self.num_envs) < self.epsilon
+        n_explore = int(np.count_nonzero(explore))
+        if n_explore == 0:
+            return np.asarray(self.greedy_fn(obs), dtype=np.int64)
+        random_actions = self.rng.integers(self.n_actions, size=n_explore)
+        if n_explore == self.num_envs:
+            return random_actions.astype(np.int64, copy=False)
+        actions = np.empty(self.num_envs, dtype=np.int64)
+        actions[explore] = random_actions
+        exploit = ~explore
+        actions[exploit] = self.greedy_fn(obs[exploit])
         return actions
 
     def step(self) -> None:
@@ -87,13 +97,14 @@ class EnvCollector:
         self.env_steps += self.num_envs
         self._ep_return += rewards
         self._ep_length += 1
-        for i in np.flatnonzero(done):
-            ret = float(self._ep_return[i])
-            self.recent_returns.append(ret)
-            self.finished.append((self.env_steps, ret, int(self._ep_length[i])))
-            self.episodes += 1
-        self._ep_return[done] = 0.0
-        self._ep_length[done] = 0
+        if done.any():
+            for i in np.flatnonzero(done):
+                ret = float(self._ep_return[i])
+                self.recent_returns.append(ret)
+                self.finished.append((self.env_steps, ret, int(self._ep_length[i])))
+                self.episodes += 1
+                self._ep_return[i] = 0.0
+                self._ep_length[i] = 0
         self.obs = next_obs
 
     def drain_finished(self) -> list[tuple[int, float, int]]:
@@ -222,9 +233,17 @@ def build_stream(
     )
 
 
-@torch.inference_mode()
 def greedy_actions(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
-    """argmax_a Q(obs, a) for a batch of numpy observations."""
+    """argmax_a Q(obs, a) for a batch of numpy observations (in numpy where the net offers it)."""
+    if device.type == "cpu" and hasattr(net, "numpy_greedy"):
+        actions = net.numpy_greedy(obs)
+        if actions is not None:
+            return actions
+    return _torch_greedy(net, obs, device)
+
+
+@torch.inference_mode()
+def _torch_greedy(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
     x = torch.as_tensor(obs, dtype=torch.float32, device=device)
     actions = net.greedy(x) if hasattr(net, "greedy") else net(x).argmax(dim=1)
     return actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy()

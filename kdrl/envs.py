@@ -171,6 +171,56 @@ def probe_spec(env: Mapping[str, Any]) -> EnvSpec:
         probe.close()
 
 
+class SingleEnvVector(gym.vector.VectorEnv):
+    """One env behind the SAME_STEP vector-env API: what ``SyncVectorEnv`` returns for one env
+    (same observations, float64 rewards, bool flags, ``final_obs``/``final_info`` infos, same
+    seeding), without its per-step batching machinery. At ``num_envs=1`` a CartPole step costs
+    7 us instead of 21 us, and the single-env loop (CleanRL's setting) steps once per transition."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env]) -> None:
+        self.env = env_fn()
+        self.num_envs = 1
+        self.metadata = dict(self.env.metadata)
+        self.metadata["autoreset_mode"] = gym.vector.AutoresetMode.SAME_STEP
+        self.render_mode = self.env.render_mode
+        self.single_observation_space = self.env.observation_space
+        self.single_action_space = self.env.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, 1)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, 1)
+        self._obs_dtype = self.single_observation_space.dtype
+
+    def _batched(self, obs: Any) -> np.ndarray:
+        return np.array(obs, dtype=self._obs_dtype)[None]  # a fresh copy: envs may reuse buffers
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            seed = int(seed[0])
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._batched(obs), (self._add_info({}, info, 0) if info else {})
+
+    def step(self, actions: np.ndarray):
+        obs, reward, terminated, truncated, info = self.env.step(actions[0])
+        infos: dict[str, Any] = {}
+        if terminated or truncated:
+            infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, 0)
+            obs, info = self.env.reset()
+        if info:
+            infos = self._add_info(infos, info, 0)
+        return (
+            self._batched(obs),
+            np.array([reward], dtype=np.float64),
+            np.array([terminated], dtype=np.bool_),
+            np.array([truncated], dtype=np.bool_),
+            infos,
+        )
+
+    def render(self) -> tuple[Any, ...]:
+        return (self.env.render(),)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.env.close()
+
+
 def make_vector_env(
     env_id: str,
     num_envs: int,
@@ -188,8 +238,11 @@ def make_vector_env(
         raise EnvError(f"env.vectorization must be 'sync' or 'async', got '{vectorization}'")
     _check_registered(env_id)
     fns = [lambda: make_env(env_id, kwargs, wrappers) for _ in range(num_envs)]
-    cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
-    envs = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    if vectorization == "sync" and int(num_envs) == 1:
+        envs: gym.vector.VectorEnv = SingleEnvVector(fns[0])
+    else:
+        cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+        envs = cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.spec = gym.spec(env_id)  # vector envs built from callables carry no spec of their own
     envs.reset(seed=seed_ints(seed, *key, "envs", n=num_envs))
     envs.action_space.seed(seed_ints(seed, *key, "actions")[0])

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +46,22 @@ def flat_dim(layers: nn.Module, in_shape: Sequence[int]) -> int:
     depend on kernel and stride arithmetic that a dry run gets right without restating it."""
     with torch.no_grad():
         return int(layers(torch.zeros(1, *in_shape)).shape[1])
+
+
+def _hooked(net: nn.Module) -> bool:
+    """Whether any forward hook (global, or on ``net`` or a submodule, e.g. a pruning mask) would
+    run if ``net`` were called module by module: the direct-maths fast paths must not skip it."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    modules = net.__dict__.get("_module_list")  # a plain attribute: not part of the state_dict
+    if modules is None:
+        modules = net.__dict__["_module_list"] = list(net.modules())
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+    return False
 
 
 # ---- single-task nets -----------------------------------------------------------------------------
@@ -104,12 +121,63 @@ class MLP(QNetwork):
         self.body = nn.Sequential(nn.Flatten(), *linear_stack(int(math.prod(obs_shape)), sizes))
         self.feature_dim = sizes[-1]
         self.q_head = DuelingHead(self.feature_dim, n_actions) if dueling else nn.Linear(self.feature_dim, n_actions)
+        self.__dict__["_hidden"] = [m for m in self.body if isinstance(m, nn.Linear)]  # not a submodule list
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
+        if not _hooked(self):
+            # the body's maths without nn.Module dispatch (~30 us of a 90 us batch-128 forward)
+            x = obs.flatten(1)
+            for layer in self._hidden:
+                x = F.relu(F.linear(x, layer.weight, layer.bias))
+            return x
         return self.body(obs)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.q_head, nn.Linear) and not _hooked(self):
+            return F.linear(h, self.q_head.weight, self.q_head.bias)
         return self.q_head(h)
+
+    def numpy_greedy(self, obs: np.ndarray) -> np.ndarray | None:
+        """argmax_a Q(obs, a) computed in numpy on views of the CPU weights, or None where that is
+        not this net's forward (dueling head, hooks such as pruning masks, weights not float32 on
+        the CPU). A batch-1 action costs ~8 us this way against ~40 us through torch's dispatcher,
+        which is most of the single-env acting loop. Agreement with ``forward`` is tested."""
+        layers = self._numpy_layers()
+        if layers is None:
+            return None
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        for weight, bias in layers[:-1]:
+            x = x @ weight.T
+            x += bias
+            np.maximum(x, 0.0, out=x)
+        weight, bias = layers[-1]
+        return (x @ weight.T + bias).argmax(axis=1)
+
+    def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        cached = self.__dict__.get("_np_cache")  # plain attributes: state_dict is unchanged
+        if cached is not None:
+            linears, params, key, views = cached
+            # an optimiser that re-points .data or .to(device) moves the weights, a pruning
+            # hook replaces them: the views are then rebuilt (or refused)
+            if (
+                all(not (m._forward_hooks or m._forward_pre_hooks) for m in linears)
+                and tuple(p.data_ptr() for p in params) == key
+            ):
+                return views
+        linears = [m for m in self.body if isinstance(m, nn.Linear)] + [self.q_head]
+        ok = not isinstance(self.q_head, DuelingHead) and all(
+            isinstance(m, nn.Linear)
+            and m.bias is not None
+            and not (m._forward_hooks or m._forward_pre_hooks)
+            and isinstance(m.weight, nn.Parameter)
+            and m.weight.device.type == "cpu"
+            and m.weight.dtype == torch.float32
+            for m in linears
+        )
+        params = [t for m in linears for t in (m.weight, m.bias)]
+        views = [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in linears] if ok else None
+        self.__dict__["_np_cache"] = (linears, params, tuple(p.data_ptr() for p in params), views)
+        return views
 
     def greedy(self, obs: torch.Tensor) -> torch.Tensor:
         # Acting runs once per vector-env step on a handful of observations, where nn.Module

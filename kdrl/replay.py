@@ -104,6 +104,14 @@ class ReplayBuffer:
         n = len(actions)
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
+        if self._np is not None and self.pos + n <= self.capacity:  # CPU, no wrap: slice writes
+            o, no, a, r, d = self._np
+            end = self.pos + n
+            o[self.pos : end], no[self.pos : end], a[self.pos : end] = obs, next_obs, actions
+            r[self.pos : end], d[self.pos : end] = rewards, terminated
+            self.pos = end % self.capacity
+            self.size = min(self.size + n, self.capacity)
+            return
         idx = (np.arange(n) + self.pos) % self.capacity
         if self._np is not None:  # CPU: write through numpy views of the tensors (no torch op overhead)
             o, no, a, r, d = self._np

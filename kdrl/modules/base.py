@@ -93,6 +93,7 @@ class RLModule(pl.LightningModule):
         self._env_steps_last = 0
         self.sps = 0.0
         self._stream_built = False
+        self.step_seconds = 0.1  # longest Lightning step (progress bar, signals and stops stay responsive)
 
     @property
     def params(self) -> int:
@@ -159,16 +160,36 @@ class RLModule(pl.LightningModule):
         optimiser wrapper and closure machinery cost ~30% of a small-MLP update and buy nothing
         for single-device DQN."""
         opt.zero_grad(set_to_none=True)
-        if self._trainer is not None:
-            self.manual_backward(loss)
-        else:  # driven without a Trainer (benchmarks measuring Lightning's overhead)
+        if self._plain_backward():
             loss.backward()
+        else:
+            self.manual_backward(loss)
         if self.max_grad_norm:
             clip_grad_norm(self.trainable, float(self.max_grad_norm))
         opt.step()
         self.optimizer_steps += 1
         if self.target is not None:
             self.target.maybe_update(self.q_net, self.target_progress())
+
+    def _plain_backward(self) -> bool:
+        """Call ``loss.backward()`` directly unless the precision plugin changes the backward (a
+        loss scaler for fp16): ``manual_backward`` runs two callback hooks per update, a tenth of a
+        small-MLP update. kdrl's callbacks do not use them; a user callback that needs
+        ``on_before_backward`` would need ``trainer.precision=16-mixed``-style plugins anyway."""
+        if self._trainer is None:  # driven without a Trainer (benchmarks measuring Lightning's overhead)
+            return True
+        cached = self.__dict__.get("_plain_backward_cached")
+        if cached is None:
+            from pytorch_lightning.plugins.precision import Precision
+
+            kind = type(self.trainer.precision_plugin)
+            cached = (
+                getattr(self.trainer.precision_plugin, "scaler", None) is None
+                and kind.backward is Precision.backward
+                and kind.pre_backward is Precision.pre_backward
+            )
+            self.__dict__["_plain_backward_cached"] = cached
+        return cached
 
     def target_progress(self) -> int:
         """The counter the target schedule follows (env steps)."""
@@ -182,18 +203,27 @@ class RLModule(pl.LightningModule):
             self.accumulate(**metrics)
 
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
-        """Pull this step's batch from the stream, then learn from it.
+        """Pull stream items and learn from each, until a callback is due or ``step_seconds`` pass.
 
-        Lightning's ``dataloader_iter`` mode: the module fetches its own batch, so the stream
-        collects a round exactly when its updates are due. With a plain ``training_step(batch)``
-        Lightning prefetches the next batch, so collection ran one round ahead of the updates,
-        ``grad_steps`` counted updates not yet done (a checkpoint recorded them and a resume lost
-        them) and evaluations landed a round late.
+        Lightning's ``dataloader_iter`` mode: the module fetches its own batches, so the stream
+        collects a round exactly when its updates are due (with ``training_step(batch)`` Lightning
+        prefetches: collection ran a round ahead of the updates and evaluations landed a round
+        late). One Lightning step spans many rounds: it ends right after the round at which a
+        callback is due (``PeriodicEvaluation.due``), so every evaluation, checkpoint and early
+        stop happens at the env step it would with one round per step, while Lightning's per-step
+        machinery (~60 us of hooks and loop bookkeeping) is paid a few times a second instead of
+        once per update (at one env and one update per 10 steps it was a fifth of the loop).
         """
-        batch, _, _ = next(dataloader_iter)
-        if self.device.type != "cpu":
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
-        self.learn(self.optimizers(use_pl_optimizer=False), batch)
+        opt = self.optimizers(use_pl_optimizer=False)
+        watchers = [cb for cb in self.trainer.callbacks if hasattr(cb, "due")] if self._trainer is not None else []
+        deadline = time.perf_counter() + self.step_seconds
+        while True:
+            batch, _, _ = next(dataloader_iter)  # StopIteration (budget spent) ends the epoch
+            if self.device.type != "cpu":
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+            self.learn(opt, batch)
+            if time.perf_counter() >= deadline or any(cb.due(self) for cb in watchers):
+                return
 
     def learn(self, opt: torch.optim.Optimizer, batch: Any) -> None:
         """The updates of one stream item (a stacked batch, see ReplayStream)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +26,26 @@ from kdrl.replay import Replay, Transitions, make_replay
 from kdrl.seeding import Key, generator, seed_ints
 
 GreedyFn = Callable[[np.ndarray], np.ndarray]  # batch of observations -> greedy actions
+
+
+_NO_ACTIONS = np.zeros(0, dtype=np.int64)
+
+
+def epsilon_greedy(
+    obs: np.ndarray, explore: np.ndarray | None, random_actions: np.ndarray, greedy_fn: GreedyFn
+) -> np.ndarray:
+    """The actions of one vector step: ``random_actions`` where ``explore``, greedy elsewhere
+    (the greedy net sees only the exploiting sub-envs)."""
+    n_explore = len(random_actions)
+    if explore is None or n_explore == 0:
+        return np.asarray(greedy_fn(obs), dtype=np.int64)
+    if n_explore == len(explore):
+        return random_actions.astype(np.int64, copy=False)
+    actions = np.empty(len(explore), dtype=np.int64)
+    actions[explore] = random_actions
+    exploit = ~explore
+    actions[exploit] = greedy_fn(obs[exploit])
+    return actions
 
 
 class EnvStepError(RuntimeError):
@@ -66,34 +86,51 @@ class EnvCollector:
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.finished: list[tuple[int, float, int]] = []  # (env_steps, return, length), drained by the logger
 
-    def select_actions(self, obs: np.ndarray) -> np.ndarray:
-        """Epsilon-greedy. The greedy net runs only on the sub-envs that do not explore (at one
-        env, not at all on an exploring step); the RNG draws are the same either way."""
+    def exploration(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """This step's epsilon draws: which sub-envs explore (None: none can, epsilon is 0) and
+        their random actions. The same draws whether the greedy actions come from here or from
+        an actor process (kdrl.actor), so both take the same exploratory actions."""
+        self.epsilon = self.epsilon_fn(self.env_steps)
         if self.epsilon <= 0:
-            return np.asarray(self.greedy_fn(obs), dtype=np.int64)
+            return None, _NO_ACTIONS
         explore = self.rng.random(self.num_envs) < self.epsilon
         n_explore = int(np.count_nonzero(explore))
         if n_explore == 0:
-            return np.asarray(self.greedy_fn(obs), dtype=np.int64)
-        random_actions = self.rng.integers(self.n_actions, size=n_explore)
-        if n_explore == self.num_envs:
-            return random_actions.astype(np.int64, copy=False)
-        actions = np.empty(self.num_envs, dtype=np.int64)
-        actions[explore] = random_actions
-        exploit = ~explore
-        actions[exploit] = self.greedy_fn(obs[exploit])
-        return actions
+            return explore, _NO_ACTIONS
+        return explore, self.rng.integers(self.n_actions, size=n_explore)
+
+    def select_actions(self, obs: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy. The greedy net runs only on the sub-envs that do not explore (at one
+        env, not at all on an exploring step)."""
+        explore, random_actions = self.exploration()
+        return epsilon_greedy(obs, explore, random_actions, self.greedy_fn)
 
     def step(self) -> None:
-        self.epsilon = self.epsilon_fn(self.env_steps)
         actions = self.select_actions(self.obs)
         try:
             next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
         except Exception as exc:  # report where it happened; the run keeps its last checkpoint
             raise EnvStepError(f"env '{self.env_id}' raised at env step {self.env_steps}: {exc!r}") from exc
         done = terminated | truncated
+        self.record(self.obs, actions, rewards, transition_next_obs(next_obs, infos, done), terminated, done)
+        self.obs = next_obs
+
+    def record(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        done: np.ndarray,
+    ) -> None:
+        """One vector step's transitions into replay, and the counters and episode statistics."""
         stored = np.sign(rewards) if self.reward_clip else rewards
-        self.buffer.add(self.obs, actions, stored, transition_next_obs(next_obs, infos, done), terminated, done)
+        self.buffer.add(obs, actions, stored, next_obs, terminated, done)
+        self.count(rewards, done)
+
+    def count(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        """One vector step's counters and episode statistics (its transitions are in replay)."""
         self.env_steps += self.num_envs
         self._ep_return += rewards
         self._ep_length += 1
@@ -105,11 +142,23 @@ class EnvCollector:
                 self.episodes += 1
                 self._ep_return[i] = 0.0
                 self._ep_length[i] = 0
-        self.obs = next_obs
 
     def drain_finished(self) -> list[tuple[int, float, int]]:
         out, self.finished = self.finished, []
         return out
+
+
+@runtime_checkable
+class _Pipelined(Protocol):
+    """A collector that steps its envs elsewhere (kdrl.actor.ActorCollector)."""
+
+    max_round: int
+
+    def launch(self, k: int) -> None: ...
+
+    def join(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ReplayStream(IterableDataset):
@@ -149,20 +198,52 @@ class ReplayStream(IterableDataset):
             return 0
         return ((steps - self.learning_starts) // self.train_freq + 1) * self.gradient_steps
 
+    def steps_to_next_round(self) -> int:
+        """Vector steps until the next update is due (or the budget is spent): a round's length."""
+        c = self.collector
+        if c.env_steps >= self.total_timesteps:
+            return 0
+        due_at = self.learning_starts + (self.grad_steps // self.gradient_steps) * self.train_freq
+        n = c.num_envs
+        to_due = max(-(-(due_at - c.env_steps) // n), 1)
+        to_budget = -(-(self.total_timesteps - c.env_steps) // n)
+        return min(to_due, to_budget)
+
     def __iter__(self) -> Iterator[Transitions]:
+        """Collect until updates are due, yield them stacked, repeat until the budget is spent.
+
+        With an actor process (kdrl.actor) the next round is launched before the yield, so the
+        envs step while the module runs these updates; it is joined before anything is sampled.
+        """
         collector = self.collector
+        actor = collector if isinstance(collector, _Pipelined) else None
         while True:
+            if actor is not None:
+                actor.join()
             while self.grad_steps >= self.grad_steps_allowed():
                 if collector.env_steps >= self.total_timesteps:
+                    if actor is not None:
+                        actor.close()
                     return
-                collector.step()
+                if actor is not None:
+                    actor.launch(min(self.steps_to_next_round(), actor.max_round))
+                    actor.join()
+                else:
+                    collector.step()
             due = self.grad_steps_allowed() - self.grad_steps
             self.grad_steps += due
-            yield collector.buffer.sample_stack(due, self.batch_size)
+            batch = collector.buffer.sample_stack(due, self.batch_size)
+            if actor is not None:
+                k = min(self.steps_to_next_round(), actor.max_round)
+                if k:
+                    actor.launch(k)
+            yield batch
 
     def state_dict(self) -> dict[str, Any]:
         """The counters, the collector's RNG and the replay (for resuming)."""
         c = self.collector
+        if isinstance(c, _Pipelined):
+            c.join()  # a round in flight is recorded first (the same data, just committed sooner)
         return {
             "env_steps": c.env_steps,
             "episodes": c.episodes,
@@ -219,15 +300,31 @@ def build_stream(
     exploration: Callable[[int], float],
     seed: int,
     key: tuple[Key, ...] = (),
+    acting_nets: Callable[[], Sequence[torch.nn.Module]] | None = None,
 ) -> ReplayStream:
     """env -> replay -> stream: the vector env of an env config, its replay and collector (each on
-    its own stream of run ``seed``, kdrl.seeding), streamed at ``data``'s update-to-data ratio."""
+    its own stream of run ``seed``, kdrl.seeding), streamed at ``data``'s update-to-data ratio.
+    ``env.actor=process`` steps the envs in an actor process (kdrl.actor) that acts with
+    ``acting_nets``' weights, refreshed every round."""
     envs = make_vector_env(
         env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"), key=key
     )
     replay_seed = seed_ints(seed, *key, "replay")[0]
     buffer = make_replay(data.replay, data.buffer_size, spec.obs_shape, spec.obs_dtype, envs.num_envs, seed=replay_seed)
-    collector = EnvCollector(envs, buffer, behaviour, exploration, seed=seed, reward_clip=data.reward_clip, key=key)
+    actor = str(env.get("actor", "inline"))
+    if actor == "process":
+        from kdrl.actor import ActorCollector
+
+        if acting_nets is None:
+            raise ValueError("env.actor=process needs the module's acting nets")
+        round_len = max(-(-data.train_freq // envs.num_envs), 32)
+        collector: EnvCollector = ActorCollector(
+            envs, buffer, behaviour, exploration, acting_nets, round_len, seed, data.reward_clip, key
+        )
+    elif actor == "inline":
+        collector = EnvCollector(envs, buffer, behaviour, exploration, seed=seed, reward_clip=data.reward_clip, key=key)
+    else:
+        raise ValueError(f"env.actor must be 'inline' or 'process', got '{actor}'")
     return ReplayStream(
         collector, data.batch_size, data.learning_starts, data.train_freq, data.gradient_steps, data.total_timesteps
     )

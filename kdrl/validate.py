@@ -61,6 +61,7 @@ def validate_common(cfg: DictConfig) -> None:
     _int_at_least(cfg, "torch_threads", 1)
     _int_at_least(cfg, "env.num_envs", 1)
     _one_of(cfg, "env.vectorization", ("sync", "async"))
+    _one_of(cfg, "env.actor", ("inline", "process", None))
     for key in (
         "total_timesteps",
         "buffer_size",
@@ -106,6 +107,12 @@ def validate_distill(cfg: DictConfig) -> None:
     for key in ("width", "depth"):
         _int_at_least(cfg, f"student.{key}", 1)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))
+    if _num(cfg, "env.actor") == "process" and _num(cfg, "control") != "student":
+        # the teacher's and the mixed policy's acting keep counters (and an RNG) in the learner
+        raise ConfigError(
+            f"env.actor=process runs only with control=student, got control={_num(cfg, 'control')!r} "
+            "(use env.actor=inline)"
+        )
     _one_of(cfg, "baseline", (None, "scratch"))
     _one_of(cfg, "loss.kind", LOSSES)
     _in_range(cfg, "loss.temperature", 0.0, float("inf"), low_open=True)

@@ -107,9 +107,27 @@ class RLModule(pl.LightningModule):
         """Greedy actions of whoever acts (the module's own net unless overridden)."""
         return self.greedy(obs)
 
+    def acting_nets(self) -> list[nn.Module]:
+        """The trained nets ``behaviour`` acts with (an actor process refreshes their weights
+        every round, see kdrl.actor)."""
+        return [self.q_net]
+
     def build_stream(self) -> ReplayStream:
         assert self.spec is not None and self.data is not None
-        return build_stream(self.env_cfg, self.spec, self.data, self.behaviour, self.exploration, self.seed)
+        return build_stream(
+            self.env_cfg,
+            self.spec,
+            self.data,
+            self.behaviour,
+            self.exploration,
+            self.seed,
+            acting_nets=self.acting_nets,
+        )
+
+    def teardown(self, stage: str) -> None:
+        close = getattr(self.__dict__.get("collector"), "close", None)
+        if close is not None:  # an actor process (kdrl.actor) ends with the fit, whatever ended it
+            close()
 
     def setup(self, stage: str) -> None:
         if not self._stream_built:
@@ -205,20 +223,28 @@ class RLModule(pl.LightningModule):
     def training_step(self, dataloader_iter: Iterator[Any]) -> None:
         """Pull stream items and learn from each, until a callback is due or ``step_seconds`` pass.
 
-        Lightning's ``dataloader_iter`` mode: the module fetches its own batches, so the stream
-        collects a round exactly when its updates are due (with ``training_step(batch)`` Lightning
-        prefetches: collection ran a round ahead of the updates and evaluations landed a round
-        late). One Lightning step spans many rounds: it ends right after the round at which a
-        callback is due (``PeriodicEvaluation.due``), so every evaluation, checkpoint and early
-        stop happens at the env step it would with one round per step, while Lightning's per-step
-        machinery (~60 us of hooks and loop bookkeeping) is paid a few times a second instead of
-        once per update (at one env and one update per 10 steps it was a fifth of the loop).
+        The module draws its items from its own iterator over ``self.stream`` (the same
+        IterableDataset ``train_dataloader`` serves; Lightning's ``dataloader_iter`` is taken and
+        left alone). The stream collects a round exactly when its updates are due: with
+        ``training_step(batch)`` Lightning prefetched, collection ran a round ahead of the updates
+        and evaluations landed a round late. One Lightning step spans many rounds: it ends right
+        after the round at which a callback is due (``PeriodicEvaluation.due``), so every
+        evaluation, checkpoint and early stop happens at the env step it would with one round per
+        step, while Lightning's per-step machinery and its DataLoader/fetcher wrappers (together
+        ~0.3 ms a round, a quarter of the CartPole loop) are paid a few times a second. When the
+        env-step budget is spent the step asks the Trainer to stop.
         """
         opt = self.optimizers(use_pl_optimizer=False)
         watchers = [cb for cb in self.trainer.callbacks if hasattr(cb, "due")] if self._trainer is not None else []
+        items = self.__dict__.get("_items")
+        if items is None:  # a plain attribute (not module state); the stream's state lives on it
+            items = self.__dict__["_items"] = iter(self.stream)
         deadline = time.perf_counter() + self.step_seconds
         while True:
-            batch, _, _ = next(dataloader_iter)  # StopIteration (budget spent) ends the epoch
+            batch = next(items, None)
+            if batch is None:  # budget spent (Lightning's manual loop swallows StopIteration)
+                self.trainer.should_stop = True
+                return
             if self.device.type != "cpu":
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
             self.learn(opt, batch)
@@ -305,6 +331,8 @@ class RLModule(pl.LightningModule):
         out.update(self.episode_metrics())
         out["train/epsilon"] = self.collector.epsilon
         out["train/sps"] = self.sps
+        if hasattr(self.collector, "wait_s"):  # an actor process: seconds the learner waited for it
+            out["train/actor_wait_s"] = self.collector.wait_s
         out["train/episodes"] = self.collector.episodes
         out["train/grad_steps"] = self.stream.grad_steps
         self.log_env_metrics(out)

@@ -317,7 +317,10 @@ def build_stream(
 
         if acting_nets is None:
             raise ValueError("env.actor=process needs the module's acting nets")
-        round_len = max(-(-data.train_freq // envs.num_envs), 32)
+        # rounds of one update period; longer (<= 256 steps, <= 32 MB of staged observations)
+        # before learning starts, when there is nothing to overlap and round trips are the cost
+        obs_bytes = int(np.prod(spec.obs_shape)) * np.dtype(spec.obs_dtype).itemsize * envs.num_envs * 2
+        round_len = max(-(-data.train_freq // envs.num_envs), min(256, (32 << 20) // max(obs_bytes, 1)))
         collector: EnvCollector = ActorCollector(
             envs, buffer, behaviour, exploration, acting_nets, round_len, seed, data.reward_clip, key
         )

@@ -1,0 +1,293 @@
+"""The fast single-env loop (issue 13): every shortcut computes what the plain path computes.
+
+Lean 1-env adapter vs SyncVectorEnv, numpy acting vs the torch forward, greedy only where the
+epsilon draw exploits, FlatAdam vs torch's fused Adam, several stream rounds per Lightning step
+(evaluations still land where they did), and the actor process (same exploration, same data when
+the acting net does not change, reproducible, errors in one line).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from helpers import compose_cfg
+from kdrl.data import EnvCollector, build_stream, greedy_actions
+from kdrl.envs import SingleEnvVector, env_spec, make_env, make_vector_env, transition_next_obs
+from kdrl.errors import KdrlUserError
+from kdrl.nets import MLP, ConvNet
+from kdrl.optim import FlatAdam, build_optimizer
+from kdrl.replay import ReplayBuffer
+from kdrl.runs.teacher import train_teacher
+from kdrl.schedules import LinearSchedule
+from kdrl.seeding import seed_ints
+
+CPU = torch.device("cpu")
+
+
+# ---- the 1-env adapter ---------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MinAtar/Breakout-v1"])
+def test_single_env_vector_steps_exactly_like_sync_vector_env(env_id):
+    lean = make_vector_env(env_id, 1, seed=3)
+    assert isinstance(lean, SingleEnvVector)
+    sync = gym.vector.SyncVectorEnv([lambda: make_env(env_id)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    sync.reset(seed=seed_ints(3, "envs", n=1))
+    rng = np.random.default_rng(0)
+    episodes = 0
+    for t in range(2500):
+        actions = rng.integers(lean.single_action_space.n, size=1)
+        a, b = lean.step(actions), sync.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), t
+        done = a[2] | a[3]
+        assert np.array_equal(transition_next_obs(a[0], a[4], done), transition_next_obs(b[0], b[4], done)), t
+        episodes += int(done.sum())
+    assert episodes > 5  # the comparison crossed many episode boundaries
+    assert lean.observation_space == sync.observation_space and lean.action_space == sync.action_space
+
+
+# ---- numpy acting -------------------------------------------------------------------------------
+def test_numpy_greedy_matches_the_torch_forward_and_follows_weight_updates():
+    torch.manual_seed(0)
+    net = MLP((4,), 3, hidden=[64, 32]).eval()
+    states = np.random.default_rng(1).normal(size=(4000, 4)).astype(np.float32) * 2
+    with torch.no_grad():
+        want = net(torch.as_tensor(states)).argmax(1).numpy()
+    assert np.array_equal(net.numpy_greedy(states), want)
+    assert np.array_equal(greedy_actions(net, states[:1], CPU), want[:1])
+    # an optimiser that re-points .data (FlatAdam) and its steps are seen by the numpy views
+    opt = FlatAdam(net.parameters(), lr=0.05)
+    for _ in range(20):
+        opt.zero_grad()
+        net(torch.as_tensor(states[:256])).pow(2).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        moved = net(torch.as_tensor(states)).argmax(1).numpy()
+    assert not np.array_equal(moved, want)  # the policy changed, and numpy acting follows it
+    assert np.array_equal(net.numpy_greedy(states), moved)
+
+
+def test_numpy_greedy_refuses_what_it_cannot_compute():
+    dueling = MLP((4,), 2, hidden=[8], dueling=True)
+    assert dueling.numpy_greedy(np.zeros((1, 4), np.float32)) is None
+    hooked = MLP((4,), 2, hidden=[8])
+    hooked.body[1].register_forward_pre_hook(lambda m, x: (x[0] * 0,))  # e.g. a pruning mask
+    assert hooked.numpy_greedy(np.ones((1, 4), np.float32)) is None
+    with torch.no_grad():  # and the torch fast path honours the hook too
+        assert torch.equal(hooked(torch.ones(1, 4)), hooked.q_head(hooked.body(torch.ones(1, 4))))
+
+
+def test_fast_mlp_forward_equals_the_module_path_values_and_gradients():
+    torch.manual_seed(0)
+    a = MLP((4,), 2, hidden=[120, 84])
+    b = copy.deepcopy(a)
+    x = torch.randn(128, 4)
+    a(x).square().sum().backward()
+    b.q_head(b.body(x)).square().sum().backward()
+    assert torch.equal(a(x), b.q_head(b.body(x)))
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+
+
+# ---- epsilon-greedy: the greedy net only where the draw exploits -----------------------------------
+def test_collector_takes_the_actions_of_the_plain_epsilon_greedy_rule():
+    """The old rule computed greedy actions for every sub-env, then overwrote the explorers; the
+    new one asks the net only for the exploiting ones. Same RNG, same actions, fewer forwards."""
+    envs = make_vector_env("CartPole-v1", 4, seed=0)
+    net = MLP((4,), 2, hidden=[16]).eval()
+    asked: list[int] = []
+
+    def greedy(obs):
+        asked.append(len(obs))
+        return greedy_actions(net, obs, CPU)
+
+    collector = EnvCollector(envs, ReplayBuffer(100, (4,)), greedy, lambda t: 0.5, seed=1)
+    shadow = copy.deepcopy(collector.rng)
+    for _ in range(200):
+        obs = collector.obs
+        old = greedy_actions(net, obs, CPU).astype(np.int64)
+        explore = shadow.random(4) < 0.5
+        if explore.any():
+            old[explore] = shadow.integers(2, size=int(explore.sum()))
+        assert np.array_equal(collector.select_actions(obs), old)
+    assert sum(asked) < 0.6 * 200 * 4  # about half the rows explored and skipped the net
+
+
+# ---- FlatAdam -------------------------------------------------------------------------------------
+def test_flat_adam_follows_torch_fused_adam_and_shares_its_checkpoint_format():
+    torch.manual_seed(0)
+    a = MLP((4,), 2, hidden=[120, 84])
+    b = copy.deepcopy(a)
+    ref = torch.optim.Adam(a.parameters(), lr=1e-3, fused=True)
+    flat = build_optimizer("adam", lr=1e-3)(b.parameters())
+    assert isinstance(flat, FlatAdam)
+    for _ in range(300):
+        x = torch.randn(64, 4)
+        for net, opt in ((a, ref), (b, flat)):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    worst = max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+    assert worst < 1e-5  # float rounding only (the fused kernel's vector/tail split differs)
+    # a FlatAdam checkpoint loads into torch's Adam and back, moments and step count intact
+    torch_again = torch.optim.Adam(copy.deepcopy(b).parameters(), lr=1e-3, fused=True)
+    torch_again.load_state_dict(flat.state_dict())
+    assert float(torch_again.state_dict()["state"][0]["step"]) == 300
+    back = FlatAdam(copy.deepcopy(b).parameters(), lr=1e-3)
+    back.load_state_dict(ref.state_dict())
+    assert torch.equal(back.exp_avg[:480], ref.state_dict()["state"][0]["exp_avg"].reshape(-1))
+    assert float(back.step_count) == 300
+
+
+def test_flat_optimiser_runs_registered_step_hooks():
+    net = MLP((4,), 2, hidden=[8])
+    opt = FlatAdam(net.parameters(), lr=1e-3)
+    calls: list[str] = []
+    opt.register_step_pre_hook(lambda *a: calls.append("pre"))
+    opt.register_step_post_hook(lambda *a: calls.append("post"))
+    net(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    assert calls == ["pre", "post"]
+
+
+# ---- several rounds per Lightning step ---------------------------------------------------------------
+def test_evaluations_land_where_one_round_per_step_put_them(tmp_path):
+    """A Lightning step now spans many stream rounds, but ends at the first round at or past an
+    evaluation's env step, exactly where the old one-round-per-step loop evaluated."""
+    cfg = compose_cfg(
+        "train",
+        [
+            "experiment=cleanrl_cartpole",
+            "algo.total_timesteps=6000",
+            "algo.learning_starts=1000",
+            "algo.exploration.decay_steps=3000",
+            "eval.freq=1234",
+            "eval.episodes=2",
+            "eval.final_episodes=2",
+            "logger=none",
+        ],
+    )
+    res = train_teacher(cfg, tmp_path)
+    steps = [h["env_steps"] for h in res["eval_history"]]
+    # rounds end every train_freq=10 env steps once learning starts (at 1,000)
+    assert steps[:4] == [1240, 2470, 3710, 4940]
+    assert steps[-1] == 6000
+    assert res["grad_steps"] == (6000 - 1000) // 10 + 1
+
+
+def test_a_lightning_step_spans_many_updates(tmp_path):
+    from kdrl.runs.teacher import build_teacher
+    from kdrl.runs.job import make_trainer
+
+    cfg = compose_cfg(
+        "train",
+        ["experiment=cleanrl_cartpole", "algo.total_timesteps=4000", "algo.learning_starts=500", "logger=none"],
+    )
+    module, _ = build_teacher(cfg)
+    trainer = make_trainer(cfg, [], [], tmp_path)
+    trainer.fit(module)
+    lightning_steps = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    assert module.stream.grad_steps == (4000 - 500) // 10 + 1
+    assert module.env_steps == 4000
+    assert 1 <= lightning_steps < module.stream.grad_steps / 10
+
+
+# ---- the actor process ------------------------------------------------------------------------------
+def _stream(actor: str, lr_net: torch.nn.Module, total: int = 3000, seed: int = 0):
+    from kdrl.data import StreamConfig
+
+    spec = env_spec(make_env("CartPole-v1"))
+    data = StreamConfig(total, 5000, 32, 500, 10, 1)
+    return build_stream(
+        {"id": "CartPole-v1", "num_envs": 1, "actor": actor},
+        spec,
+        data,
+        lambda obs: greedy_actions(lr_net, obs, CPU),
+        LinearSchedule(1.0, 0.05, 2000),
+        seed,
+        acting_nets=lambda: [lr_net],
+    )
+
+
+def test_actor_process_collects_the_in_process_data_when_the_policy_is_fixed():
+    """With weights that do not change, the one-round policy lag is void: the actor process must
+    write exactly the transitions, in the same order, that the in-process collector writes."""
+    torch.manual_seed(0)
+    net = MLP((4,), 2, hidden=[16]).eval()
+    runs = {}
+    for actor in ("inline", "process"):
+        stream = _stream(actor, net)
+        batches = [b for b in stream]
+        buf = stream.collector.buffer
+        runs[actor] = (stream, batches, buf)
+    (si, bi, ri), (sp, bp, rp) = runs["inline"], runs["process"]
+    assert sp.collector.env_steps == si.collector.env_steps == 3000
+    assert sp.grad_steps == si.grad_steps and len(bp) == len(bi)
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        assert torch.equal(getattr(ri, name), getattr(rp, name)), name
+    assert all(torch.equal(x, y) for b1, b2 in zip(bi, bp) for x, y in zip(b1, b2))
+    assert sp.collector.episodes == si.collector.episodes
+    assert sp.collector._proc is None  # the child was stopped when the budget was spent
+
+
+def test_actor_process_runs_are_reproducible_and_learn(tmp_path):
+    overrides = [
+        "experiment=cleanrl_cartpole",
+        "env.actor=process",
+        "algo.total_timesteps=8000",
+        "algo.learning_starts=1000",
+        "algo.exploration.decay_steps=4000",
+        "eval.freq=8000",
+        "eval.episodes=3",
+        "eval.final_episodes=3",
+        "logger=none",
+    ]
+    a = train_teacher(compose_cfg("train", overrides), tmp_path / "a")
+    b = train_teacher(compose_cfg("train", overrides), tmp_path / "b")
+    assert a["status"] == b["status"] == "ok"
+    assert a["eval_returns"] == b["eval_returns"] and a["episodes"] == b["episodes"]
+    assert a["env_steps"] == 8000 and a["grad_steps"] == 701
+
+
+def test_actor_process_reports_env_errors_in_one_line():
+    from kdrl.data import EnvStepError
+
+    net = MLP((4,), 2, hidden=[8]).eval()
+    stream = _stream("process", net)
+    collector = stream.collector
+    collector.start()
+
+    def boom(actions):
+        raise RuntimeError("physics exploded")
+
+    collector.envs.step = boom  # the child was forked before this: it still has the real env
+    it = iter(stream)
+    next(it)  # the real envs work
+    collector.close()
+    collector.envs.step = boom
+    collector.start()  # a new child with the broken env
+    with pytest.raises(EnvStepError, match="physics exploded"):
+        next(it)
+    collector.close()
+
+
+def test_actor_process_is_refused_where_acting_keeps_learner_state():
+    from kdrl.validate import validate_distill
+
+    with pytest.raises(KdrlUserError, match="env.actor=process runs only with control=student"):
+        validate_distill(compose_cfg("distill", ["env=cartpole", "env.actor=process", "control=teacher"]))
+    validate_distill(compose_cfg("distill", ["env=cartpole", "env.actor=process", "control=student"]))
+    with pytest.raises(KdrlUserError, match="env.actor"):
+        from kdrl.validate import validate_common
+
+        validate_common(compose_cfg("train", ["env=cartpole", "env.actor=thread"]))
+
+
+def test_conv_nets_act_through_torch_in_the_actor_process():
+    net = ConvNet((4, 10, 10), 3, [4], [3], [1], [8]).eval()
+    assert not hasattr(net, "numpy_greedy")  # conv nets keep the torch forward (oneDNN)
+    obs = np.zeros((1, 4, 10, 10), np.uint8)
+    assert greedy_actions(net, obs, CPU).shape == (1,)

@@ -180,8 +180,7 @@ class ActorCollector(EnvCollector):
             flat = {name: st[name][:k].reshape(rows, *st[name].shape[2:]) for name in _TRANSITION_FIELDS}
             stored = np.sign(flat["rewards"]) if self.reward_clip else flat["rewards"]
             self.buffer.add(flat["obs"], flat["actions"], stored, flat["next_obs"], flat["terminated"], flat["done"])
-            for j in range(k):
-                self.count(st["rewards"][j], st["done"][j])
+            self.count_round(st["rewards"][:k], st["done"][:k])
         else:
             for j in range(k):
                 self.record(*(st[name][j] for name in _TRANSITION_FIELDS))

@@ -129,6 +129,17 @@ class EnvCollector:
         self.buffer.add(obs, actions, stored, next_obs, terminated, done)
         self.count(rewards, done)
 
+    def count_round(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        """``count`` for k vector steps at once (``(k, num_envs)`` arrays): one update of the
+        counters when no episode ended in them, step by step otherwise."""
+        if done.any():
+            for r, d in zip(rewards, done):
+                self.count(r, d)
+            return
+        self.env_steps += len(rewards) * self.num_envs
+        self._ep_return += rewards.sum(axis=0)
+        self._ep_length += len(rewards)
+
     def count(self, rewards: np.ndarray, done: np.ndarray) -> None:
         """One vector step's counters and episode statistics (its transitions are in replay)."""
         self.env_steps += self.num_envs

@@ -6,8 +6,9 @@
     python scripts/bench_speed.py --parts P3 P9 --repeats 3
 
 P2  CartPole-v1 with CleanRL dqn.py's algorithm (1 env, scripts/plain/cleanrl_dqn_cartpole.py vs
-    ``kdrl-train experiment=cleanrl_cartpole``, in-process envs and ``env.actor=process``), one
-    process per run, seeds interleaved. Whole-process wall time (imports included), training
+    ``kdrl-train experiment=cleanrl_cartpole``, in-process envs and ``env.actor=process``; and
+    8 vector envs at the same update-to-data ratio, to show what vectorising does to learning),
+    one process per run, seeds interleaved. Whole-process wall time (imports included), training
     steps/s, and the held-out greedy return (20 episodes, seeds 2,000,000+i, the last policy).
 P3  Lightning's own overhead: the same kdrl module fitted by the Trainer vs driven by a bare loop
     over its stream, in one process (imports paid), CartPole (CleanRL setting) and MinAtar
@@ -111,6 +112,7 @@ def part_p2(seeds: list[int], steps: int, work: Path) -> dict:
         "plain (CleanRL algorithm, single file)": [],
         "kdrl": [],
         "kdrl env.actor=process": [],
+        "kdrl env.num_envs=8": [],
     }
     for seed in seeds:  # interleaved: drifts in machine speed hit every loop alike
         common = [
@@ -125,6 +127,8 @@ def part_p2(seeds: list[int], steps: int, work: Path) -> dict:
         )
         rows["kdrl"].append(kdrl_run(common, work / f"p2_inline_{seed}"))
         rows["kdrl env.actor=process"].append(kdrl_run([*common, "env.actor=process"], work / f"p2_proc_{seed}"))
+        # 8 envs at the same update-to-data ratio (train_freq counts transitions): what vectorising does
+        rows["kdrl env.num_envs=8"].append(kdrl_run([*common, "env.num_envs=8"], work / f"p2_vec8_{seed}"))
         print(
             f"[P2] seed {seed}: "
             + ", ".join(f"{k.split(' (')[0]} {v[-1]['whole_s']:.1f}s/{v[-1]['return']:.0f}" for k, v in rows.items()),

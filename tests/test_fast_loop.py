@@ -14,8 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
 from helpers import compose_cfg
+
 from kdrl.data import EnvCollector, build_stream, greedy_actions
 from kdrl.envs import SingleEnvVector, env_spec, make_env, make_vector_env, transition_next_obs
 from kdrl.errors import KdrlUserError
@@ -179,8 +179,8 @@ def test_evaluations_land_where_one_round_per_step_put_them(tmp_path):
 
 
 def test_a_lightning_step_spans_many_updates(tmp_path):
-    from kdrl.runs.teacher import build_teacher
     from kdrl.runs.job import make_trainer
+    from kdrl.runs.teacher import build_teacher
 
     cfg = compose_cfg(
         "train",

@@ -24,6 +24,7 @@ weights the child refreshes each round.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import multiprocessing as mp
 import os
@@ -44,6 +45,7 @@ from kdrl.envs import transition_next_obs
 from kdrl.replay import Replay, ReplayBuffer
 from kdrl.seeding import Key
 
+log = logging.getLogger(__name__)
 _STEP, _STOP = 1, 2
 _TRANSITION_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "done")  # EnvCollector.record's order
 
@@ -91,6 +93,7 @@ class ActorCollector(EnvCollector):
         self.max_round = max(int(max_round), 1)
         self.pending = 0  # vector steps launched and not yet joined
         self.wait_s = 0.0  # time the learner spent waiting for the actor (it is the bottleneck when this grows)
+        self.in_process = False  # set when the acting net is not on the CPU (a GPU run)
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Any = None
         self._staged: dict[str, np.ndarray] = {}
@@ -105,11 +108,14 @@ class ActorCollector(EnvCollector):
 
     def start(self) -> None:
         """Allocate the shared arrays and fork the child (after the nets are built and on CPU)."""
-        if self._proc is not None:
+        if self._proc is not None or self.in_process:
             return
         params = self._params()
-        if any(p.device.type != "cpu" for p in params):
-            raise ValueError("env.actor=process needs the acting net on the CPU (use env.actor=inline on a GPU)")
+        if not self._acting_on_cpu():
+            # a forked child cannot use the parent's CUDA context: step in-process, as env.actor=inline
+            log.warning("env.actor=process: the acting net is on %s; the envs step in-process", params[0].device)
+            self.in_process = True
+            return
         r, n = self.max_round, self.num_envs
         obs_shape = self.envs.single_observation_space.shape
         obs_dtype = self.envs.single_observation_space.dtype
@@ -139,14 +145,21 @@ class ActorCollector(EnvCollector):
             self._saved_affinity = os.sched_getaffinity(0)
             os.sched_setaffinity(0, {self._cpus[0]})
 
+    def _acting_on_cpu(self) -> bool:
+        return all(p.device.type == "cpu" for p in self._params())
+
     def launch(self, k: int) -> None:
         """Start ``k`` vector steps in the child, acting with the weights as they are now."""
+        self.start()
+        if self.in_process:  # (on a GPU) the round runs here and now, as the in-process collector would
+            for _ in range(int(k)):
+                EnvCollector.step(self)
+            return
         if self.pending:
             raise RuntimeError("a round is already in flight; join it first")
         k = int(k)
         if not 0 < k <= self.max_round:
             raise ValueError(f"a round is 1..{self.max_round} vector steps, got {k}")
-        self.start()
         with torch.no_grad():
             torch._foreach_copy_(self._weights, [p.detach() for p in self._params()])
         st, steps = self._staged, self.env_steps

@@ -291,3 +291,17 @@ def test_conv_nets_act_through_torch_in_the_actor_process():
     assert not hasattr(net, "numpy_greedy")  # conv nets keep the torch forward (oneDNN)
     obs = np.zeros((1, 4, 10, 10), np.uint8)
     assert greedy_actions(net, obs, CPU).shape == (1,)
+
+
+def test_actor_process_on_a_gpu_net_steps_in_process(monkeypatch):
+    """A forked child cannot share the parent's CUDA context: with the acting net off the CPU the
+    actor collector steps in-process, exactly as the inline collector (no child, no lag)."""
+    from kdrl.actor import ActorCollector
+
+    monkeypatch.setattr(ActorCollector, "_acting_on_cpu", lambda self: False)
+    torch.manual_seed(0)
+    net = MLP((4,), 2, hidden=[16]).eval()
+    inline, gpu_like = _stream("inline", net, total=1500), _stream("process", net, total=1500)
+    a, b = list(inline), list(gpu_like)
+    assert gpu_like.collector.in_process and gpu_like.collector._proc is None
+    assert len(a) == len(b) and all(torch.equal(x, y) for s, t in zip(a, b) for x, y in zip(s, t))

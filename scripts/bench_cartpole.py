@@ -20,23 +20,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("KDRL_NO_PROGRESS", "1")
 
 from kdrl.evaluation import eval_seeds, evaluate_policy  # noqa: E402
+
+
+def run_plain_loop(script: str, args: list[str]) -> dict:
+    """One run of a standalone plain loop in scripts/plain/ (its own process); its JSON line."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parent / "plain" / script), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
 
 EVAL_SEED, FINAL_SEED, THRESHOLD = 1_000_000, 2_000_000, 475.0
 
@@ -134,67 +144,10 @@ def sb3_time_to_threshold(seed: int, eval_freq: int, budget: int = 100_000) -> d
 
 
 # ---------------------------------------------------------------- Part B: plain loop ----------
-class CleanRLQNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.network = nn.Sequential(nn.Linear(4, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 2))
-
-    def forward(self, x):
-        return self.network(x)
-
-
 def plain_dqn(seed: int, total: int) -> dict:
-    """CleanRL dqn.py's algorithm and hyperparameters, one env, numpy replay, top to bottom."""
-    lr, buffer_size, gamma, target_freq, batch, start_e, end_e, frac, starts, train_freq = (
-        2.5e-4,
-        10_000,
-        0.99,
-        500,
-        128,
-        1.0,
-        0.05,
-        0.5,
-        10_000,
-        10,
-    )
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-    env = gym.make("CartPole-v1")
-    q, target = CleanRLQNet(), CleanRLQNet()
-    target.load_state_dict(q.state_dict())
-    opt = torch.optim.Adam(q.parameters(), lr=lr)
-    obs_b = np.zeros((buffer_size, 4), np.float32)
-    nxt_b = np.zeros((buffer_size, 4), np.float32)
-    act_b = np.zeros(buffer_size, np.int64)
-    rew_b = np.zeros(buffer_size, np.float32)
-    done_b = np.zeros(buffer_size, np.float32)
-    pos = size = 0
-    obs, _ = env.reset(seed=seed)
-    t0 = time.perf_counter()
-    for step in range(total):
-        eps = max(end_e, start_e + (end_e - start_e) * step / (frac * total))
-        if random.random() < eps:
-            action = env.action_space.sample()
-        else:
-            with torch.no_grad():
-                action = int(q(torch.as_tensor(obs[None])).argmax(1).item())
-        nxt, r, term, trunc, _ = env.step(action)
-        obs_b[pos], nxt_b[pos], act_b[pos], rew_b[pos], done_b[pos] = obs, nxt, action, r, term
-        pos, size = (pos + 1) % buffer_size, min(size + 1, buffer_size)
-        obs = env.reset()[0] if (term or trunc) else nxt
-        if step > starts and step % train_freq == 0:
-            idx = np.random.randint(0, size, batch)
-            o, a, rr, n, d = (torch.as_tensor(x[idx]) for x in (obs_b, act_b, rew_b, nxt_b, done_b))
-            with torch.no_grad():
-                y = rr + gamma * target(n).max(1).values * (1 - d)
-            loss = F.mse_loss(q(o).gather(1, a[:, None]).squeeze(1), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if step % target_freq == 0:
-            target.load_state_dict(q.state_dict())
-    wall = time.perf_counter() - t0
-    rets = evaluate_policy(lambda o: q(torch.as_tensor(o)).argmax(1).numpy(), "CartPole-v1", eval_seeds(FINAL_SEED, 20))
-    return {"sps": total / wall, "wall_s": wall, "final_greedy": float(np.mean(rets))}
+    """CleanRL dqn.py's algorithm, one env: scripts/plain/cleanrl_dqn_cartpole.py in its own process."""
+    res = run_plain_loop("cleanrl_dqn_cartpole.py", ["--seed", str(seed), "--total-timesteps", str(total)])
+    return {"sps": res["sps"], "wall_s": res["train_s"], "final_greedy": res["return_mean"]}
 
 
 B_OVERRIDES = [

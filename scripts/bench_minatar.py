@@ -22,86 +22,37 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kdrl.envs import env_spec, make_env  # noqa: E402
 from kdrl.evaluation import eval_seeds, evaluate_policy  # noqa: E402
-from kdrl.nets import ConvNet  # noqa: E402
 
 FINAL_SEED, FINAL_EPISODES = 2_000_000, 20  # kdrl's held-out evaluation seeds
 
 
-def plain_dqn(env_id: str, steps: int, seed: int, evaluate: bool = True) -> dict:
-    """CleanRL dqn.py structure, MinAtar settings; numpy uint8 replay."""
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    env = make_env(env_id, {"max_episode_steps": 10000})
-    spec = env_spec(env)
-    q_net = ConvNet(spec.obs_shape, spec.n_actions, [16], [3], [1], [128])
-    target = ConvNet(spec.obs_shape, spec.n_actions, [16], [3], [1], [128])
-    target.load_state_dict(q_net.state_dict())
-    opt = torch.optim.RMSprop(q_net.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True)
-    cap, batch, gamma = 100_000, 32, 0.99
-    obs_buf = np.zeros((cap, *spec.obs_shape), np.uint8)
-    next_buf = np.zeros_like(obs_buf)
-    act_buf = np.zeros(cap, np.int64)
-    rew_buf = np.zeros(cap, np.float32)
-    term_buf = np.zeros(cap, np.float32)
-    obs, _ = env.reset(seed=seed)
-    episode_returns, ep_ret = [], 0.0
-    t0 = time.perf_counter()
-    for step in range(steps):
-        eps = 1.0 if step < 5000 else max(0.1, 1.0 - 0.9 * (step - 5000) / 100_000)
-        if rng.random() < eps:
-            action = int(rng.integers(spec.n_actions))
-        else:
-            with torch.no_grad():
-                action = int(q_net(torch.as_tensor(obs[None])).argmax(1))
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        i = step % cap
-        obs_buf[i], next_buf[i], act_buf[i], rew_buf[i], term_buf[i] = obs, next_obs, action, reward, terminated
-        ep_ret += reward
-        obs = next_obs
-        if terminated or truncated:
-            episode_returns.append(ep_ret)
-            ep_ret = 0.0
-            obs, _ = env.reset()
-        if step >= 5000:
-            idx = rng.integers(0, min(step + 1, cap), batch)
-            o, no = torch.from_numpy(obs_buf[idx]), torch.from_numpy(next_buf[idx])
-            a, r, d = torch.from_numpy(act_buf[idx]), torch.from_numpy(rew_buf[idx]), torch.from_numpy(term_buf[idx])
-            with torch.no_grad():
-                y = r + gamma * (1 - d) * target(no).max(1).values
-            q = q_net(o).gather(1, a[:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(q, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if (step + 1) % 1000 == 0:
-                target.load_state_dict(q_net.state_dict())
-    wall = time.perf_counter() - t0
-    if not evaluate:
-        return {"steps": steps, "train_wall_s": wall, "sps": steps / wall}
-    greedy = lambda x: q_net(torch.as_tensor(x)).argmax(1).numpy()  # noqa: E731
-    with torch.no_grad():
-        returns = evaluate_policy(greedy, env_id, eval_seeds(FINAL_SEED, FINAL_EPISODES), {"max_episode_steps": 10000})
-    return {
-        "steps": steps,
-        "train_wall_s": wall,
-        "sps": steps / wall,
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "last_100_train_return": float(np.mean(episode_returns[-100:])),
-    }
+def plain_dqn(env_id: str, steps: int, seed: int) -> dict:
+    """Young & Tian's settings, one env: scripts/plain/minatar_dqn.py in its own process."""
+    res = run_plain_loop("minatar_dqn.py", ["--env", env_id, "--seed", str(seed), "--total-timesteps", str(steps)])
+    return {**res, "steps": res["env_steps"], "train_wall_s": res["train_s"]}
+
+
+def run_plain_loop(script: str, args: list[str]) -> dict:
+    """One run of a standalone plain loop in scripts/plain/ (its own process); its JSON line."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parent / "plain" / script), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def kdrl_dqn(preset: str, steps: int, seed: int, cache: str) -> dict:
@@ -165,7 +116,7 @@ def sps_side_by_side(preset: str, env_id: str, steps: int, repeats: int, out: Pa
     per-step cost is stationary after learning starts, so this isolates throughput."""
     sps: dict[str, list[float]] = {"plain": [], "kdrl": []}
     for r in range(repeats):
-        sps["plain"].append(plain_dqn(env_id, steps, r, evaluate=False)["sps"])
+        sps["plain"].append(plain_dqn(env_id, steps, r)["sps"])
         sps["kdrl"].append(kdrl_sps(preset, steps, r, out / f"sps_{r}"))
         print(f"repeat {r}: plain {sps['plain'][-1]:.0f} steps/s, kdrl {sps['kdrl'][-1]:.0f} steps/s", flush=True)
     med = {k: float(np.median(v)) for k, v in sps.items()}

@@ -110,6 +110,7 @@ def main() -> None:
                 "train_s": train_s,
                 "sps": args.total_timesteps / train_s,
                 "return_mean": float(np.mean(returns)),
+                "return_std": float(np.std(returns)),
                 "in_process_s": time.perf_counter() - t_process,
             }
         )

@@ -288,6 +288,8 @@ class StreamConfig:
     gradient_steps: int
     replay: str = "auto"
     reward_clip: bool = False
+    n_step: int = 1  # samples carry n-step returns (kdrl.replay) ...
+    gamma: float = 0.99  # ... discounted with this gamma
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], total_key: str = "total_timesteps") -> StreamConfig:
@@ -300,6 +302,8 @@ class StreamConfig:
             int(d["gradient_steps"]),
             str(d.get("replay", "auto")),
             bool(d.get("reward_clip", False)),
+            int(d.get("n_step", 1)),
+            float(d.get("gamma", 0.99)),
         )
 
 
@@ -321,7 +325,16 @@ def build_stream(
         env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"), key=key
     )
     replay_seed = seed_ints(seed, *key, "replay")[0]
-    buffer = make_replay(data.replay, data.buffer_size, spec.obs_shape, spec.obs_dtype, envs.num_envs, seed=replay_seed)
+    buffer = make_replay(
+        data.replay,
+        data.buffer_size,
+        spec.obs_shape,
+        spec.obs_dtype,
+        envs.num_envs,
+        seed=replay_seed,
+        n_step=data.n_step,
+        gamma=data.gamma,
+    )
     actor = str(env.get("actor", "inline"))
     if actor == "process":
         from kdrl.actor import ActorCollector

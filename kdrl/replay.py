@@ -9,13 +9,49 @@ import torch
 
 
 class Transitions(NamedTuple):
-    """A batch of transitions; ``terminated`` is float (1.0 = no bootstrap)."""
+    """A batch of transitions; ``terminated`` is float (1.0 = no bootstrap).
+
+    With n-step returns, ``rewards`` is the discounted sum of up to n rewards, ``next_obs`` the
+    observation after the last of them and ``discounts`` gamma^m for the m steps summed (None for
+    one-step replays: the TD target then uses gamma itself)."""
 
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     next_obs: torch.Tensor
     terminated: torch.Tensor
+    discounts: torch.Tensor | None = None
+
+    def at(self, k: int) -> Transitions:
+        """Minibatch ``k`` of a stack of minibatches (fields shaped ``(K, B, ...)``)."""
+        return Transitions(*(None if t is None else t[k] for t in self))
+
+    def stacked(self, k: int, batch_size: int) -> Transitions:
+        """This batch of ``k * batch_size`` rows as ``k`` minibatches."""
+        return Transitions(*(None if t is None else t.view(k, batch_size, *t.shape[1:]) for t in self))
+
+
+def n_step_returns(
+    rewards: np.ndarray, ends: np.ndarray, alive: np.ndarray, gamma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n-step sums over candidate successor rows, one column per step ahead.
+
+    ``rewards[:, j]``/``ends[:, j]`` belong to the j-th transition from the sampled one (column 0
+    is the sampled one itself); ``alive[:, j]`` says whether that row exists and continues the same
+    episode stream (stored, same env, already written). A sum stops after the first episode end
+    (termination or truncation) and before the first missing row. Returns the discounted return,
+    the column of the last transition summed and gamma^m for the m transitions summed.
+    """
+    b, n = rewards.shape
+    keep = np.ones(b, dtype=bool)
+    ret = np.zeros(b, dtype=np.float64)
+    last = np.zeros(b, dtype=np.int64)
+    for j in range(n):
+        if j > 0:
+            keep &= alive[:, j] & ~ends[:, j - 1]
+        ret += np.where(keep, gamma**j * rewards[:, j], 0.0)
+        last = np.where(keep, j, last)
+    return ret.astype(np.float32), last, (gamma ** (last + 1)).astype(np.float32)
 
 
 @runtime_checkable
@@ -57,6 +93,11 @@ class ReplayBuffer:
     ``add`` writes a whole vector-env step at once; ``sample`` draws uniformly with replacement
     from the filled part using the buffer's own generator (reproducible, independent of torch's
     global RNG).
+
+    ``n_step > 1``: samples carry n-step returns, computed at sampling time. Rows are written in
+    order, ``num_envs`` per vector step, so the next transition of the same sub-env is
+    ``num_envs`` rows later; a sum stops at an episode end (termination or truncation, from
+    ``done``) and at the newest row written (a shorter, still valid return).
     """
 
     def __init__(
@@ -66,9 +107,15 @@ class ReplayBuffer:
         obs_dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        num_envs: int = 1,
     ) -> None:
         if int(capacity) < 1:
             raise ValueError(f"replay capacity must be >= 1, got {capacity}")
+        if int(n_step) < 1 or int(num_envs) < 1:
+            raise ValueError(f"n_step and num_envs must be >= 1, got {n_step}, {num_envs}")
+        self.n_step, self.gamma, self.num_envs = int(n_step), float(gamma), int(num_envs)
         self.capacity = int(capacity)
         self.device = torch.device(device)
         shape = (self.capacity, *obs_shape)
@@ -77,6 +124,7 @@ class ReplayBuffer:
         self.actions = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
         self.rewards = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
         self.terminated = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
+        self.dones = np.zeros(self.capacity, dtype=bool)  # episode ended here (n-step sums stop)
         self.pos = 0  # next write index
         self.size = 0
         self._np = None
@@ -99,11 +147,15 @@ class ReplayBuffer:
     ) -> None:
         """Add ``n`` transitions (leading dim n), wrapping around the end of the ring.
 
-        ``done`` (episode ended, by termination or truncation) is not needed here: every
-        transition stores its own next_obs. ``FrameStackReplay`` needs it."""
+        ``done`` (episode ended, by termination or truncation) stops n-step sums; one-step
+        replays do not need it (every transition stores its own next_obs)."""
         n = len(actions)
         if n > self.capacity:
             raise ValueError(f"cannot add {n} transitions to a buffer of capacity {self.capacity}")
+        if self.n_step > 1:
+            if done is None:
+                raise ValueError("an n-step replay needs done (episode ends) to stop its sums at truncations")
+            self.dones[(np.arange(n) + self.pos) % self.capacity] = done
         if self._np is not None and self.pos + n <= self.capacity:  # CPU, no wrap: slice writes
             o, no, a, r, d = self._np
             end = self.pos + n
@@ -133,8 +185,24 @@ class ReplayBuffer:
 
     def _gather(self, idx: torch.Tensor) -> Transitions:
         # index_select, not tensor[idx]: ~10x faster on CPU for image rows (4x84x84 uint8)
+        if self.n_step == 1:
+            return Transitions(
+                *(t.index_select(0, idx) for t in (self.obs, self.actions, self.rewards, self.next_obs, self.terminated))
+            )
+        i = idx.cpu().numpy()
+        ahead = np.arange(self.n_step) * self.num_envs  # same sub-env, j vector steps later
+        rows = (i[:, None] + ahead[None, :]) % self.capacity
+        newer = (self.pos - 1 - i) % self.capacity  # rows written after row i
+        rewards = self.rewards.cpu().numpy()[rows]
+        ret, last, discounts = n_step_returns(rewards, self.dones[rows], ahead[None, :] <= newer[:, None], self.gamma)
+        end = torch.as_tensor(rows[np.arange(len(i)), last], device=self.device)
         return Transitions(
-            *(t.index_select(0, idx) for t in (self.obs, self.actions, self.rewards, self.next_obs, self.terminated))
+            self.obs.index_select(0, idx),
+            self.actions.index_select(0, idx),
+            torch.as_tensor(ret, device=self.device),
+            self.next_obs.index_select(0, end),
+            self.terminated.index_select(0, end),
+            torch.as_tensor(discounts, device=self.device),
         )
 
     def sample(self, batch_size: int) -> Transitions:
@@ -142,8 +210,7 @@ class ReplayBuffer:
 
     def sample_stack(self, k: int, batch_size: int) -> Transitions:
         """``k`` independent minibatches at once, each field shaped ``(k, batch_size, ...)``."""
-        batch = self._gather(self.sample_indices(k * batch_size))
-        return Transitions(*(t.view(k, batch_size, *t.shape[1:]) for t in batch))
+        return self._gather(self.sample_indices(k * batch_size)).stacked(k, batch_size)
 
     def nbytes(self) -> int:
         return sum(
@@ -158,6 +225,7 @@ class ReplayBuffer:
             "actions": self.actions[:n].clone(),
             "rewards": self.rewards[:n].clone(),
             "terminated": self.terminated[:n].clone(),
+            "dones": torch.from_numpy(self.dones[:n].copy()),
             "pos": self.pos,
             "size": self.size,
             "generator": self.generator.get_state(),
@@ -167,7 +235,11 @@ class ReplayBuffer:
         n = int(state["size"])
         for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
             getattr(self, name)[:n] = state[name].to(self.device)
+        if "dones" in state:  # absent in checkpoints written before n-step returns
+            self.dones[:n] = state["dones"].numpy()
         self.pos, self.size = int(state["pos"]), n
+        if n:  # a resumed run resets its envs: each sub-env's newest row ends its stream
+            self.dones[(self.pos - 1 - np.arange(min(self.num_envs, n))) % self.capacity] = True
         self.generator.set_state(state["generator"])
 
 
@@ -181,13 +253,28 @@ class FrameStackReplay:
     p-k+2..p+1. Each episode starts a new segment with all k frames of its first observation, so
     a stack never spans two episodes and whatever padding the frame stacker used is reproduced
     exactly. Cost: one frame per transition plus (k-1)+1 per episode.
+
+    ``n_step > 1``: the transitions after slot p in an env's ring are p+1, p+2, ... until the
+    episode's segment ends (its last transition stores the true final frame and no transition
+    follows it) or the newest complete transition; the next_obs stack is the last one's.
     """
 
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], num_envs: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        num_envs: int,
+        seed: int = 0,
+        n_step: int = 1,
+        gamma: float = 0.99,
+    ) -> None:
         if len(obs_shape) < 2:
             raise ValueError(f"FrameStackReplay needs (k, ...) stacked observations, got shape {obs_shape}")
         if int(capacity) < 1 or int(num_envs) < 1:
             raise ValueError(f"replay capacity and num_envs must be >= 1, got {capacity}, {num_envs}")
+        if int(n_step) < 1:
+            raise ValueError(f"n_step must be >= 1, got {n_step}")
+        self.n_step, self.gamma = int(n_step), float(gamma)
         self.k = int(obs_shape[0])
         self.frame_shape = tuple(obs_shape[1:])
         self.num_envs = int(num_envs)
@@ -276,20 +363,35 @@ class FrameStackReplay:
         idx = (slot[:, None] + offsets[None, :]) % self.slots
         stacks = torch.from_numpy(self._f[env[:, None], idx])  # (B, k+1, *frame)
         s = slot % self.slots
+        if self.n_step == 1:
+            return Transitions(
+                stacks[:, :-1],
+                torch.from_numpy(self._a[env, s]),
+                torch.from_numpy(self._r[env, s]),
+                stacks[:, 1:],
+                torch.from_numpy(self._d[env, s]),
+            )
+        ahead = slot[:, None] + np.arange(self.n_step)[None, :]  # absolute slots of the next transitions
+        rows = ahead % self.slots
+        # a later slot continues the stream if it holds a transition whose next frame is written
+        alive = self._v[env[:, None], rows] & (ahead <= self.head[env][:, None] - 2)
+        ret, last, discounts = n_step_returns(self._r[env[:, None], rows], np.zeros_like(alive), alive, self.gamma)
+        end = slot + last
+        next_idx = (end[:, None] + offsets[None, 1:]) % self.slots
         return Transitions(
             stacks[:, :-1],
             torch.from_numpy(self._a[env, s]),
-            torch.from_numpy(self._r[env, s]),
-            stacks[:, 1:],
-            torch.from_numpy(self._d[env, s]),
+            torch.from_numpy(ret),
+            torch.from_numpy(self._f[env[:, None], next_idx]),
+            torch.from_numpy(self._d[env, end % self.slots]),
+            torch.from_numpy(discounts),
         )
 
     def sample(self, batch_size: int) -> Transitions:
         return self._gather(*self.sample_indices(batch_size))
 
     def sample_stack(self, k: int, batch_size: int) -> Transitions:
-        batch = self._gather(*self.sample_indices(k * batch_size))
-        return Transitions(*(t.view(k, batch_size, *t.shape[1:]) for t in batch))
+        return self._gather(*self.sample_indices(k * batch_size)).stacked(k, batch_size)
 
     def nbytes(self) -> int:
         tensors = (self.frames, self.actions, self.rewards, self.terminated, self.valid)
@@ -318,15 +420,24 @@ class FrameStackReplay:
 
 
 def make_replay(
-    kind: str, capacity: int, obs_shape: tuple[int, ...], obs_dtype: str, num_envs: int, seed: int = 0
+    kind: str,
+    capacity: int,
+    obs_shape: tuple[int, ...],
+    obs_dtype: str,
+    num_envs: int,
+    seed: int = 0,
+    n_step: int = 1,
+    gamma: float = 0.99,
 ) -> Replay:
     """``kind``: ``auto`` (frame_stack for stacked uint8 frames (k, H, W) with H, W >= 32, i.e.
-    Atari pixels; standard otherwise), ``standard`` or ``frame_stack``."""
+    Atari pixels; standard otherwise), ``standard`` or ``frame_stack``. ``n_step``/``gamma``: the
+    samples' n-step returns (1: one-step transitions)."""
     if kind == "auto":
         pixels = obs_dtype == "uint8" and len(obs_shape) == 3 and min(obs_shape[1:]) >= 32
         kind = "frame_stack" if pixels else "standard"
     if kind == "frame_stack":
-        return FrameStackReplay(capacity, obs_shape, num_envs, seed=seed)
+        return FrameStackReplay(capacity, obs_shape, num_envs, seed=seed, n_step=n_step, gamma=gamma)
     if kind == "standard":
-        return ReplayBuffer(capacity, obs_shape, obs_dtype=getattr(torch, obs_dtype), seed=seed)
+        dtype = getattr(torch, obs_dtype)
+        return ReplayBuffer(capacity, obs_shape, dtype, seed=seed, n_step=n_step, gamma=gamma, num_envs=num_envs)
     raise ValueError(f"unknown replay kind '{kind}' (expected auto, standard or frame_stack)")

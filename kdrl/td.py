@@ -21,13 +21,15 @@ def td_targets(
     rewards: torch.Tensor,
     terminated: torch.Tensor,
     next_q_target: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     next_q_online: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """y = r + gamma * (1 - terminated) * Q_target(s', a*).
 
     a* = argmax Q_target(s') (DQN), or argmax Q_online(s') when ``next_q_online`` is given (Double
     DQN). Truncated steps have ``terminated = 0`` and so bootstrap from the true final observation.
+    n-step batches give r as the discounted n-step sum, s' as the state n steps on and ``gamma`` as
+    a per-sample gamma^m (m = steps summed, fewer than n where the episode or the replay ended).
     """
     if next_q_online is None:
         next_v = next_q_target.max(dim=1).values
@@ -77,7 +79,8 @@ class TDTerm:
         with torch.no_grad():
             next_q_target = target(batch.next_obs)
             next_q_online = online(batch.next_obs) if self.double_dqn else None
-            targets = td_targets(batch.rewards, batch.terminated, next_q_target, float(self.gamma), next_q_online)
+            gamma = float(self.gamma) if batch.discounts is None else batch.discounts
+            targets = td_targets(batch.rewards, batch.terminated, next_q_target, gamma, next_q_online)
         return td_error_loss(q_taken, targets, self.td_loss), q_taken
 
 

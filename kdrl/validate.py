@@ -72,6 +72,7 @@ def validate_common(cfg: DictConfig) -> None:
     ):
         _int_at_least(cfg, f"algo.{key}", 1)
     _int_at_least(cfg, "algo.learning_starts", 0)
+    _int_at_least(cfg, "algo.n_step", 1)
     _in_range(cfg, "algo.gamma", 0.0, 1.0)
     _in_range(cfg, "algo.tau", 0.0, 1.0, low_open=True)
     _one_of(cfg, "algo.td_loss", ("huber", "mse"))
@@ -104,6 +105,7 @@ def _makes_updates(cfg: DictConfig, block: str) -> None:
 def validate_distill(cfg: DictConfig) -> None:
     validate_common(cfg)
     _makes_updates(cfg, "distill")
+    _int_at_least(cfg, "distill.n_step", 1)
     for key in ("width", "depth"):
         _int_at_least(cfg, f"student.{key}", 1)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))

@@ -221,7 +221,7 @@ def test_matches_plain_buffer_on_synthetic_stream(num_envs, capacity, k, padding
     # sample_stack: K minibatches, each row still a stored transition
     batch = lean.sample_stack(3, 16)
     assert batch.obs.shape == (3, 16, k, *FRAME_SHAPE) and batch.rewards.shape == (3, 16)
-    flat = type(batch)(*(t.reshape(48, *t.shape[2:]) for t in batch))
+    flat = type(batch)(*(t.reshape(48, *t.shape[2:]) for t in batch[:5]))
     ref.lookup(flat)
 
 
@@ -236,7 +236,7 @@ def test_sampling_is_reproducible_and_independent_of_global_rng():
         return buf.sample(64)
 
     a, b, c = run(3), run(3), run(4)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(x is y is None or torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a.obs, c.obs)
 
 
@@ -337,7 +337,7 @@ def test_state_dict_roundtrip_gives_identical_samples_and_starts_new_segments():
         other.add(*busy.step())
     other.load_state_dict(loaded)
     b = other.sample(200)
-    assert all(torch.equal(x, y) for x, y in zip(a, b)), "same state should give the same samples"
+    assert all(x is y is None or torch.equal(x, y) for x, y in zip(a, b)), "same state should give the same samples"
     assert len(other) == min(80 * 3, 45)
 
     # a resumed run resets its envs: the first obs after loading is a fresh reset stack, unrelated

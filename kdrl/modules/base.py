@@ -216,7 +216,7 @@ class RLModule(pl.LightningModule):
     def run_updates(self, opt: torch.optim.Optimizer, stacked: Transitions) -> None:
         """The K updates of one stacked batch (see ReplayStream), one minibatch each."""
         for k in range(stacked.actions.shape[0]):
-            loss, metrics = self.loss(Transitions(*(t[k] for t in stacked)))
+            loss, metrics = self.loss(stacked.at(k))
             self.sgd_step(opt, loss)
             self.accumulate(**metrics)
 

@@ -133,7 +133,7 @@ class MultiTaskModule(RLModule):
     def learn(self, opt: torch.optim.Optimizer, batch: Sequence[Transitions]) -> None:
         rounds = max(int(b.actions.shape[0]) for b in batch)
         for k in range(rounds):
-            due = [(i, Transitions(*(t[k] for t in b))) for i, b in enumerate(batch) if k < b.actions.shape[0]]
+            due = [(i, b.at(k)) for i, b in enumerate(batch) if k < b.actions.shape[0]]
             self.run_round(opt, due)
 
     # ---- logging: per-task episodes (a CartPole and an Acrobot return do not average) ----------

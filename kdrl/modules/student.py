@@ -10,6 +10,7 @@ student visits; DAgger-like, Czarnecki et al. 2019) or a mix (teacher with proba
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,12 @@ from kdrl.seeding import generator
 from kdrl.td import TargetNetwork
 
 CONTROLS = ("teacher", "student", "mixed")
+
+
+def student_stream(distill: dict[str, Any], loss: StudentLoss) -> StreamConfig:
+    """The student's data; n-step returns only where a TD term uses them (hybrid losses)."""
+    data = StreamConfig.from_dict(distill)
+    return data if loss.hybrid else dataclasses.replace(data, n_step=1)
 
 
 class DistillStudent(RLModule):
@@ -50,7 +57,7 @@ class DistillStudent(RLModule):
             student,
             spec,
             env_cfg,
-            StreamConfig.from_dict(distill),
+            student_stream(distill, loss),
             optimizer,
             exploration_schedule(distill["exploration"]),
             seed,

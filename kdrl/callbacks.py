@@ -54,6 +54,8 @@ class PeriodicEvaluation(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.t_start = time.perf_counter() - (self.history[-1]["wall_s"] if self.history else 0.0)
+        if not self.history and getattr(pl_module, "evaluate_at_start", False):  # e.g. after QDagger's offline phase
+            self.evaluate(trainer, pl_module)
 
     def due(self, pl_module: Any) -> bool:
         """An evaluation is due (the module ends its Lightning step here, see RLModule.training_step)."""

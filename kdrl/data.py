@@ -307,6 +307,34 @@ class StreamConfig:
         )
 
 
+def collect_rollouts(
+    env: Mapping[str, Any],
+    buffer: Replay,
+    greedy: GreedyFn,
+    epsilon: float,
+    steps: int,
+    seed: int,
+    key: tuple[Key, ...],
+    reward_clip: bool = False,
+) -> int:
+    """``steps`` env steps of an epsilon-greedy ``greedy`` in a vector env of ``env`` of its own
+    (seeded on stream ``key``), written into ``buffer``: QDagger's teacher data. The buffer's
+    streams are ended before and after, so no n-step sum or frame stack chains these rows to the
+    run's own. Returns the env steps taken."""
+    envs = make_vector_env(
+        env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"), key=key
+    )
+    try:
+        buffer.end_streams()
+        collector = EnvCollector(envs, buffer, greedy, lambda t: epsilon, seed=seed, reward_clip=reward_clip, key=key)
+        while collector.env_steps < steps:
+            collector.step()
+        buffer.end_streams()
+    finally:
+        envs.close()
+    return collector.env_steps
+
+
 def build_stream(
     env: Mapping[str, Any],
     spec: EnvSpec,

@@ -80,6 +80,10 @@ class Replay(Protocol):
 
     def sample_stack(self, k: int, batch_size: int) -> Transitions: ...
 
+    def end_streams(self) -> None:
+        """The next ``add`` starts new episodes in every sub-env (a resume, or another collector
+        wrote in between): nothing chains the stored rows to the coming ones."""
+
     def nbytes(self) -> int: ...
 
     def state_dict(self) -> dict: ...
@@ -241,9 +245,13 @@ class ReplayBuffer:
         if "dones" in state:  # absent in checkpoints written before n-step returns
             self.dones[:n] = state["dones"].numpy()
         self.pos, self.size = int(state["pos"]), n
-        if n:  # a resumed run resets its envs: each sub-env's newest row ends its stream
-            self.dones[(self.pos - 1 - np.arange(min(self.num_envs, n))) % self.capacity] = True
+        self.end_streams()  # a resumed run resets its envs
         self.generator.set_state(state["generator"])
+
+    def end_streams(self) -> None:
+        """Each sub-env's newest row ends its stream (n-step sums stop there)."""
+        if self.size:
+            self.dones[(self.pos - 1 - np.arange(min(self.num_envs, self.size))) % self.capacity] = True
 
 
 class FrameStackReplay:
@@ -418,8 +426,13 @@ class FrameStackReplay:
             getattr(self, name).copy_(state[name])
         self.head[:] = state["head"].numpy()
         self.added = int(state["added"])
-        self.needs_start[:] = True
+        self.end_streams()
         self.rng.bit_generator.state = state["rng"]
+
+    def end_streams(self) -> None:
+        """Every sub-env's next observation starts a new segment (its newest transition already
+        ends its n-step sums: no transition follows it in the ring)."""
+        self.needs_start[:] = True
 
 
 def make_replay(

@@ -232,6 +232,7 @@ class StudentResult(RunResult):
     teacher_checkpoint: str | None = entry()
     teacher_seed: int | None = entry()  # the on-demand teacher's seed (None: given as a file)
     teacher_wall_time_s: float | None = entry(column=26)  # the teacher's training time; None if given as a file
+    pretrain: dict[str, float] | None = entry()  # QDagger's offline phase: teacher_steps, updates, wall_s (None: none)
 
 
 @dataclass(kw_only=True)

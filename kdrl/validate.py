@@ -106,6 +106,14 @@ def validate_distill(cfg: DictConfig) -> None:
     validate_common(cfg)
     _makes_updates(cfg, "distill")
     _int_at_least(cfg, "distill.n_step", 1)
+    for key in ("teacher_steps", "updates"):
+        _int_at_least(cfg, f"distill.pretrain.{key}", 0)
+    _in_range(cfg, "distill.pretrain.epsilon", 0.0, 1.0)
+    if (_num(cfg, "distill.pretrain.updates") or 0) > 0:
+        if (_num(cfg, "distill.pretrain.teacher_steps") or 0) <= 0:
+            raise ConfigError("distill.pretrain.updates needs teacher data: set distill.pretrain.teacher_steps > 0")
+        if _num(cfg, "baseline") == "scratch":
+            raise ConfigError("distill.pretrain is QDagger's offline phase on teacher data: not for baseline=scratch")
     for key in ("width", "depth"):
         _int_at_least(cfg, f"student.{key}", 1)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))

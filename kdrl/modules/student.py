@@ -6,17 +6,21 @@ Each update, on a replay minibatch of states s visited by the acting policy:
     hybrid: L = L_TD(student, own target net) + lambda * L      (lambda constant/linear/QDagger)
 Who acts (``control``): the teacher (Rusu et al.), the student (teacher labels the states the
 student visits; DAgger-like, Czarnecki et al. 2019) or a mix (teacher with probability beta).
+QDagger (Agarwal et al. 2022) adds an offline phase (``distill.pretrain``): the teacher's rollouts
+fill the replay and the student takes ``updates`` gradient steps on them before it acts at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from kdrl.data import StreamConfig, greedy_actions
+from kdrl.data import StreamConfig, collect_rollouts, greedy_actions
 from kdrl.envs import EnvSpec
 from kdrl.losses import StudentLoss, hint_loss
 from kdrl.modules.base import RLModule
@@ -26,7 +30,7 @@ from kdrl.optim import OptimizerFactory
 from kdrl.replay import Transitions
 from kdrl.schedules import LinearSchedule
 from kdrl.seeding import generator
-from kdrl.td import TargetNetwork
+from kdrl.td import TargetNetwork, update_target
 
 CONTROLS = ("teacher", "student", "mixed")
 
@@ -35,6 +39,27 @@ def student_stream(distill: dict[str, Any], loss: StudentLoss) -> StreamConfig:
     """The student's data; n-step returns only where a TD term uses them (hybrid losses)."""
     data = StreamConfig.from_dict(distill)
     return data if loss.hybrid else dataclasses.replace(data, n_step=1)
+
+
+@dataclass(frozen=True)
+class OfflinePhase:
+    """QDagger's offline phase (``distill.pretrain``): ``teacher_steps`` env steps of the teacher
+    acting epsilon-greedily (its own envs, not counted in the student's budget) fill the replay,
+    then ``updates`` gradient steps of the student's loss on that replay, before it acts."""
+
+    teacher_steps: int = 0
+    updates: int = 0
+    epsilon: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.teacher_steps < 0 or self.updates < 0:
+            raise ValueError(f"distill.pretrain steps must be >= 0, got {self.teacher_steps}, {self.updates}")
+        if self.updates > 0 and self.teacher_steps <= 0:
+            raise ValueError("distill.pretrain.updates needs teacher data: set distill.pretrain.teacher_steps > 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.updates > 0
 
 
 class DistillStudent(RLModule):
@@ -75,6 +100,9 @@ class DistillStudent(RLModule):
         )
         self._rng = generator(seed, "control")  # who acts under control=mixed
         self.teacher_acted = 0
+        self.offline = OfflinePhase(**(distill.get("pretrain") or {}))
+        self.pretrain_report: dict[str, float] | None = None  # set once the offline phase has run
+        self._offline_progress: int | None = None  # the target schedule's counter while it runs
 
     def frozen(self) -> list[torch.nn.Module]:
         return [self.teacher]
@@ -120,6 +148,60 @@ class DistillStudent(RLModule):
         out["loss"] = total
         return total, out
 
+    # ---- QDagger's offline phase ------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # before the callbacks' on_train_start, so the evaluation callback scores the pretrained
+        # student at env step 0 (and QDagger's lambda starts from that score)
+        if self.offline.enabled and self.pretrain_report is None:  # a resumed run has done it
+            self.pretrain_offline()
+
+    @property
+    def evaluate_at_start(self) -> bool:
+        return self.pretrain_report is not None
+
+    def target_progress(self) -> int:
+        return self.env_steps if self._offline_progress is None else self._offline_progress
+
+    def pretrain_offline(self) -> None:
+        """Teacher rollouts into the replay, then ``updates`` steps of the loss on it. The target
+        net follows the online schedule mapped to updates (one target period per
+        ``target_update_interval * gradient_steps / train_freq`` updates) and is synced at the end,
+        when the online phase starts its own schedule at env step 0."""
+        t0 = time.perf_counter()
+        data, buffer = self.data, self.collector.buffer
+        assert data is not None
+        steps = collect_rollouts(
+            self.env_cfg,
+            buffer,
+            self.teacher_greedy,
+            self.offline.epsilon,
+            self.offline.teacher_steps,
+            self.seed,
+            ("pretrain",),
+            data.reward_clip,
+        )
+        opt = self.optimizers(use_pl_optimizer=False)
+        interval, self.log_interval = self.log_interval, 1 << 62  # one mean over the phase, logged once
+        done, chunk = 0, 256
+        while done < self.offline.updates:
+            k = min(chunk, self.offline.updates - done)
+            self._offline_progress = (done + k) * data.train_freq // data.gradient_steps
+            self.run_updates(opt, buffer.sample_stack(k, data.batch_size))
+            done += k
+        means = {k: (v / max(self._count, 1)).item() for k, v in self._sums.items()}
+        self._sums, self._count, self.log_interval = {}, 0, interval  # the online phase's logs start clean
+        self._offline_progress = None
+        if self.target is not None:
+            update_target(self.target.net, self.q_net, 1.0)
+            self.target.next_update = self.target.interval
+        self.pretrain_report = {
+            "teacher_steps": steps,
+            "updates": done,
+            "wall_s": time.perf_counter() - t0,
+            **{f"mean_{k}": v for k, v in means.items() if k in ("distill_loss", "td_loss", "agreement")},
+        }
+        self.log_env_metrics({f"pretrain/{k}": v for k, v in self.pretrain_report.items()})
+
     def on_greedy_evaluation(self, student_return: float, teacher_return: float, random_return: float) -> None:
         if self.objective.hybrid:
             self.objective.distill_weight.observe(student_return, teacher_return, random_return)
@@ -139,6 +221,8 @@ class DistillStudent(RLModule):
         state: dict[str, Any] = {"teacher_acted": self.teacher_acted, "control_rng": self._rng.bit_generator.state}
         if self.objective.hybrid:
             state["distill_weight"] = self.objective.distill_weight.state_dict()
+        if self.pretrain_report is not None:
+            state["pretrain_report"] = dict(self.pretrain_report)
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -147,3 +231,5 @@ class DistillStudent(RLModule):
             self._rng.bit_generator.state = state["control_rng"]
         if self.objective.hybrid and "distill_weight" in state:
             self.objective.distill_weight.load_state_dict(state["distill_weight"])
+        if "pretrain_report" in state:
+            self.pretrain_report = {k: float(v) for k, v in state["pretrain_report"].items()}

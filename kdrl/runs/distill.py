@@ -243,6 +243,7 @@ class DistillJob(Job):
             "teacher_checkpoint": str(self.teacher_path),
             "teacher_seed": None if self.cfg.teacher.checkpoint else teacher_seed(self.cfg),
             "teacher_wall_time_s": self.teacher_wall_time_s,
+            "pretrain": getattr(module, "pretrain_report", None),
         }
 
     def summary(self, f: dict[str, Any]) -> str:

@@ -1,0 +1,77 @@
+"""QDagger as published (issue 14): teacher rollouts fill the replay, the student pre-trains offline
+on them, is scored at env step 0, then learns online; kickstarting is the same without the offline
+phase."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kdrl.data import collect_rollouts, greedy_actions
+from kdrl.replay import ReplayBuffer
+from kdrl.runs.distill import distill_student
+from kdrl.teachers import load_teacher_net
+from kdrl.validate import ConfigError, validate_distill
+from tests.helpers import compose_cfg
+from tests.test_distill import _overrides
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+OFFLINE = ["distill.pretrain.teacher_steps=600", "distill.pretrain.updates=300", "student.width=16"]
+
+
+def test_qdagger_pretrains_offline_then_learns_online_on_its_own_budget(tmp_path, cache):
+    cfg = compose_cfg("distill", _overrides(cache, ["experiment=qdagger", *OFFLINE]))
+    assert cfg.loss.name == "qdagger" and cfg.control == "student"
+    res = distill_student(cfg, tmp_path)
+    assert res["status"] == "ok"
+    pre = res["pretrain"]
+    assert pre["teacher_steps"] == 600 and pre["updates"] == 300 and pre["wall_s"] > 0
+    # the teacher's env steps are not the student's: its own budget is spent in full, from 0
+    assert res["env_steps"] == cfg.distill.total_timesteps
+    history = res["eval_history"]
+    assert history[0]["env_steps"] == 0 and history[0]["grad_steps"] == 0  # the pretrained student, scored
+    assert [h["env_steps"] // 100 for h in history[1:]] == [6, 12]  # at the first round at or after each 600
+
+
+def test_kickstart_is_qdagger_without_the_offline_phase(tmp_path, cache):
+    cfg = compose_cfg("distill", _overrides(cache, ["experiment=kickstart", "student.width=16"]))
+    res = distill_student(cfg, tmp_path)
+    assert res["status"] == "ok" and res["loss"] == "qdagger" and res["pretrain"] is None
+    assert res["eval_history"][0]["env_steps"] > 0
+
+
+def test_teacher_rollouts_are_the_teachers_actions_in_their_own_envs(tmp_path, cache):
+    """With epsilon 0 every stored action is the teacher's greedy action on the stored state."""
+    cfg = compose_cfg("distill", _overrides(cache, ["experiment=qdagger", *OFFLINE]))
+    distill_student(cfg, tmp_path)
+    from kdrl.teachers import env_choice, obtain_teacher, teacher_overrides
+
+    path, _ = obtain_teacher(env_choice("CartPole-v1"), 0, teacher_overrides(cfg, {}, "cartpole"), cache)
+    teacher, _ = load_teacher_net(path, "CartPole-v1", (4,), 2)
+    buffer = ReplayBuffer(1000, (4,), n_step=3, num_envs=int(cfg.env.num_envs))
+    greedy = lambda obs: greedy_actions(teacher, obs, torch.device("cpu"))  # noqa: E731
+    env = {"id": "CartPole-v1", "num_envs": int(cfg.env.num_envs)}
+    steps = collect_rollouts(env, buffer, greedy, 0.0, 400, seed=5, key=("pretrain",))
+    assert steps >= 400 and len(buffer) == steps
+    obs, actions = buffer.obs[: len(buffer)], buffer.actions[: len(buffer)]
+    assert torch.equal(actions, torch.as_tensor(greedy(obs.numpy())))
+    # the newest rows end their streams: the student's own rows will not be chained to them
+    newest = (buffer.pos - 1 - np.arange(buffer.num_envs)) % buffer.capacity
+    assert buffer.dones[newest].all()
+
+
+def test_offline_phase_without_teacher_data_is_refused_in_one_line():
+    cfg = compose_cfg("distill", ["experiment=qdagger", "distill.pretrain.teacher_steps=0"])
+    with pytest.raises(ConfigError, match="teacher_steps > 0"):
+        validate_distill(cfg)
+    cfg = compose_cfg(
+        "distill", ["baseline=scratch", "distill.pretrain.teacher_steps=10", "distill.pretrain.updates=5"]
+    )
+    with pytest.raises(ConfigError, match="scratch"):
+        validate_distill(cfg)

@@ -162,9 +162,36 @@ def launch(out: Path, job: Job, bin_dir: Path) -> subprocess.Popen:
 
 
 def run(jobs: list[Job], cfg: argparse.Namespace) -> None:
+    """Run the unfinished jobs, ``cfg.jobs`` at a time. One runner per --out (a lock file); when the
+    runner is stopped (Ctrl-C, SIGTERM) its jobs are stopped too, and resume at the next run."""
+    import fcntl
+    import signal
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    lock = open(cfg.out / ".study.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(f"study_minatar: another runner is using {cfg.out}")
+    running: dict[str, subprocess.Popen] = {}
+
+    def stop(signum: int, frame: object) -> None:
+        for proc in running.values():
+            proc.terminate()
+        for proc in running.values():
+            proc.wait()
+        sys.exit(
+            f"study_minatar: stopped by signal {signum}; {len(running)} running jobs stopped (they resume next run)"
+        )
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    schedule(jobs, cfg, running)
+
+
+def schedule(jobs: list[Job], cfg: argparse.Namespace, running: dict[str, subprocess.Popen]) -> None:
     todo = [j for j in jobs if not done(cfg.out, j)]
     failed: set[str] = set()
-    running: dict[str, subprocess.Popen] = {}
     names = {j.name for j in jobs}
     print(
         f"{len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run, {cfg.jobs} at a time", flush=True

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from kdrl.config import CONF_DIR, compose_config
-from kdrl.io import load_policy
+from kdrl.io import CheckpointError, load_policy
 
 log = logging.getLogger("kdrl.teachers")
 
@@ -116,10 +117,70 @@ def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | P
 
 
 def load_teacher_net(path: str | Path, env_id: str, obs_shape: tuple[int, ...], n_actions: int):
-    """Rebuild a teacher network from a weights-only policy checkpoint, checked against the env."""
+    """Rebuild a teacher network, checked against the env: from a kdrl policy file, or from another
+    tool's file (kdrl.foreign: SB3 / RL Zoo, CleanRL, TorchScript). The returned state has
+    ``net`` (the kdrl net config it was rebuilt as; None for TorchScript), ``format`` and, for
+    foreign files, ``reported_return`` and ``source``."""
     from hydra.utils import instantiate
 
-    state = load_policy(path, env_id, obs_shape, n_actions)
-    net = instantiate(state["net"], obs_shape=tuple(obs_shape), n_actions=int(n_actions))
-    net.load_state_dict(state["state_dict"])
+    from kdrl.foreign import ScriptedQNetwork, detect_format, load_foreign
+
+    fmt = detect_format(path)
+    if fmt == "kdrl":
+        state = load_policy(path, env_id, obs_shape, n_actions)
+        net = instantiate(state["net"], obs_shape=tuple(obs_shape), n_actions=int(n_actions))
+        net.load_state_dict(state["state_dict"])
+        return net.eval(), {**state, "format": "kdrl"}
+    foreign = load_foreign(path)
+    if foreign.obs_shape is not None and tuple(foreign.obs_shape) != tuple(obs_shape):
+        raise CheckpointError(
+            f"{fmt} teacher {path} takes observations of shape {tuple(foreign.obs_shape)}, env '{env_id}' gives "
+            f"{tuple(obs_shape)}: use the env (and frame stack) it was trained on (README: bring your own teacher)"
+        )
+    if foreign.n_actions is not None and foreign.n_actions != int(n_actions):
+        raise CheckpointError(f"{fmt} teacher {path} has {foreign.n_actions} actions, env '{env_id}' has {n_actions}")
+    if foreign.module is not None:
+        net = ScriptedQNetwork(foreign.module, tuple(obs_shape))
+        try:
+            with torch.no_grad():
+                out = net(torch.zeros(2, *obs_shape))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"TorchScript teacher {path} cannot take observations of shape {tuple(obs_shape)} from env "
+                f"'{env_id}' ({first})"
+            ) from exc
+        if tuple(out.shape) != (2, int(n_actions)):
+            raise CheckpointError(
+                f"TorchScript teacher {path} maps a batch of 2 observations to shape {tuple(out.shape)}, "
+                f"not (2, {n_actions}) Q-values"
+            )
+    else:
+        net = instantiate(foreign.net_cfg, obs_shape=tuple(obs_shape), n_actions=int(n_actions))
+        net.load_state_dict(foreign.state_dict)
+    state = {
+        "net": foreign.net_cfg,
+        "format": fmt,
+        "env_id": env_id,
+        "reported_return": foreign.reported_return,
+        "source": foreign.source,
+    }
     return net.eval(), state
+
+
+def mismatch_warning(fmt: str, teacher: float, random: float, reported: float | None) -> str | None:
+    """One line when a teacher does far worse in kdrl's env than its files report (under half of
+    the reported gain over random), or does not beat a random policy: the wrapper-mismatch trap
+    (RL-Zoo #80, SB3 #1128). None when neither holds."""
+    if reported is not None and reported > random and (teacher - random) < 0.5 * (reported - random):
+        return (
+            f"the {fmt} teacher returns {teacher:.1f} in kdrl's env, far below the {reported:.1f} its files report "
+            f"(random {random:.1f}): its training wrappers probably differ from kdrl's env (frame stack, "
+            "preprocessing, sticky actions, episodic life)"
+        )
+    if teacher <= random:
+        return (
+            f"the {fmt} teacher returns {teacher:.1f} in kdrl's env, no better than a random policy ({random:.1f}): "
+            "check that its training env and wrappers match kdrl's env"
+        )
+    return None

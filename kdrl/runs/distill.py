@@ -25,7 +25,7 @@ from kdrl.resources import resource_report
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
 from kdrl.runs.teacher import build_dqn, greedy_evaluation
 from kdrl.scores import normalized_score, teacher_beats_random
-from kdrl.teachers import env_choice, load_teacher_net, obtain_teacher, teacher_overrides
+from kdrl.teachers import env_choice, load_teacher_net, mismatch_warning, obtain_teacher, teacher_overrides
 from kdrl.validate import ConfigError, validate_distill
 
 log = logging.getLogger("kdrl.distill")
@@ -219,7 +219,11 @@ class DistillJob(Job):
         self.teacher_wall_time_s = teacher_res.get("wall_time_s") if teacher_res else None
         seed_job(cfg.seed, cfg.torch_threads)  # a teacher trained on demand reseeds; start from the same state
         self.teacher, tstate = load_teacher_net(self.teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)
-        self.net_cfg = student_net_cfg(tstate["net"], student_sizes(cfg))
+        self.teacher_format, self.teacher_reported = tstate["format"], tstate.get("reported_return")
+        if tstate["net"] is None and float(cfg.loss.get("feature_weight", 0.0) or 0.0) > 0:
+            raise ConfigError("feature distillation needs the teacher's hidden layer: a TorchScript teacher has none")
+        # a TorchScript teacher names no net family: the student is the job's own `net` at student sizes
+        self.net_cfg = student_net_cfg(tstate["net"] or plain(cfg.net), student_sizes(cfg))
         fields["width"], fields["depth"] = self.net_cfg.get("width"), self.net_cfg.get("depth")  # as built
         module = build_student_module(cfg, spec, self.teacher, self.net_cfg)
         # the teacher and a random policy on the student's periodic seeds (which never selected the
@@ -227,6 +231,9 @@ class DistillJob(Job):
         seeds, kwargs = eval_seeds(cfg.eval.seed, cfg.eval.episodes), plain(cfg.env.kwargs)
         teacher = evaluate_policy(greedy_of(self.teacher), cfg.env.id, seeds, kwargs, epsilon=float(cfg.eval.epsilon))
         self.reference = float(np.mean(teacher)), float(np.mean(random_returns(cfg.env.id, seeds, kwargs)))
+        self.teacher_warning = mismatch_warning(self.teacher_format, *self.reference, self.teacher_reported)
+        if self.teacher_warning:
+            log.warning(self.teacher_warning)
         return module, greedy_evaluation(cfg, self.out, self.net_cfg, reference=self.reference)
 
     def finish(self, module: RLModule, evaluation: GreedyEvaluation, chosen: Path) -> dict[str, Any]:
@@ -244,6 +251,9 @@ class DistillJob(Job):
             "teacher_seed": None if self.cfg.teacher.checkpoint else teacher_seed(self.cfg),
             "teacher_wall_time_s": self.teacher_wall_time_s,
             "pretrain": getattr(module, "pretrain_report", None),
+            "teacher_format": self.teacher_format,
+            "teacher_reported_return": self.teacher_reported,
+            "teacher_warning": self.teacher_warning,
         }
 
     def summary(self, f: dict[str, Any]) -> str:

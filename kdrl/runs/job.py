@@ -69,6 +69,8 @@ def build_loggers(cfg: DictConfig, out: Path, job_type: str) -> list:
     loggers: list = []
     if cfg.logger.get("csv", True):
         loggers.append(pl.loggers.CSVLogger(save_dir=str(out), name="csv", version=""))
+    if cfg.logger.get("tensorboard", False):  # event files in <run_dir>/tensorboard: `tensorboard --logdir <sweep dir>`
+        loggers.append(pl.loggers.TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""))
     mode = str(cfg.logger.get("wandb", "disabled"))
     if mode not in ("offline", "online", "disabled"):
         raise ValueError(f"logger.wandb must be offline, online or disabled, got '{mode}'")

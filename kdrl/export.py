@@ -6,6 +6,12 @@ the ONNX graph a second output ``action``, so a deployment needs no argmax of it
 is written to a temporary directory, checked (same greedy actions, Q within ``tol``, on real
 observations of the policy's env) and only then moved into place: a failed check leaves nothing
 behind that a deployment could pick up.
+
+``onnx_int8`` is the ONNX graph quantised to int8 with onnxruntime's tools: dynamic quantisation
+(int8 weights, activations quantised on the fly) for MLPs, static QDQ quantisation calibrated on
+real states of the env (other episodes than the verification's) for conv nets. Its Q-values are
+approximations by design, so it is verified by greedy-action agreement with torch (reported; at
+least ``min_agreement`` required), not by the fp32 tolerance.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ from kdrl.errors import KdrlUserError
 from kdrl.io import CheckpointError, atomic_write_json, load_policy
 
 EXPORT_FORMAT = "kdrl-export/1"
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "onnx_int8")
+DEFAULT_FORMATS = ("torchscript", "onnx")
+QUANTIZED = ("onnx_int8",)
+MIN_INT8_AGREEMENT = 0.9  # greedy actions an int8 model must share with torch on the verification states
 # The legacy (TorchScript-based) ONNX exporter supports opsets up to 20 in torch 2.13; 17 is the
 # newest one every onnxruntime >= 1.14 runs, and an MLP or conv net needs nothing newer.
 ONNX_OPSET = 17
@@ -130,11 +139,80 @@ def export_onnx(net: nn.Module, obs_shape: Sequence[int], path: Path, opset: int
     return path
 
 
-WRITERS: dict[str, Callable[[nn.Module, Sequence[int], Path], Path]] = {
+def has_conv(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in net.modules())
+
+
+class StatesReader:
+    """onnxruntime's CalibrationDataReader protocol over an array of real observations."""
+
+    def __init__(self, states: np.ndarray, batch: int = 32) -> None:
+        self.batches = iter([{"obs": states[i : i + batch]} for i in range(0, len(states), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+def export_onnx_int8(net: nn.Module, obs_shape: Sequence[int], path: Path, calibration: np.ndarray) -> Path:
+    """fp32 ONNX, then int8: dynamic for MLPs, static QDQ calibrated on ``calibration`` for conv nets
+    (dynamic quantisation leaves convolutions in float, so only static shrinks and speeds them)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    fp32 = path.with_name(path.name + ".fp32.onnx")
+    export_onnx(net, obs_shape, fp32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # onnxruntime suggests pre-processing; the graphs here are plain
+        if has_conv(net):
+            quantize_static(
+                str(fp32),
+                str(path),
+                StatesReader(np.ascontiguousarray(calibration, dtype=np.float32)),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        else:
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    fp32.unlink()
+    import onnx
+
+    compacted = compact_names(onnx.load(str(path)))
+    onnx.checker.check_model(compacted)
+    onnx.save(compacted, str(path))
+    return path
+
+
+def compact_names(model: Any) -> Any:
+    """Short tensor names and no node names or doc strings: a quantised small net's graph text
+    (names like ``/net/body/body.1/Gemm_output_0_quantized``) can outweigh its int8 weights.
+    The graph's inputs and outputs keep their names (obs, q, action)."""
+    keep = {v.name for v in (*model.graph.input, *model.graph.output)}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, format(len(names), "x"))
+
+    for node in model.graph.node:
+        node.name, node.doc_string = "", ""
+        node.input[:] = [short(x) for x in node.input]
+        node.output[:] = [short(x) for x in node.output]
+    for init in model.graph.initializer:
+        init.name, init.doc_string = short(init.name), ""
+    del model.graph.value_info[:]
+    model.doc_string = model.graph.doc_string = ""
+    return model
+
+
+WRITERS: dict[str, Callable[..., Path]] = {
     "torchscript": export_torchscript,
     "onnx": export_onnx,
+    "onnx_int8": export_onnx_int8,
 }
-SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
+SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "onnx_int8": ".int8.onnx"}
 
 
 # ---- runners: numpy obs batch -> (q, actions), one per format -------------------------------------------
@@ -188,7 +266,11 @@ def onnx_runner(path: str | Path) -> Runner:
     return run
 
 
-RUNNERS: dict[str, Callable[[Path], Runner]] = {"torchscript": torchscript_runner, "onnx": onnx_runner}
+RUNNERS: dict[str, Callable[[Path], Runner]] = {
+    "torchscript": torchscript_runner,
+    "onnx": onnx_runner,
+    "onnx_int8": onnx_runner,
+}
 
 
 # ---- verification ------------------------------------------------------------------------------------
@@ -227,6 +309,11 @@ class Agreement:
     near_ties: int  # greedy actions that differ where torch's top Q-values are within TIE_TOL
     n: int
 
+    @property
+    def agreement(self) -> float:
+        """Fraction of greedy actions equal to torch's (ties counted as equal)."""
+        return 1.0 - self.disagreements / max(self.n, 1)
+
     def ok(self, tol: float) -> bool:
         return self.disagreements == 0 and math.isfinite(self.max_abs_diff) and self.max_abs_diff <= tol
 
@@ -245,10 +332,15 @@ def compare(q_ref: np.ndarray, a_ref: np.ndarray, q: np.ndarray, a: np.ndarray) 
 
 
 def verify(
-    reference: Runner, runners: dict[str, Runner], obs: np.ndarray, tol: float = DEFAULT_TOL
+    reference: Runner,
+    runners: dict[str, Runner],
+    obs: np.ndarray,
+    tol: float = DEFAULT_TOL,
+    min_agreement: float = MIN_INT8_AGREEMENT,
 ) -> dict[str, Agreement]:
     """Compare every runtime with eager torch on ``obs`` (and on a batch of one, the deployment case);
-    raise ExportError naming the first runtime that does not agree."""
+    raise ExportError naming the first runtime that does not agree. Quantised runtimes must agree
+    on at least ``min_agreement`` of the greedy actions (their Q-values are approximate)."""
     q_ref, a_ref = reference(obs)
     report: dict[str, Agreement] = {}
     for name, run in runners.items():
@@ -259,6 +351,13 @@ def verify(
         agree.max_abs_diff = max(agree.max_abs_diff, one.max_abs_diff)
         agree.disagreements += one.disagreements
         report[name] = agree
+        if name in QUANTIZED:
+            if agree.n and agree.agreement < min_agreement:
+                raise ExportError(
+                    f"{name} export agrees with torch on {100 * agree.agreement:.1f}% of {agree.n} greedy actions, "
+                    f"below the {100 * min_agreement:.0f}% required; nothing written"
+                )
+            continue
         if not agree.ok(tol):
             raise ExportError(
                 f"{name} export does not match torch on {agree.n} observations: "
@@ -290,11 +389,12 @@ def _versions() -> dict[str, str]:
 def export_policy(
     policy: str | Path,
     out_dir: str | Path,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     name: str | None = None,
     n_verify: int = 512,
     tol: float = DEFAULT_TOL,
     seed: int = 0,
+    min_agreement: float = MIN_INT8_AGREEMENT,
 ) -> ExportResult:
     """Export ``policy`` into ``out_dir`` as ``<name>.torchscript.pt``, ``<name>.onnx`` and
     ``<name>.export.json`` (name defaults to the policy file's stem), verified before writing."""
@@ -309,8 +409,16 @@ def export_policy(
     out_dir.mkdir(parents=True, exist_ok=True)
     obs, obs_source = sample_states(state["env_id"], obs_shape, n_verify, seed)
     with tempfile.TemporaryDirectory(prefix=".kdrl-export-", dir=out_dir) as tmp:
-        staged = {fmt: WRITERS[fmt](net, obs_shape, Path(tmp) / f"{name}{SUFFIXES[fmt]}") for fmt in formats}
-        report = verify(torch_runner(net), {fmt: RUNNERS[fmt](p) for fmt, p in staged.items()}, obs, tol)
+        staged = {}
+        for fmt in formats:
+            target = Path(tmp) / f"{name}{SUFFIXES[fmt]}"
+            if fmt in QUANTIZED:  # calibrated on other episodes than the ones it is verified on
+                calibration, _ = sample_states(state["env_id"], obs_shape, n_verify, seed + 100_000)
+                staged[fmt] = WRITERS[fmt](net, obs_shape, target, calibration)
+            else:
+                staged[fmt] = WRITERS[fmt](net, obs_shape, target)
+        runners = {fmt: RUNNERS[fmt](p) for fmt, p in staged.items()}
+        report = verify(torch_runner(net), runners, obs, tol, min_agreement)
         files = {}
         for fmt, p in staged.items():  # same filesystem: each rename is atomic
             files[fmt] = out_dir / p.name
@@ -338,6 +446,17 @@ def sidecar_info(
             "sha256": _sha256(files["torchscript"]),
             "methods": {"forward": "obs -> q", "act": "obs -> action (int64)"},
         }
+    if "onnx_int8" in files:
+        files_info["onnx_int8"] = {
+            "file": files["onnx_int8"].name,
+            "sha256": _sha256(files["onnx_int8"]),
+            "quantization": "static QDQ (int8 weights per channel, uint8 activations, MinMax calibration on "
+            "real states)"
+            if has_conv(net)
+            else "dynamic (int8 weights, activations quantised at run time)",
+            "bytes": files["onnx_int8"].stat().st_size,
+            "fp32_bytes": files["onnx"].stat().st_size if "onnx" in files else None,
+        }
     if "onnx" in files:
         files_info["onnx"] = {
             "file": files["onnx"].name,
@@ -358,6 +477,10 @@ def sidecar_info(
         "source_sha256": _sha256(policy),
         "source_extra": state.get("extra") or {},
         "files": files_info,
-        "verification": {"observations": obs_source, "tolerance": tol, **{fmt: vars(a) for fmt, a in report.items()}},
+        "verification": {
+            "observations": obs_source,
+            "tolerance": tol,
+            **{fmt: {**vars(a), "agreement": a.agreement} for fmt, a in report.items()},
+        },
         "versions": _versions(),
     }

@@ -185,3 +185,50 @@ def test_compare_excuses_only_ties():
     assert tie.disagreements == 0 and tie.near_ties == 1
     wrong = compare(q_ref, a_ref, q_ref, np.array([1, 0]))  # flips a clear choice
     assert wrong.disagreements == 1
+
+
+def test_int8_mlp_is_dynamic_smaller_and_verified_by_agreement(policy, tmp_path):
+    from kdrl.export import export_policy
+
+    res = export_policy(policy[0], tmp_path, ["onnx", "onnx_int8"], n_verify=256)
+    int8, fp32 = res.files["onnx_int8"], res.files["onnx"]
+    info = res.info["files"]["onnx_int8"]
+    assert info["quantization"].startswith("dynamic") and info["bytes"] == int8.stat().st_size
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    v = res.info["verification"]["onnx_int8"]
+    assert 0.9 <= v["agreement"] <= 1.0 and v["n"] == 256
+    import onnx
+
+    model = onnx.load(str(int8))
+    assert any(n.op_type == "MatMulInteger" for n in model.graph.node)  # int8 arithmetic, not fp32
+    # the int8 graph picks torch's actions on other real states too
+    from kdrl.export import onnx_runner
+
+    states = cartpole_states(300, seed=99)
+    _, actions = onnx_runner(int8)(states)
+    with torch.no_grad():
+        ref = policy[1](torch.from_numpy(states)).argmax(1).numpy()
+    assert (actions == ref).mean() >= 0.9
+
+
+def test_int8_conv_net_is_static_qdq_calibrated_on_real_states(tmp_path):
+    from kdrl.export import export_policy
+    from kdrl.nets import ConvNet
+
+    torch.manual_seed(0)
+    cfg = {"_target_": "kdrl.nets.ConvNet", "channels": [16], "kernels": [3], "strides": [1], "hidden": [128]}
+    env = make_env("MinAtar/Breakout-v1")
+    shape = env.observation_space.shape
+    net = ConvNet(shape, 3, **{k: v for k, v in cfg.items() if k != "_target_"}).eval()
+    save_policy(tmp_path / "conv.pt", net, cfg, "MinAtar/Breakout-v1", shape, 3)
+    res = export_policy(tmp_path / "conv.pt", tmp_path / "out", ["onnx", "onnx_int8"], n_verify=256, min_agreement=0.5)
+    import onnx
+
+    model = onnx.load(str(res.files["onnx_int8"]))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # QDQ around the conv
+    assert res.info["files"]["onnx_int8"]["quantization"].startswith("static QDQ")
+    assert res.files["onnx_int8"].stat().st_size * 3.5 <= res.files["onnx"].stat().st_size
+    with pytest.raises(Exception, match="below the 100% required"):
+        export_policy(tmp_path / "conv.pt", tmp_path / "out2", ["onnx_int8"], n_verify=256, min_agreement=1.0 + 1e-9)
+    assert not list((tmp_path / "out2").glob("*.onnx"))  # refused: nothing written

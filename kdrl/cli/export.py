@@ -14,14 +14,20 @@ import argparse
 from collections.abc import Sequence
 
 from kdrl.errors import run_cli
-from kdrl.export import DEFAULT_TOL, FORMATS, ExportError, export_policy
+from kdrl.export import DEFAULT_FORMATS, DEFAULT_TOL, FORMATS, MIN_INT8_AGREEMENT, ExportError, export_policy
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kdrl-export", description="Export a kdrl policy file to TorchScript and ONNX.")
     p.add_argument("policy", help="policy file (teacher.pt, student.pt, checkpoints/best_policy.pt, ...)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS), choices=FORMATS, help="onnx_int8: int8 ONNX")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=MIN_INT8_AGREEMENT,
+        help=f"int8 exports: greedy actions that must agree with torch (default {MIN_INT8_AGREEMENT})",
+    )
     p.add_argument("--name", default=None, help="base name of the written files (default: the policy file's stem)")
     p.add_argument("--verify-obs", type=int, default=512, help="observations to check the exports on (default 512)")
     p.add_argument(
@@ -38,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> None:
-        res = export_policy(args.policy, args.out, args.formats, args.name, args.verify_obs, args.tol, args.seed)
+        res = export_policy(
+            args.policy, args.out, args.formats, args.name, args.verify_obs, args.tol, args.seed, args.min_agreement
+        )
         info = res.info
         print(
             f"{args.policy}: {info['env_id']}, obs {tuple(info['obs_shape'])}, {info['n_actions']} actions, "
@@ -46,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for fmt, path in res.files.items():
             v = info["verification"][fmt]
-            print(f"  {fmt:<11} {path}  (max |ΔQ| {v['max_abs_diff']:.2g}, {v['n']} obs, actions agree)")
+            agree = "actions agree" if v["disagreements"] == 0 else f"{100 * v['agreement']:.1f}% of actions agree"
+            size = f", {path.stat().st_size:,} bytes"
+            print(f"  {fmt:<11} {path}  (max |ΔQ| {v['max_abs_diff']:.2g}, {v['n']} obs, {agree}{size})")
         print(f"  sidecar     {res.sidecar}")
 
     run_cli("kdrl-export", body, codes={ExportError: 1})

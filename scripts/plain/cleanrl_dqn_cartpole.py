@@ -40,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--total-timesteps", type=int, default=100_000)
+    ap.add_argument("--save-model", default=None, help="write the Q-network as CleanRL does (.cleanrl_model)")
     args = ap.parse_args()
     t_process = time.perf_counter()
     lr, buffer_size, gamma, target_freq, batch_size = 2.5e-4, 10_000, 0.99, 500, 128
@@ -104,6 +105,8 @@ def main() -> None:
         "return_std": float(np.std(returns)),
         "in_process_s": time.perf_counter() - t_process,
     }
+    if args.save_model:
+        torch.save(q_network.state_dict(), args.save_model)  # CleanRL: torch.save(q_network.state_dict(), model_path)
     print(json.dumps(out))
 
 

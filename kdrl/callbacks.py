@@ -34,6 +34,7 @@ class PeriodicEvaluation(pl.Callback):
         self.next_eval = self.freq
         self.history: list[dict[str, Any]] = []
         self.best_mean = -np.inf
+        self.best_phase = 0  # the module's selection_phase the best was found in (pruning starts a new one)
         self.eval_time_s = 0.0
         self.resumed_wall_s = 0.0  # wall time of the run before a resume (0 for a fresh run)
         self.t_start = time.perf_counter()
@@ -99,6 +100,7 @@ class PeriodicEvaluation(pl.Callback):
             "next_eval": self.next_eval,
             "history": self.history,
             "best_mean": float(self.best_mean),
+            "best_phase": self.best_phase,
             "eval_time_s": self.eval_time_s,
         }
 
@@ -106,6 +108,7 @@ class PeriodicEvaluation(pl.Callback):
         self.next_eval = int(state["next_eval"])
         self.history = list(state["history"])
         self.best_mean = float(state["best_mean"])
+        self.best_phase = int(state.get("best_phase", 0))
         self.eval_time_s = float(state["eval_time_s"])
         self.resumed_wall_s = float(self.history[-1]["wall_s"]) if self.history else 0.0
 
@@ -170,6 +173,9 @@ class GreedyEvaluation(PeriodicEvaluation):
         self.schedule_next(pl_module)
         spec, extra = pl_module.spec, {"env_steps": pl_module.env_steps, "eval_return_mean": mean}
         paths = [self.last_policy_path]
+        phase = int(getattr(pl_module, "selection_phase", 0))
+        if phase != self.best_phase:  # e.g. the student was pruned: only its pruned checkpoints compete
+            self.best_mean, self.best_phase = -np.inf, phase
         if mean > self.best_mean:
             self.best_mean = mean
             paths.append(self.best_policy_path)

@@ -233,6 +233,7 @@ class StudentResult(RunResult):
     teacher_seed: int | None = entry()  # the on-demand teacher's seed (None: given as a file)
     teacher_wall_time_s: float | None = entry(column=26)  # the teacher's training time; None if given as a file
     pretrain: dict[str, float] | None = entry()  # QDagger's offline phase: teacher_steps, updates, wall_s (None: none)
+    prune: dict[str, float] | None = entry()  # distill.prune: amount, at_env_step, nonzero params (None: not pruned)
     teacher_format: str | None = entry()  # kdrl | sb3 | cleanrl | torchscript (kdrl.foreign)
     teacher_reported_return: float | None = entry()  # the return a foreign teacher's files report, if any
     teacher_warning: str | None = entry()  # the wrapper-mismatch check's line (kdrl.teachers.mismatch_warning)

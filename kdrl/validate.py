@@ -109,6 +109,11 @@ def validate_distill(cfg: DictConfig) -> None:
     for key in ("teacher_steps", "updates"):
         _int_at_least(cfg, f"distill.pretrain.{key}", 0)
     _in_range(cfg, "distill.pretrain.epsilon", 0.0, 1.0)
+    for key in ("amount", "at"):
+        v = _num(cfg, f"distill.prune.{key}")
+        _check(v is None or (isinstance(v, (int, float)) and 0.0 <= v < 1.0), f"distill.prune.{key}", "in [0, 1)", v)
+    if (_num(cfg, "distill.prune.amount") or 0) > 0 and _num(cfg, "baseline") == "scratch":
+        raise ConfigError("distill.prune prunes a distilled student: not for baseline=scratch")
     if (_num(cfg, "distill.pretrain.updates") or 0) > 0:
         if (_num(cfg, "distill.pretrain.teacher_steps") or 0) <= 0:
             raise ConfigError("distill.pretrain.updates needs teacher data: set distill.pretrain.teacher_steps > 0")

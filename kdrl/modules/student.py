@@ -42,6 +42,20 @@ def student_stream(distill: dict[str, Any], loss: StudentLoss) -> StreamConfig:
 
 
 @dataclass(frozen=True)
+class Pruning:
+    """``distill.prune``: at ``at`` x the student's env-step budget, zero the ``amount`` fraction of
+    its weights smallest in magnitude (kdrl.prune); the rest of the run is the distillation
+    fine-tune, with the pruned weights held at zero."""
+
+    amount: float = 0.0
+    at: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.amount < 1.0 or not 0.0 <= self.at < 1.0:
+            raise ValueError(f"distill.prune amount and at must be in [0, 1), got {self.amount}, {self.at}")
+
+
+@dataclass(frozen=True)
 class OfflinePhase:
     """QDagger's offline phase (``distill.pretrain``): ``teacher_steps`` env steps of the teacher
     acting epsilon-greedily (its own envs, not counted in the student's budget) fill the replay,
@@ -102,6 +116,10 @@ class DistillStudent(RLModule):
         self.teacher_acted = 0
         self.offline = OfflinePhase(**(distill.get("pretrain") or {}))
         self.pretrain_report: dict[str, float] | None = None  # set once the offline phase has run
+        self.pruning = Pruning(**(distill.get("prune") or {}))
+        self.masks: dict[str, torch.Tensor] | None = None
+        self.prune_report: dict[str, float] | None = None
+        self.selection_phase = 0  # bumped when pruning: checkpoints before it are not candidates
         self._offline_progress: int | None = None  # the target schedule's counter while it runs
 
     def frozen(self) -> list[torch.nn.Module]:
@@ -147,6 +165,35 @@ class DistillStudent(RLModule):
             out["agreement"] = (q_s.argmax(1) == q_t.argmax(1)).float().mean()
         out["loss"] = total
         return total, out
+
+    # ---- pruning + distillation fine-tune ----------------------------------------------------------
+    def learn(self, opt: torch.optim.Optimizer, batch: Any) -> None:
+        if self.pruning.amount > 0 and self.masks is None and self.data is not None:
+            if self.env_steps >= self.pruning.at * self.data.total_timesteps:
+                self.prune_now()
+        super().learn(opt, batch)
+
+    def prune_now(self) -> None:
+        from kdrl.prune import apply_masks, magnitude_masks, nonzero_params
+
+        dense = nonzero_params(self.q_net)
+        self.masks = magnitude_masks(self.q_net, self.pruning.amount)
+        apply_masks(self.q_net, self.masks)
+        self.selection_phase += 1
+        self.prune_report = {
+            "amount": self.pruning.amount,
+            "at_env_step": float(self.env_steps),
+            "nonzero_before": float(dense),
+            "nonzero_after": float(nonzero_params(self.q_net)),
+        }
+        self.log_env_metrics({f"prune/{k}": v for k, v in self.prune_report.items()})
+
+    def sgd_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        super().sgd_step(opt, loss)
+        if self.masks is not None:
+            from kdrl.prune import apply_masks
+
+            apply_masks(self.q_net, self.masks)
 
     # ---- QDagger's offline phase ------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -223,6 +270,10 @@ class DistillStudent(RLModule):
             state["distill_weight"] = self.objective.distill_weight.state_dict()
         if self.pretrain_report is not None:
             state["pretrain_report"] = dict(self.pretrain_report)
+        if self.masks is not None:
+            state["prune_masks"] = {k: v.clone() for k, v in self.masks.items()}
+            state["prune_report"] = dict(self.prune_report or {})
+            state["selection_phase"] = self.selection_phase
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -233,3 +284,7 @@ class DistillStudent(RLModule):
             self.objective.distill_weight.load_state_dict(state["distill_weight"])
         if "pretrain_report" in state:
             self.pretrain_report = {k: float(v) for k, v in state["pretrain_report"].items()}
+        if "prune_masks" in state:
+            self.masks = {k: v.bool() for k, v in state["prune_masks"].items()}
+            self.prune_report = {k: float(v) for k, v in state["prune_report"].items()}
+            self.selection_phase = int(state["selection_phase"])

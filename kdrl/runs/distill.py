@@ -251,10 +251,20 @@ class DistillJob(Job):
             "teacher_seed": None if self.cfg.teacher.checkpoint else teacher_seed(self.cfg),
             "teacher_wall_time_s": self.teacher_wall_time_s,
             "pretrain": getattr(module, "pretrain_report", None),
+            "prune": self.prune_fields(module, student),
             "teacher_format": self.teacher_format,
             "teacher_reported_return": self.teacher_reported,
             "teacher_warning": self.teacher_warning,
         }
+
+    @staticmethod
+    def prune_fields(module: RLModule, student: torch.nn.Module) -> dict[str, float] | None:
+        report = getattr(module, "prune_report", None)
+        if report is None:
+            return None
+        from kdrl.prune import nonzero_params
+
+        return {**report, "nonzero_params": float(nonzero_params(student))}  # of the chosen (pruned) policy
 
     def summary(self, f: dict[str, Any]) -> str:
         size = f["student_size"] or f"w{f['width']}"

@@ -78,7 +78,7 @@ def measure(name: str, fp32_run: Path, pruned_run: Path | None, out: Path) -> li
         models["pruned fp32"] = pres.files["onnx"]
         models["pruned int8"] = pres.files["onnx_int8"]
     runners = {k: onnx_runner(p) for k, p in models.items()}
-    greedy = {k: (lambda r: lambda obs: r(np.asarray(obs, dtype=np.float32))[1])(r) for k, r in runners.items()}
+    greedy = {k: greedy_of(r) for k, r in runners.items()}
     states = rollout_states(greedy["fp32"], env_id, eval_seeds(2_100_000, 50), 3000, kwargs)
     ref = greedy["fp32"](states)
     seeds = eval_seeds(2_000_000, 20)

@@ -221,6 +221,87 @@ class SingleEnvVector(gym.vector.VectorEnv):
         self.env.close()
 
 
+class EnvPoolVector(gym.vector.VectorEnv):
+    """ALE games stepped by EnvPool's C++ thread pool (``env.vectorization=envpool``) behind kdrl's
+    SAME_STEP contract, with kdrl's Atari preprocessing as EnvPool options.
+
+    Kept the same as the gymnasium path (kdrl.envs.atari_env): 84x84 grey, frame skip 4 with a max
+    over the last two frames, INTER_AREA resize, frame stack 4 padded with the reset frame, up to
+    ``noop_max`` no-ops at reset, sticky actions 0.25 (ALE v5), minimal action set, truncation at
+    108,000 frames, raw rewards (clipping stays in replay), no FIRE at reset, life loss ends an
+    episode only with ``terminal_on_life_loss``. SAME_STEP: an ended sub-env is reset at once (EnvPool
+    resets on the next step), its last observation goes to ``info["final_obs"]``. Differences that
+    remain (docs/envpool.md): EnvPool bundles its own ALE build, whose reset starts the game a few
+    frames apart from ale-py's, so trajectories are not frame-for-frame equal even without sticky
+    actions; its no-op count and sticky-action draws come from its own RNG (seeded from the run's
+    env seed); evaluation episodes still run on the gymnasium path.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, seed: int, kwargs: dict[str, Any] | None = None) -> None:
+        import envpool
+
+        if env_family(env_id) != "atari":
+            raise EnvError(f"env.vectorization=envpool is for ALE/ envs, not '{env_id}'")
+        kwargs = dict(kwargs or {})
+        opts = {**ATARI_DEFAULTS, **(kwargs.pop("preprocess", None) or {})}
+        sticky = float(kwargs.pop("repeat_action_probability", 0.25))
+        full = bool(kwargs.pop("full_action_space", False))
+        max_frames = int(kwargs.pop("max_num_frames_per_episode", 108_000))
+        if kwargs or not opts["grayscale"]:
+            extra = sorted(kwargs) or ["grayscale: false"]
+            raise EnvError(f"env.vectorization=envpool does not support {extra}: use vectorization=sync")
+        task = env_id.split("/", 1)[1]
+        self.pool = envpool.make_gymnasium(
+            task,
+            num_envs=int(num_envs),
+            batch_size=int(num_envs),
+            seed=int(seed),
+            repeat_action_probability=sticky,
+            full_action_space=full,
+            frame_skip=int(opts["frame_skip"]),
+            img_height=int(opts["screen_size"]),
+            img_width=int(opts["screen_size"]),
+            stack_num=int(opts["frame_stack"]),
+            gray_scale=True,
+            noop_max=max(int(opts["noop_max"]), 1),  # EnvPool draws rand() % noop_max: 1 means no no-ops (0 crashes it)
+            episodic_life=bool(opts["terminal_on_life_loss"]),
+            reward_clip=False,
+            use_fire_reset=False,
+            use_inter_area_resize=True,
+            max_episode_steps=max_frames // int(opts["frame_skip"]),
+        )
+        self.num_envs = int(num_envs)
+        self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        self.render_mode = None
+        space = self.pool.observation_space
+        self.single_observation_space = gym.spaces.Box(0, 255, space.shape, dtype=np.uint8)
+        self.single_action_space = gym.spaces.Discrete(int(self.pool.action_space.n))
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None):
+        obs, _ = self.pool.reset()  # seeded once, when the pool was made
+        return np.array(obs), {}
+
+    def step(self, actions: np.ndarray):
+        obs, rewards, terminated, truncated, _ = self.pool.step(np.asarray(actions, dtype=np.int32))
+        obs = np.array(obs)  # the pool reuses its buffers
+        done = terminated | truncated
+        infos: dict[str, Any] = {}
+        if done.any():
+            ended = np.flatnonzero(done)
+            final = np.empty(self.num_envs, dtype=object)
+            for i in ended:
+                final[i] = obs[i].copy()
+            fresh, info = self.pool.reset(ended)
+            obs[np.asarray(info["env_id"])] = fresh
+            infos = {"final_obs": final, "_final_obs": done.copy()}
+        return obs, rewards.astype(np.float64), terminated.astype(bool), truncated.astype(bool), infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.pool.close()
+
+
 def make_vector_env(
     env_id: str,
     num_envs: int,
@@ -234,9 +315,17 @@ def make_vector_env(
     seeds (kdrl.seeding; ``key`` names a sub-stream, e.g. a multi-task run's task)."""
     if int(num_envs) < 1:
         raise EnvError(f"env.num_envs must be >= 1, got {num_envs}")
-    if vectorization not in ("sync", "async"):
-        raise EnvError(f"env.vectorization must be 'sync' or 'async', got '{vectorization}'")
+    if vectorization not in ("sync", "async", "envpool"):
+        raise EnvError(f"env.vectorization must be 'sync', 'async' or 'envpool', got '{vectorization}'")
     _check_registered(env_id)
+    if vectorization == "envpool":
+        if wrappers:
+            raise EnvError("env.vectorization=envpool takes no extra gymnasium wrappers")
+        envs_pool = EnvPoolVector(env_id, int(num_envs), seed_ints(seed, *key, "envs")[0], kwargs)
+        envs_pool.spec = gym.spec(env_id)
+        envs_pool.reset()
+        envs_pool.action_space.seed(seed_ints(seed, *key, "actions")[0])
+        return envs_pool
     fns = [lambda: make_env(env_id, kwargs, wrappers) for _ in range(num_envs)]
     if vectorization == "sync" and int(num_envs) == 1:
         envs: gym.vector.VectorEnv = SingleEnvVector(fns[0])

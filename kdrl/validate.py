@@ -60,7 +60,7 @@ def validate_common(cfg: DictConfig) -> None:
     _int_at_least(cfg, "seed", 0)
     _int_at_least(cfg, "torch_threads", 1)
     _int_at_least(cfg, "env.num_envs", 1)
-    _one_of(cfg, "env.vectorization", ("sync", "async"))
+    _one_of(cfg, "env.vectorization", ("sync", "async", "envpool"))
     _one_of(cfg, "env.actor", ("inline", "process", None))
     for key in (
         "total_timesteps",

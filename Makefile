@@ -16,7 +16,7 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install "torch==$(TORCH_VERSION)" $(QUIET_PIP)
-	$(PIP) install -e ".[dev]" $(QUIET_PIP)
+	$(PIP) install -e ".[dev,envpool]" $(QUIET_PIP)   # envpool: tested in CI (tests/test_envpool.py)
 	touch $(STAMP)
 
 setup: $(STAMP)

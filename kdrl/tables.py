@@ -63,15 +63,34 @@ def flatten(res: Mapping[str, Any] | Record) -> dict[str, Any]:
     return row
 
 
+def read_result(f: Path) -> dict[str, Any]:
+    """A results.json body, or ValueError/OSError naming what is wrong with the file."""
+    text = f.read_text()
+    if not text.strip():
+        raise ValueError("empty file")
+    try:
+        res = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): truncated?") from exc
+    if not isinstance(res, dict) or "kind" not in res or "status" not in res:
+        raise ValueError("not a kdrl results file (no kind/status)")
+    return res
+
+
 def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per results.json under ``paths``. A path that does not exist, or a file that cannot
+    be read or parsed, becomes a row with status ``unreadable`` and the reason in ``error``: one bad
+    file in a sweep of hundreds never costs the table."""
     rows = []
-    for f in find_results(paths):
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            rows.append({"status": "unreadable", "error": "no such file or directory", "run_dir": str(p)})
+    for f in find_results(p for p in paths if p.exists()):
         try:
-            res = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            rows.append({"status": "unreadable", "error": str(exc), "run_dir": str(f.parent)})
-            continue
-        rows.append(flatten(res))
+            rows.append(flatten(read_result(f)))
+        except (OSError, ValueError) as exc:
+            rows.append({"status": "unreadable", "error": str(exc), "run_dir": str(f)})
     return pd.DataFrame(rows)
 
 
@@ -230,8 +249,11 @@ def learning_curves(
 ) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per group value: (env_steps, mean, ci_low, ci_high) of periodic eval returns over seeds."""
     curves: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for f in find_results(paths):
-        res = json.loads(f.read_text())
+    for f in find_results(p for p in map(Path, paths) if p.exists()):
+        try:
+            res = read_result(f)
+        except (OSError, ValueError):
+            continue  # counted as unreadable by collect()
         if res.get("status") != "ok" or not res.get("eval_history"):
             continue
         hist = res["eval_history"]

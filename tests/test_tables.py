@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,5 +62,45 @@ def test_table_tool_end_to_end(tmp_path, capsys):
 def test_table_tool_errors_clearly(tmp_path, capsys):
     assert table_main([str(tmp_path)]) == 1
     assert "no results.json" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError):
-        collect([tmp_path / "missing"])
+    missing = collect([tmp_path / "missing"])  # named and counted, not raised (issue 16)
+    assert missing["status"].tolist() == ["unreadable"] and "no such file" in missing["error"][0]
+
+
+def _results_dirs(tmp_path, good_result):
+    """A sweep of three run dirs: one good results.json, one empty, one truncated mid-write."""
+    for name in ("good", "empty", "truncated"):
+        (tmp_path / "sweep" / name).mkdir(parents=True)
+    text = json.dumps(good_result)
+    (tmp_path / "sweep" / "good" / "results.json").write_text(text)
+    (tmp_path / "sweep" / "empty" / "results.json").write_text("")
+    (tmp_path / "sweep" / "truncated" / "results.json").write_text(text[: len(text) // 2])
+    return tmp_path / "sweep"
+
+
+@pytest.fixture()
+def good_result():
+    return {
+        "kind": "student", "status": "ok", "env_id": "CartPole-v1", "seed": 0, "run_dir": "x", "loss": "kl",
+        "temperature": 0.01, "width": 16, "student_size": None, "depth": 2, "control": "teacher", "baseline": None,
+        "lambda": None, "feature_weight": 0.0, "normalized_score": 0.9, "param_ratio": 0.07, "config": {},
+    }  # fmt: skip
+
+
+def test_kdrl_table_names_unreadable_files_and_goes_on(tmp_path, good_result, capsys):
+    from kdrl.cli.table import main
+
+    sweep = _results_dirs(tmp_path, good_result)
+    rc = main([str(sweep), str(tmp_path / "missing"), "--no-plots", "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "3 unreadable results file(s) skipped" in out
+    assert "empty/results.json: empty file" in err and "truncated?" in err and "missing: no such file" in err
+    assert "Traceback" not in err and (tmp_path / "out" / "table.md").is_file()
+
+
+def test_kdrl_table_fails_in_one_line_when_nothing_is_readable(tmp_path, good_result):
+    sweep = _results_dirs(tmp_path, good_result)
+    (sweep / "good" / "results.json").unlink()
+    for args in ([str(sweep)], [str(tmp_path / "nowhere")]):
+        done = subprocess.run([sys.executable, "-m", "kdrl.cli.table", *args], capture_output=True, text=True)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("kdrl-table: error: none of the")

@@ -33,9 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print("kdrl-table: no results.json found under " + ", ".join(args.paths), file=sys.stderr)
         return 1
+    unreadable = df[df["status"] == "unreadable"]
+    df = df[df["status"] != "unreadable"]
+    for _, r in unreadable.head(20).iterrows():
+        print(f"kdrl-table: unreadable: {r['run_dir']}: {r['error']}", file=sys.stderr)
+    if len(unreadable) > 20:
+        print(f"kdrl-table: ... and {len(unreadable) - 20} more unreadable", file=sys.stderr)
+    if df.empty:
+        print(f"kdrl-table: error: none of the {len(unreadable)} results file(s) could be read", file=sys.stderr)
+        return 1
     if args.kind != "all":
         df = df[df["kind"] == args.kind]
-    out = Path(args.out or args.paths[0])
+        if df.empty:
+            print(f"kdrl-table: error: no results of kind '{args.kind}' (use --kind all)", file=sys.stderr)
+            return 1
+    readable = [p for p in args.paths if Path(p).exists()]
+    out = Path(args.out or readable[0])
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
     try:
@@ -58,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         for _, r in failed.iterrows():
             print(f"  {r['run_dir']}: {str(r.get('error'))[:200]}")
     if not args.no_plots:
-        for p in plot_all(df, summary.cells, args.paths, out, args.rows, args.cols, args.metric, args.curve_group):
+        for p in plot_all(df, summary.cells, readable, out, args.rows, args.cols, args.metric, args.curve_group):
             print(f"wrote {p}")
-    print(disk_use(args.paths))
+    print(disk_use(readable))
+    if len(unreadable):
+        print(f"{len(unreadable)} unreadable results file(s) skipped (listed on stderr)")
     print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'table.tex'}")
     return 0
 

@@ -124,6 +124,8 @@ class MLP(QNetwork):
         self.__dict__["_hidden"] = [m for m in self.body if isinstance(m, nn.Linear)]  # not a submodule list
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
+        if not obs.is_floating_point():  # pixels or grids stored as uint8 (MinAtar, Atari): flattened as floats
+            obs = obs.float()
         if not _hooked(self):
             # the body's maths without nn.Module dispatch (~30 us of a 90 us batch-128 forward)
             x = obs.flatten(1)

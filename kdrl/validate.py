@@ -90,7 +90,14 @@ def validate_common(cfg: DictConfig) -> None:
 
 
 def _makes_updates(cfg: DictConfig, block: str) -> None:
-    """A run whose first update would come after its budget ends trains nothing: refuse it."""
+    """A run whose first update would come after its budget ends trains nothing, and a replay that
+    cannot hold one batch samples the same few transitions over and over: refuse both."""
+    capacity, batch_size = _num(cfg, f"{block}.buffer_size"), _num(cfg, f"{block}.batch_size")
+    if isinstance(capacity, int) and isinstance(batch_size, int) and capacity < batch_size:
+        raise ConfigError(
+            f"{block}.buffer_size ({capacity}) is smaller than one batch ({block}.batch_size = {batch_size}): "
+            "the replay must hold at least one batch of distinct transitions"
+        )
     total, starts, batch = (_num(cfg, f"{block}.{k}") for k in ("total_timesteps", "learning_starts", "batch_size"))
     if None in (total, starts, batch):
         return

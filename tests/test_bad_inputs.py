@@ -126,3 +126,42 @@ def test_debug_flag_shows_the_traceback(tmp_path):
         env=env,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "app,overrides,key",
+    [
+        ("train", ["algo.buffer_size=10", "algo.batch_size=64"], "algo.buffer_size"),
+        ("distill", ["distill.buffer_size=16", "distill.batch_size=128"], "distill.buffer_size"),
+    ],
+)
+def test_a_replay_smaller_than_one_batch_is_refused(app, overrides, key):
+    """issue 16: algo.buffer_size=10 algo.batch_size=64 used to train and report status ok."""
+    from kdrl.validate import ConfigError, validate_common, validate_distill
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(app, overrides)
+    with pytest.raises(ConfigError, match=f"{key}.*smaller than one batch"):
+        (validate_distill if app == "distill" else validate_common)(cfg)
+
+
+def test_a_multitask_replay_smaller_than_one_batch_is_refused():
+    from kdrl.runs.multitask import validate_multitask
+    from kdrl.validate import ConfigError
+    from tests.helpers import compose_cfg
+
+    with pytest.raises((ConfigError, ValueError), match="multitask.buffer_size"):
+        validate_multitask(compose_cfg("multitask", ["multitask.buffer_size=8", "multitask.batch_size=32"]))
+
+
+def test_an_mlp_runs_on_minatar_grids(tmp_path):
+    """issue 16: env=minatar_breakout net=mlp died in torch ("mat1 and mat2 must have the same dtype");
+    an MLP on the flattened 0/1 grid is legitimate, so it trains and is scored."""
+    from kdrl.runs.teacher import train_teacher
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg("train", ["env=minatar_breakout", "net=mlp", "net.width=32", "debug=fast", "logger=none"])
+    res = train_teacher(cfg, tmp_path)
+    assert (
+        res["status"] == "ok" and res["grad_steps"] > 0 and res["params"] == 400 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3
+    )

@@ -78,6 +78,12 @@ def validate_multitask(cfg: DictConfig) -> None:
     for key in ("steps_per_task", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
         _need(isinstance(m[key], int) and m[key] >= 1, f"multitask.{key}", "an integer >= 1", m[key])
     _need(
+        m.buffer_size >= m.batch_size,
+        "multitask.buffer_size",
+        f">= multitask.batch_size ({m.batch_size})",
+        m.buffer_size,
+    )
+    _need(
         m.num_envs is None or (isinstance(m.num_envs, int) and m.num_envs >= 1),
         "multitask.num_envs",
         "null or an integer >= 1",

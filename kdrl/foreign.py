@@ -66,7 +66,7 @@ def detect_format(path: str | Path) -> str:
         sb3_zip(path)  # raises when the folder holds none
         return "sb3"
     if not path.is_file():
-        raise CheckpointError(f"teacher file not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     if zipfile.is_zipfile(path):
         names = zipfile.ZipFile(path).namelist()
         if "policy.pth" in names and "data" in names:

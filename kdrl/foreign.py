@@ -77,7 +77,9 @@ def detect_format(path: str | Path) -> str:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a kdrl, SB3, CleanRL or TorchScript teacher file ({first})") from exc
+        raise CheckpointError(
+            f"cannot load checkpoint {path} safely as a kdrl, SB3, CleanRL or TorchScript teacher ({first})"
+        ) from exc
     if isinstance(obj, Mapping) and obj.get("format") == POLICY_FORMAT:
         return "kdrl"
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -195,6 +195,8 @@ def _cell(r: pd.Series, pct: bool) -> str:
 
 
 def pivot(agg: pd.DataFrame, rows: str, cols: str, pct: bool) -> pd.DataFrame:
+    if agg.empty:  # no ok run yet (all failed or unfinished): an empty table, the caption says why
+        return pd.DataFrame()
     agg = agg.copy()
     agg["cell"] = agg.apply(lambda r: _cell(r, pct), axis=1)
     table = agg.pivot(index=rows, columns=cols, values="cell")
@@ -303,8 +305,11 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     """Mean [95% CI] over seeds of ``metric`` for each (rows, cols) over the ok runs of ``df`` (aggregate)."""
     agg = aggregate(df, [rows, cols], metric)
     pct = is_fraction_of_teacher(metric)
-    table = pivot(agg, rows, cols, pct)
     failed = int((df["status"] != "ok").sum())
+    if agg.empty:  # every run failed (or none finished): say so instead of a table
+        caption = f"{metric}: no ok runs ({failed} failed)"
+        return SummaryTable(caption, f"_{caption}_", f"% {caption}\n", agg, pd.DataFrame())
+    table = pivot(agg, rows, cols, pct)
     n = sorted(agg["n"].unique().tolist())
     stat = "median (censored at the budget)" if is_speed_metric(metric) else "mean"
     refused = int(agg["refused"].sum())
@@ -316,7 +321,9 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     md = to_markdown(table, df, rows, cols)
     if pct and rows == "env_id" and agg[rows].nunique() > 1:
         md += "\n" + geomean_row(agg, cols, list(table.columns))
-    iqm_table = agg.pivot(index=rows, columns=cols, values="iqm") * (100 if pct else 1)
+    iqm_table = (
+        (agg.pivot(index=rows, columns=cols, values="iqm") * (100 if pct else 1)) if len(agg) else pd.DataFrame()
+    )
     return SummaryTable(caption, md, to_latex(table, df, rows, cols, caption), agg, iqm_table.round(1))
 
 

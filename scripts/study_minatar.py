@@ -249,7 +249,10 @@ def report(jobs: list[Job], cfg: argparse.Namespace) -> None:
         rows = [(j, result_of(cfg.out, j)) for j in mine]
         rows = [(j, r) for j, r in rows if r is not None]
         if rows:
-            WRITERS[part](rows, cfg.docs / part, len(mine))
+            try:
+                WRITERS[part](rows, cfg.docs / part, len(mine))
+            except Exception as exc:  # a report must never stop the study: the next job rewrites it
+                print(f"study_minatar: could not write the {part} report yet ({type(exc).__name__}: {exc})", flush=True)
 
 
 def frame(rows: list[tuple[Job, dict]]):

@@ -104,3 +104,13 @@ def test_kdrl_table_fails_in_one_line_when_nothing_is_readable(tmp_path, good_re
         done = subprocess.run([sys.executable, "-m", "kdrl.cli.table", *args], capture_output=True, text=True)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("kdrl-table: error: none of the")
+
+
+def test_a_table_of_only_failed_runs_says_so(good_result):
+    import pandas as pd
+
+    from kdrl.tables import summary_table
+
+    df = pd.DataFrame([{**good_result, "status": "failed", "normalized_score": None}])
+    tab = summary_table(df, "loss", "width", "normalized_score")
+    assert "no ok runs (1 failed)" in tab.caption and tab.cells.empty

@@ -400,6 +400,7 @@ def write_compression(rows, stem: Path, total: int) -> None:
         g = geometric_mean(sub["mean"].to_numpy(dtype=float))
         keep = int(((sub["mean"] >= 1.0) & (sub["ci_low"] >= 0.95)).sum())
         notes.append(f"| {size} | {100 * g:.1f} | {RUSU_GEOMEAN[size]} | {keep} of {len(sub)} |")
+    plot_cells(agg, "student_size", list(SIZES), stem, "normalised score (% of teacher)")
     write_table(
         rows,
         stem,
@@ -410,6 +411,33 @@ def write_compression(rows, stem: Path, total: int) -> None:
         "python scripts/study_minatar.py --parts compression",
         "\n".join(notes) + "\n",
     )
+
+
+def plot_cells(agg, cols: str, order: list, stem: Path, ylabel: str) -> None:
+    """Mean and 95% CI per game (x) and column value (bars), 100% marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    games = sorted(agg["env_id"].unique())
+    order = [c for c in order if c in set(agg[cols])]
+    fig, ax = plt.subplots(figsize=(1.6 * len(games) + 2, 3.4))
+    width = 0.8 / max(len(order), 1)
+    for j, col in enumerate(order):
+        sub = agg[agg[cols] == col].set_index("env_id").reindex(games)
+        mean, lo, hi = (100 * sub[k].to_numpy(dtype=float) for k in ("mean", "ci_low", "ci_high"))
+        x = np.arange(len(games)) + (j - (len(order) - 1) / 2) * width
+        err = np.clip(np.vstack([mean - lo, hi - mean]), 0, 150)  # CIs past 150 points are cut at the plot
+        ax.bar(x, mean, width, yerr=err, capsize=2, label=str(col))
+    ax.axhline(100, color="grey", ls="--", lw=1)
+    ax.set_xticks(np.arange(len(games)), games)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{stem}.png", dpi=110)
+    plt.close(fig)
 
 
 def write_losses(rows, stem: Path, total: int) -> None:

@@ -161,6 +161,27 @@ def launch(out: Path, job: Job, bin_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
+KEEP = ("teacher.pt", "results.json")  # a finished teacher, archived in --docs: the study resumes on another machine
+
+
+def archive_teachers(jobs: list[Job], cfg: argparse.Namespace) -> None:
+    """Copy each finished teacher (policy file + results) into --docs, and restore from there a
+    teacher that --out lacks (outputs/ is not committed; docs/ is), so students never retrain it."""
+    import shutil
+
+    for job in (j for j in jobs if j.app == "train"):
+        run_dir, kept = cfg.out / job.name, cfg.docs / job.name
+        if done(cfg.out, job) and not all((kept / f).is_file() for f in KEEP):
+            kept.mkdir(parents=True, exist_ok=True)
+            for f in KEEP:
+                shutil.copy2(run_dir / f, kept / f)
+        elif not done(cfg.out, job) and all((kept / f).is_file() for f in KEEP):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for f in KEEP:
+                shutil.copy2(kept / f, run_dir / f)
+            print(f"restored {job.name} from {kept}", flush=True)
+
+
 def run(jobs: list[Job], cfg: argparse.Namespace) -> None:
     """Run the unfinished jobs, ``cfg.jobs`` at a time. One runner per --out (a lock file); when the
     runner is stopped (Ctrl-C, SIGTERM) its jobs are stopped too, and resume at the next run."""
@@ -186,6 +207,7 @@ def run(jobs: list[Job], cfg: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    archive_teachers(jobs, cfg)
     schedule(jobs, cfg, running)
 
 
@@ -211,6 +233,8 @@ def schedule(jobs: list[Job], cfg: argparse.Namespace, running: dict[str, subpro
                 f"[{(time.time() - t0) / 60:6.1f} min] {'ok    ' if ok else 'FAILED'} {name}  {summary(res)}",
                 flush=True,
             )
+            if job.app == "train":
+                archive_teachers(jobs, cfg)
             report(jobs, cfg)
         ready = [
             j
@@ -547,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{state:6s} {j.name:45s} {','.join(sorted(j.parts))}")
         return
     if cfg.report:
+        archive_teachers(jobs, cfg)
         report(jobs, cfg)
         return
     run(jobs, cfg)

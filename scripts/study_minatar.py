@@ -161,23 +161,28 @@ def launch(out: Path, job: Job, bin_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
-KEEP = ("teacher.pt", "results.json")  # a finished teacher, archived in --docs: the study resumes on another machine
+def kept_files(job: Job) -> tuple[str, ...]:
+    """What --docs keeps of a finished job: a teacher's policy and results, a student's results."""
+    return ("teacher.pt", "results.json") if job.app == "train" else ("results.json",)
 
 
 def archive_teachers(jobs: list[Job], cfg: argparse.Namespace) -> None:
-    """Copy each finished teacher (policy file + results) into --docs, and restore from there a
-    teacher that --out lacks (outputs/ is not committed; docs/ is), so students never retrain it."""
+    """Copy each finished job's kept files into --docs (teachers/, runs/), and restore from there a
+    job that --out lacks (outputs/ is not committed; docs/ is): the study resumes on a fresh machine
+    without retraining a teacher or rerunning a finished student."""
     import shutil
 
-    for job in (j for j in jobs if j.app == "train"):
-        run_dir, kept = cfg.out / job.name, cfg.docs / job.name
-        if done(cfg.out, job) and not all((kept / f).is_file() for f in KEEP):
+    for job in jobs:
+        run_dir = cfg.out / job.name
+        kept = cfg.docs / (job.name if job.app == "train" else f"runs/{job.name}")
+        files = kept_files(job)
+        if done(cfg.out, job) and not all((kept / f).is_file() for f in files):
             kept.mkdir(parents=True, exist_ok=True)
-            for f in KEEP:
+            for f in files:
                 shutil.copy2(run_dir / f, kept / f)
-        elif not done(cfg.out, job) and all((kept / f).is_file() for f in KEEP):
+        elif not done(cfg.out, job) and all((kept / f).is_file() for f in files):
             run_dir.mkdir(parents=True, exist_ok=True)
-            for f in KEEP:
+            for f in files:
                 shutil.copy2(kept / f, run_dir / f)
             print(f"restored {job.name} from {kept}", flush=True)
 
@@ -233,8 +238,7 @@ def schedule(jobs: list[Job], cfg: argparse.Namespace, running: dict[str, subpro
                 f"[{(time.time() - t0) / 60:6.1f} min] {'ok    ' if ok else 'FAILED'} {name}  {summary(res)}",
                 flush=True,
             )
-            if job.app == "train":
-                archive_teachers(jobs, cfg)
+            archive_teachers(jobs, cfg)
             report(jobs, cfg)
         ready = [
             j

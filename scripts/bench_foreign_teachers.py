@@ -20,20 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
-# RL Zoo's hyperparams/dqn.yml for CartPole-v1
-ZOO = dict(
-    learning_rate=2.3e-3,
-    batch_size=64,
-    buffer_size=100_000,
-    learning_starts=1000,
-    gamma=0.99,
-    target_update_interval=10,
-    train_freq=256,
-    gradient_steps=128,
-    exploration_fraction=0.16,
-    exploration_final_eps=0.04,
-    policy_kwargs={"net_arch": [256, 256]},
-)
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_cartpole import RL_ZOO_CARTPOLE as ZOO  # noqa: E402  (RL Zoo's CartPole DQN settings, one copy)
 
 
 def sb3_teacher(out: Path, steps: int, seed: int, normalize: bool) -> Path:

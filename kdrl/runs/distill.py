@@ -5,6 +5,7 @@ resources (with action agreement on held-out states)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,28 @@ def teacher_seed(cfg: DictConfig) -> int:
     """``teacher.seed``, or with ``teacher.seed_from_student`` the student's own seed: each student
     seed then distils its own teacher, so the CI over seeds covers teacher variance too."""
     return int(cfg.seed if cfg.teacher.get("seed_from_student") else cfg.teacher.seed)
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """The on-demand teacher a distillation job needs: what ``obtain_teacher`` takes."""
+
+    env: str
+    seed: int
+    overrides: tuple[str, ...]
+    cache_dir: str
+
+    def obtain(self) -> tuple[Path, dict]:
+        return obtain_teacher(self.env, self.seed, list(self.overrides), self.cache_dir)
+
+
+def teacher_request(cfg: DictConfig, choices: dict[str, str | None]) -> TeacherRequest | None:
+    """The cached teacher a job trains or reuses; None when ``teacher.checkpoint`` gives one."""
+    if cfg.teacher.checkpoint:
+        return None
+    env = choices.get("env") or env_choice(cfg.env.id)
+    overrides = tuple(teacher_overrides(cfg, choices, env))
+    return TeacherRequest(env, teacher_seed(cfg), overrides, str(cfg.teacher.cache_dir))
 
 
 def student_net_cfg(teacher_net_cfg: dict, student: dict) -> dict:
@@ -210,12 +233,11 @@ class DistillJob(Job):
     def build(self, fields: dict[str, Any]) -> tuple[RLModule, GreedyEvaluation]:
         cfg = self.cfg
         spec = probe_spec(plain(cfg.env))
-        if cfg.teacher.checkpoint:
+        request = teacher_request(cfg, self.choices)
+        if request is None:
             self.teacher_path, teacher_res = Path(cfg.teacher.checkpoint), None
         else:
-            env = self.choices.get("env") or env_choice(cfg.env.id)
-            overrides = teacher_overrides(cfg, self.choices, env)
-            self.teacher_path, teacher_res = obtain_teacher(env, teacher_seed(cfg), overrides, cfg.teacher.cache_dir)
+            self.teacher_path, teacher_res = request.obtain()
         self.teacher_wall_time_s = teacher_res.get("wall_time_s") if teacher_res else None
         seed_job(cfg.seed, cfg.torch_threads)  # a teacher trained on demand reseeds; start from the same state
         self.teacher, tstate = load_teacher_net(self.teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)

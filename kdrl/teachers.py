@@ -1,19 +1,23 @@
 """Teachers for distillation: from a checkpoint, or trained on demand and cached.
 
 An on-demand teacher is keyed by a hash of what determines it (env, net, algo, eval protocol and
-seed). Jobs asking for the same teacher take an exclusive file lock on its cache entry, so in a
-parallel sweep it is trained exactly once and never read half-written (files are also written
+seed). Jobs asking for the same teacher take an exclusive lock on its cache entry (kdrl.locks: an
+``O_EXCL`` lock file with a heartbeat, which holds on NFS and Lustre where ``flock`` does not), so
+in a parallel sweep it is trained exactly once and never read half-written (files are also written
 atomically and ``teacher.pt`` appears last).
+
+Faults: a job killed while training the teacher leaves a stale lock, which the next job breaks
+(at once on the same host, after ``KDRL_LOCK_STALE_S``, 600 s, without a heartbeat from another
+host); it then resumes from the entry's last complete checkpoint. An entry whose results.json,
+teacher.pt or policy checkpoints are corrupt is not trusted: the broken file is moved aside as
+``<name>.corrupt`` (one log line says which and why) and the teacher is trained again.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,8 @@ import torch
 from omegaconf import OmegaConf
 
 from kdrl.config import CONF_DIR, compose_config
-from kdrl.io import CheckpointError, load_policy
+from kdrl.io import CheckpointError, load_policy, remove_interrupted_writes
+from kdrl.locks import exclusive_lock
 
 log = logging.getLogger("kdrl.teachers")
 
@@ -39,17 +44,6 @@ def teacher_key(tcfg: Any) -> str:
     ident["env"] = {k: v for k, v in ident["env"].items() if k != "perturbations"}  # evaluation only
     ident.update(eval=body["eval"], seed=body["seed"], version=TEACHER_CACHE_VERSION)
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def env_choice(env_id: str) -> str:
@@ -107,13 +101,59 @@ def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | P
     tcfg = teacher_config(env, seed, overrides)
     entry = Path(cache_dir) / "teachers" / f"{tcfg.env.id}-s{seed}-{teacher_key(tcfg)}"
     ckpt, results = entry / "teacher.pt", entry / "results.json"
-    with file_lock(entry.with_suffix(".lock")):
-        if ckpt.is_file() and results.is_file() and json.loads(results.read_text()).get("status") == "ok":
+    with exclusive_lock(entry.with_suffix(".lock")):
+        if cached_teacher_ok(entry):
             log.info("reusing cached teacher %s", entry)
         else:
             log.info("training teacher %s (not cached yet)", entry)
             train_teacher(tcfg, entry)
-    return ckpt, json.loads(results.read_text())
+        return ckpt, json.loads(results.read_text())
+
+
+def cached_teacher_ok(entry: Path) -> bool:
+    """Whether cache ``entry`` holds a finished teacher: a results.json with status ok and a
+    teacher.pt that loads. Called under the entry's lock. When it does not, the entry is made safe
+    to train into: a corrupt results.json or teacher.pt is set aside as ``<name>.corrupt`` with one
+    warning line naming it and what is wrong; a results.json that says ok without its teacher.pt is
+    removed (the training would skip as done); so are temp files of interrupted writes. Damaged
+    policy files in checkpoints/ (which a resumed run's final evaluation reads) set the whole
+    directory aside, so the teacher is trained from scratch; a damaged full checkpoint (``*.ckpt``)
+    is the job runner's to handle (kdrl.runs.job.resume_checkpoint). What remains is complete files
+    only, and the training resumes from its last checkpoint."""
+    from kdrl.runs.job import set_aside
+
+    def discard(path: Path, problem: str) -> None:
+        aside = set_aside(path)
+        log.warning("teacher cache: %s; moved %s to %s and training the teacher again", problem, path.name, aside.name)
+
+    ckpt, results = entry / "teacher.pt", entry / "results.json"
+    res: dict[str, Any] | None = None
+    if results.is_file():
+        try:
+            res = json.loads(results.read_text())
+            if not isinstance(res, dict):
+                raise ValueError(f"it holds a JSON {type(res).__name__}, not an object")
+        except (OSError, ValueError) as exc:
+            discard(results, f"{results} is corrupt ({' '.join(str(exc).split())[:160]})")
+            res = None
+    if ckpt.is_file():
+        try:
+            load_policy(ckpt)
+        except CheckpointError as exc:
+            discard(ckpt, " ".join(str(exc).split()))
+    if res is not None and res.get("status") == "ok":
+        if ckpt.is_file():
+            return True
+        results.unlink()
+    if entry.is_dir():
+        remove_interrupted_writes(entry)
+        for path in sorted((entry / "checkpoints").glob("*_policy.pt")):
+            try:
+                load_policy(path)
+            except CheckpointError as exc:
+                discard(path.parent, " ".join(str(exc).split()))
+                break
+    return False
 
 
 def load_teacher_net(path: str | Path, env_id: str, obs_shape: tuple[int, ...], n_actions: int):

@@ -13,11 +13,41 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from tqdm.auto import tqdm
 
 from kdrl.evaluation import GreedyFn, eval_seeds, evaluate_policy
-from kdrl.io import atomic_write, save_multitask_policy, save_policy
+from kdrl.io import (
+    LAST_CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
+    atomic_write,
+    save_multitask_policy,
+    save_policy,
+    torch_save_file,
+)
 from kdrl.scores import mean_pcts, normalized_score, pct_of_teacher
+
+
+class FileCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, writing straight into the file it is given.
+
+    Lightning's own writes to a temporary file in the system temp dir (fsspec) and copies it over;
+    kdrl's ``atomic_write`` already gives the atomic rename, so this skips the extra copy, and a full
+    disk raises ENOSPC for the run dir's own file (``DiskFullError`` naming it) instead of leaving a
+    temp file in /tmp. Reading is Lightning's (weights_only as ``trainer.fit`` asks)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
+        torch_save_file(checkpoint, path)
+
+
+def save_full_checkpoint(trainer: pl.Trainer, ckpt_dir: Path) -> Path:
+    """``last.ckpt`` for resuming, written atomically; the one it replaces stays as ``prev.ckpt``
+    until the run finishes (a damaged last.ckpt then still leaves one to resume from)."""
+    return atomic_write(
+        ckpt_dir / LAST_CHECKPOINT, trainer.save_checkpoint, keep_previous=ckpt_dir / PREVIOUS_CHECKPOINT
+    )
 
 
 class PeriodicEvaluation(pl.Callback):
@@ -181,7 +211,7 @@ class GreedyEvaluation(PeriodicEvaluation):
             paths.append(self.best_policy_path)
         for path in paths:
             save_policy(path, pl_module.q_net, self.net_cfg, spec.env_id, spec.obs_shape, spec.n_actions, extra=extra)
-        atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
+        save_full_checkpoint(trainer, self.ckpt_dir)
         self._rotate(pl_module.env_steps)
         metrics["eval/best_return_mean"] = self.best_mean
         pl_module.log_env_metrics(metrics)
@@ -194,7 +224,7 @@ class GreedyEvaluation(PeriodicEvaluation):
         if self.keep_last <= 1:
             return
         numbered = self.ckpt_dir / f"step-{env_steps:010d}.ckpt"
-        atomic_write(numbered, lambda tmp: Path(tmp).write_bytes((self.ckpt_dir / "last.ckpt").read_bytes()))
+        atomic_write(numbered, lambda tmp: Path(tmp).write_bytes((self.ckpt_dir / LAST_CHECKPOINT).read_bytes()))
         for old in sorted(self.ckpt_dir.glob("step-*.ckpt"))[: -(self.keep_last - 1)]:
             old.unlink(missing_ok=True)
 
@@ -259,7 +289,7 @@ class MultiTaskEvaluation(PeriodicEvaluation):
         self.history.append(record)
         self.schedule_next(pl_module)
         self._save_policies(pl_module, pcts, mean_pct)
-        atomic_write(self.ckpt_dir / "last.ckpt", trainer.save_checkpoint)
+        save_full_checkpoint(trainer, self.ckpt_dir)
         metrics = {f"eval/{t.name}/return_mean": r for t, r in zip(self.tasks, returns)}
         metrics.update({f"eval/{t.name}/pct_of_teacher": p for t, p in zip(self.tasks, pcts)})
         metrics.update(

@@ -17,6 +17,7 @@ least ``min_agreement`` required), not by the fp32 tolerance.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import tempfile
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from kdrl.errors import KdrlUserError
-from kdrl.io import CheckpointError, atomic_write_json, load_policy
+from kdrl.io import CheckpointError, atomic_write_json, load_policy, raise_if_disk_full
 
 EXPORT_FORMAT = "kdrl-export/1"
 FORMATS = ("torchscript", "onnx", "onnx_int8")
@@ -108,7 +109,12 @@ def export_torchscript(net: nn.Module, obs_shape: Sequence[int], path: Path) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.13 marks torch.jit deprecated; it still works
         traced = torch.jit.trace_module(QActModule(net).eval(), {"forward": example, "act": example})
-        torch.jit.save(traced, str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    # Written by Python: torch.jit.save given a path aborts the whole process (C++ terminate) when
+    # the disk fills up; a Python write raises OSError ENOSPC, reported in one line.
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
     return path
 
 
@@ -273,6 +279,18 @@ RUNNERS: dict[str, Callable[[Path], Runner]] = {
 }
 
 
+def read_back(fmt: str, path: Path, target: Path) -> Runner:
+    """The runtime of a just-written export, or ExportError naming the file it would become when
+    the runtime cannot read it (a truncated or damaged write): nothing is written then."""
+    try:
+        return RUNNERS[fmt](path)
+    except Exception as exc:
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ExportError(
+            f"the {fmt} export {target} cannot be read back ({type(exc).__name__}: {why}); nothing written"
+        ) from exc
+
+
 # ---- verification ------------------------------------------------------------------------------------
 def sample_states(env_id: str, obs_shape: Sequence[int], n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     """``n`` real observations from random-action episodes of ``env_id`` (what the policy will see;
@@ -412,12 +430,16 @@ def export_policy(
         staged = {}
         for fmt in formats:
             target = Path(tmp) / f"{name}{SUFFIXES[fmt]}"
-            if fmt in QUANTIZED:  # calibrated on other episodes than the ones it is verified on
-                calibration, _ = sample_states(state["env_id"], obs_shape, n_verify, seed + 100_000)
-                staged[fmt] = WRITERS[fmt](net, obs_shape, target, calibration)
-            else:
-                staged[fmt] = WRITERS[fmt](net, obs_shape, target)
-        runners = {fmt: RUNNERS[fmt](p) for fmt, p in staged.items()}
+            try:
+                if fmt in QUANTIZED:  # calibrated on other episodes than the ones it is verified on
+                    calibration, _ = sample_states(state["env_id"], obs_shape, n_verify, seed + 100_000)
+                    staged[fmt] = WRITERS[fmt](net, obs_shape, target, calibration)
+                else:
+                    staged[fmt] = WRITERS[fmt](net, obs_shape, target)
+            except Exception as exc:  # torch's and onnx's C++ writers say "unexpected pos" for a full disk
+                raise_if_disk_full(exc, out_dir / target.name, Path(tmp))
+                raise
+        runners = {fmt: read_back(fmt, p, out_dir / p.name) for fmt, p in staged.items()}
         report = verify(torch_runner(net), runners, obs, tol, min_agreement)
         files = {}
         for fmt, p in staged.items():  # same filesystem: each rename is atomic

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdrl.io import POLICY_FORMAT, CheckpointError
+from kdrl.io import POLICY_FORMAT, CheckpointError, file_problem, load_error_reason
 from kdrl.nets import QNetwork
 
 FORMATS = ("kdrl", "sb3", "cleanrl", "torchscript")
@@ -67,8 +67,14 @@ def detect_format(path: str | Path) -> str:
         return "sb3"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = file_problem(path)  # empty, truncated, a checksum mismatch, JSON or text
+    if problem is not None:
+        raise CheckpointError(
+            f"cannot load checkpoint {path} as a kdrl, SB3, CleanRL or TorchScript teacher: {problem}"
+        )
     if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
         if "policy.pth" in names and "data" in names:
             return "sb3"
         if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
@@ -76,9 +82,9 @@ def detect_format(path: str | Path) -> str:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"cannot load checkpoint {path} safely as a kdrl, SB3, CleanRL or TorchScript teacher ({first})"
+            f"cannot load checkpoint {path} safely as a kdrl, SB3, CleanRL or TorchScript teacher "
+            f"({load_error_reason(exc)})"
         ) from exc
     if isinstance(obj, Mapping) and obj.get("format") == POLICY_FORMAT:
         return "kdrl"

@@ -430,9 +430,9 @@ def collect_multitask(paths: Iterable[str | Path]) -> pd.DataFrame:
     rows: list[dict] = []
     for f in find_results(paths):
         try:
-            data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
-            rows.append({"run_dir": str(f.parent), "status": "unreadable"})
+            data = read_result(f)
+        except (OSError, ValueError) as exc:  # empty, truncated, not JSON, not kdrl's: named, counted, skipped
+            rows.append({"run_dir": str(f.parent), "status": "unreadable", "error": f"{f}: {exc}"})
             continue
         if data.get("kind") != MultiTaskResult.KIND:
             continue
@@ -454,7 +454,7 @@ def collect_multitask(paths: Iterable[str | Path]) -> pd.DataFrame:
         rows.append({**base, "column": MULTITASK_SUMMARY_COLUMNS[0], "pct": res.mean_pct_of_teacher})
         rows.append({**base, "column": MULTITASK_SUMMARY_COLUMNS[1], "pct": res.geomean_pct_of_teacher})
     return pd.DataFrame(
-        rows, columns=["run_dir", "status", "method", "seed", "column", "pct", "return", "teacher_return"]
+        rows, columns=["run_dir", "status", "method", "seed", "column", "pct", "return", "teacher_return", "error"]
     )
 
 

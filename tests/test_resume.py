@@ -58,7 +58,7 @@ def test_resume_removes_temp_files_of_writes_a_kill_interrupted(tmp_path):
 
     ckpt_dir = tmp_path / "checkpoints"
     ckpt_dir.mkdir()
-    (ckpt_dir / "last.ckpt").write_bytes(b"x")
+    torch.save({"global_step": 1}, ckpt_dir / "last.ckpt")  # whole (a damaged one is set aside: test_corrupt_files)
     (ckpt_dir / ".last.ckpt.k2j3h4.tmp").write_bytes(b"half")
     (tmp_path / ".results.json.a1b2.tmp").write_text("{")
     (tmp_path / "keep.tmp").write_text("not ours")

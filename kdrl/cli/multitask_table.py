@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="also write table.md and runs.csv into this dir")
     args = parser.parse_args(argv)
     df = collect_multitask(args.paths)
+    for error in df.loc[df["status"] == "unreadable", "error"].dropna():
+        sys.stderr.write(f"multitask_table: unreadable: {error}\n")  # counted as failed runs in the table
     if df.empty:
         sys.stderr.write("multitask_table: error: no kdrl-multitask results.json under the given paths\n")
         return 2

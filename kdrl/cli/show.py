@@ -52,6 +52,8 @@ def summary(path: str) -> str:
         )
     except KeyError as exc:
         raise ResultsError(f"{path} has no {exc} field (not a kdrl results.json?)") from exc
+    except (TypeError, ValueError) as exc:  # a field of the wrong type: hand-edited or damaged
+        raise ResultsError(f"{path} has a field of the wrong type ({exc}): damaged or hand-edited?") from exc
 
 
 def show(path: str) -> None:

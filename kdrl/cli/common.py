@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kdrl.config import CONF_DIR
-from kdrl.errors import debugging, report
+from kdrl.errors import KdrlUserError, debugging, fail, report
 
 
 def is_multirun() -> bool:
@@ -59,6 +59,101 @@ def preflight_output_dirs(prog: str, argv: list[str]) -> None:
                 sys.exit(2)
 
 
+class OverrideError(KdrlUserError, ValueError):
+    """A command-line override Hydra would answer with a traceback instead of a message."""
+
+
+def check_group_overrides(argv: list[str]) -> None:
+    """Hydra answers a config group given something other than an option name (``debug=null``,
+    ``env=0``, ``logger={a:1}``, ``launcher=[1,2]``) with a traceback: refuse those in one line that
+    says what the group takes. Overrides that do not parse are left to Hydra's own compact message."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        try:
+            (o,) = parser.parse_overrides([arg])
+        except Exception:
+            continue
+        group = Path(CONF_DIR) / o.key_or_group
+        if not group.is_dir() or o.is_delete() or o.is_sweep_override():
+            continue
+        value = o.value()
+        if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            continue
+        options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+        raise OverrideError(
+            f"{arg}: config group '{o.key_or_group}' takes an option name ({options}), got {value!r}; "
+            f"leave it out for its default, or drop an optional one with ~{o.key_or_group}"
+        )
+
+
+class RunDirError(KdrlUserError, ValueError):
+    """A run dir (``hydra.run.dir``, ``hydra.sweep.dir``) that cannot be resolved or created."""
+
+
+def check_run_dir(cfg: DictConfig, template: str, key: str = "hydra.run.dir") -> str:
+    """``template`` (a run dir with interpolations such as ``${env.id}``) resolved against ``cfg``,
+    or a RunDirError naming the key that breaks it: Hydra would resolve and create it itself, with a
+    traceback for a value that cannot be resolved or a path component the file system refuses."""
+    import re
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        path = str(OmegaConf.create({"dir": template}, parent=cfg).dir)
+    except OmegaConfBaseException as exc:
+        reason = str(exc).split("\n")[0]
+        for ref in re.findall(r"\$\{(?:oc\.select:)?([\w.]+)[,}]", template):
+            try:
+                OmegaConf.select(cfg, ref, throw_on_missing=True)
+            except OmegaConfBaseException:
+                raise RunDirError(
+                    f"{ref} names the run dir ({key}: {template}) and cannot be resolved: {reason}"
+                ) from None
+        raise RunDirError(f"{key} ({template}) cannot be resolved: {reason}") from None
+    long = [p for p in Path(path).parts if len(p.encode(errors="replace")) > 255]
+    if long:
+        raise RunDirError(
+            f"{key} resolves to a path with a name over 255 bytes ({long[0][:40]}...): shorten the value it "
+            f"comes from ({template}), or give {key}=<dir>"
+        )
+    return path
+
+
+def run_dir_callback() -> Any:
+    """A Hydra callback (conf/common.yaml: hydra.callbacks) that checks the run or sweep dir before
+    Hydra resolves and creates it, so a value that breaks it is one line and exit code 2, not
+    Hydra's traceback. (Hydra turns a callback's exception into a warning: this one exits.)"""
+    from hydra.experimental.callback import Callback
+
+    class RunDirCheck(Callback):
+        def _check(self, config: DictConfig, key: str) -> None:
+            if debugging():
+                return  # KDRL_DEBUG=1: Hydra's own traceback
+            prog = f"kdrl-{config.hydra.job.config_name}"
+            template = str(config.hydra[key.split(".")[1]]._get_node("dir")._value())
+            try:
+                path = Path(check_run_dir(config, template, key))
+            except RunDirError as exc:
+                fail(prog, exc)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                fail(prog, RunDirError(f"{key} {path} cannot be created: {exc.strerror or exc}"))
+
+        def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+            self._check(config, "hydra.run.dir")
+
+        def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+            self._check(config, "hydra.sweep.dir")
+
+    return RunDirCheck()
+
+
 def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[], None]:
     """A console-script ``main`` for a Hydra app running ``job``."""
 
@@ -68,6 +163,10 @@ def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], d
 
     def main() -> None:
         preflight_output_dirs(prog, sys.argv[1:])
+        try:
+            check_group_overrides(sys.argv[1:])
+        except OverrideError as exc:
+            fail(prog, exc)
         _app()
 
     return main

@@ -223,7 +223,7 @@ class DistillJob(Job):
             "lambda": {k: v for k, v in plain(loss.distill_weight).items() if k != "_target_"}
             if loss.get("td")
             else None,
-            "feature_weight": float(loss.get("feature_weight", 0.0)),
+            "feature_weight": float(loss.get("feature_weight") or 0.0),  # null: off, as StudentLoss reads it
         }
 
     def validate(self) -> None:

@@ -10,6 +10,7 @@ policy. Seeding, loggers, the trainer, W&B's lifecycle, resuming and the results
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdrl.seeding import seed_ints
+from kdrl.validate import resolved
 
 log = logging.getLogger("kdrl")
 
@@ -141,12 +143,13 @@ def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> 
 
         callbacks = [*callbacks, EnvStepProgressBar()]
     if os.environ.get("SLURM_JOB_ID"):
-        # One owner of SIGUSR1: submitit (launcher=slurm, max_num_timeout) requeues preempted or
-        # timed-out jobs, and the requeued job resumes from checkpoints/last.ckpt. Lightning's own
-        # auto-requeue handler is switched off so the two do not both act on the signal.
+        # One owner of SIGUSR2, the time-limit signal: submitit (launcher=slurm, max_num_timeout)
+        # requeues preempted or timed-out jobs, and the requeued job resumes from checkpoints/last.ckpt.
+        # Lightning's own auto-requeue handler is switched off so the two do not both act on the signal.
         from pytorch_lightning.plugins.environments import SLURMEnvironment
 
         kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+    kwargs["plugins"] = with_checkpoint_io(kwargs.get("plugins"))
     return pl.Trainer(
         max_epochs=1,
         logger=loggers or False,
@@ -159,6 +162,19 @@ def make_trainer(cfg: DictConfig, loggers: list, callbacks: list, out: Path) -> 
         enable_progress_bar=enable_bar,
         **kwargs,
     )
+
+
+def with_checkpoint_io(plugins: Any) -> list:
+    """``plugins`` plus kdrl's FileCheckpointIO (unless a checkpoint IO is given): checkpoints are
+    written into the run dir's own temporary file, so a full disk is reported for that file."""
+    from pytorch_lightning.plugins.io import CheckpointIO
+
+    from kdrl.callbacks import FileCheckpointIO
+
+    plugins = list(plugins) if isinstance(plugins, list | tuple) else [] if plugins is None else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(FileCheckpointIO())
+    return plugins
 
 
 class Stopwatch:
@@ -174,12 +190,15 @@ def recorded_job(out: Path, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Whatever happens inside, write ``fields`` as results.json through the results schema (status
     stays 'failed' unless the body set 'ok'; the error and traceback are recorded) and end the
     job's W&B run."""
+    from kdrl.errors import one_line
     from kdrl.results import RunResult, write_results
 
     clock = Stopwatch()
+    failed = False
     try:
         yield fields
     except BaseException as exc:
+        failed = True
         fields["error"] = f"{type(exc).__name__}: {exc}"
         fields["traceback"] = traceback.format_exc()
         raise
@@ -188,47 +207,113 @@ def recorded_job(out: Path, fields: dict[str, Any]) -> Iterator[dict[str, Any]]:
         result = RunResult.from_dict(fields)
         if result.extra:  # a writer and kdrl/results.py disagree: the table tools will not see these
             log.warning("results keys outside the schema (kdrl/results.py): %s", ", ".join(sorted(result.extra)))
-        write_results(out, result)
-        finish_wandb(out)
+        try:
+            write_results(out, result)
+        except Exception as exc:
+            if not failed:
+                raise
+            # e.g. the disk that stopped a checkpoint is still full: the job's own error is the news
+            log.warning("could not record the failure in %s/results.json: %s", out, one_line(exc))
+        finally:
+            finish_wandb(out)
+
+
+def read_results_file(path: Path, quiet: bool = False) -> dict[str, Any] | None:
+    """The body of a results.json, or None when there is none or it cannot be used (empty,
+    truncated, not JSON, not an object): said in one warning line naming the file unless ``quiet``."""
+    import json
+
+    if not path.exists():
+        return None
+    try:
+        res = json.loads(path.read_text())
+        why = None if isinstance(res, dict) else f"a JSON {type(res).__name__}, not an object"
+    except OSError as exc:
+        res, why = None, exc.strerror or str(exc)
+    except ValueError as exc:  # JSONDecodeError, bad encoding
+        res, why = None, f"not valid JSON, truncated? ({' '.join(str(exc).split())[:120]})"
+    if why is not None:
+        if not quiet:
+            log.warning("ignoring unreadable %s: %s; the run counts as unfinished", path, why)
+        return None
+    return res
 
 
 def completed_results(out: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The results of an earlier run of this exact config in ``out`` if it finished ok (re-running
     a sweep with the same sweep dir then skips its completed jobs)."""
-    import json
-
-    path = out / "results.json"
-    if not cfg.get("skip_completed", True) or not path.is_file():
+    if not cfg.get("skip_completed", True):
         return None
-    try:
-        res = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if res.get("status") == "ok" and res.get("config") == plain(cfg):
+    res = read_results_file(out / "results.json")
+    if res is not None and res.get("status") == "ok" and res.get("config") == plain(cfg):
         log.info("skipping: %s already holds complete results for this config", out)
         return res
     return None
 
 
+def checkpoint_candidates(ckpt_dir: Path) -> list[Path]:
+    """The full checkpoints a run could resume from, newest first: last.ckpt, the prev.ckpt it
+    replaced, then numbered ones (checkpoint.keep_last > 1)."""
+    from kdrl.io import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
+
+    named = [ckpt_dir / LAST_CHECKPOINT, ckpt_dir / PREVIOUS_CHECKPOINT]
+    numbered = sorted(ckpt_dir.glob("step-*.ckpt"), reverse=True) if ckpt_dir.is_dir() else []
+    return [p for p in [*named, *numbered] if p.exists()]
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt`` (kept for a post-mortem, never read again)."""
+    aside = path.with_name(path.name + ".corrupt")
+    if aside.is_dir() or path.is_dir():
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
+
+
 def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
-    """``out/checkpoints/last.ckpt`` when this run dir holds an unfinished run to resume (a run
-    that finished, whatever its config, is not resumed: a new config in its dir starts afresh)."""
-    import json
+    """The newest whole checkpoint of an unfinished run in this run dir (a run that finished,
+    whatever its config, is not resumed: a new config in its dir starts afresh).
 
-    ckpt = out / "checkpoints" / "last.ckpt"
-    results = out / "results.json"
-    try:
-        finished = results.is_file() and json.loads(results.read_text()).get("status") == "ok"
-    except (OSError, ValueError):
-        finished = False
-    if cfg.get("resume", True) and ckpt.is_file() and not finished:
-        from kdrl.io import remove_interrupted_writes
+    Each candidate is checked before Lightning reads it (``kdrl.io.file_problem``: empty, truncated,
+    checksum mismatch, not a checkpoint); a damaged one is set aside as ``<name>.corrupt`` with one
+    warning line naming it, the reason and what happens instead: the previous checkpoint is
+    resumed, or, with none left, the run starts afresh."""
+    ckpt_dir = out / "checkpoints"
+    res = read_results_file(out / "results.json", quiet=True)
+    finished = res is not None and res.get("status") == "ok"
+    candidates = checkpoint_candidates(ckpt_dir)
+    if not cfg.get("resume", True) or finished or not candidates:
+        return None
+    from kdrl.io import file_problem, remove_interrupted_writes
 
-        for d in (out, ckpt.parent):  # a kill during a checkpoint or results write leaves its temp file
-            remove_interrupted_writes(d)
-        log.info("resuming from %s", ckpt)
-        return str(ckpt)
-    return None
+    for d in (out, ckpt_dir):  # a kill during a checkpoint or results write leaves its temp file
+        remove_interrupted_writes(d)
+    damaged: list[tuple[Path, str]] = []
+    chosen = None
+    for ckpt in candidates:
+        problem = file_problem(ckpt)
+        if problem is None:
+            chosen = ckpt
+            break
+        damaged.append((ckpt, problem))
+    then = f"resuming from {chosen.name} instead" if chosen is not None else "no whole checkpoint left: starting afresh"
+    for ckpt, problem in damaged:
+        try:
+            where = f"set aside as {set_aside(ckpt).name}"
+        except OSError as exc:
+            where = f"could not be set aside ({exc.strerror or exc})"
+        log.warning("unusable checkpoint %s: %s; %s; %s", ckpt, problem, where, then)
+    if chosen is None:
+        return None
+    log.info("resuming from %s", chosen)
+    return str(chosen)
+
+
+def forget_previous_checkpoint(out: Path) -> None:
+    """A finished run needs no fallback checkpoint: drop prev.ckpt (a full copy of the state)."""
+    from kdrl.io import PREVIOUS_CHECKPOINT
+
+    (out / "checkpoints" / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
 
 
 def hydra_choices() -> dict[str, str | None]:
@@ -280,17 +365,30 @@ class Job:
         return self.cfg
 
 
+def validate_job(job: Job, fields: dict[str, Any]) -> None:
+    """``job.validate()``, then the job's own ``fields()``: they read config values, so they are read
+    once validation has passed (for a config it refuses, as far as they can be read)."""
+    try:
+        job.validate()
+    except Exception:
+        with contextlib.suppress(Exception):
+            fields.update(job.fields())
+        raise
+    fields.update(job.fields())
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Run ``job`` once; returns its results (those of an identical finished run when there is one)."""
     cfg, out = job.cfg, job.out
     quiet_lightning()
+    config = resolved(cfg)  # an interpolation that cannot be resolved is a ConfigError naming its key
     done = completed_results(out, cfg)
     if done is not None:
         return done
-    fields = {**job.fields(), "config": plain(cfg)}
+    fields = {**Job.fields(job), "config": config}  # every job's identity; its own fields once validated
     job_clock = Stopwatch()
     with recorded_job(out, fields):
-        job.validate()
+        validate_job(job, fields)
         seed_job(cfg.seed, cfg.torch_threads)
         module, evaluation = job.build(fields)
         lcfg = job.logger_cfg()
@@ -300,6 +398,7 @@ def run_job(job: Job) -> dict[str, Any]:
         trainer.fit(module, ckpt_path=resume_checkpoint(cfg, out), weights_only=True)
         fit_s = fit_clock() + evaluation.resumed_wall_s  # a resumed run counts its time before the kill
         fields["resumed_from_env_steps"] = getattr(module, "resumed_from_env_steps", None)
+        forget_previous_checkpoint(out)
         chosen = evaluation.best_policy_path if cfg.eval.final_policy == "best" else evaluation.last_policy_path
         fields.update(job.finish(module, evaluation, chosen))
         fields.update(

@@ -19,15 +19,14 @@ from kdrl.data import TaskEnv, greedy_actions
 from kdrl.envs import EnvSpec, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
 from kdrl.io import atomic_write, load_multitask_policy
-from kdrl.losses import LOSSES
-from kdrl.modules.multitask import MODES, UPDATES, JointMultiTaskDQN, MultiTaskDistill, MultiTaskModule
-from kdrl.nets import ADAPTERS, MultiTaskQNetwork, build_multitask_net, count_params, task_params
+from kdrl.modules.multitask import JointMultiTaskDQN, MultiTaskDistill, MultiTaskModule
+from kdrl.nets import MultiTaskQNetwork, build_multitask_net, count_params, task_params
 from kdrl.optim import build_optimizer
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
 from kdrl.scores import mean_pcts, pct_of_teacher, teacher_beats_random
 from kdrl.tables import method_name
 from kdrl.teachers import load_teacher_net, obtain_teacher, teacher_config, teacher_overrides
-from kdrl.validate import ConfigError
+from kdrl.validate import validate_multitask
 
 log = logging.getLogger("kdrl.multitask")
 
@@ -45,60 +44,7 @@ class TaskSetup:
 
 
 # ---- config ----------------------------------------------------------------------------------------
-def _need(cond: bool, key: str, rule: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"{key} must be {rule}, got {value!r}")
-
-
-def validate_multitask(cfg: DictConfig) -> None:
-    """Values that are well-typed but cannot work, in one line, before any teacher is trained."""
-    tasks = list(cfg.tasks or [])
-    _need(len(tasks) >= 1 and len(set(tasks)) == len(tasks), "tasks", "a non-empty list of distinct env presets", tasks)
-    _need(cfg.mode in MODES, "mode", "one of " + ", ".join(MODES), cfg.mode)
-    unknown = set(cfg.teacher.checkpoints or {}) - set(tasks)
-    _need(not unknown, "teacher.checkpoints", f"keyed by task names {tasks}", sorted(unknown))
-    conv = cfg.student.get("conv")
-    for key, low in (("width", 1), ("depth", 0 if conv else 1)):
-        _need(
-            isinstance(cfg.student[key], int) and cfg.student[key] >= low,
-            f"student.{key}",
-            f"an integer >= {low}",
-            cfg.student[key],
-        )
-    if conv:
-        lengths = {len(conv.get(k) or []) for k in ("channels", "kernels", "strides")}
-        _need(
-            len(lengths) == 1 and 0 not in lengths,
-            "student.conv",
-            "{channels, kernels, strides}: non-empty lists of equal length",
-            plain(conv),
-        )
-    _need(cfg.student.adapter in ADAPTERS, "student.adapter", "one of " + ", ".join(ADAPTERS), cfg.student.adapter)
-    m = cfg.multitask
-    for key in ("steps_per_task", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
-        _need(isinstance(m[key], int) and m[key] >= 1, f"multitask.{key}", "an integer >= 1", m[key])
-    _need(
-        m.buffer_size >= m.batch_size,
-        "multitask.buffer_size",
-        f">= multitask.batch_size ({m.batch_size})",
-        m.buffer_size,
-    )
-    _need(
-        m.num_envs is None or (isinstance(m.num_envs, int) and m.num_envs >= 1),
-        "multitask.num_envs",
-        "null or an integer >= 1",
-        m.num_envs,
-    )
-    _need(m["update"] in UPDATES, "multitask.update", "one of " + ", ".join(UPDATES), m["update"])
-    _need(cfg.eval.final_policy in ("best", "last"), "eval.final_policy", "best or last", cfg.eval.final_policy)
-    if cfg.mode == "distill":
-        _need(cfg.loss.kind in LOSSES, "loss.kind", "one of " + ", ".join(LOSSES), cfg.loss.kind)
-        _need(
-            not cfg.loss.get("td") and not cfg.loss.get("feature_weight"),
-            "loss",
-            "a plain distillation loss (hybrid and feature losses are single-task only)",
-            cfg.loss.name,
-        )
+# validate_multitask lives with the other config checks (kdrl/validate.py); imported here for callers
 
 
 def logger_cfg(cfg: DictConfig, env_ids: list[str]) -> DictConfig:

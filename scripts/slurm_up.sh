@@ -30,6 +30,9 @@ ClusterName=kdrl
 SlurmctldHost=${HOST}
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it may start again (default 120): 10 here so the
+# requeue test (tests/test_slurm_requeue.py) and scripts/slurm_requeue_demo.py do not idle
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

@@ -1,7 +1,12 @@
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("KDRL_NO_PROGRESS", "1")
@@ -11,3 +16,16 @@ os.environ.setdefault("KDRL_NO_PROGRESS", "1")
 def _one_thread():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real single-node SLURM (scripts/slurm_up.sh; CI runs as root). Stopped at the end only if
+    this fixture started it: a cluster that was already up is left as it was."""
+    if os.geteuid() != 0 and shutil.which("sinfo") is None:
+        pytest.skip("starting a SLURM cluster needs root (CI runs as root)")
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_up.sh")], capture_output=True, text=True, timeout=900)
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield
+    if "already running" not in up.stdout:
+        subprocess.run(["bash", str(ROOT / "scripts" / "slurm_down.sh")], capture_output=True, text=True, timeout=60)

@@ -93,13 +93,27 @@ def teacher_config(env: str, seed: int, overrides: list[str]) -> Any:
     )
 
 
+def cache_entry(tcfg: Any, cache_dir: str | Path) -> Path:
+    """The cache dir of the teacher that config ``tcfg`` (kdrl-train's) trains."""
+    return Path(cache_dir) / "teachers" / f"{tcfg.env.id}-s{tcfg.seed}-{teacher_key(tcfg)}"
+
+
+def looks_cached(entry: Path) -> bool:
+    """A quick look without the lock (for planning only; ``obtain_teacher`` checks under it)."""
+    try:
+        done = json.loads((entry / "results.json").read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
+    return done and (entry / "teacher.pt").is_file()
+
+
 def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
     """Path to a cached teacher.pt for this teacher config (training it if absent) and its results.
     ``env`` is a conf/env name; ``overrides`` are kdrl-train's (teacher_overrides)."""
     from kdrl.runs.teacher import train_teacher
 
     tcfg = teacher_config(env, seed, overrides)
-    entry = Path(cache_dir) / "teachers" / f"{tcfg.env.id}-s{seed}-{teacher_key(tcfg)}"
+    entry = cache_entry(tcfg, cache_dir)
     ckpt, results = entry / "teacher.pt", entry / "results.json"
     with exclusive_lock(entry.with_suffix(".lock")):
         if cached_teacher_ok(entry):

@@ -36,10 +36,14 @@ STUDENT_ONLY_ROOTS = ("loss", "student", "control", "baseline", "distill", "wand
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
-    """Every job's overrides, in the basic sweeper's order (its ``params`` then the command line)."""
+    """Every job's overrides, in the basic sweeper's order (its ``params`` then the command line).
+    Other sweepers (Optuna) choose their jobs as they go: their command line's fixed overrides stand
+    for every trial (their ``params`` search the student's settings, not the teacher's)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if "basic_sweeper" not in str(config.hydra.sweeper.get("_target_", "")).lower():
+        return [list(config.hydra.overrides.task)]
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -56,11 +60,12 @@ def local_workers(config: DictConfig) -> int:
 
 
 def teacher_requests(config_name: str, jobs: list[list[str]]) -> list[Any]:
-    """The distinct teachers ``jobs`` need (in first-use order), each composed as its job will."""
+    """The distinct teachers ``jobs`` need and the cache does not hold yet (in first-use order), each
+    composed as its job will compose it."""
     from hydra import compose
 
     from kdrl.runs.distill import teacher_request
-    from kdrl.teachers import teacher_config, teacher_key
+    from kdrl.teachers import cache_entry, looks_cached, teacher_config
 
     def teacher_relevant(override: str) -> bool:
         key = override.split("=", 1)[0].lstrip("+~")
@@ -78,9 +83,9 @@ def teacher_requests(config_name: str, jobs: list[list[str]]) -> list[Any]:
         request = teacher_request(cfg, choices)
         if request is None:
             continue
-        key = teacher_key(teacher_config(request.env, request.seed, list(request.overrides)))
-        by_key.setdefault(key, request)
-    return list(by_key.values())
+        entry = cache_entry(teacher_config(request.env, request.seed, list(request.overrides)), request.cache_dir)
+        by_key.setdefault(str(entry), request)
+    return [request for entry, request in by_key.items() if not looks_cached(Path(entry))]
 
 
 def obtain_in_worker(request: Any) -> float:
@@ -104,7 +109,7 @@ class TeachersFirst(Callback):
             log.warning("teachers first: could not list the sweep's teachers (%s); jobs will train them", exc)
             return
         if len(requests) == 0:
-            return
+            return  # all cached
         log.info("teachers first: %d distinct teacher(s) for %d jobs, on %d workers", len(requests), len(jobs), workers)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(requests)), mp_context=context) as pool:

@@ -35,7 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: setup lint
-	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900
+	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15
 
 bench: setup
 	$(PIP) install -e ".[dev,bench]" $(QUIET_PIP)

@@ -112,7 +112,7 @@ def mean_ci(x: Sequence[float], level: float = 0.95, reps: int = 1999, seed: int
     """
     x = np.asarray(x, dtype=float)
     n = len(x)
-    if n == 0:
+    if n == 0 or not np.isfinite(x).all():  # an undefined score (teacher not above random) has no CI
         return float("nan"), float("nan")
     m = float(x.mean())
     se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0

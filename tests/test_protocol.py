@@ -348,3 +348,12 @@ def test_evaluation_epsilon_is_a_key_and_is_checked():
     assert evaluate_policy(always_left, "CartPole-v1", seeds, epsilon=1.0, rng_seed=5) == random_returns(
         "CartPole-v1", seeds
     )
+
+
+def test_mean_ci_of_undefined_scores_is_undefined_not_a_crash():
+    # a teacher no better than random makes every normalised score NaN (docs/protocol.md)
+    from kdrl.tables import mean_ci
+
+    lo, hi = mean_ci([float("nan")] * 5)
+    assert np.isnan(lo) and np.isnan(hi)
+    assert np.isnan(mean_ci([1.0, 0.9, float("nan"), 0.8, 0.95])[0])

@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -163,6 +164,15 @@ def remove_interrupted_writes(directory: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt`` (kept for a post-mortem, never read again)."""
+    aside = path.with_name(path.name + ".corrupt")
+    if aside.is_dir() or path.is_dir():
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from kdrl.config import CONF_DIR, compose_config
-from kdrl.io import CheckpointError, load_policy, remove_interrupted_writes
+from kdrl.io import CheckpointError, load_policy, remove_interrupted_writes, set_aside
 from kdrl.locks import exclusive_lock
 
 log = logging.getLogger("kdrl.teachers")
@@ -134,7 +134,6 @@ def cached_teacher_ok(entry: Path) -> bool:
     directory aside, so the teacher is trained from scratch; a damaged full checkpoint (``*.ckpt``)
     is the job runner's to handle (kdrl.runs.job.resume_checkpoint). What remains is complete files
     only, and the training resumes from its last checkpoint."""
-    from kdrl.runs.job import set_aside
 
     def discard(path: Path, problem: str) -> None:
         aside = set_aside(path)

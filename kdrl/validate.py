@@ -42,9 +42,10 @@ def _leaf_nodes(node: Any, prefix: str = "") -> Any:
             yield path, child
 
 
-def _references(raw: str) -> list[re.Pattern]:
+def interpolation_references(raw: str) -> list[re.Pattern]:
     """The keys an interpolation reads, as patterns matching them and the keys under them:
-    ``${budgets.${budget}.student}`` reads ``budget`` and ``budgets.<any>.student``."""
+    ``${budgets.${budget}.student}`` reads ``budget`` and ``budgets.<any>.student``; of
+    ``${oc.select:student.size,w${student.width}}`` the first argument and ``student.width``."""
     pats, s = [], raw
     while (m := re.search(r"\$\{([^${}]*)\}", s)) is not None:
         ref = m.group(1)
@@ -72,7 +73,7 @@ def _unresolvable(cfg: DictConfig, exc: OmegaConfBaseException) -> ConfigError:
             except OmegaConfBaseException as e:
                 failing.append((key, str(raw), str(e).split("\n")[0]))
     for key, raw, why in failing:
-        refs = _references(raw)
+        refs = interpolation_references(raw)
         if not any(r.fullmatch(k) for r in refs for k, _, _ in failing if k != key):
             return ConfigError(f"{key} = {raw} cannot be resolved: {why}")
     key = getattr(exc, "full_key", None) or "the config"

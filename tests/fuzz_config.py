@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kdrl.cli.common import check_group_overrides, check_run_dir
+from kdrl.validate import interpolation_references
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -481,32 +482,16 @@ class Fuzzer:
         return o
 
 
-def references(interp: str) -> list[re.Pattern]:
-    """The keys an interpolation reads, as patterns: ``${budgets.${budget}.student}`` reads
-    ``budget`` and ``budgets.<any>.student``; ``${oc.select:student.size,w${student.width}}`` reads
-    ``student.width`` and ``student.size``."""
-    pats, s = [], interp
-    while (m := re.search(r"\$\{([^${}]*)\}", s)) is not None:
-        ref = m.group(1)
-        if ":" in ref:  # a resolver: oc.select's first argument is a key, other resolvers read none
-            name, _, args = ref.partition(":")
-            ref = args.split(",")[0] if name == "oc.select" else ""
-        if ref.strip("\0. "):
-            pats.append(re.compile("[^.]+".join(re.escape(part) for part in ref.strip().split("\0"))))
-        s = s[: m.start()] + "\0" + s[m.end() :]
-    return pats
-
-
 def names_a_key(line: str, keys: list[str], cfg: DictConfig | None, groups_changed: bool) -> bool:
     """Whether ``line`` names a mutated key, one of its parents, or a key it feeds through an
     interpolation (``distill.gamma: ${algo.gamma}``). With group choices drawn, any key of the config
     counts (a preset's own values can be what is refused)."""
-    refs = {k: references(v) for k, v in interpolations(cfg).items()} if cfg is not None else {}
+    refs = {k: interpolation_references(v) for k, v in interpolations(cfg).items()} if cfg is not None else {}
     names = set()
     for key in keys:
         parts = key.split(".")
         names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        names.update(k for k, pats in refs.items() if any(p.fullmatch(key) or p.match(key + ".") for p in pats))
+        names.update(k for k, pats in refs.items() if any(p.fullmatch(key) for p in pats))
     if cfg is not None and (groups_changed or not keys):
         names.update(k for k, _ in leaves(cfg))
         names.update(str(k) for k in cfg)

@@ -261,15 +261,6 @@ def checkpoint_candidates(ckpt_dir: Path) -> list[Path]:
     return [p for p in [*named, *numbered] if p.exists()]
 
 
-def set_aside(path: Path) -> Path:
-    """Rename a damaged file to ``<name>.corrupt`` (kept for a post-mortem, never read again)."""
-    aside = path.with_name(path.name + ".corrupt")
-    if aside.is_dir() or path.is_dir():
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(path, aside)
-    return aside
-
-
 def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     """The newest whole checkpoint of an unfinished run in this run dir (a run that finished,
     whatever its config, is not resumed: a new config in its dir starts afresh).
@@ -284,7 +275,7 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     candidates = checkpoint_candidates(ckpt_dir)
     if not cfg.get("resume", True) or finished or not candidates:
         return None
-    from kdrl.io import file_problem, remove_interrupted_writes
+    from kdrl.io import file_problem, remove_interrupted_writes, set_aside
 
     for d in (out, ckpt_dir):  # a kill during a checkpoint or results write leaves its temp file
         remove_interrupted_writes(d)

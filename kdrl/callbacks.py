@@ -216,7 +216,9 @@ class GreedyEvaluation(PeriodicEvaluation):
         metrics["eval/best_return_mean"] = self.best_mean
         pl_module.log_env_metrics(metrics)
         if self.stop_at_return is not None and mean >= float(self.stop_at_return):
-            trainer.should_stop = True
+            may_stop = getattr(pl_module, "may_stop_early", None)  # e.g. a pruning still to come
+            if may_stop is None or may_stop():
+                trainer.should_stop = True
         return record
 
     def _rotate(self, env_steps: int) -> None:

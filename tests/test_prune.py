@@ -59,6 +59,32 @@ def test_pruned_student_keeps_its_zeros_through_the_fine_tune(tmp_path, cache):
     assert policy["extra"]["env_steps"] >= prune["at_env_step"]
 
 
+def test_early_stop_waits_for_pruning_and_its_fine_tune(tmp_path, cache):
+    # a return every evaluation reaches: without the wait the run ends at its first evaluation,
+    # before the pruning point, and the "pruned" student is the dense one
+    cfg = compose_cfg(
+        "distill",
+        _overrides(
+            cache,
+            [
+                "student.width=32",
+                "distill.prune.amount=0.5",
+                "distill.prune.at=0.5",
+                "eval.stop_at_return=-1e9",
+                "eval.freq=300",
+            ],
+        ),
+    )
+    res = distill_student(cfg, tmp_path)
+    assert res["status"] == "ok" and res["prune"] is not None
+    assert res["prune"]["at_env_step"] >= 0.5 * cfg.distill.total_timesteps
+    assert res["prune"]["nonzero_params"] < res["prune"]["nonzero_before"]
+    # it stopped early at the first evaluation after pruning, not at the end of the budget
+    assert res["env_steps"] < cfg.distill.total_timesteps
+    policy = load_policy(tmp_path / "student.pt")
+    assert policy["extra"]["env_steps"] >= res["prune"]["at_env_step"]
+
+
 def test_pruning_settings_are_checked_before_training():
     with pytest.raises(ConfigError, match="distill.prune.amount"):
         validate_distill(compose_cfg("distill", ["distill.prune.amount=1.0"]))

@@ -173,6 +173,12 @@ class DistillStudent(RLModule):
                 self.prune_now()
         super().learn(opt, batch)
 
+    def may_stop_early(self) -> bool:
+        """``eval.stop_at_return`` waits for pruning: a student that reaches the return before the
+        pruning point is pruned and fine-tuned first, then has to reach it again (its best policy is
+        chosen among the pruned checkpoints only)."""
+        return self.pruning.amount <= 0 or self.masks is not None
+
     def prune_now(self) -> None:
         from kdrl.prune import apply_masks, magnitude_masks, nonzero_params
 

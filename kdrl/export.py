@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import os
 import tempfile
@@ -166,21 +167,27 @@ def export_onnx_int8(net: nn.Module, obs_shape: Sequence[int], path: Path, calib
 
     fp32 = path.with_name(path.name + ".fp32.onnx")
     export_onnx(net, obs_shape, fp32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # onnxruntime suggests pre-processing; the graphs here are plain
-        if has_conv(net):
-            quantize_static(
-                str(fp32),
-                str(path),
-                StatesReader(np.ascontiguousarray(calibration, dtype=np.float32)),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-        else:
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    quiet = logging.getLogger()  # onnxruntime's quantiser logs its pre-processing advice on the root logger
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # onnxruntime suggests pre-processing; the graphs here are plain
+            if has_conv(net):
+                quantize_static(
+                    str(fp32),
+                    str(path),
+                    StatesReader(np.ascontiguousarray(calibration, dtype=np.float32)),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+            else:
+                quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    finally:
+        quiet.setLevel(level)
     fp32.unlink()
     import onnx
 
@@ -373,7 +380,8 @@ def verify(
             if agree.n and agree.agreement < min_agreement:
                 raise ExportError(
                     f"{name} export agrees with torch on {100 * agree.agreement:.1f}% of {agree.n} greedy actions, "
-                    f"below the {100 * min_agreement:.0f}% required; nothing written"
+                    f"below the {100 * min_agreement:.0f}% required (Q-values with small action gaps flip under int8: "
+                    "check its return, or lower --min-agreement); nothing written"
                 )
             continue
         if not agree.ok(tol):

@@ -12,6 +12,11 @@ behind that a deployment could pick up.
 real states of the env (other episodes than the verification's) for conv nets. Its Q-values are
 approximations by design, so it is verified by greedy-action agreement with torch (reported; at
 least ``min_agreement`` required), not by the fp32 tolerance.
+
+``onnx_int8_weights`` stores only the weights as int8 (symmetric, one scale per output channel,
+``DequantizeLinear`` in the graph) and computes in float: the same bytes on disk as ``onnx_int8``
+without quantising activations, which is where Q-networks with small action gaps lose return
+(docs/quantisation.md).
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ from kdrl.errors import KdrlUserError
 from kdrl.io import CheckpointError, atomic_write_json, load_policy, raise_if_disk_full
 
 EXPORT_FORMAT = "kdrl-export/1"
-FORMATS = ("torchscript", "onnx", "onnx_int8")
+FORMATS = ("torchscript", "onnx", "onnx_int8", "onnx_int8_weights")
 DEFAULT_FORMATS = ("torchscript", "onnx")
-QUANTIZED = ("onnx_int8",)
+QUANTIZED = ("onnx_int8", "onnx_int8_weights")
 MIN_INT8_AGREEMENT = 0.9  # greedy actions an int8 model must share with torch on the verification states
 # The legacy (TorchScript-based) ONNX exporter supports opsets up to 20 in torch 2.13; 17 is the
 # newest one every onnxruntime >= 1.14 runs, and an MLP or conv net needs nothing newer.
@@ -197,6 +202,57 @@ def export_onnx_int8(net: nn.Module, obs_shape: Sequence[int], path: Path, calib
     return path
 
 
+def export_onnx_int8_weights(
+    net: nn.Module, obs_shape: Sequence[int], path: Path, calibration: np.ndarray | None = None
+) -> Path:
+    """fp32 ONNX with its Gemm/MatMul/Conv weights stored as int8 (``calibration`` is not needed:
+    only weights are quantised, each from its own range)."""
+    import onnx
+
+    fp32 = path.with_name(path.name + ".fp32.onnx")
+    export_onnx(net, obs_shape, fp32)
+    model = compact_names(int8_weights(onnx.load(str(fp32))))
+    fp32.unlink()
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _channel_axis(node: Any) -> int:
+    """The output-channel axis of a node's weight (its second input)."""
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return 0 if node.op_type == "Conv" else 1  # MatMul: (in, out)
+
+
+def int8_weights(model: Any) -> Any:
+    """Replace each Gemm/MatMul/Conv weight initializer by int8 values and per-output-channel scales
+    (kdrl.quantize's scheme) dequantised by a ``DequantizeLinear`` node."""
+    from onnx import helper, numpy_helper
+
+    from kdrl.quantize import int8_symmetric
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    dequant, done = [], set()
+    for node in graph.node:
+        name = node.input[1] if node.op_type in ("Gemm", "MatMul", "Conv") and len(node.input) > 1 else ""
+        if name not in inits or name in done:
+            continue
+        axis = _channel_axis(node)
+        q_t, scale_t = int8_symmetric(torch.from_numpy(numpy_helper.to_array(inits[name]).copy()), axis)
+        q, scale = q_t.numpy(), scale_t.flatten().numpy()
+        graph.initializer.remove(inits[name])
+        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_q"), numpy_helper.from_array(scale, f"{name}_s")])
+        dequant.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s"], [name], axis=axis))
+        done.add(name)
+    nodes = dequant + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
 def compact_names(model: Any) -> Any:
     """Short tensor names and no node names or doc strings: a quantised small net's graph text
     (names like ``/net/body/body.1/Gemm_output_0_quantized``) can outweigh its int8 weights.
@@ -224,8 +280,14 @@ WRITERS: dict[str, Callable[..., Path]] = {
     "torchscript": export_torchscript,
     "onnx": export_onnx,
     "onnx_int8": export_onnx_int8,
+    "onnx_int8_weights": export_onnx_int8_weights,
 }
-SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "onnx_int8": ".int8.onnx"}
+SUFFIXES = {
+    "torchscript": ".torchscript.pt",
+    "onnx": ".onnx",
+    "onnx_int8": ".int8.onnx",
+    "onnx_int8_weights": ".int8w.onnx",
+}
 
 
 # ---- runners: numpy obs batch -> (q, actions), one per format -------------------------------------------
@@ -283,6 +345,7 @@ RUNNERS: dict[str, Callable[[Path], Runner]] = {
     "torchscript": torchscript_runner,
     "onnx": onnx_runner,
     "onnx_int8": onnx_runner,
+    "onnx_int8_weights": onnx_runner,
 }
 
 
@@ -476,17 +539,21 @@ def sidecar_info(
             "sha256": _sha256(files["torchscript"]),
             "methods": {"forward": "obs -> q", "act": "obs -> action (int64)"},
         }
-    if "onnx_int8" in files:
-        files_info["onnx_int8"] = {
-            "file": files["onnx_int8"].name,
-            "sha256": _sha256(files["onnx_int8"]),
-            "quantization": "static QDQ (int8 weights per channel, uint8 activations, MinMax calibration on "
-            "real states)"
-            if has_conv(net)
-            else "dynamic (int8 weights, activations quantised at run time)",
-            "bytes": files["onnx_int8"].stat().st_size,
-            "fp32_bytes": files["onnx"].stat().st_size if "onnx" in files else None,
-        }
+    schemes = {
+        "onnx_int8": "static QDQ (int8 weights per channel, uint8 activations, MinMax calibration on real states)"
+        if has_conv(net)
+        else "dynamic (int8 weights, activations quantised at run time)",
+        "onnx_int8_weights": "weight-only (int8 weights per output channel, symmetric; float activations)",
+    }
+    for fmt in QUANTIZED:
+        if fmt in files:
+            files_info[fmt] = {
+                "file": files[fmt].name,
+                "sha256": _sha256(files[fmt]),
+                "quantization": schemes[fmt],
+                "bytes": files[fmt].stat().st_size,
+                "fp32_bytes": files["onnx"].stat().st_size if "onnx" in files else None,
+            }
     if "onnx" in files:
         files_info["onnx"] = {
             "file": files["onnx"].name,

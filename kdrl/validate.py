@@ -382,9 +382,14 @@ def validate_distill(cfg: DictConfig | Config) -> None:
     for key in ("amount", "at"):
         v = _num(cfg, f"distill.prune.{key}")
         _check(v is None or (_is_num(v) and 0.0 <= v < 1.0), f"distill.prune.{key}", "in [0, 1)", v)
+    v = _num(cfg, "distill.quantize.at")
+    _check(v is None or (_is_num(v) and 0.0 <= v < 1.0), "distill.quantize.at", "in [0, 1)", v)
+    _bool(cfg, "distill.quantize.int8", nullable=True)
     _one_of(cfg, "baseline", (None, "scratch"))
     if (_num(cfg, "distill.prune.amount") or 0) > 0 and _num(cfg, "baseline") == "scratch":
         raise ConfigError("distill.prune prunes a distilled student: not for baseline=scratch")
+    if _get(cfg, "distill.quantize.int8") is True and _num(cfg, "baseline") == "scratch":
+        raise ConfigError("distill.quantize fine-tunes a distilled student on int8 weights: not for baseline=scratch")
     if (_num(cfg, "distill.pretrain.updates") or 0) > 0:
         if (_num(cfg, "distill.pretrain.teacher_steps") or 0) <= 0:
             raise ConfigError("distill.pretrain.updates needs teacher data: set distill.pretrain.teacher_steps > 0")

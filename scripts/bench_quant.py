@@ -10,8 +10,9 @@ and greedy agreement with the fp32 student, on CartPole, LunarLander and a MinAt
 Each student is a kdrl-distill run dir (student.pt inside); its pruned twin is the same run with
 distill.prune.amount (trained here when missing). ``--size-row`` adds larger trained nets (a run dir
 with student.pt or teacher.pt) to show how the int8 size ratio grows with the net. Every model is run
-through onnxruntime (one thread): fp32 ONNX, int8 ONNX (kdrl-export --formats onnx_int8), and the
-pruned student's fp32 and int8 ONNX. Returns: ``--episodes`` held-out episodes (seeds 2,000,000+),
+through onnxruntime (one thread): fp32 ONNX, int8 ONNX (kdrl-export --formats onnx_int8: dynamic
+for MLPs, static QDQ for conv nets), int8-weights ONNX (onnx_int8_weights: float activations), and the
+same three of the pruned student. Returns: ``--episodes`` held-out episodes (seeds 2,000,000+),
 the same seeds for every model of an env, so int8 - fp32 is a paired difference (its 95% CI:
 kdrl.tables.mean_ci over episodes). Agreement: greedy actions equal to the fp32 student's on states the
 fp32 student visits (other seeds). Bytes: the .onnx file, and gzip -9 of it (where pruning's zeros
@@ -91,12 +92,12 @@ def measure(name: str, fp32_run: Path, pruned_run: Path | None, out: Path, episo
         res = export_policy(
             policy_file(run),
             out / stem,
-            ["onnx", "onnx_int8"],
+            ["onnx", "onnx_int8", "onnx_int8_weights"],
             name=f"{stem}_{kind.strip() or 'dense'}",
             min_agreement=0.0,  # measured and reported here, not a gate
         )
-        models[f"{kind}fp32"], models[f"{kind}int8"] = res.files["onnx"], res.files["onnx_int8"]
-        sources[f"{kind}fp32"] = sources[f"{kind}int8"] = policy_file(run)
+        for fmt, label in (("onnx", "fp32"), ("onnx_int8", "int8"), ("onnx_int8_weights", "int8 weights")):
+            models[kind + label], sources[kind + label] = res.files[fmt], policy_file(run)
     runners = {k: onnx_runner(p) for k, p in models.items()}
     greedy = {k: greedy_of(r) for k, r in runners.items()}
     states = rollout_states(greedy["fp32"], env_id, eval_seeds(2_100_000, 50), 3000, kwargs)

@@ -211,6 +211,61 @@ def test_int8_mlp_is_dynamic_smaller_and_verified_by_agreement(policy, tmp_path)
     assert (actions == ref).mean() >= 0.9
 
 
+def _weight_only_export_matches(net: torch.nn.Module, path: Path, states: np.ndarray) -> float:
+    """Check an onnx_int8_weights file: int8 weight matrices only, each within half a step of the
+    fp32 weight; returns its greedy agreement with torch on ``states``."""
+    import onnx
+    from onnx import numpy_helper
+
+    from kdrl.export import onnx_runner
+
+    model = onnx.load(str(path))
+    arrays = [numpy_helper.to_array(i) for i in model.graph.initializer]
+    weights = [w for n, w in net.named_parameters() if n.endswith("weight")]
+    int8 = [a for a in arrays if a.dtype == np.int8]
+    assert len(int8) == len(weights) and not [a for a in arrays if a.dtype == np.float32 and a.ndim > 1]
+    for q, w in zip(sorted(int8, key=np.size), sorted(weights, key=torch.numel)):
+        w = w.detach().numpy()
+        axes = tuple(range(1, w.ndim)) if q.shape == w.shape else None
+        assert q.shape == w.shape and axes is not None  # torch's (out, in, ...) layout, per output channel
+        scale = np.abs(w).max(axis=axes, keepdims=True) / 127.0
+        assert np.all(np.abs(q * scale - w) <= scale / 2 + 1e-7)
+    _, actions = onnx_runner(path)(states)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(states)).argmax(1).numpy()
+    return float((actions == ref).mean())
+
+
+def test_int8_weights_store_int8_and_keep_float_activations(policy, tmp_path):
+    from kdrl.export import export_policy
+
+    res = export_policy(policy[0], tmp_path, ["onnx", "onnx_int8", "onnx_int8_weights"], n_verify=256)
+    w8, fp32 = res.files["onnx_int8_weights"], res.files["onnx"]
+    assert res.info["files"]["onnx_int8_weights"]["quantization"].startswith("weight-only")
+    assert w8.stat().st_size < 0.5 * fp32.stat().st_size
+    states = cartpole_states(300, seed=99)
+    agree = _weight_only_export_matches(policy[1], w8, states)
+    # float activations: closer to torch than the dynamic int8 graph on the same states
+    assert agree >= res.info["verification"]["onnx_int8"]["agreement"] and agree >= 0.97
+
+
+def test_int8_weights_of_a_conv_net(tmp_path):
+    from kdrl.export import export_policy
+    from kdrl.nets import ConvNet
+
+    torch.manual_seed(0)
+    cfg = {"_target_": "kdrl.nets.ConvNet", "channels": [16], "kernels": [3], "strides": [1], "hidden": [128]}
+    shape = make_env("MinAtar/Breakout-v1").observation_space.shape
+    net = ConvNet(shape, 3, **{k: v for k, v in cfg.items() if k != "_target_"}).eval()
+    save_policy(tmp_path / "conv.pt", net, cfg, "MinAtar/Breakout-v1", shape, 3)
+    res = export_policy(tmp_path / "conv.pt", tmp_path / "out", ["onnx", "onnx_int8_weights"], n_verify=256)
+    from kdrl.export import sample_states
+
+    states, _ = sample_states("MinAtar/Breakout-v1", shape, 256, seed=5)
+    assert _weight_only_export_matches(net, res.files["onnx_int8_weights"], states) >= 0.95
+    assert res.files["onnx_int8_weights"].stat().st_size * 3.5 <= res.files["onnx"].stat().st_size
+
+
 def test_int8_conv_net_is_static_qdq_calibrated_on_real_states(tmp_path):
     from kdrl.export import export_policy
     from kdrl.nets import ConvNet

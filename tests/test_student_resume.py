@@ -4,6 +4,7 @@ who-acts counters (DistillStudent saved none of its own state before)."""
 import copy
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from kdrl.envs import probe_spec
@@ -86,3 +87,38 @@ def test_hybrid_td_term_follows_the_teachers_dqn_settings():
     td = module.objective.td
     assert (td.td_loss, td.double_dqn, td.gamma) == ("mse", False, cfg.algo.gamma)
     assert module.target.tau == 0.5 and module.target.interval == 300
+
+
+def test_resumed_int8_student_keeps_its_master_weights():
+    """A quantisation-aware student resumed after its int8 point goes on from the float masters, not
+    from the rounded weights (which would lose every update below half a step so far)."""
+    cfg = compose_cfg("distill", [*OVERRIDES, "distill.quantize.int8=true", "distill.quantize.at=0.25"])
+    seed_job(cfg.seed, 1)
+    spec = probe_spec(plain(cfg.env))
+    teacher = instantiate(cfg.net, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
+
+    def student():
+        module = build_student_module(cfg, spec, teacher, {**plain(cfg.net), "width": 16})
+        module.setup("fit")
+        return module, module.configure_optimizers()
+
+    a, opt_a = student()
+    it_a = iter(a.stream)
+    for _ in range(60):
+        a.learn(opt_a, next(it_a))  # learn: where the int8 point is checked
+    assert a.int8 is not None and a.selection_phase == 1
+    masters = {k: v.clone() for k, v in a.int8.master.items()}
+    assert any(not torch.equal(m, p) for m, p in zip(masters.values(), a.q_net.state_dict().values()))
+    ckpt = _checkpoint(a, opt_a)
+
+    b, opt_b = student()
+    b.load_state_dict(ckpt["state_dict"])
+    b.on_load_checkpoint(ckpt)
+    opt_b.load_state_dict(ckpt["optimizer"])
+    assert b.int8 is not None and b.selection_phase == 1 and b.quantize_report == a.quantize_report
+    assert all(torch.equal(b.int8.master[k], m) for k, m in masters.items())
+    batches = [next(it_a) for _ in range(5)]
+    for batch in batches:  # both take the same further steps on the same batches
+        a.learn(opt_a, batch)
+        b.learn(opt_b, batch)
+    assert all(torch.equal(x, y) for x, y in zip(a.q_net.state_dict().values(), b.q_net.state_dict().values()))

@@ -21,7 +21,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kdrl-export", description="Export a kdrl policy file to TorchScript and ONNX.")
     p.add_argument("policy", help="policy file (teacher.pt, student.pt, checkpoints/best_policy.pt, ...)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS), choices=FORMATS, help="onnx_int8: int8 ONNX")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        default=list(DEFAULT_FORMATS),
+        choices=FORMATS,
+        help="onnx_int8: int8 ONNX (dynamic for MLPs, static QDQ for conv nets); onnx_int8_weights: int8 weights, float activations",
+    )
     p.add_argument(
         "--min-agreement",
         type=float,

@@ -56,6 +56,20 @@ class Pruning:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """``distill.quantize``: from ``at`` x the student's env-step budget on, its weights are int8
+    (kdrl.quantize: per output channel, symmetric) and the rest of the run is a quantisation-aware
+    distillation fine-tune; its policy files then export to int8 weights without further rounding."""
+
+    int8: bool = False
+    at: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.at < 1.0:
+            raise ValueError(f"distill.quantize.at must be in [0, 1), got {self.at}")
+
+
+@dataclass(frozen=True)
 class OfflinePhase:
     """QDagger's offline phase (``distill.pretrain``): ``teacher_steps`` env steps of the teacher
     acting epsilon-greedily (its own envs, not counted in the student's budget) fill the replay,
@@ -119,7 +133,10 @@ class DistillStudent(RLModule):
         self.pruning = Pruning(**(distill.get("prune") or {}))
         self.masks: dict[str, torch.Tensor] | None = None
         self.prune_report: dict[str, float] | None = None
-        self.selection_phase = 0  # bumped when pruning: checkpoints before it are not candidates
+        self.quantization = Quantization(**(distill.get("quantize") or {}))
+        self.int8: Any = None  # kdrl.quantize.Int8Weights once quantised
+        self.quantize_report: dict[str, float] | None = None
+        self.selection_phase = 0  # bumped when pruning or quantising: checkpoints before are not candidates
         self._offline_progress: int | None = None  # the target schedule's counter while it runs
 
     def frozen(self) -> list[torch.nn.Module]:
@@ -166,18 +183,30 @@ class DistillStudent(RLModule):
         out["loss"] = total
         return total, out
 
-    # ---- pruning + distillation fine-tune ----------------------------------------------------------
+    # ---- pruning / int8 weights + distillation fine-tune ------------------------------------------
     def learn(self, opt: torch.optim.Optimizer, batch: Any) -> None:
-        if self.pruning.amount > 0 and self.masks is None and self.data is not None:
-            if self.env_steps >= self.pruning.at * self.data.total_timesteps:
+        if self.data is not None:
+            budget = self.data.total_timesteps
+            if self.pruning.amount > 0 and self.masks is None and self.env_steps >= self.pruning.at * budget:
                 self.prune_now()
+            if self.quantization.int8 and self.int8 is None and self.env_steps >= self.quantization.at * budget:
+                self.quantize_now()
         super().learn(opt, batch)
 
     def may_stop_early(self) -> bool:
-        """``eval.stop_at_return`` waits for pruning: a student that reaches the return before the
-        pruning point is pruned and fine-tuned first, then has to reach it again (its best policy is
-        chosen among the pruned checkpoints only)."""
-        return self.pruning.amount <= 0 or self.masks is not None
+        """``eval.stop_at_return`` waits for pruning and quantising: a student that reaches the
+        return before that point is compressed and fine-tuned first, then has to reach it again (its
+        best policy is chosen among the compressed checkpoints only)."""
+        pruned = self.pruning.amount <= 0 or self.masks is not None
+        return pruned and (not self.quantization.int8 or self.int8 is not None)
+
+    def quantize_now(self) -> None:
+        from kdrl.quantize import Int8Weights
+
+        self.int8 = Int8Weights(self.q_net)
+        self.selection_phase += 1
+        self.quantize_report = {"int8": 1.0, "at_env_step": float(self.env_steps)}
+        self.log_env_metrics({"quantize/at_env_step": float(self.env_steps)})
 
     def prune_now(self) -> None:
         from kdrl.prune import apply_masks, magnitude_masks, nonzero_params
@@ -200,6 +229,8 @@ class DistillStudent(RLModule):
             from kdrl.prune import apply_masks
 
             apply_masks(self.q_net, self.masks)
+        if self.int8 is not None:
+            self.int8.after_step(self.q_net, self.masks)
 
     # ---- QDagger's offline phase ------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -280,6 +311,10 @@ class DistillStudent(RLModule):
             state["prune_masks"] = {k: v.clone() for k, v in self.masks.items()}
             state["prune_report"] = dict(self.prune_report or {})
             state["selection_phase"] = self.selection_phase
+        if self.int8 is not None:
+            state["int8_master"] = {k: v.clone() for k, v in self.int8.master.items()}
+            state["quantize_report"] = dict(self.quantize_report or {})
+            state["selection_phase"] = self.selection_phase
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -293,4 +328,10 @@ class DistillStudent(RLModule):
         if "prune_masks" in state:
             self.masks = {k: v.bool() for k, v in state["prune_masks"].items()}
             self.prune_report = {k: float(v) for k, v in state["prune_report"].items()}
+            self.selection_phase = int(state["selection_phase"])
+        if "int8_master" in state:
+            from kdrl.quantize import Int8Weights
+
+            self.int8 = Int8Weights(self.q_net, {k: v.float() for k, v in state["int8_master"].items()})
+            self.quantize_report = {k: float(v) for k, v in state["quantize_report"].items()}
             self.selection_phase = int(state["selection_phase"])

@@ -274,6 +274,7 @@ class DistillJob(Job):
             "teacher_wall_time_s": self.teacher_wall_time_s,
             "pretrain": getattr(module, "pretrain_report", None),
             "prune": self.prune_fields(module, student),
+            "quantize": self.quantize_fields(module, student),
             "teacher_format": self.teacher_format,
             "teacher_reported_return": self.teacher_reported,
             "teacher_warning": self.teacher_warning,
@@ -287,6 +288,15 @@ class DistillJob(Job):
         from kdrl.prune import nonzero_params
 
         return {**report, "nonzero_params": float(nonzero_params(student))}  # of the chosen (pruned) policy
+
+    @staticmethod
+    def quantize_fields(module: RLModule, student: torch.nn.Module) -> dict[str, Any] | None:
+        report = getattr(module, "quantize_report", None)
+        if report is None:
+            return None
+        from kdrl.quantize import is_int8_representable
+
+        return {**report, "int8_representable": is_int8_representable(student)}  # of the chosen policy
 
     def summary(self, f: dict[str, Any]) -> str:
         size = f["student_size"] or f"w{f['width']}"

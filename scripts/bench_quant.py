@@ -7,16 +7,19 @@ and greedy agreement with the fp32 student, on CartPole, LunarLander and a MinAt
         --size-row "minatar_breakout 25%=outputs/study_minatar/breakout/kl_rusu-rusu_25-teacher_s0" \
         --size-row "cartpole teacher=.cache/kdrl/teachers/CartPole-v1-s0-53f7f1030803"
 
-Each student is a kdrl-distill run dir (student.pt inside); its pruned twin is the same run with
-distill.prune.amount (trained here when missing). ``--size-row`` adds larger trained nets (a run dir
+Each student is a kdrl-distill run dir (student.pt inside); its twins are the same run (same
+overrides and seed) with distill.prune.amount (from half-way), or with distill.quantize.int8
+(quantisation-aware distillation over the last 10% of the dense run's env steps; its int8-weights
+export is exact), trained here when missing. ``--size-row`` adds larger trained nets (a run dir
 with student.pt or teacher.pt) to show how the int8 size ratio grows with the net. Every model is run
 through onnxruntime (one thread): fp32 ONNX, int8 ONNX (kdrl-export --formats onnx_int8: dynamic
 for MLPs, static QDQ for conv nets), int8-weights ONNX (onnx_int8_weights: float activations), and the
 same three of the pruned student. Returns: ``--episodes`` held-out episodes (seeds 2,000,000+),
 the same seeds for every model of an env, so int8 - fp32 is a paired difference (its 95% CI:
 kdrl.tables.mean_ci over episodes). Agreement: greedy actions equal to the fp32 student's on states the
-fp32 student visits (other seeds). Bytes: the .onnx file, and gzip -9 of it (where pruning's zeros
-show). Writes docs/quantisation.md and .csv.
+fp32 student visits (other seeds); on the same states, the largest |Q - Q_fp32| and the fp32 net's
+median gap between its two best actions (a net whose gaps are below its int8 error flips actions).
+Bytes: the .onnx file, and gzip -9 of it (where pruning's zeros show). Writes docs/quantisation.md and .csv.
 """
 
 from __future__ import annotations
@@ -37,16 +40,25 @@ BIN = Path(sys.executable).parent
 DEFAULT_ENVS = {"cartpole": "CartPole-v1", "lunarlander": "LunarLander-v3"}
 
 
-def distil(env: str, out: Path, prune: float) -> Path:
-    run = out / f"{env}_prune{prune:g}"
-    if (run / "student.pt").is_file():
-        return run
-    cmd = [str(BIN / "kdrl-distill"), f"env={env}", "student.size=rusu_7", "seed=0", "logger=csv",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={run}"]  # fmt: skip
-    if prune:
-        cmd += [f"distill.prune.amount={prune}", "distill.prune.at=0.5"]
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+def run_distill(run: Path, overrides: list[str]) -> Path:
+    if not (run / "student.pt").is_file():
+        cmd = [str(BIN / "kdrl-distill"), *overrides, f"hydra.run.dir={run}"]
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     return run
+
+
+def distil(env: str, out: Path) -> Path:
+    overrides = [f"env={env}", "student.size=rusu_7", "seed=0", "logger=csv", "trainer.enable_progress_bar=false"]
+    return run_distill(out / f"{env}_prune0", overrides)
+
+
+def twin(base: Path, run: Path, extra: list[str]) -> Path:
+    """The run of ``base`` again (its own Hydra overrides, same seed) with ``extra`` added: identical
+    up to the pruning / int8 point, so its rows differ from the dense student's by that alone."""
+    import yaml
+
+    overrides = [o for o in yaml.safe_load((base / ".hydra" / "overrides.yaml").read_text()) if "hydra." not in o]
+    return run_distill(run, overrides + extra)
 
 
 def greedy_of(runner):
@@ -73,7 +85,13 @@ def policy_file(run: Path) -> Path:
     raise SystemExit(f"bench_quant: no student.pt or teacher.pt in {run}")
 
 
-def measure(name: str, fp32_run: Path, pruned_run: Path | None, out: Path, episodes: int) -> list[dict]:
+INT8 = ("onnx_int8", "onnx_int8_weights")
+NOTES = "<!-- written by hand below this line; bench_quant.py keeps it -->"
+LABELS = {"onnx": "fp32", "onnx_int8": "int8", "onnx_int8_weights": "int8 weights"}
+
+
+def measure(name: str, runs: dict[str, tuple[Path, tuple[str, ...]]], out: Path, episodes: int) -> list[dict]:
+    """``runs``: row-label prefix -> (run dir, export formats); the first is the dense fp32 student."""
     from kdrl.evaluation import eval_seeds, evaluate_policy, rollout_states
     from kdrl.export import export_policy, onnx_runner
     from kdrl.io import load_policy
@@ -81,27 +99,28 @@ def measure(name: str, fp32_run: Path, pruned_run: Path | None, out: Path, episo
     from kdrl.tables import mean_ci
     from kdrl.teachers import load_teacher_net
 
+    fp32_run = next(iter(runs.values()))[0]
     policy = load_policy(policy_file(fp32_run))
     results = fp32_run / "results.json"
     kwargs = json.loads(results.read_text())["config"]["env"].get("kwargs") if results.is_file() else None
     env_id, stem = policy["env_id"], name.replace(" ", "_").replace("%", "pct")
     models, sources = {}, {}
-    for kind, run in (("", fp32_run), ("pruned ", pruned_run)):
-        if run is None:
-            continue
+    for prefix, (run, formats) in runs.items():
         res = export_policy(
             policy_file(run),
             out / stem,
-            ["onnx", "onnx_int8", "onnx_int8_weights"],
-            name=f"{stem}_{kind.strip() or 'dense'}",
+            ["onnx", *formats],
+            name=f"{stem}_{prefix.strip() or 'dense'}",
             min_agreement=0.0,  # measured and reported here, not a gate
         )
-        for fmt, label in (("onnx", "fp32"), ("onnx_int8", "int8"), ("onnx_int8_weights", "int8 weights")):
-            models[kind + label], sources[kind + label] = res.files[fmt], policy_file(run)
+        for fmt in ("onnx", *formats) if not prefix.startswith("QAT") else formats:
+            models[prefix + LABELS[fmt]], sources[prefix + LABELS[fmt]] = res.files[fmt], policy_file(run)
     runners = {k: onnx_runner(p) for k, p in models.items()}
     greedy = {k: greedy_of(r) for k, r in runners.items()}
     states = rollout_states(greedy["fp32"], env_id, eval_seeds(2_100_000, 50), 3000, kwargs)
-    ref = greedy["fp32"](states)
+    q_ref, ref = runners["fp32"](states)
+    top2 = np.sort(q_ref, axis=1)[:, -2:]
+    gap = float(np.median(top2[:, 1] - top2[:, 0]))  # how far apart the best two actions are
     seeds = eval_seeds(2_000_000, episodes)
     rows, base = [], None
     for kind, path in models.items():
@@ -120,6 +139,7 @@ def measure(name: str, fp32_run: Path, pruned_run: Path | None, out: Path, episo
             "pct_of_fp32": 100 * returns.mean() / base.mean() if base.mean() else float("nan"),
             "diff_vs_fp32": float((returns - base).mean()), "diff_ci_lo": lo, "diff_ci_hi": hi,
             "agreement": float((greedy[kind](states) == ref).mean()), "n_states": len(states),
+            "max_abs_dq": float(np.abs(runners[kind](states)[0] - q_ref).max()), "fp32_gap_median": gap,
         })  # fmt: skip
     return rows
 
@@ -127,15 +147,16 @@ def measure(name: str, fp32_run: Path, pruned_run: Path | None, out: Path, episo
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| env | model | params (non-zero) | bytes (gzip -9) | × smaller than fp32 | batch-1 latency (µs) | "
-        "held-out return | % of fp32 | − fp32, paired [95% CI] | agreement with fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "held-out return | % of fp32 | − fp32, paired [95% CI] | agreement with fp32 | max abs ΔQ (fp32 median gap) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['env']} | {r['model']} | {r['params']:,} ({r['nonzero']:,}) | {r['bytes']:,} ({r['gzip_bytes']:,}) | "
             f"{r['x_smaller']:.2f} | {r['latency_us']:.1f} | {r['return_mean']:.1f} ± {r['return_std']:.1f} "
             f"(n = {r['episodes']}) | {r['pct_of_fp32']:.1f} | {r['diff_vs_fp32']:+.2f} [{r['diff_ci_lo']:+.2f}, "
-            f"{r['diff_ci_hi']:+.2f}] | {100 * r['agreement']:.1f}% of {r['n_states']} |"
+            f"{r['diff_ci_hi']:+.2f}] | {100 * r['agreement']:.1f}% of {r['n_states']} | "
+            f"{r['max_abs_dq']:.3g} ({r['fp32_gap_median']:.3g}) |"
         )
     return "\n".join(lines)
 
@@ -149,23 +170,40 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=100, help="held-out episodes per model (paired seeds)")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "quantisation")
     args = ap.parse_args()
-    runs: dict[str, tuple[Path, Path | None]] = {}
+    runs: dict[str, dict[str, tuple[Path, tuple[str, ...]]]] = {}
+
+    def qat(dense: Path) -> list[str]:
+        """int8 from 90% of the env steps the dense student took (it may have stopped early at the
+        recipe's stop_at_return): the twin then trains about as long, its last part on int8 weights."""
+        res = json.loads((dense / "results.json").read_text())
+        at = 0.9 * res["env_steps"] / res["config"]["distill"]["total_timesteps"]
+        return ["distill.quantize.int8=true", f"distill.quantize.at={at:.4f}"]
+
     for env in DEFAULT_ENVS:
-        runs[env] = (distil(env, args.out, 0.0), distil(env, args.out, args.prune) if args.prune else None)
-    for item in args.student + args.size_row:
+        dense = distil(env, args.out)
+        runs[env] = {
+            "": (dense, INT8),
+            "QAT ": (twin(dense, args.out / f"{env}_qat", qat(dense)), ("onnx_int8_weights",)),
+        }
+        if args.prune:
+            prune = [f"distill.prune.amount={args.prune}", "distill.prune.at=0.5"]
+            runs[env]["pruned "] = (twin(dense, args.out / f"{env}_prune{args.prune:g}", prune), INT8)
+    for item in args.student:
         name, path = item.split("=", 1)
-        runs[name] = (Path(path), None)
-    rows = [
-        r
-        for name, (fp32, pruned) in runs.items()
-        for r in measure(name, fp32, pruned, args.out / "onnx", args.episodes)
-    ]
+        qat_run = twin(Path(path), args.out / f"{name}_qat", qat(Path(path)))
+        runs[name] = {"": (Path(path), INT8), "QAT ": (qat_run, ("onnx_int8_weights",))}
+    for item in args.size_row:
+        name, path = item.split("=", 1)
+        runs[name] = {"": (Path(path), INT8)}
+    rows = [r for name, group in runs.items() for r in measure(name, group, args.out / "onnx", args.episodes)]
     table = markdown_table(rows)
     print(table)
     args.docs.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.docs}.md").write_text(
+    doc = Path(f"{args.docs}.md")
+    notes = doc.read_text().split(NOTES, 1)[1] if doc.is_file() and NOTES in doc.read_text() else "\n"
+    doc.write_text(
         "# fp32 vs int8 vs pruned students\n\nMade by `python scripts/bench_quant.py` (command in its docstring); "
-        "onnxruntime, one thread.\n\n" + table + "\n"
+        "onnxruntime, one thread.\n\n" + table + "\n\n" + NOTES + notes
     )
     keys = list(rows[0])
     Path(f"{args.docs}.csv").write_text(

@@ -216,8 +216,7 @@ class GreedyEvaluation(PeriodicEvaluation):
         metrics["eval/best_return_mean"] = self.best_mean
         pl_module.log_env_metrics(metrics)
         if self.stop_at_return is not None and mean >= float(self.stop_at_return):
-            may_stop = getattr(pl_module, "may_stop_early", None)  # e.g. a pruning still to come
-            if may_stop is None or may_stop():
+            if pl_module.may_stop_early():  # e.g. not while a student's pruning is still to come
                 trainer.should_stop = True
         return record
 

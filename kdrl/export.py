@@ -14,7 +14,7 @@ approximations by design, so it is verified by greedy-action agreement with torc
 least ``min_agreement`` required), not by the fp32 tolerance.
 
 ``onnx_int8_weights`` stores only the weights as int8 (symmetric, one scale per output channel,
-``DequantizeLinear`` in the graph) and computes in float: the same bytes on disk as ``onnx_int8``
+``DequantizeLinear`` in the graph) and computes in float: about the bytes on disk of ``onnx_int8``
 without quantising activations, which is where Q-networks with small action gaps lose return
 (docs/quantisation.md).
 """
@@ -202,31 +202,31 @@ def export_onnx_int8(net: nn.Module, obs_shape: Sequence[int], path: Path, calib
     return path
 
 
-def export_onnx_int8_weights(
-    net: nn.Module, obs_shape: Sequence[int], path: Path, calibration: np.ndarray | None = None
-) -> Path:
-    """fp32 ONNX with its Gemm/MatMul/Conv weights stored as int8 (``calibration`` is not needed:
-    only weights are quantised, each from its own range)."""
+def export_onnx_int8_weights(net: nn.Module, obs_shape: Sequence[int], path: Path) -> Path:
+    """fp32 ONNX with its Gemm/MatMul/Conv weights stored as int8 (no calibration: only weights are
+    quantised, each channel from its own range)."""
     import onnx
 
     fp32 = path.with_name(path.name + ".fp32.onnx")
     export_onnx(net, obs_shape, fp32)
-    model = compact_names(int8_weights(onnx.load(str(fp32))))
+    model = compact_names(quantize_onnx_weights(onnx.load(str(fp32))))
     fp32.unlink()
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
 
 
-def _channel_axis(node: Any) -> int:
+def _channel_axis(node: Any, ndim: int) -> int:
     """The output-channel axis of a node's weight (its second input)."""
+    if ndim != (4 if node.op_type == "Conv" else 2):
+        raise ExportError(f"cannot quantise the {ndim}-d weight of a {node.op_type} node to int8 per channel")
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
     return 0 if node.op_type == "Conv" else 1  # MatMul: (in, out)
 
 
-def int8_weights(model: Any) -> Any:
+def quantize_onnx_weights(model: Any) -> Any:
     """Replace each Gemm/MatMul/Conv weight initializer by int8 values and per-output-channel scales
     (kdrl.quantize's scheme) dequantised by a ``DequantizeLinear`` node."""
     from onnx import helper, numpy_helper
@@ -240,11 +240,12 @@ def int8_weights(model: Any) -> Any:
         name = node.input[1] if node.op_type in ("Gemm", "MatMul", "Conv") and len(node.input) > 1 else ""
         if name not in inits or name in done:
             continue
-        axis = _channel_axis(node)
-        q_t, scale_t = int8_symmetric(torch.from_numpy(numpy_helper.to_array(inits[name]).copy()), axis)
+        w = torch.from_numpy(numpy_helper.to_array(inits[name]).copy())
+        q_t, scale_t = int8_symmetric(w, _channel_axis(node, w.ndim))
         q, scale = q_t.numpy(), scale_t.flatten().numpy()
         graph.initializer.remove(inits[name])
         graph.initializer.extend([numpy_helper.from_array(q, f"{name}_q"), numpy_helper.from_array(scale, f"{name}_s")])
+        axis = _channel_axis(node, w.ndim)
         dequant.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s"], [name], axis=axis))
         done.add(name)
     nodes = dequant + list(graph.node)
@@ -502,7 +503,7 @@ def export_policy(
         for fmt in formats:
             target = Path(tmp) / f"{name}{SUFFIXES[fmt]}"
             try:
-                if fmt in QUANTIZED:  # calibrated on other episodes than the ones it is verified on
+                if fmt == "onnx_int8":  # calibrated on other episodes than the ones it is verified on
                     calibration, _ = sample_states(state["env_id"], obs_shape, n_verify, seed + 100_000)
                     staged[fmt] = WRITERS[fmt](net, obs_shape, target, calibration)
                 else:

@@ -234,6 +234,7 @@ class StudentResult(RunResult):
     teacher_wall_time_s: float | None = entry(column=26)  # the teacher's training time; None if given as a file
     pretrain: dict[str, float] | None = entry()  # QDagger's offline phase: teacher_steps, updates, wall_s (None: none)
     prune: dict[str, float] | None = entry()  # distill.prune: amount, at_env_step, nonzero params (None: not pruned)
+    quantize: dict[str, Any] | None = entry()  # distill.quantize: at_env_step, int8_representable (None: float)
     teacher_format: str | None = entry()  # kdrl | sb3 | cleanrl | torchscript (kdrl.foreign)
     teacher_reported_return: float | None = entry()  # the return a foreign teacher's files report, if any
     teacher_warning: str | None = entry()  # the wrapper-mismatch check's line (kdrl.teachers.mismatch_warning)

@@ -379,12 +379,10 @@ def validate_distill(cfg: DictConfig | Config) -> None:
     for key in ("teacher_steps", "updates"):
         _int_at_least(cfg, f"distill.pretrain.{key}", 0)
     _in_range(cfg, "distill.pretrain.epsilon", 0.0, 1.0)
-    for key in ("amount", "at"):
-        v = _num(cfg, f"distill.prune.{key}")
-        _check(v is None or (_is_num(v) and 0.0 <= v < 1.0), f"distill.prune.{key}", "in [0, 1)", v)
-    v = _num(cfg, "distill.quantize.at")
-    _check(v is None or (_is_num(v) and 0.0 <= v < 1.0), "distill.quantize.at", "in [0, 1)", v)
-    _bool(cfg, "distill.quantize.int8", nullable=True)
+    for key in ("distill.prune.amount", "distill.prune.at", "distill.quantize.at"):
+        v = _get(cfg, key)
+        _check(v is _ABSENT or (_is_num(v) and 0.0 <= v < 1.0), key, "in [0, 1)", v)
+    _bool(cfg, "distill.quantize.int8")
     _one_of(cfg, "baseline", (None, "scratch"))
     if (_num(cfg, "distill.prune.amount") or 0) > 0 and _num(cfg, "baseline") == "scratch":
         raise ConfigError("distill.prune prunes a distilled student: not for baseline=scratch")

@@ -211,29 +211,67 @@ def test_int8_mlp_is_dynamic_smaller_and_verified_by_agreement(policy, tmp_path)
     assert (actions == ref).mean() >= 0.9
 
 
-def _weight_only_export_matches(net: torch.nn.Module, path: Path, states: np.ndarray) -> float:
-    """Check an onnx_int8_weights file: int8 weight matrices only, each within half a step of the
-    fp32 weight; returns its greedy agreement with torch on ``states``."""
+def _dequantized_weights(path: Path) -> list[np.ndarray]:
+    """Each DequantizeLinear of an onnx_int8_weights file, computed from its int8 values, scales and
+    axis, in torch's (out, in, ...) layout."""
     import onnx
     from onnx import numpy_helper
 
-    from kdrl.export import onnx_runner
-
     model = onnx.load(str(path))
-    arrays = [numpy_helper.to_array(i) for i in model.graph.initializer]
-    weights = [w for n, w in net.named_parameters() if n.endswith("weight")]
-    int8 = [a for a in arrays if a.dtype == np.int8]
-    assert len(int8) == len(weights) and not [a for a in arrays if a.dtype == np.float32 and a.ndim > 1]
-    for q, w in zip(sorted(int8, key=np.size), sorted(weights, key=torch.numel)):
-        w = w.detach().numpy()
-        axes = tuple(range(1, w.ndim)) if q.shape == w.shape else None
-        assert q.shape == w.shape and axes is not None  # torch's (out, in, ...) layout, per output channel
-        scale = np.abs(w).max(axis=axes, keepdims=True) / 127.0
-        assert np.all(np.abs(q * scale - w) <= scale / 2 + 1e-7)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert not [a for a in inits.values() if a.dtype == np.float32 and a.ndim > 1]  # no float matrices left
+    out = []
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        q, scale = inits[node.input[0]], inits[node.input[1]]
+        axis = next(a.i for a in node.attribute if a.name == "axis")
+        assert q.dtype == np.int8 and scale.shape == (q.shape[axis],)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        w = q.astype(np.float32) * scale.reshape(shape)
+        out.append(w if axis == 0 else w.T)  # MatMul / Gemm without transB keep (in, out)
+    return out
+
+
+def _weight_only_export_matches(net: torch.nn.Module, path: Path, states: np.ndarray) -> float:
+    """Each Linear/Conv weight of ``net`` is in the file as exactly its own int8 rounding (scales and
+    axes read from the file); returns the file's greedy agreement with torch on ``states``."""
+    from kdrl.export import onnx_runner
+    from kdrl.prune import prunable_weights
+    from kdrl.quantize import int8_rounded
+
+    stored = _dequantized_weights(path)
+    expected = [int8_rounded(w).numpy() for w in prunable_weights(net).values()]
+    assert len(stored) == len(expected)
+    for e in expected:  # one stored weight each, equal to the last bit
+        assert sum(s.shape == e.shape and np.array_equal(s, e) for s in stored) >= 1
     _, actions = onnx_runner(path)(states)
     with torch.no_grad():
         ref = net(torch.from_numpy(states)).argmax(1).numpy()
     return float((actions == ref).mean())
+
+
+def test_int8_weights_of_bias_free_and_biased_layers_are_exact(tmp_path):
+    """A bias-free Linear becomes MatMul with an (in, out) weight, a biased one Gemm: both are
+    rounded per output channel, so a net already on the int8 grid runs the same in onnxruntime."""
+    import onnx
+
+    from kdrl.export import export_onnx, onnx_runner, quantize_onnx_weights
+    from kdrl.quantize import Int8Weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 24, bias=False), torch.nn.ReLU(), torch.nn.Linear(24, 3)).eval()
+    Int8Weights(net)  # on the int8 grid, as a quantisation-aware student is
+    export_onnx(net, (4,), tmp_path / "f.onnx")
+    model = quantize_onnx_weights(onnx.load(str(tmp_path / "f.onnx")))
+    assert {n.op_type for n in model.graph.node} >= {"MatMul", "Gemm", "DequantizeLinear"}
+    onnx.save(model, str(tmp_path / "w.onnx"))
+    states = cartpole_states(200, seed=3)
+    assert _weight_only_export_matches(net, tmp_path / "w.onnx", states) == 1.0
+    q, _ = onnx_runner(tmp_path / "w.onnx")(states)
+    with torch.no_grad():
+        assert np.abs(q - net(torch.from_numpy(states)).numpy()).max() < 1e-5
 
 
 def test_int8_weights_store_int8_and_keep_float_activations(policy, tmp_path):

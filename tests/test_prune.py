@@ -59,7 +59,7 @@ def test_pruned_student_keeps_its_zeros_through_the_fine_tune(tmp_path, cache):
     assert policy["extra"]["env_steps"] >= prune["at_env_step"]
 
 
-def test_early_stop_waits_for_pruning_and_its_fine_tune(tmp_path, cache):
+def test_early_stop_waits_for_the_pruning_point(tmp_path, cache):
     # a return every evaluation reaches: without the wait the run ends at its first evaluation,
     # before the pruning point, and the "pruned" student is the dense one
     cfg = compose_cfg(

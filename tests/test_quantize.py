@@ -69,6 +69,7 @@ def test_quantised_student_exports_to_int8_weights_exactly(tmp_path, cache):
     res = distill_student(cfg, tmp_path)
     assert res["status"] == "ok" and res["quantize"]["int8_representable"] is True
     assert res["quantize"]["at_env_step"] >= 0.5 * cfg.distill.total_timesteps
+    assert res["env_steps"] < cfg.distill.total_timesteps  # stopped early, but only after the int8 point
     policy = load_policy(tmp_path / "student.pt")
     assert policy["extra"]["env_steps"] >= res["quantize"]["at_env_step"]  # chosen among int8 checkpoints
     net = MLP((4,), 2, width=32, depth=2)

@@ -130,6 +130,8 @@ STUDENT_OK_FIELDS = {
     "checkpoint": "/runs/s/student.pt",
     "teacher_checkpoint": "/runs/t/teacher.pt",
     "teacher_wall_time_s": None,
+    "prune": {"amount": 0.5, "at_env_step": 5000.0, "nonzero_before": 2691.0, "nonzero_after": 1400.0},
+    "quantize": {"at_env_step": 9000.0, "int8_representable": True},
 }  # None: teacher given as a file
 STUDENT_OK = {**STUDENT_START, "setup_s": 2.0, **STUDENT_OK_FIELDS, "job_wall_time_s": 11.0, **PROVENANCE}
 STUDENT_FAILED = {

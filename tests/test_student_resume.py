@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from kdrl.envs import probe_spec
+from kdrl.quantize import is_int8_representable
 from kdrl.runs.distill import build_student_module
 from kdrl.runs.job import plain, seed_job
 from tests.helpers import compose_cfg
@@ -89,10 +90,8 @@ def test_hybrid_td_term_follows_the_teachers_dqn_settings():
     assert module.target.tau == 0.5 and module.target.interval == 300
 
 
-def test_resumed_int8_student_keeps_its_master_weights():
-    """A quantisation-aware student resumed after its int8 point goes on from the float masters, not
-    from the rounded weights (which would lose every update below half a step so far)."""
-    cfg = compose_cfg("distill", [*OVERRIDES, "distill.quantize.int8=true", "distill.quantize.at=0.25"])
+def _int8_student_factory(extra: list[str]):
+    cfg = compose_cfg("distill", [*OVERRIDES, *extra, "distill.quantize.int8=true", "distill.quantize.at=0.25"])
     seed_job(cfg.seed, 1)
     spec = probe_spec(plain(cfg.env))
     teacher = instantiate(cfg.net, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
@@ -102,23 +101,45 @@ def test_resumed_int8_student_keeps_its_master_weights():
         module.setup("fit")
         return module, module.configure_optimizers()
 
+    return student
+
+
+def test_resumed_int8_student_keeps_its_master_weights():
+    """A quantisation-aware student resumed after its int8 point goes on from the float masters, not
+    from the rounded weights (which would lose every update below half a step so far)."""
+    student = _int8_student_factory([])
     a, opt_a = student()
     it_a = iter(a.stream)
     for _ in range(60):
         a.learn(opt_a, next(it_a))  # learn: where the int8 point is checked
-    assert a.int8 is not None and a.selection_phase == 1
-    masters = {k: v.clone() for k, v in a.int8.master.items()}
-    assert any(not torch.equal(m, p) for m, p in zip(masters.values(), a.q_net.state_dict().values()))
+    assert a.qat is not None and a.selection_phase == 1
+    masters = {k: v.clone() for k, v in a.qat.master.items()}
+    params = dict(a.q_net.named_parameters())
+    assert any(not torch.equal(m, params[k]) for k, m in masters.items())  # masters are off the int8 grid
     ckpt = _checkpoint(a, opt_a)
 
     b, opt_b = student()
     b.load_state_dict(ckpt["state_dict"])
     b.on_load_checkpoint(ckpt)
     opt_b.load_state_dict(ckpt["optimizer"])
-    assert b.int8 is not None and b.selection_phase == 1 and b.quantize_report == a.quantize_report
-    assert all(torch.equal(b.int8.master[k], m) for k, m in masters.items())
+    assert b.qat is not None and b.selection_phase == 1 and b.quantize_report == a.quantize_report
+    assert all(torch.equal(b.qat.master[k], m) for k, m in masters.items())
     batches = [next(it_a) for _ in range(5)]
     for batch in batches:  # both take the same further steps on the same batches
         a.learn(opt_a, batch)
         b.learn(opt_b, batch)
     assert all(torch.equal(x, y) for x, y in zip(a.q_net.state_dict().values(), b.q_net.state_dict().values()))
+
+
+def test_hybrid_td_target_copies_the_int8_weights():
+    """The target net syncs after the rounding, so it holds the weights the student acts with."""
+    a, opt = _int8_student_factory(["loss=hybrid"])()
+    it = iter(a.stream)
+    while a.qat is None:
+        a.learn(opt, next(it))
+    synced = a.target.updates
+    for _ in range(400):  # on to the first target sync after the int8 point
+        if a.target.updates > synced:
+            break
+        a.learn(opt, next(it))
+    assert a.target.updates > synced and is_int8_representable(a.target.net)

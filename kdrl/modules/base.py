@@ -185,9 +185,17 @@ class RLModule(pl.LightningModule):
         if self.max_grad_norm:
             clip_grad_norm(self.trainable, float(self.max_grad_norm))
         opt.step()
+        self.after_optimizer_step()
         self.optimizer_steps += 1
         if self.target is not None:
             self.target.maybe_update(self.q_net, self.target_progress())
+
+    def after_optimizer_step(self) -> None:
+        """Constraints on the weights (pruning masks, int8 rounding), before the target net copies them."""
+
+    def may_stop_early(self) -> bool:
+        """Whether ``eval.stop_at_return`` may end the run now (a student waits for its compression point)."""
+        return True
 
     def _plain_backward(self) -> bool:
         """Call ``loss.backward()`` directly unless the precision plugin changes the backward (a

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from kdrl.replay import Transitions
 from kdrl.schedules import LinearSchedule
 from kdrl.seeding import generator
 from kdrl.td import TargetNetwork, update_target
+
+if TYPE_CHECKING:
+    from kdrl.quantize import Int8Weights
 
 CONTROLS = ("teacher", "student", "mixed")
 
@@ -134,7 +137,7 @@ class DistillStudent(RLModule):
         self.masks: dict[str, torch.Tensor] | None = None
         self.prune_report: dict[str, float] | None = None
         self.quantization = Quantization(**(distill.get("quantize") or {}))
-        self.int8: Any = None  # kdrl.quantize.Int8Weights once quantised
+        self.qat: Int8Weights | None = None  # the int8 master weights, once quantised
         self.quantize_report: dict[str, float] | None = None
         self.selection_phase = 0  # bumped when pruning or quantising: checkpoints before are not candidates
         self._offline_progress: int | None = None  # the target schedule's counter while it runs
@@ -189,23 +192,24 @@ class DistillStudent(RLModule):
             budget = self.data.total_timesteps
             if self.pruning.amount > 0 and self.masks is None and self.env_steps >= self.pruning.at * budget:
                 self.prune_now()
-            if self.quantization.int8 and self.int8 is None and self.env_steps >= self.quantization.at * budget:
+            if self.quantization.int8 and self.qat is None and self.env_steps >= self.quantization.at * budget:
                 self.quantize_now()
         super().learn(opt, batch)
 
     def may_stop_early(self) -> bool:
-        """``eval.stop_at_return`` waits for pruning and quantising: a student that reaches the
-        return before that point is compressed and fine-tuned first, then has to reach it again (its
-        best policy is chosen among the compressed checkpoints only)."""
+        """``eval.stop_at_return`` waits for the pruning / int8 point: a student that reaches the
+        return before it is compressed first, and stops at the first evaluation of the compressed
+        student that reaches the return again (its best policy is chosen among the compressed
+        checkpoints only); one that already does needs no fine-tune."""
         pruned = self.pruning.amount <= 0 or self.masks is not None
-        return pruned and (not self.quantization.int8 or self.int8 is not None)
+        return pruned and (not self.quantization.int8 or self.qat is not None)
 
     def quantize_now(self) -> None:
         from kdrl.quantize import Int8Weights
 
-        self.int8 = Int8Weights(self.q_net)
+        self.qat = Int8Weights(self.q_net)
         self.selection_phase += 1
-        self.quantize_report = {"int8": 1.0, "at_env_step": float(self.env_steps)}
+        self.quantize_report = {"at_env_step": float(self.env_steps)}
         self.log_env_metrics({"quantize/at_env_step": float(self.env_steps)})
 
     def prune_now(self) -> None:
@@ -223,14 +227,15 @@ class DistillStudent(RLModule):
         }
         self.log_env_metrics({f"prune/{k}": v for k, v in self.prune_report.items()})
 
-    def sgd_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        super().sgd_step(opt, loss)
+    def after_optimizer_step(self) -> None:
         if self.masks is not None:
             from kdrl.prune import apply_masks
 
+            if next(iter(self.masks.values())).device != self.device:  # a resume loads them where they were saved
+                self.masks = {k: m.to(self.device) for k, m in self.masks.items()}
             apply_masks(self.q_net, self.masks)
-        if self.int8 is not None:
-            self.int8.after_step(self.q_net, self.masks)
+        if self.qat is not None:
+            self.qat.after_step(self.q_net, self.masks)
 
     # ---- QDagger's offline phase ------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -311,8 +316,8 @@ class DistillStudent(RLModule):
             state["prune_masks"] = {k: v.clone() for k, v in self.masks.items()}
             state["prune_report"] = dict(self.prune_report or {})
             state["selection_phase"] = self.selection_phase
-        if self.int8 is not None:
-            state["int8_master"] = {k: v.clone() for k, v in self.int8.master.items()}
+        if self.qat is not None:
+            state["int8_master"] = {k: v.clone() for k, v in self.qat.master.items()}
             state["quantize_report"] = dict(self.quantize_report or {})
             state["selection_phase"] = self.selection_phase
         return state
@@ -332,6 +337,6 @@ class DistillStudent(RLModule):
         if "int8_master" in state:
             from kdrl.quantize import Int8Weights
 
-            self.int8 = Int8Weights(self.q_net, {k: v.float() for k, v in state["int8_master"].items()})
+            self.qat = Int8Weights(self.q_net, dict(state["int8_master"]))
             self.quantize_report = {k: float(v) for k, v in state["quantize_report"].items()}
             self.selection_phase = int(state["selection_phase"])

@@ -2,7 +2,7 @@
 and greedy agreement with the fp32 student, on CartPole, LunarLander and a MinAtar game.
 
     python scripts/bench_quant.py                         # trains the CartPole/LunarLander students it lacks
-    python scripts/bench_quant.py \
+    python scripts/bench_quant.py --sizes rusu_7 rusu_25 \
         --student minatar_breakout=outputs/study_minatar/breakout/kl_rusu-rusu_7-teacher_s0 \
         --size-row "minatar_breakout 25%=outputs/study_minatar/breakout/kl_rusu-rusu_25-teacher_s0" \
         --size-row "cartpole teacher=.cache/kdrl/teachers/CartPole-v1-s0-53f7f1030803"
@@ -47,9 +47,9 @@ def run_distill(run: Path, overrides: list[str]) -> Path:
     return run
 
 
-def distil(env: str, out: Path) -> Path:
-    overrides = [f"env={env}", "student.size=rusu_7", "seed=0", "logger=csv", "trainer.enable_progress_bar=false"]
-    return run_distill(out / f"{env}_prune0", overrides)
+def distil(env: str, out: Path, size: str = "rusu_7") -> Path:
+    overrides = [f"env={env}", f"student.size={size}", "seed=0", "logger=csv", "trainer.enable_progress_bar=false"]
+    return run_distill(out / (f"{env}_prune0" if size == "rusu_7" else f"{env}_{size}"), overrides)
 
 
 def twin(base: Path, run: Path, extra: list[str]) -> Path:
@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--student", action="append", default=[], help="NAME=RUN_DIR (its student.pt); repeatable")
     ap.add_argument("--size-row", action="append", default=[], help="NAME=RUN_DIR of a larger net; repeatable")
     ap.add_argument("--prune", type=float, default=0.5, help="pruned twins of the trained students (0: none)")
+    ap.add_argument("--sizes", nargs="+", default=["rusu_7"], help="student sizes of the CartPole/LunarLander rows")
     ap.add_argument("--episodes", type=int, default=100, help="held-out episodes per model (paired seeds)")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "quantisation")
     args = ap.parse_args()
@@ -180,14 +181,14 @@ def main() -> None:
         return ["distill.quantize.int8=true", f"distill.quantize.at={at:.4f}"]
 
     for env in DEFAULT_ENVS:
-        dense = distil(env, args.out)
-        runs[env] = {
-            "": (dense, INT8),
-            "QAT ": (twin(dense, args.out / f"{env}_qat", qat(dense)), ("onnx_int8_weights",)),
-        }
-        if args.prune:
-            prune = [f"distill.prune.amount={args.prune}", "distill.prune.at=0.5"]
-            runs[env]["pruned "] = (twin(dense, args.out / f"{env}_prune{args.prune:g}", prune), INT8)
+        for size in args.sizes:
+            dense = distil(env, args.out, size)
+            name = env if size == "rusu_7" else f"{env} {size.removeprefix('rusu_')}%"
+            qat_run = twin(dense, args.out / (f"{env}_qat" if size == "rusu_7" else f"{env}_{size}_qat"), qat(dense))
+            runs[name] = {"": (dense, INT8), "QAT ": (qat_run, ("onnx_int8_weights",))}
+            if args.prune and size == "rusu_7":
+                prune = [f"distill.prune.amount={args.prune}", "distill.prune.at=0.5"]
+                runs[name]["pruned "] = (twin(dense, args.out / f"{env}_prune{args.prune:g}", prune), INT8)
     for item in args.student:
         name, path = item.split("=", 1)
         qat_run = twin(Path(path), args.out / f"{name}_qat", qat(Path(path)))

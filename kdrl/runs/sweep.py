@@ -11,6 +11,11 @@ share the cache through its lock as before (a login node is no place to train).
 Index: a sweep of thousands of jobs puts thousands of numbered dirs side by side;
 ``SweepIndex`` writes ``index.csv`` in the sweep dir (job number, status, its overrides), so a
 reader finds a job by its overrides without listing the dir.
+
+Shared study: several Optuna sweepers (one per node, hparams_search presets) on one SQL storage
+all create its tables and its study when they start; two at once collide ("UNIQUE constraint
+failed: alembic_version"). ``SharedStudy`` creates both under a lock next to an SQLite file before
+the sweeper starts, so the others find them.
 """
 
 from __future__ import annotations
@@ -154,3 +159,40 @@ def write_sweep_index(sweep: Path) -> Path:
     writer.writerow(["job", "status", "overrides"])
     writer.writerows(rows)
     return atomic_write(sweep / "index.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+class SharedStudy(Callback):
+    """Create the sweeper's Optuna study (and its storage's tables) once, under a lock, before the
+    sweeper starts: concurrent sweepers on one storage then all load it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
+        storage = sweeper.get("storage")
+        if not storage:
+            return  # in-memory study: nothing shared
+        import optuna
+
+        def create() -> None:
+            optuna.create_study(
+                study_name=sweeper.get("study_name"),
+                storage=str(storage),
+                direction=str(sweeper.get("direction", "minimize")),
+                load_if_exists=True,
+            )
+
+        db = sqlite_path(str(storage))
+        if db is None:  # a database server serialises its own schema creation
+            create()
+            return
+        from kdrl.locks import exclusive_lock
+
+        with exclusive_lock(db.with_name(db.name + ".lock"), poll_s=0.2):
+            create()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an ``sqlite:///path`` URL (None for other databases or in-memory SQLite)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
+        return None
+    return Path(url[len(prefix) :])

@@ -20,16 +20,20 @@ pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_student_search_runs_trials_in_parallel_and_reports_the_best(tmp_path):
-    cmd = [
+def student_search(tmp_path: Path, sweep: str, *overrides: str) -> list[str]:
+    """The student preset at debug size, its sweep in tmp_path/sweep, teachers cached in tmp_path."""
+    return [
         str(Path(sys.executable).parent / "kdrl-distill"),
         "hparams_search=cartpole_student_optuna",
         "debug=fast",
-        "launcher=joblib",
-        "hydra.sweeper.n_trials=4",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *overrides,
+        f"hydra.sweep.dir={tmp_path / sweep}",
         f"teacher.cache_dir={tmp_path / 'cache'}",
     ]
+
+
+def test_student_search_runs_trials_in_parallel_and_reports_the_best(tmp_path):
+    cmd = student_search(tmp_path, "sweep", "launcher=joblib", "hydra.sweeper.n_trials=4")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
@@ -56,17 +60,8 @@ def test_two_sweepers_on_slurm_share_one_study_through_the_storage(slurm, tmp_pa
     env = {**os.environ, "KDRL_OPTUNA_STORAGE": storage, "WANDB_MODE": "disabled"}
 
     def sweeper(name: str) -> subprocess.Popen:
-        cmd = [
-            str(Path(sys.executable).parent / "kdrl-distill"),
-            "hparams_search=cartpole_student_optuna",
-            "debug=fast",
-            "launcher=slurm",
-            "hydra.launcher.timeout_min=10",
-            "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.n_jobs=1",
-            f"hydra.sweep.dir={tmp_path / name}",
-            f"teacher.cache_dir={tmp_path / 'cache'}",
-        ]
+        slurm_jobs = ["launcher=slurm", "hydra.launcher.timeout_min=10"]
+        cmd = student_search(tmp_path, name, *slurm_jobs, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1")
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     procs = [sweeper("a"), sweeper("b")]  # at once: both create-or-load the same study

@@ -92,7 +92,7 @@ LABELS = {"onnx": "fp32", "onnx_int8": "int8", "onnx_int8_weights": "int8 weight
 
 def measure(name: str, runs: dict[str, tuple[Path, tuple[str, ...]]], out: Path, episodes: int) -> list[dict]:
     """``runs``: row-label prefix -> (run dir, export formats); the first is the dense fp32 student."""
-    from kdrl.evaluation import eval_seeds, evaluate_policy, rollout_states
+    from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns, rollout_states
     from kdrl.export import export_policy, onnx_runner
     from kdrl.io import load_policy
     from kdrl.prune import nonzero_params
@@ -122,6 +122,7 @@ def measure(name: str, runs: dict[str, tuple[Path, tuple[str, ...]]], out: Path,
     top2 = np.sort(q_ref, axis=1)[:, -2:]
     gap = float(np.median(top2[:, 1] - top2[:, 0]))  # how far apart the best two actions are
     seeds = eval_seeds(2_000_000, episodes)
+    floor = float(np.mean(random_returns(env_id, seeds, kwargs)))  # random = 0, fp32 = 1 (returns can be < 0)
     rows, base = [], None
     for kind, path in models.items():
         returns = np.asarray(evaluate_policy(greedy[kind], env_id, seeds, kwargs), dtype=float)
@@ -138,6 +139,7 @@ def measure(name: str, runs: dict[str, tuple[Path, tuple[str, ...]]], out: Path,
             "return_mean": float(returns.mean()), "return_std": float(returns.std()),
             "pct_of_fp32": 100 * returns.mean() / base.mean() if base.mean() else float("nan"),
             "diff_vs_fp32": float((returns - base).mean()), "diff_ci_lo": lo, "diff_ci_hi": hi,
+            "random_return": floor, "score_vs_fp32": (returns.mean() - floor) / (base.mean() - floor),
             "agreement": float((greedy[kind](states) == ref).mean()), "n_states": len(states),
             "max_abs_dq": float(np.abs(runners[kind](states)[0] - q_ref).max()), "fp32_gap_median": gap,
         })  # fmt: skip

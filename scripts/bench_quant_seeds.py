@@ -1,0 +1,98 @@
+"""int8 vs fp32 over 5 independently trained students per env (docs/protocol.md: n = 5 seeds).
+
+    python scripts/bench_quant_seeds.py
+
+For CartPole and LunarLander, 25% students (rusu_25) on seeds 0-4 distilled from the seed-0 teacher
+(trained here when missing); for MinAtar Breakout, the study's five 25% students. Each is exported
+as fp32, int8 (kdrl-export onnx_int8) and int8 weights (onnx_int8_weights) and run on 100 held-out
+episodes, the same seeds for every file (scripts/bench_quant.py's measure). Per student: the file's
+normalised score against its own fp32 (random = 0, fp32 = 1, so negative returns do not invert it)
+and its size ratio; per env: mean [95% bootstrap-t CI] over the 5 students, with failed trainings
+counted. Writes docs/quantisation_seeds.md and .csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quant import INT8, ROOT, measure, run_distill  # noqa: E402
+
+TEACHERS = {
+    "cartpole": ".cache/kdrl/teachers/CartPole-v1-s0-53f7f1030803/teacher.pt",
+    "lunarlander": ".cache/kdrl/teachers/LunarLander-v3-s0-c5a016e0b39d/teacher.pt",
+}
+STUDY = "outputs/study_minatar/breakout/kl_rusu-rusu_25-teacher_s{seed}"
+
+
+def students(out: Path, seeds: list[int]) -> dict[str, list[Path | None]]:
+    runs: dict[str, list[Path | None]] = {}
+    for env, teacher in TEACHERS.items():
+        runs[env] = []
+        for seed in seeds:
+            overrides = [f"env={env}", "student.size=rusu_25", f"seed={seed}", f"teacher.checkpoint={ROOT / teacher}",
+                         "logger=csv", "trainer.enable_progress_bar=false"]  # fmt: skip
+            try:
+                runs[env].append(run_distill(out / f"{env}_rusu_25_t0_s{seed}", overrides))
+            except Exception as exc:  # counted as a failure, never dropped
+                print(f"{env} seed {seed}: training failed: {exc}", file=sys.stderr)
+                runs[env].append(None)
+    runs["minatar_breakout"] = [
+        ROOT / STUDY.format(seed=s) if (ROOT / STUDY.format(seed=s) / "student.pt").is_file() else None for s in seeds
+    ]
+    return runs
+
+
+def main() -> None:
+    from kdrl.tables import mean_ci
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "quant_seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "quantisation_seeds")
+    args = ap.parse_args()
+    csv = ["env,seed,model,params,x_smaller,return_mean,fp32_return_mean,random_return,score_vs_fp32"]
+    lines = [
+        "| env | file | n students (failed) | params | × smaller than fp32, mean | normalised score vs fp32, "
+        "mean [95% CI] | students with score ≥ 0.99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env, runs in students(args.out, args.seeds).items():
+        per_model: dict[str, list[dict]] = {}
+        for seed, run in zip(args.seeds, runs):
+            if run is None:
+                continue
+            rows = measure(f"{env}_s{seed}", {"": (run, INT8)}, args.out / "onnx", args.episodes)
+            fp32 = rows[0]["return_mean"]
+            for r in rows:
+                per_model.setdefault(r["model"], []).append(r)
+                csv.append(f"{env},{seed},{r['model']},{r['params']},{r['x_smaller']:.4f},{r['return_mean']:.3f},"
+                           f"{fp32:.3f},{r['random_return']:.3f},{r['score_vs_fp32']:.4f}")  # fmt: skip
+        failed = sum(r is None for r in runs)
+        for model in ("int8", "int8 weights"):
+            got = per_model.get(model, [])
+            scores = [r["score_vs_fp32"] for r in got]
+            lo, hi = mean_ci(scores)
+            lines.append(
+                f"| {env} | {model} | {len(got)} ({failed}) | {got[0]['params']:,} | "
+                f"{np.mean([r['x_smaller'] for r in got]):.2f} | {np.mean(scores):.3f} [{lo:.3f}, {hi:.3f}] | "
+                f"{sum(s >= 0.99 for s in scores)} of {len(got) + failed} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    args.docs.with_suffix(".md").write_text(
+        "# int8 vs fp32 over 5 students per env\n\nMade by `python scripts/bench_quant_seeds.py`: 25% students, "
+        f"{args.episodes} held-out episodes per file (same seeds for every file of a student); normalised score "
+        "= (int8 return − random) / (fp32 return − random) on those episodes; CI: bootstrap-t over the students "
+        "(kdrl.tables.mean_ci); a failed training counts against the last column.\n\n" + table + "\n"
+    )
+    args.docs.with_suffix(".csv").write_text("\n".join(csv) + "\n")
+
+
+if __name__ == "__main__":
+    main()

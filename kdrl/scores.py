@@ -98,3 +98,40 @@ def teacher_beats_random(teacher: Sequence[float], random: Sequence[float], alph
     with warnings.catch_warnings():  # near-constant returns (a perfect CartPole teacher): precision note
         warnings.simplefilter("ignore", RuntimeWarning)
         return bool(ttest_ind(t, r, equal_var=False, alternative="greater").pvalue < alpha)
+
+
+# What an episode's return can be, per env id (the first matching prefix): the bounds every interval
+# of a return or a normalised score is clipped to, and the ceiling whose ties flag a cell
+# (kdrl.statistics.mean_ci). An env not listed is unbounded. MinAtar and these Atari games pay only
+# non-negative rewards; Pong pays -1/+1 per point to 21; CartPole-v1 ends at 500 steps of +1,
+# Acrobot-v1 at 500 steps of -1 (0 = swung up at once).
+RETURN_RANGES: dict[str, tuple[float, float]] = {
+    "CartPole-v1": (0.0, 500.0),
+    "CartPole-v0": (0.0, 200.0),
+    "Acrobot-v1": (-500.0, 0.0),
+    "MountainCar-v0": (-200.0, 0.0),
+    "ALE/Pong": (-21.0, 21.0),
+    "MinAtar/": (0.0, math.inf),
+    "ALE/": (0.0, math.inf),
+}
+
+
+def return_range(env_id: str | None) -> tuple[float, float]:
+    """The (low, high) an episode's return can take in ``env_id`` (RETURN_RANGES), else unbounded."""
+    for prefix, rng in RETURN_RANGES.items():
+        if env_id and str(env_id).startswith(prefix):
+            return rng
+    return (-math.inf, math.inf)
+
+
+def normalized_bounds(env_id: str | None, teacher: Sequence[float], random: Sequence[float]) -> tuple[float, float]:
+    """What a normalised score (S - R) / (T - R) can take over runs with these teacher and random
+    returns: the return range mapped through each run's (T, R), the widest over runs."""
+    low, high = return_range(env_id)
+    t, r = np.asarray(teacher, dtype=float), np.asarray(random, dtype=float)
+    gap = t - r
+    if len(gap) == 0 or not np.all(np.isfinite(gap)) or np.any(gap <= 0):
+        return (-math.inf, math.inf)
+    with np.errstate(invalid="ignore"):  # inf - r is inf; a bound of +-inf stays unbounded
+        lows, highs = (low - r) / gap, (high - r) / gap
+    return float(np.min(lows)), float(np.max(highs))

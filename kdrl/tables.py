@@ -1,8 +1,9 @@
 """results.json files -> tidy table -> paper-style tables (Markdown, LaTeX) and plots.
 
-Cells report the mean, the interquartile mean (IQM) and a 95% bootstrap confidence interval of the
-mean over seeds (percentile bootstrap, resampling seeds with replacement: for one task this is
-rliable's stratified bootstrap with a single stratum).
+Cells report the mean, the interquartile mean (IQM) and a 95% confidence interval of the mean over
+seeds (kdrl.statistics.mean_ci: Hall's transformed t, clipped to what the score can take, and flagged
+‡ where no interval is reliable); across envs, IQM and mean with stratified-bootstrap CIs, the
+probability of improvement and performance profiles (``cross_task``, kdrl-table --aggregate).
 
 The row columns come from the results schema (kdrl.results: the fields marked ``column``); the
 geometric mean over tasks is kdrl.scores.geometric_mean. kdrl-table (kdrl.cli.table) and the
@@ -19,11 +20,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
-from scipy.stats import trim_mean
 
 from kdrl.results import RESULTS_FILE, MultiTaskResult, Record, table_columns
-from kdrl.scores import geometric_mean
+from kdrl.scores import geometric_mean, normalized_bounds, return_range
+from kdrl.statistics import (
+    FLAG_AT_BOUND,
+    MIN_SEEDS,
+    UNBOUNDED,
+    Bounds,
+    aggregate_ci,
+    bootstrap_ci,
+    iqm,
+    mean_ci,
+    performance_profile,
+    probability_of_improvement,
+)
 
 # kdrl-table's row columns, in order (then "method" and the expanded speed / resources /
 # generalisation keys). Tables and CSVs are compared bit for bit: the order is the schema's
@@ -50,17 +61,31 @@ def flatten(res: Mapping[str, Any] | Record) -> dict[str, Any]:
     res = res.to_dict() if isinstance(res, Record) else res
     row = {k: res.get(k) for k in FLAT_FIELDS}
     row["method"] = method_name(res)
+    budget = budget_env_steps(res)
     for name, hit in (res.get("speed") or {}).items():
-        # a run that never reached the level is censored at its budget, never dropped (docs/protocol.md)
+        # a run that never reached the level is censored at its budget, never dropped (docs/protocol.md);
+        # an early-stopped run's wall time is extrapolated to the budget at its own pace
         row[f"{name}_reached"] = hit is not None
-        row[f"{name}_env_steps"] = hit["env_steps"] if hit else res.get("env_steps", np.nan)
-        row[f"{name}_wall_s"] = hit["train_wall_s"] if hit else res.get("train_wall_time_s", np.nan)
+        row[f"{name}_env_steps"] = hit["env_steps"] if hit else budget
+        wall, steps = res.get("train_wall_time_s"), res.get("env_steps")
+        row[f"{name}_wall_s"] = (
+            hit["train_wall_s"] if hit else (wall * budget / steps if wall is not None and steps else np.nan)
+        )
     for key, who in (res.get("resources") or {}).items():
         for k, v in who.items():
             row[f"{key}_{k}"] = v
     for name, pair in (res.get("generalisation") or {}).items():
         row[f"gen_{name}_student"], row[f"gen_{name}_teacher"] = pair["student"], pair["teacher"]
     return row
+
+
+def budget_env_steps(res: Mapping[str, Any]) -> float:
+    """The env steps a run was given (a student's distill.total_timesteps, else algo.total_timesteps),
+    falling back to the steps it ran when its config does not say."""
+    cfg = res.get("config") or {}
+    section = cfg.get("distill") if res.get("kind") == "student" else cfg.get("algo")
+    budget = (section or {}).get("total_timesteps")
+    return float(budget) if budget is not None else float(res.get("env_steps") or np.nan)
 
 
 def read_result(f: Path) -> dict[str, Any]:
@@ -94,79 +119,47 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def iqm(x: Sequence[float]) -> float:
-    """Interquartile mean as rliable computes it: scipy's trim_mean with 25% cut from each end
-    (whole observations only: for n = 3 nothing is cut)."""
-    x = np.asarray(x, dtype=float)
-    return float(trim_mean(x, 0.25)) if len(x) else float("nan")
-
-
-def mean_ci(x: Sequence[float], level: float = 0.95, reps: int = 1999, seed: int = 0) -> tuple[float, float]:
-    """Confidence interval of the mean over seeds: the studentized (bootstrap-t) bootstrap from
-    ``MIN_SEEDS`` seeds on, Student's t below (where the bootstrap-t is unstable; such cells are flagged).
-
-    The percentile bootstrap this replaces is [min, max] at n = 3 (a resample of all-minimum has
-    probability 1/27 > 2.5%) and covered the true mean 0.76 / 0.84 / 0.90 of the time at n = 3 / 5 /
-    10. The bootstrap-t resamples the t statistic instead, which corrects for small n and for skew.
-    Measured coverage on realistic score distributions: tests/test_protocol.py, docs/protocol.md.
-    """
-    x = np.asarray(x, dtype=float)
-    n = len(x)
-    if n == 0 or not np.isfinite(x).all():  # an undefined score (teacher not above random) has no CI
-        return float("nan"), float("nan")
-    m = float(x.mean())
-    se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    if se == 0.0:
-        return m, m
-    alpha = (1 - level) / 2
-    if n < MIN_SEEDS:
-        half = float(student_t.ppf(1 - alpha, n - 1)) * se
-        return m - half, m + half
-    rng = np.random.default_rng(seed)
-    b = x[rng.integers(0, n, size=(reps, n))]
-    b_se = b.std(axis=1, ddof=1) / np.sqrt(n)
-    ok = b_se > 0
-    t = (b.mean(axis=1)[ok] - m) / b_se[ok]
-    return m - float(np.quantile(t, 1 - alpha)) * se, m - float(np.quantile(t, alpha)) * se
-
-
-def bootstrap_ci(
-    x: Sequence[float], stat=np.mean, reps: int = 5000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap of any statistic (used for IQM bands; the mean's CI is ``mean_ci``)."""
-    x = np.asarray(x, dtype=float)
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    if len(x) == 1:
-        return float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    samples = x[rng.integers(0, len(x), size=(reps, len(x)))]
-    stats = np.apply_along_axis(stat, 1, samples) if stat is not np.mean else samples.mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
-
-
-MIN_SEEDS = 5  # cells over fewer seeds are flagged (docs/protocol.md)
-
-
 def is_speed_metric(metric: str) -> bool:
     return metric.startswith("to_") and metric.endswith(("_env_steps", "_wall_s"))
 
 
+def metric_bounds(grp: pd.DataFrame, metric: str) -> Bounds:
+    """What ``metric`` can take over the runs of ``grp``: the env's return range for returns, mapped
+    through each run's teacher and random returns for the normalised score (kdrl.scores)."""
+    envs = grp["env_id"].dropna().unique() if "env_id" in grp else []
+    if len(envs) != 1:
+        return UNBOUNDED
+    if metric == "normalized_score" and {"teacher_return_mean", "random_return_mean"} <= set(grp):
+        return normalized_bounds(envs[0], grp["teacher_return_mean"], grp["random_return_mean"])
+    if metric in ("eval_return_mean", "teacher_return_mean"):
+        return return_range(envs[0])
+    if metric == "action_agreement":
+        return (0.0, 1.0)
+    return UNBOUNDED
+
+
 def aggregate(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
-    """One row per group of ok runs: n, mean (median for censored speed metrics), IQM, CI.
+    """One row per group of ok runs: n, mean (median for censored speed metrics), IQM, CI, flag.
 
     ``refused`` counts ok runs whose metric is nan (a normalised score refused because the teacher
     did not beat random); they are reported, not silently dropped. Speed metrics carry
     ``reached`` (the fraction of seeds that reached the level; the others count at their budget).
+    ``flag`` says why a cell has no interval (kdrl.statistics.mean_ci), ``at_bound`` how many seeds
+    sit at a bound of the score.
     """
     ok = df[df["status"] == "ok"]
     speed = is_speed_metric(metric)
     out = []
     for key, grp in ok.groupby(list(by), dropna=False, sort=True):
         vals = grp[metric].dropna().to_numpy(dtype=float)
-        lo, hi = bootstrap_ci(vals, np.median) if speed else mean_ci(vals)
+        bounds = metric_bounds(grp, metric)
+        if speed:
+            lo, hi = bootstrap_ci(vals, np.median)
+            flag = ""
+        else:
+            _, lo, hi, flag = mean_ci(vals, bounds=bounds)
         key = key if isinstance(key, tuple) else (key,)
+        scale = max(float(np.max(np.abs(vals))), 1.0) if len(vals) else 1.0
         row = {
             **dict(zip(by, key)),
             "n": len(vals),
@@ -175,6 +168,10 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
             "iqm": iqm(vals),
             "ci_low": lo,
             "ci_high": hi,
+            "flag": flag,
+            "at_bound": max(int((np.abs(vals - b) <= 1e-9 * scale).sum()) for b in bounds if np.isfinite(b))
+            if any(np.isfinite(bounds))
+            else 0,
             "param_ratio": float(grp["param_ratio"].mean()) if "param_ratio" in grp else np.nan,
         }
         if speed:
@@ -186,7 +183,11 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
 
 def _cell(r: pd.Series, pct: bool) -> str:
     f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3g}")
-    cell = f"{f(r['mean'])} [{f(r['ci_low'])}, {f(r['ci_high'])}]"
+    if r.get("flag"):  # no reliable interval: the mean, and why (kdrl.statistics.ci_flag)
+        why = f"{r['at_bound']}/{r['n']} at the bound" if r["flag"] == FLAG_AT_BOUND else r["flag"]
+        cell = f"{f(r['mean'])} ‡ ({why})"
+    else:
+        cell = f"{f(r['mean'])} [{f(r['ci_low'])}, {f(r['ci_high'])}]"
     if "reached" in r and np.isfinite(r.get("reached", np.nan)):
         cell += f" ({round(r['reached'] * (r['n']))}/{r['n']} reached)"
     if r.get("refused", 0):
@@ -249,8 +250,10 @@ def method_name(res: Mapping[str, Any]) -> str:
 def learning_curves(
     paths: Iterable[str | Path], group: str
 ) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per group value: (env_steps, mean, ci_low, ci_high) of periodic eval returns over seeds."""
+    """Per group value: (env_steps, mean, ci_low, ci_high) of periodic eval returns over seeds; the band
+    stays inside the env's return range, and is left out (nan) where mean_ci flags the point."""
     curves: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
+    ranges: dict[Any, Bounds] = {}
     for f in find_results(p for p in map(Path, paths) if p.exists()):
         try:
             res = read_result(f)
@@ -260,6 +263,8 @@ def learning_curves(
             continue
         hist = res["eval_history"]
         key = method_name(res) if group == "method" else res.get(group)
+        rng = return_range(res.get("env_id"))
+        ranges[key] = rng if ranges.get(key, rng) == rng else UNBOUNDED  # mixed envs: no common range
         curves.setdefault(key, []).append(
             (np.array([h["env_steps"] for h in hist]), np.array([h["return_mean"] for h in hist]))
         )
@@ -269,7 +274,7 @@ def learning_curves(
         # each seed's curve held constant after its last evaluation (early-stopped runs)
         ys = np.stack([np.interp(grid, s, y, left=np.nan, right=y[-1]) for s, y in runs])
         mean = np.nanmean(ys, axis=0)
-        cis = np.array([mean_ci(col[~np.isnan(col)], reps=999) for col in ys.T])
+        cis = np.array([mean_ci(col[~np.isnan(col)], bounds=ranges[key])[1:3] for col in ys.T])
         out[key] = (grid, mean, cis[:, 0], cis[:, 1])
     return out
 
@@ -301,6 +306,9 @@ class SummaryTable:
     iqm: pd.DataFrame  # rows x cols, in % when the metric is a fraction of the teacher, 1 decimal
 
 
+CI_NAME = "Hall's transformed-t (Student's t below 5 seeds), clipped to the score's range"
+
+
 def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> SummaryTable:
     """Mean [95% CI] over seeds of ``metric`` for each (rows, cols) over the ok runs of ``df`` (aggregate)."""
     agg = aggregate(df, [rows, cols], metric)
@@ -314,8 +322,9 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     stat = "median (censored at the budget)" if is_speed_metric(metric) else "mean"
     refused = int(agg["refused"].sum())
     caption = (
-        f"{metric}{' (% of teacher)' if pct else ''}: {stat} [95% {'percentile' if is_speed_metric(metric) else 'bootstrap-t'} CI] over n = "
-        f"{'/'.join(map(str, n))} seeds (cells marked † have n < {MIN_SEEDS}); {len(df) - failed} ok runs, "
+        f"{metric}{' (% of teacher)' if pct else ''}: {stat} [95% {'percentile-bootstrap' if is_speed_metric(metric) else CI_NAME} CI] over n = "
+        f"{'/'.join(map(str, n))} seeds (cells marked † have n < {MIN_SEEDS}; ‡: no reliable interval, seeds tied at a bound "
+        f"of the score or without spread); {len(df) - failed} ok runs, "
         f"{failed} failed" + (f", {refused} with the score refused (teacher not better than random)" if refused else "")
     )
     md = to_markdown(table, df, rows, cols)
@@ -362,7 +371,7 @@ def plot_all(
             ax.errorbar(
                 x,
                 100 * grp["mean"],
-                yerr=[100 * (grp["mean"] - grp["ci_low"]), 100 * (grp["ci_high"] - grp["mean"])],
+                yerr=_yerr(grp, 100),
                 marker="o",
                 capsize=3,
                 label=str(key),
@@ -386,7 +395,7 @@ def plot_all(
             ax.errorbar(
                 g["temperature"],
                 100 * g["mean"],
-                yerr=[100 * (g["mean"] - g["ci_low"]), 100 * (g["ci_high"] - g["mean"])],
+                yerr=_yerr(g, 100),
                 marker="o",
                 capsize=3,
                 label=f"width {w}",
@@ -411,6 +420,13 @@ def plot_all(
         written += _save(fig, out / f"curves_by_{curve_group}")
     plt.close("all")
     return written
+
+
+def _yerr(cells: pd.DataFrame, scale: float) -> list[np.ndarray]:
+    """Error bars from a cell's CI; none (0) where the cell is flagged (no reliable interval)."""
+    lo = np.nan_to_num(scale * (cells["mean"] - cells["ci_low"]).to_numpy(dtype=float))
+    hi = np.nan_to_num(scale * (cells["ci_high"] - cells["mean"]).to_numpy(dtype=float))
+    return [lo, hi]
 
 
 def _save(fig: Any, stem: Path) -> list[Path]:
@@ -459,16 +475,16 @@ def collect_multitask(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def multitask_cell(values: Sequence[float]) -> str:
-    """'mean [lo, hi]' of the finite values (already in %) with mean_ci, † when fewer than
+    """'mean [lo, hi]' of the finite values (already in %) with mean_ci ('mean ‡ (why)' where it flags), † when fewer than
     MIN_SEEDS, the refused (nan) count when there are any, '–' when there are none."""
     x = np.asarray(values, dtype=float)
     refused = int((~np.isfinite(x)).sum())
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return "–" + (f" ({refused} refused)" if refused else "")
-    lo, hi = mean_ci(x)
+    m, lo, hi, flag = mean_ci(x)
     return (
-        f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]"
+        (f"{m:.1f} ‡ ({flag})" if flag else f"{m:.1f} [{lo:.1f}, {hi:.1f}]")
         + (f" ({refused} refused)" if refused else "")
         + (" †" if len(x) < MIN_SEEDS else "")
     )
@@ -498,8 +514,107 @@ def multitask_report(df: pd.DataFrame) -> str:
     runs = df.drop_duplicates("run_dir")
     failed = int((runs["status"] != "ok").sum())
     head = (
-        f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% CI: bootstrap-t, "
-        f"Student's t below {MIN_SEEDS} seeds, marked †] over n seeds (in each row's label; refused: the teacher "
+        f"% of each teacher (0 = random policy, 100 = teacher; same held-out seeds): mean [95% CI: {CI_NAME}; "
+        f"marked † below {MIN_SEEDS} seeds; ‡ no reliable interval] over n seeds (in each row's label; refused: the teacher "
         f"does not beat random); {int((runs['status'] == 'ok').sum())} ok runs, {failed} failed"
     )
     return head + "\n\n" + multitask_markdown(multitask_table(df))
+
+
+# ---- across tasks (kdrl-table --aggregate) ------------------------------------------------------------------
+@dataclass
+class CrossTask:
+    """IQM and mean over tasks per method, P(improvement) between methods, performance profiles."""
+
+    markdown: str
+    cells: pd.DataFrame  # method, tasks, runs, iqm, iqm_low, iqm_high, mean, mean_low, mean_high
+    improvement: pd.DataFrame  # x, y, p, low, high
+    profiles: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # method -> taus, frac, lo, hi
+
+
+def task_scores(df: pd.DataFrame, task: str, method: str, metric: str) -> dict[Any, dict[Any, np.ndarray]]:
+    """method -> task -> the finite scores of the ok runs (a refused score is counted by ``aggregate``)."""
+    ok = df[(df["status"] == "ok") & np.isfinite(df[metric].astype(float))]
+    out: dict[Any, dict[Any, np.ndarray]] = {}
+    for (m, t), grp in ok.groupby([method, task], sort=True):
+        out.setdefault(m, {})[t] = grp[metric].to_numpy(dtype=float)
+    return out
+
+
+def cross_task(
+    df: pd.DataFrame, task: str, method: str, metric: str, compare: Sequence[tuple[Any, Any]] | None = None
+) -> CrossTask:
+    """The field's aggregates of ``metric`` over the tasks (``task`` column) for each ``method`` value:
+    IQM and mean of all runs with stratified-bootstrap 95% CIs, P(X > Y) for each pair in ``compare``
+    (every pair of methods when None) and performance profiles (kdrl.statistics)."""
+    scores = task_scores(df, task, method, metric)
+    pct = 100.0 if is_fraction_of_teacher(metric) else 1.0
+    rows = []
+    for m, per_task in scores.items():
+        i = aggregate_ci(per_task, "iqm")
+        a = aggregate_ci(per_task, "mean")
+        rows.append(
+            {"method": m, "tasks": len(per_task), "runs": sum(map(len, per_task.values())), "iqm": i[0], "iqm_low": i[1],
+             "iqm_high": i[2], "mean": a[0], "mean_low": a[1], "mean_high": a[2]}
+        )  # fmt: skip
+    cells = pd.DataFrame(rows)
+    methods = list(scores)
+    pairs = list(compare) if compare else [(x, y) for k, x in enumerate(methods) for y in methods[k + 1 :]]
+    imp = []
+    for x, y in pairs:
+        if x not in scores or y not in scores:
+            raise ValueError(
+                f"--compare: no runs of '{x if x not in scores else y}' (have: {', '.join(map(str, methods))})"
+            )
+        p, lo, hi = probability_of_improvement(scores[x], scores[y])
+        imp.append({"x": x, "y": y, "p": p, "low": lo, "high": hi})
+    improvement = pd.DataFrame(imp, columns=["x", "y", "p", "low", "high"])
+    top = max((float(np.max(v)) for per in scores.values() for v in per.values()), default=1.0)
+    taus = np.linspace(0.0, max(top, 1.0) * 1.02, 101)
+    profiles = {m: (taus, *performance_profile(per_task, taus)) for m, per_task in scores.items()}
+    f = lambda v: f"{pct * v:.1f}" if pct != 1.0 else f"{v:.3g}"  # noqa: E731
+    lines = [
+        f"{metric}{' (% of teacher)' if pct != 1.0 else ''} over {task}: IQM and mean of all runs, 95% stratified-bootstrap CI "
+        "(runs resampled within each task, 2,000 resamples, seed 0)",
+        "",
+        f"| {method} | tasks | runs | IQM [95% CI] | mean [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['tasks']} | {r['runs']} | {f(r['iqm'])} [{f(r['iqm_low'])}, {f(r['iqm_high'])}] | "
+            f"{f(r['mean'])} [{f(r['mean_low'])}, {f(r['mean_high'])}] |"
+        )
+    if len(improvement):
+        lines += [
+            "",
+            "P(X > Y): a run of X beats a run of Y on the same task (ties count half), averaged over tasks",
+            "",
+        ]
+        lines += ["| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
+        lines += [f"| {r.x} | {r.y} | {r.p:.2f} [{r.low:.2f}, {r.high:.2f}] |" for r in improvement.itertuples()]
+    return CrossTask("\n".join(lines), cells, improvement, profiles)
+
+
+def plot_profiles(ct: CrossTask, out: Path, metric: str) -> list[Path]:
+    """Performance profiles: the fraction of runs above each threshold τ, with their 95% bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pct = 100.0 if is_fraction_of_teacher(metric) else 1.0
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for m, (taus, frac, lo, hi) in ct.profiles.items():
+        ax.plot(pct * taus, frac, label=str(m))
+        ax.fill_between(pct * taus, lo, hi, alpha=0.2)
+    if pct != 1.0:
+        ax.axvline(100, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"{metric}{' (% of teacher)' if pct != 1.0 else ''} threshold τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("Performance profiles (95% stratified-bootstrap bands)", fontsize=9)
+    paths = _save(fig, out / "profiles")
+    plt.close(fig)
+    return paths

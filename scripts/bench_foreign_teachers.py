@@ -106,7 +106,7 @@ def main() -> None:
     cleanrl = cleanrl_teacher(out, args.cleanrl_steps, 0)
     teachers = {"sb3 (RL Zoo folder)": zoo, "cleanrl": cleanrl, "torchscript": out / "sb3_q_net.ts",
                 "sb3 behind VecNormalize (mismatch)": mismatched}  # fmt: skip
-    from kdrl.tables import mean_ci
+    from kdrl.statistics import mean_ci
 
     rows = ["| teacher | format | teacher in kdrl's env | its files report | student (7%): normalised score, mean [95% CI] | n | warning |",
             "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -116,7 +116,7 @@ def main() -> None:
         res = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
         ok = [r for r in res if r["status"] == "ok"]
         scores = [r["normalized_score"] for r in ok]
-        lo, hi = mean_ci(scores) if len(scores) > 1 else (float("nan"),) * 2
+        _, lo, hi, _ = mean_ci(scores)
         mean = sum(scores) / len(scores) if scores else float("nan")
         t = sum(r["teacher_return_mean"] for r in ok) / max(len(ok), 1)
         rep = ok[0].get("teacher_reported_return") if ok else None

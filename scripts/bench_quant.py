@@ -16,7 +16,7 @@ through onnxruntime (one thread): fp32 ONNX, int8 ONNX (kdrl-export --formats on
 for MLPs, static QDQ for conv nets), int8-weights ONNX (onnx_int8_weights: float activations), and the
 same three of the pruned student. Returns: ``--episodes`` held-out episodes (seeds 2,000,000+),
 the same seeds for every model of an env, so int8 - fp32 is a paired difference (its 95% CI:
-kdrl.tables.mean_ci over episodes). Agreement: greedy actions equal to the fp32 student's on states the
+kdrl.statistics.mean_ci over episodes). Agreement: greedy actions equal to the fp32 student's on states the
 fp32 student visits (other seeds); on the same states, the largest |Q - Q_fp32| and the fp32 net's
 median gap between its two best actions (a net whose gaps are below its int8 error flips actions).
 Bytes: the .onnx file, and gzip -9 of it (where pruning's zeros show). Writes docs/quantisation.md and .csv.
@@ -96,7 +96,7 @@ def measure(name: str, runs: dict[str, tuple[Path, tuple[str, ...]]], out: Path,
     from kdrl.export import export_policy, onnx_runner
     from kdrl.io import load_policy
     from kdrl.prune import nonzero_params
-    from kdrl.tables import mean_ci
+    from kdrl.statistics import mean_ci
     from kdrl.teachers import load_teacher_net
 
     fp32_run = next(iter(runs.values()))[0]
@@ -127,7 +127,7 @@ def measure(name: str, runs: dict[str, tuple[Path, tuple[str, ...]]], out: Path,
     for kind, path in models.items():
         returns = np.asarray(evaluate_policy(greedy[kind], env_id, seeds, kwargs), dtype=float)
         base = returns if kind == "fp32" else base
-        lo, hi = mean_ci(returns - base)  # paired: the same episode seeds for every model
+        _, lo, hi, _ = mean_ci(returns - base)  # paired: the same episode seeds for every model
         net, _ = load_teacher_net(sources[kind], env_id, tuple(policy["obs_shape"]), int(policy["n_actions"]))
         fp32_bytes = models["fp32"].stat().st_size
         rows.append({

@@ -48,7 +48,7 @@ def students(out: Path, seeds: list[int]) -> dict[str, list[Path | None]]:
 
 
 def main() -> None:
-    from kdrl.tables import mean_ci
+    from kdrl.statistics import mean_ci
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "quant_seeds")
@@ -77,7 +77,7 @@ def main() -> None:
         for model in ("int8", "int8 weights"):
             got = per_model.get(model, [])
             scores = [r["score_vs_fp32"] for r in got]
-            lo, hi = mean_ci(scores)
+            _, lo, hi, _ = mean_ci(scores)
             lines.append(
                 f"| {env} | {model} | {len(got)} ({failed}) | {got[0]['params']:,} | "
                 f"{np.mean([r['x_smaller'] for r in got]):.2f} | {np.mean(scores):.3f} [{lo:.3f}, {hi:.3f}] | "
@@ -89,7 +89,7 @@ def main() -> None:
         "# int8 vs fp32 over 5 students per env\n\nMade by `python scripts/bench_quant_seeds.py`: 25% students, "
         f"{args.episodes} held-out episodes per file (same seeds for every file of a student); normalised score "
         "= (int8 return − random) / (fp32 return − random) on those episodes; CI: bootstrap-t over the students "
-        "(kdrl.tables.mean_ci); a failed training counts against the last column.\n\n" + table + "\n"
+        "(kdrl.statistics.mean_ci); a failed training counts against the last column.\n\n" + table + "\n"
     )
     args.docs.with_suffix(".csv").write_text("\n".join(csv) + "\n")
 

@@ -83,7 +83,7 @@ def rerun(part: str, name: str, params: dict, seeds: list[int], out: Path, env: 
 def main() -> None:
     from scipy.stats import ttest_ind
 
-    from kdrl.tables import mean_ci
+    from kdrl.statistics import mean_ci
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
@@ -112,7 +112,7 @@ def main() -> None:
             res = rerun(part, name, p, args.seeds, args.out, env)
             ok = [float(r[metric]) for r in res if r["status"] == "ok"]
             values[name] = ok
-            lo, hi = mean_ci(ok)
+            _, lo, hi, _ = mean_ci(ok)
             mean = sum(ok) / len(ok) if ok else float("nan")
             pval = ""
             if name == "defaults":

@@ -42,14 +42,12 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "WANDB_MODE": "disabled", "KDRL_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval (n = len(xs))."""
-    from scipy import stats
+def ci_cell(xs: list[float], digits: int) -> str:
+    """'mean [lo, hi]' with kdrl.statistics.mean_ci ('mean ‡ (why)' where it flags)."""
+    from kdrl.statistics import mean_ci
 
-    x = np.asarray(xs, float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    m, lo, hi, flag = mean_ci(xs)
+    return f"{m:.{digits}f} ‡ ({flag})" if flag else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def welch_p(a: list[float], b: list[float]) -> float:
@@ -94,16 +92,17 @@ def kdrl_run(overrides: list[str], out: Path) -> dict:
 def table(title: str, rows: dict[str, list[dict]], ref: str) -> None:
     print(f"\n{title}\n")
     print(
-        "| loop | n | whole process s (median) | x plain | train steps/s (median) | x plain | held-out return, mean ± 95% CI | vs plain (Welch p) |"
+        "| loop | n | whole process s (median) | x plain | train steps/s (median) | x plain | held-out return, mean [95% CI] | vs plain (Welch p) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     base = rows[ref]
     bw, bs = statistics.median(r["whole_s"] for r in base), statistics.median(r["sps"] for r in base)
     for name, runs in rows.items():
         w, s = statistics.median(r["whole_s"] for r in runs), statistics.median(r["sps"] for r in runs)
-        m, h = mean_ci([r["return"] for r in runs])
         p = "" if name == ref else f"{welch_p([r['return'] for r in runs], [r['return'] for r in base]):.2f}"
-        print(f"| {name} | {len(runs)} | {w:.1f} | {bw / w:.2f} | {s:,.0f} | {s / bs:.2f} | {m:.1f} ± {h:.1f} | {p} |")
+        print(
+            f"| {name} | {len(runs)} | {w:.1f} | {bw / w:.2f} | {s:,.0f} | {s / bs:.2f} | {ci_cell([r['return'] for r in runs], 1)} | {p} |"
+        )
 
 
 # ---- P2 -----------------------------------------------------------------------------------------
@@ -340,10 +339,9 @@ def part_p9(repeats: int, steps: int, seeds: list[int], work: Path) -> dict:
             for which, ret in pool.map(one, [(w, s) for s in seeds for w in ("plain", "kdrl")]):
                 learn[which].append(ret)
         print(f"\nP9 returns at {steps:,} env steps, held-out greedy (20 episodes), n = {len(seeds)} seeds each\n")
-        print("| loop | returns per seed | mean ± 95% CI |\n|---|---|---|")
+        print("| loop | returns per seed | mean [95% CI] |\n|---|---|---|")
         for k, v in learn.items():
-            m, h = mean_ci(v)
-            print(f"| {k} | {' / '.join(f'{x:.2f}' for x in v)} | {m:.2f} ± {h:.2f} |")
+            print(f"| {k} | {' / '.join(f'{x:.2f}' for x in v)} | {ci_cell(v, 2)} |")
         print(f"Welch p (equal means): {welch_p(learn['kdrl'], learn['plain']):.2f}")
     cost = minatar_update_cost()
     print(

@@ -1,51 +1,255 @@
-"""Coverage of kdrl's 95% CI of the mean (kdrl.tables.mean_ci) and of the percentile bootstrap it
-replaced, on realistic per-seed normalised-score distributions; prints a Markdown table.
+"""Coverage and width of 95% intervals of the mean over n = 3, 5, 10 seeds, on the shapes kdrl's data
+has: smooth distributions, a point mass at the ceiling, one outlier, failed seeds, and the per-seed
+score vectors of the committed studies used as populations. Prints Markdown tables (docs/protocol.md).
 
-    python scripts/ci_coverage.py [--trials 2000]
+    python scripts/ci_coverage.py [--trials 2000] [--pop-trials 1000] [--csv docs/ci_coverage.csv]
+
+Methods: kdrl's ``mean_ci`` (Hall's transformed t, Student's t below 5 seeds, clipped to the score's
+range, flagged where ties sit at a bound); the bootstrap-t kdrl used before (zero-spread resamples
+dropped, unclipped); Student's t, a repaired bootstrap-t and BCa, each clipped to the range.
+Coverage of kdrl's method is over the experiments it does not flag ("cov | ok"), with the share it
+flags; the others never flag. Width is the mean width of the intervals counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
-from kdrl.tables import bootstrap_ci, mean_ci
+from kdrl.scores import normalized_bounds
+from kdrl.statistics import mean_ci
 
-# the distributions tests/test_protocol.py checks (true mean second)
-DISTRIBUTIONS = {
-    "normal(0.8, 0.15)": (lambda r, n: r.normal(0.8, 0.15, n), 0.8),
-    "beta(8, 2)": (lambda r, n: r.beta(8, 2, n), 0.8),
-    "beta(2, 2)": (lambda r, n: r.beta(2, 2, n), 0.5),
-    "1 - gamma(2, 0.1)": (lambda r, n: 1 - r.gamma(2, 0.1, n), 0.8),
-    "lognormal(-0.1, 0.25)": (lambda r, n: np.exp(r.normal(-0.1, 0.25, n)), float(np.exp(-0.1 + 0.25**2 / 2))),
+ROOT = Path(__file__).resolve().parents[1]
+INF = math.inf
+
+
+# ---- comparators (kdrl's own method is kdrl.statistics.mean_ci) -----------------------------------------
+def old_bootstrap_t(x, bounds, reps=1999):
+    """kdrl's interval before: bootstrap-t that drops resamples with zero spread, not clipped."""
+    n, m = len(x), x.mean()
+    se = x.std(ddof=1) / np.sqrt(n)
+    if se == 0:
+        return m, m
+    b = x[np.random.default_rng(0).integers(0, n, size=(reps, n))]
+    b_se = b.std(axis=1, ddof=1) / np.sqrt(n)
+    ok = b_se > 0
+    t = (b.mean(axis=1)[ok] - m) / b_se[ok]
+    return m - np.quantile(t, 0.975) * se, m - np.quantile(t, 0.025) * se
+
+
+def student(x, bounds):
+    n, m = len(x), x.mean()
+    h = student_t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    return max(m - h, bounds[0]), min(m + h, bounds[1])
+
+
+def repaired_bootstrap_t(x, bounds, reps=1999):
+    """Bootstrap-t keeping zero-spread resamples (t = 0, or +-1e12 standing for +-inf) with a relative
+    tolerance, clipped to the range."""
+    n, m = len(x), x.mean()
+    scale = max(np.abs(x).max(), 1.0)
+    se = x.std(ddof=1) / np.sqrt(n)
+    if se <= 1e-12 * scale:
+        return m, m
+    b = x[np.random.default_rng(0).integers(0, n, size=(reps, n))]
+    d, b_se = b.mean(axis=1) - m, b.std(axis=1, ddof=1) / np.sqrt(n)
+    tiny = b_se <= 1e-12 * scale
+    t = np.where(tiny, np.where(np.abs(d) > 1e-12 * scale, np.sign(d) * 1e12, 0.0), d / np.where(tiny, 1, b_se))
+    return max(m - np.quantile(t, 0.975) * se, bounds[0]), min(m - np.quantile(t, 0.025) * se, bounds[1])
+
+
+def bca(x, bounds, reps=1999):
+    n, m = len(x), x.mean()
+    bm = x[np.random.default_rng(0).integers(0, n, size=(reps, n))].mean(axis=1)
+    p = np.clip((bm < m).mean() + 0.5 * (bm == m).mean(), 1 / (reps + 1), reps / (reps + 1))
+    z0 = norm.ppf(p)
+    jk = (m * n - x) / (n - 1)
+    d = jk.mean() - jk
+    den = 6 * (d**2).sum() ** 1.5
+    a = (d**3).sum() / den if den > 0 else 0.0
+    q = lambda al: norm.cdf(z0 + (z0 + norm.ppf(al)) / (1 - a * (z0 + norm.ppf(al))))
+    return max(np.quantile(bm, q(0.025)), bounds[0]), min(np.quantile(bm, q(0.975)), bounds[1])
+
+
+COMPARATORS = {
+    "bootstrap-t (before)": old_bootstrap_t,
+    "Student t": student,
+    "bootstrap-t repaired": repaired_bootstrap_t,
+    "BCa": bca,
 }
 
 
-def coverage(ci, draw, true: float, n: int, trials: int) -> float:
-    rng = np.random.default_rng(12345)
-    return float(np.mean([lo <= true <= hi for lo, hi in (ci(draw(rng, n)) for _ in range(trials))]))
+# ---- the suite ---------------------------------------------------------------------------------------------
+def _mix(p, rare, common):
+    return lambda r, n: np.where(r.random(n) < p, rare(r, n), common(r, n))
+
+
+# name -> (draw(rng, n), score bounds, rare-component probability or None)
+SHAPES = {
+    "normal(0.8, 0.15)": (lambda r, n: r.normal(0.8, 0.15, n), (-INF, INF), None),
+    "beta(8, 2)": (lambda r, n: r.beta(8, 2, n), (0.0, 1.0), None),
+    "beta(2, 2)": (lambda r, n: r.beta(2, 2, n), (0.0, 1.0), None),
+    "1 - gamma(2, 0.1)": (lambda r, n: 1 - r.gamma(2, 0.1, n), (-INF, 1.0), None),
+    "lognormal(-0.1, 0.25)": (lambda r, n: np.exp(r.normal(-0.1, 0.25, n)), (0.0, INF), None),
+    "ceiling: 1 w.p. 0.7, else U(0.3, 1)": (
+        _mix(0.7, lambda r, n: np.ones(n), lambda r, n: r.uniform(0.3, 1, n)),
+        (0.0, 1.0),
+        None,
+    ),
+    "ceiling: 1 w.p. 0.3, else beta(8, 2)": (
+        _mix(0.3, lambda r, n: np.ones(n), lambda r, n: r.beta(8, 2, n)),
+        (0.0, 1.0),
+        None,
+    ),
+    "one outlier: 10% at N(0.7, 0.05), else N(0.35, 0.03)": (
+        _mix(0.1, lambda r, n: r.normal(0.7, 0.05, n), lambda r, n: r.normal(0.35, 0.03, n)),
+        (-0.03, INF),
+        0.1,
+    ),
+    "failures: 20% at N(0.05, 0.03), else N(0.9, 0.05)": (
+        _mix(0.2, lambda r, n: r.normal(0.05, 0.03, n), lambda r, n: r.normal(0.9, 0.05, n)),
+        (-INF, INF),
+        0.2,
+    ),
+    "failures: 40% at N(0.05, 0.03), else N(0.9, 0.05)": (
+        _mix(0.4, lambda r, n: r.normal(0.05, 0.03, n), lambda r, n: r.normal(0.9, 0.05, n)),
+        (-INF, INF),
+        0.4,
+    ),
+}
+
+STUDIES = [
+    "docs/cartpole_losses/results.csv",
+    "docs/control/results.csv",
+    "docs/lunarlander_students/results.csv",
+    "docs/rusu2016/compression/results.csv",
+    "docs/rusu2016/losses/results.csv",
+]
+
+
+def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
+    """Every committed cell's per-seed normalised scores (ok runs, >= 3 seeds), deduplicated, with the
+    bounds its env's return range gives it."""
+    cells, seen = [], set()
+    for f in STUDIES:
+        df = pd.read_csv(ROOT / f)
+        df = df[df["status"] == "ok"]
+        keys = [k for k in ("env_id", "method", "width", "student_size", "control") if k in df and df[k].notna().any()]
+        for key, g in df.groupby(keys, dropna=False):
+            cells.append((f"{f.split('/')[1]}: " + " ".join(str(k) for k in key if k == k), g, g["env_id"].iloc[0]))
+    for f in sorted((ROOT / "docs/minatar").glob("*_runs.csv")):
+        df = pd.read_csv(f)
+        df = df[df["status"] == "ok"]
+        envs = {"space_invaders": "SpaceInvaders"}
+        for (game, tag), g in df.groupby(["game", "tag"]):
+            env = f"MinAtar/{envs.get(game, game.capitalize())}-v1"
+            cells.append((f"minatar {f.stem.replace('_runs', '')}: {game} {tag}", g, env))
+    out = []
+    for name, g, env in cells:
+        v = g["normalized_score"].to_numpy(float)
+        if len(v) < 3 or not np.isfinite(v).all() or tuple(np.round(v, 9)) in seen:
+            continue
+        seen.add(tuple(np.round(v, 9)))
+        out.append((name, v, normalized_bounds(env, g["teacher_return_mean"], g["random_return_mean"])))
+    return out
+
+
+def measure(draw, bounds, true, n, trials, seed=12345):
+    """{method: (coverage, width, flagged share)} over ``trials`` simulated experiments."""
+    rng = np.random.default_rng(seed)
+    acc = {k: [0, 0, 0.0] for k in ["kdrl", *COMPARATORS]}  # hits, counted, width sum
+    flagged = 0
+    for _ in range(trials):
+        x = draw(rng, n)
+        ci = mean_ci(x, bounds=bounds)
+        if ci.flag:
+            flagged += 1
+        else:
+            a = acc["kdrl"]
+            a[0] += ci.low <= true <= ci.high
+            a[1] += 1
+            a[2] += ci.high - ci.low
+        for name, f in COMPARATORS.items():
+            lo, hi = f(x, bounds)
+            a = acc[name]
+            a[0] += lo <= true <= hi
+            a[1] += 1
+            a[2] += hi - lo if np.isfinite(hi - lo) else np.nan
+    res = {k: (h / c if c else math.nan, w / c if c else math.nan) for k, (h, c, w) in acc.items()}
+    return res, flagged / trials
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--pop-trials", type=int, default=1000)
+    ap.add_argument("--csv", default=None, help="also write every (shape, n, method) row here")
     args = ap.parse_args()
-    ns = (3, 5, 10)
-    print(f"Coverage of nominal 95% CIs of the mean, {args.trials} simulated experiments per cell\n")
+    t0 = time.time()
+    rows = []
+    suite = [
+        (name, draw, b, rare, float(draw(np.random.default_rng(999), 2_000_000).mean()), args.trials)
+        for name, (draw, b, rare) in SHAPES.items()
+    ]
+    for name, v, b in populations():
+        draw = lambda r, n, v=v: v[r.integers(0, len(v), n)]
+        rare = None
+        suite.append((name, draw, b, rare, float(v.mean()), args.pop_trials))
+    for name, draw, b, rare, true, trials in suite:
+        for n in (3, 5, 10):
+            res, fl = measure(draw, b, true, n, trials)
+            for method, (cov, width) in res.items():
+                rows.append(
+                    {
+                        "shape": name,
+                        "n": n,
+                        "method": method,
+                        "coverage": cov,
+                        "width": width,
+                        "flagged": fl if method == "kdrl" else 0.0,
+                        "rare": rare,
+                        "trials": trials,
+                    }
+                )
+    df = pd.DataFrame(rows)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    methods = ["kdrl", *COMPARATORS]
+    shapes = list(SHAPES)
+    print(f"Coverage of nominal 95% intervals of the mean (width in brackets), {args.trials} experiments per cell\n")
+    print("| shape | n | " + " | ".join(methods) + " | kdrl flags |")
+    print("|---" * (len(methods) + 3) + "|")
+    for s in shapes:
+        for n in (3, 5, 10):
+            d = df[(df["shape"] == s) & (df["n"] == n)].set_index("method")
+            cells = [f"{d.loc[m, 'coverage']:.3f} ({d.loc[m, 'width']:.2f})" for m in methods]
+            print(f"| {s} | {n} | " + " | ".join(cells) + f" | {d.loc['kdrl', 'flagged']:.2f} |")
+    pops = df[~df["shape"].isin(shapes)]
     print(
-        "| distribution | "
-        + " | ".join(f"kdrl n={n}" for n in ns)
-        + " | "
-        + " | ".join(f"percentile n={n}" for n in ns)
-        + " |"
+        f"\nCommitted cells as populations ({pops['shape'].nunique()} cells, {args.pop_trials} experiments each): "
+        "median and minimum coverage over cells, share of cells >= 0.93, mean width\n"
     )
-    print("|---" * (1 + 2 * len(ns)) + "|")
-    for name, (draw, true) in DISTRIBUTIONS.items():
-        ours = [coverage(mean_ci, draw, true, n, args.trials) for n in ns]
-        old = [coverage(lambda x: bootstrap_ci(x, reps=1000), draw, true, n, args.trials // 2) for n in ns]
-        print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in ours + old) + " |")
-    print("\nkdrl: Student's t for n < 5, studentized (bootstrap-t) bootstrap for n >= 5 (kdrl.tables.mean_ci).")
+    print("| n | method | median | min | share >= 0.93 | width |")
+    print("|---|---|---|---|---|---|")
+    for n in (3, 5, 10):
+        for m in methods:
+            d = pops[(pops["n"] == n) & (pops["method"] == m)].dropna(subset=["coverage"])
+            print(
+                f"| {n} | {m} | {d['coverage'].median():.3f} | {d['coverage'].min():.3f} | "
+                f"{(d['coverage'] >= 0.93).mean():.2f} ({len(d)} cells) | {d['width'].median():.3f} |"
+            )
+    worst = pops[(pops["method"] == "kdrl") & (pops["coverage"] < 0.93)].sort_values("coverage")
+    print("\nPopulations where kdrl's unflagged coverage is below 0.93:")
+    for _, r in worst.iterrows():
+        print(f"  n={r['n']:2d} {r['coverage']:.3f} flagged {r['flagged']:.2f}  {r['shape']}")
+    print(f"\n({time.time() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

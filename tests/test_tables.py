@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kdrl.cli.table import main as table_main
-from kdrl.tables import aggregate, bootstrap_ci, collect, iqm
+from kdrl.statistics import bootstrap_ci, iqm
+from kdrl.tables import aggregate, collect
 
 
 def test_iqm_by_hand():

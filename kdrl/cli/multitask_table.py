@@ -3,8 +3,8 @@
     python -m kdrl.cli.multitask_table outputs/sweeps/multitask [--out docs/multitask]
 
 One row per method (kl (tau=0.01), nll, joint_dqn, ...), one column per task plus the arithmetic
-and geometric mean over tasks; each cell is the mean over seeds [95% percentile-bootstrap CI]
-(kdrl.tables.bootstrap_ci), in % of the teacher (0% = random policy, 100% = teacher; see
+and geometric mean over tasks; each cell is the mean over seeds [95% CI] (kdrl.statistics.mean_ci:
+Hall's transformed t, Student's t below 5 seeds, ‡ where no interval is reliable), in % of the teacher (0% = random policy, 100% = teacher; see
 kdrl/scores.py).
 """
 

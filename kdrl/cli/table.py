@@ -1,6 +1,10 @@
 """kdrl-table: every results.json under the given dirs -> tidy CSV, Markdown/LaTeX tables, plots.
 
 kdrl-table multirun/distill/2026-11-23/... --rows method --cols width --out docs/x
+kdrl-table docs/minatar/runs --rows env_id --cols student_size --aggregate --compare rusu_25,rusu_7
+
+--aggregate adds the aggregates across the --rows values (the tasks) for each --cols value: IQM and
+mean with stratified-bootstrap CIs, P(X > Y) for each --compare pair, and performance profiles.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdrl.tables import collect, disk_use, plot_all, summary_table
+from kdrl.tables import collect, cross_task, disk_use, plot_all, plot_profiles, summary_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,6 +28,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--curve-group", default="method")
     ap.add_argument("--out", default=None, help="directory for the CSV, tables and plots (default: first path)")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--aggregate", action="store_true", help="aggregates across the --rows values (tasks)")
+    ap.add_argument(
+        "--compare", action="append", default=[], metavar="X,Y", help="P(X > Y) for two --cols values (repeatable)"
+    )
     return ap.parse_args(argv)
 
 
@@ -65,6 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     summary.cells.to_csv(out / "table_cells.csv", index=False)
     print(summary.caption + "\n\n" + summary.markdown)
     print("\nIQM:\n" + summary.iqm.to_string())
+    if args.aggregate or args.compare:
+        pairs = [tuple(c.split(",")) for c in args.compare]
+        bad = [c for c, p in zip(args.compare, pairs) if len(p) != 2]
+        if bad:
+            print(f"kdrl-table: error: --compare takes two --cols values X,Y, got '{bad[0]}'", file=sys.stderr)
+            return 1
+        # --cols values are strings on the command line; match them to the column's own values
+        names = {str(v): v for v in df[args.cols].dropna().unique()}
+        try:
+            ct = cross_task(
+                df, args.rows, args.cols, args.metric, [(names.get(x, x), names.get(y, y)) for x, y in pairs]
+            )
+        except ValueError as exc:
+            print(f"kdrl-table: error: {exc}", file=sys.stderr)
+            return 1
+        (out / "aggregate.md").write_text(ct.markdown + "\n")
+        ct.cells.to_csv(out / "aggregate.csv", index=False)
+        print("\n" + ct.markdown)
+        if not args.no_plots:
+            for p in plot_profiles(ct, out, args.metric):
+                print(f"wrote {p}")
     failed = df[df["status"] != "ok"]
     if len(failed):
         print(f"\n{len(failed)} failed run(s):")

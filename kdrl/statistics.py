@@ -1,0 +1,211 @@
+"""The statistics every published kdrl number goes through (numpy/scipy only; no env imports).
+
+Per cell (one method on one env, n seeds):
+  * ``mean_ci``: the mean with a 95% interval whose coverage is measured on the shapes kdrl's data
+    has (docs/protocol.md, ``python scripts/ci_coverage.py``), clipped to what the score can take,
+    and a flag where no interval is reliable;
+  * ``iqm``: the interquartile mean, as rliable computes it;
+  * ``bootstrap_ci``: a percentile bootstrap of any statistic (the median of censored speed).
+
+Across envs (the way the field reports aggregates, after Agarwal et al. 2021, "Deep RL at the edge
+of the statistical precipice"; written here because rliable is archived and its ``random_state``
+does not control its resampling):
+  * ``aggregate_ci``: IQM / mean / median over all runs of all tasks, with a stratified-bootstrap CI
+    (runs are resampled within each task);
+  * ``probability_of_improvement``: P(X > Y), averaged over tasks, with a stratified-bootstrap CI;
+  * ``performance_profile``: the fraction of runs scoring above each threshold, with a band.
+
+Every resampling draws from ``numpy.random.default_rng(seed)``: the same inputs give the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import t as student_t
+from scipy.stats import trim_mean
+
+MIN_SEEDS = 5  # cells over fewer seeds are marked † in tables (docs/protocol.md)
+Bounds = tuple[float, float]
+UNBOUNDED: Bounds = (-math.inf, math.inf)
+
+# Why a cell has no interval (``MeanCI.flag``); tables print the mean with "‡" and this reason.
+FLAG_NO_SPREAD = "no spread"  # every seed has the same score: no spread to build an interval from
+FLAG_AT_BOUND = "at bound"  # most seeds tied at the score's maximum/minimum (CartPole's 500)
+
+
+class MeanCI(NamedTuple):
+    mean: float
+    low: float  # nan when flagged
+    high: float
+    flag: str  # "" when the interval is reliable; else FLAG_* (and low/high are nan)
+
+
+def _same(a: np.ndarray, b: float, scale: float) -> np.ndarray:
+    return np.abs(a - b) <= 1e-9 * scale
+
+
+def ci_flag(x: np.ndarray, bounds: Bounds = UNBOUNDED) -> str:
+    """Why no interval of the mean is reliable for ``x``, or "".
+
+    When most seeds sit tied at a bound of the score (a point mass at CartPole's ceiling), the few
+    below it carry all the spread: [1, 1, 1, 1, 0.9] comes as often from a population whose mean is
+    0.9 as from one at 0.98, and no method in the coverage suite held there. A strict majority is the
+    rule the suite chose: flagging at two ties instead leaves, at n = 10, only samples with unusually
+    few ceiling seeds unflagged, and those under-cover (0.92 against 0.97; docs/protocol.md). The
+    tolerance is relative, so % and fractions flag alike."""
+    scale = max(float(np.max(np.abs(x))), 1.0)
+    if np.all(_same(x, float(x[0]), scale)):
+        return FLAG_NO_SPREAD
+    for b in bounds:
+        if math.isfinite(b) and 2 * int(_same(x, b, scale).sum()) > len(x):
+            return FLAG_AT_BOUND
+    return ""
+
+
+def mean_ci(x: Sequence[float], level: float = 0.95, bounds: Bounds = UNBOUNDED) -> MeanCI:
+    """The mean over seeds with its ``level`` confidence interval, clipped to ``bounds`` (what the
+    score can take: ``kdrl.scores.normalized_bounds``).
+
+    From ``MIN_SEEDS`` seeds on: Hall's (1992) transformed t, a Student t that corrects for the
+    sample's skewness (Zhou & Dinh 2005, eq. 4). It is closed form (deterministic, no resampling),
+    equivariant under any change of unit, and cannot explode on one outlying seed the way the
+    bootstrap-t did (Asterix 41.8 [29.4, 663.6] from seeds spanning 33.0-69.9). Below MIN_SEEDS,
+    where three or four seeds cannot estimate a skewness, Student's t. Coverage and width against
+    the alternatives, on the shapes kdrl's data has: docs/protocol.md.
+
+    Flagged (``flag`` set, no interval) where ``ci_flag`` says none is reliable; nan throughout
+    when there are no seeds or any score is undefined."""
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if n == 0 or not np.isfinite(x).all():  # an undefined score (teacher not above random) has no CI
+        return MeanCI(math.nan, math.nan, math.nan, "")
+    m = float(x.mean())
+    if n == 1:
+        return MeanCI(m, math.nan, math.nan, FLAG_NO_SPREAD)
+    flag = ci_flag(x, bounds)
+    if flag:
+        return MeanCI(m, math.nan, math.nan, flag)
+    s = float(x.std(ddof=1))
+    q = float(student_t.ppf(1 - (1 - level) / 2, n - 1)) / math.sqrt(n)
+    if n < MIN_SEEDS:
+        lo, hi = m - q * s, m + q * s
+    else:
+        z = (x - m) / s
+        g = n / ((n - 1) * (n - 2)) * float((z**3).sum())  # sample skewness
+        lo, hi = m - _hall_inverse(q, g, n) * s, m - _hall_inverse(-q, g, n) * s
+    return MeanCI(m, max(lo, bounds[0]), min(hi, bounds[1]), "")
+
+
+def _hall_inverse(v: float, g: float, n: int) -> float:
+    """The inverse of Hall's monotone transformation T + gT²/3 + g²T³/27 + g/(6n) at ``v``."""
+    if abs(g) < 1e-12:
+        return v
+    return 3.0 / g * (float(np.cbrt(1.0 + g * (v - g / (6 * n)))) - 1.0)
+
+
+def iqm(x: Sequence[float]) -> float:
+    """Interquartile mean as rliable computes it: scipy's trim_mean with 25% cut from each end
+    (whole observations only: for n = 3 nothing is cut)."""
+    x = np.asarray(x, dtype=float)
+    return float(trim_mean(x, 0.25)) if len(x) else math.nan
+
+
+def bootstrap_ci(
+    x: Sequence[float], stat: Callable = np.mean, reps: int = 5000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap of ``stat`` over ``x`` (the median of censored speed; the mean's CI is
+    ``mean_ci``). Inside [min(x), max(x)] by construction."""
+    x = np.asarray(x, dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) == 1:
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    samples = x[rng.integers(0, len(x), size=(reps, len(x)))]
+    stats = samples.mean(axis=1) if stat is np.mean else np.apply_along_axis(stat, 1, samples)
+    alpha = (1 - level) / 2
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
+# ---- across tasks -------------------------------------------------------------------------------------
+Scores = Mapping[str, Sequence[float]]  # task -> one score per run (normalised: 0 = random, 1 = teacher)
+
+AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
+    "iqm": lambda v: float(trim_mean(v, 0.25)),
+    "mean": lambda v: float(np.mean(v)),
+    "median": lambda v: float(np.median(v)),
+}
+
+
+def _tasks(scores: Scores) -> list[np.ndarray]:
+    out = [np.asarray(v, dtype=float) for v in scores.values()]
+    if not out or any(len(v) == 0 for v in out):
+        raise ValueError("aggregates need at least one run in every task")
+    if any(not np.isfinite(v).all() for v in out):
+        raise ValueError("aggregates need a finite score for every run (a refused score has none)")
+    return out
+
+
+def _stratified(tasks: list[np.ndarray], rng: np.random.Generator, reps: int) -> list[np.ndarray]:
+    """``reps`` stratified resamples: each task's runs resampled with replacement within the task."""
+    return [v[rng.integers(0, len(v), size=(reps, len(v)))] for v in tasks]
+
+
+def aggregate_ci(
+    scores: Scores, stat: str = "iqm", reps: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(point, low, high): ``stat`` (iqm, mean or median) over all runs of all tasks pooled, with a
+    stratified-bootstrap percentile CI, as rliable's ``get_interval_estimates``."""
+    f = AGGREGATES[stat]
+    tasks = _tasks(scores)
+    point = f(np.concatenate(tasks))
+    boot = np.concatenate(_stratified(tasks, np.random.default_rng(seed), reps), axis=1)
+    dist = np.array([f(row) for row in boot])
+    alpha = (1 - level) / 2
+    return point, float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
+
+
+def _p_greater(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + P(X = Y) / 2 over the last axis pairs (Mann-Whitney U / (n m)); batched."""
+    d = x[..., :, None] - y[..., None, :]
+    return ((d > 0).mean(axis=(-2, -1))) + 0.5 * ((d == 0).mean(axis=(-2, -1)))
+
+
+def probability_of_improvement(
+    x: Scores, y: Scores, reps: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(point, low, high) of P(X > Y): for each task, the probability that a run of X beats a run of
+    Y (ties count half), averaged over the tasks both have; stratified-bootstrap CI (X's and Y's runs
+    resampled within each task, independently)."""
+    common = [t for t in x if t in y]
+    if not common:
+        raise ValueError("probability_of_improvement: the two methods share no task")
+    xs, ys = _tasks({t: x[t] for t in common}), _tasks({t: y[t] for t in common})
+    point = float(np.mean([_p_greater(a, b) for a, b in zip(xs, ys)]))
+    rng = np.random.default_rng(seed)
+    bx, by = _stratified(xs, rng, reps), _stratified(ys, rng, reps)
+    dist = np.mean([_p_greater(a, b) for a, b in zip(bx, by)], axis=0)
+    alpha = (1 - level) / 2
+    return point, float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
+
+
+def performance_profile(
+    scores: Scores, taus: Sequence[float], reps: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fraction, low, high) per threshold τ: the fraction of runs scoring above τ, each task weighted
+    equally (the mean over tasks of the task's fraction, as rliable's run-score distributions), with a
+    stratified-bootstrap band."""
+    tasks = _tasks(scores)
+    taus = np.asarray(taus, dtype=float)
+
+    def frac(per_task: list[np.ndarray]) -> np.ndarray:  # (..., runs) per task -> (..., len(taus))
+        return np.mean([(v[..., None] > taus).mean(axis=-2) for v in per_task], axis=0)
+
+    point = frac(tasks)
+    dist = frac(_stratified(tasks, np.random.default_rng(seed), reps))
+    alpha = (1 - level) / 2
+    return point, np.quantile(dist, alpha, axis=0), np.quantile(dist, 1 - alpha, axis=0)

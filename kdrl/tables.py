@@ -102,8 +102,12 @@ def read_result(f: Path) -> dict[str, Any]:
     return res
 
 
+TIDY_FILE = "results.csv"  # kdrl-table's one row per run; committed with docs/ tables whose runs are not
+
+
 def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per results.json under ``paths``. A path that does not exist, or a file that cannot
+    """One row per results.json under ``paths``, and the rows of any kdrl-table ``results.csv`` named
+    in ``paths`` (so a committed table can be rebuilt without its run dirs; it has no learning curves). A path that does not exist, or a file that cannot
     be read or parsed, becomes a row with status ``unreadable`` and the reason in ``error``: one bad
     file in a sweep of hundreds never costs the table."""
     rows = []
@@ -111,12 +115,14 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     for p in paths:
         if not p.exists():
             rows.append({"status": "unreadable", "error": "no such file or directory", "run_dir": str(p)})
-    for f in find_results(p for p in paths if p.exists()):
+    tidy = [p for p in paths if p.is_file() and p.name == TIDY_FILE]  # a table kdrl-table wrote: its rows again
+    frames = [pd.read_csv(p) for p in tidy]
+    for f in find_results(p for p in paths if p.exists() and p not in tidy):
         try:
             rows.append(flatten(read_result(f)))
         except (OSError, ValueError) as exc:
             rows.append({"status": "unreadable", "error": str(exc), "run_dir": str(f)})
-    return pd.DataFrame(rows)
+    return pd.concat([pd.DataFrame(rows), *frames], ignore_index=True) if frames else pd.DataFrame(rows)
 
 
 def is_speed_metric(metric: str) -> bool:
@@ -254,7 +260,7 @@ def learning_curves(
     stays inside the env's return range, and is left out (nan) where mean_ci flags the point."""
     curves: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
     ranges: dict[Any, Bounds] = {}
-    for f in find_results(p for p in map(Path, paths) if p.exists()):
+    for f in find_results(p for p in map(Path, paths) if p.exists() and p.name != TIDY_FILE):
         try:
             res = read_result(f)
         except (OSError, ValueError):
@@ -322,9 +328,9 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     stat = "median (censored at the budget)" if is_speed_metric(metric) else "mean"
     refused = int(agg["refused"].sum())
     caption = (
-        f"{metric}{' (% of teacher)' if pct else ''}: {stat} [95% {'percentile-bootstrap' if is_speed_metric(metric) else CI_NAME} CI] over n = "
-        f"{'/'.join(map(str, n))} seeds (cells marked † have n < {MIN_SEEDS}; ‡: no reliable interval, seeds tied at a bound "
-        f"of the score or without spread); {len(df) - failed} ok runs, "
+        f"{metric}{' (% of teacher)' if pct else ''}: {stat} [95% CI] over n = {'/'.join(map(str, n))} seeds; CI: "
+        f"{'percentile bootstrap' if is_speed_metric(metric) else CI_NAME}; † n < {MIN_SEEDS}; ‡ no reliable interval "
+        f"(most seeds tied at a bound of the score, e.g. CartPole's 500, or no spread); {len(df) - failed} ok runs, "
         f"{failed} failed" + (f", {refused} with the score refused (teacher not better than random)" if refused else "")
     )
     md = to_markdown(table, df, rows, cols)
@@ -548,6 +554,9 @@ def cross_task(
     IQM and mean of all runs with stratified-bootstrap 95% CIs, P(X > Y) for each pair in ``compare``
     (every pair of methods when None) and performance profiles (kdrl.statistics)."""
     scores = task_scores(df, task, method, metric)
+    if "param_ratio" in df and df["param_ratio"].notna().any():  # student sizes: largest first, not a-z
+        ratio = df.groupby(method)["param_ratio"].mean()
+        scores = dict(sorted(scores.items(), key=lambda kv: -ratio.get(kv[0], 0.0)))
     pct = 100.0 if is_fraction_of_teacher(metric) else 1.0
     rows = []
     for m, per_task in scores.items():

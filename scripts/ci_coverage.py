@@ -3,6 +3,7 @@ has: smooth distributions, a point mass at the ceiling, one outlier, failed seed
 score vectors of the committed studies used as populations. Prints Markdown tables (docs/protocol.md).
 
     python scripts/ci_coverage.py [--trials 2000] [--pop-trials 1000] [--csv docs/ci_coverage.csv]
+    python scripts/ci_coverage.py --cells     # the audited published cells, old interval against new
 
 Methods: kdrl's ``mean_ci`` (Hall's transformed t, Student's t below 5 seeds, clipped to the score's
 range, flagged where ties sit at a bound); the bootstrap-t kdrl used before (zero-spread resamples
@@ -186,12 +187,63 @@ def measure(draw, bounds, true, n, trials, seed=12345):
     return res, flagged / trials
 
 
+def _cell_values(csv: str, where: dict, metric: str = "normalized_score") -> pd.DataFrame:
+    df = pd.read_csv(ROOT / csv)
+    for k, v in where.items():
+        df = df[df[k].astype(str) == str(v)]
+    return df[df["status"] == "ok"]
+
+
+# (label, file, row filter, env id, scale): the cells the statistics audit named
+AUDITED = [
+    ("CartPole losses kl 4.0%", "docs/cartpole_losses/results.csv", {"method": "kl (tau=0.01)", "width": 48}, "CartPole-v1", 100),
+    ("CartPole losses kl 6.8%", "docs/cartpole_losses/results.csv", {"method": "kl (tau=0.01)", "width": 64}, "CartPole-v1", 100),
+    ("CartPole losses nll 25.8%", "docs/cartpole_losses/results.csv", {"method": "nll", "width": 128}, "CartPole-v1", 100),
+    ("CartPole losses mse 4.0%", "docs/cartpole_losses/results.csv", {"method": "mse", "width": 48}, "CartPole-v1", 100),
+    ("CartPole control teacher", "docs/control/results.csv", {"control": "teacher"}, "CartPole-v1", 100),
+    ("MinAtar Asterix 25%", "docs/minatar/compression_runs.csv", {"game": "asterix", "tag": "kl_rusu-rusu_25-teacher"}, "MinAtar/Asterix-v1", 100),
+    ("MinAtar Asterix 7%", "docs/minatar/compression_runs.csv", {"game": "asterix", "tag": "kl_rusu-rusu_7-teacher"}, "MinAtar/Asterix-v1", 100),
+    ("MinAtar Breakout 4%", "docs/minatar/compression_runs.csv", {"game": "breakout", "tag": "kl_rusu-rusu_4-teacher"}, "MinAtar/Breakout-v1", 100),
+    ("MinAtar SpaceInvaders 7% (%)", "docs/minatar/compression_runs.csv", {"game": "space_invaders", "tag": "kl_rusu-rusu_7-teacher"}, "MinAtar/SpaceInvaders-v1", 100),
+    ("MinAtar SpaceInvaders 7% (fraction)", "docs/minatar/compression_runs.csv", {"game": "space_invaders", "tag": "kl_rusu-rusu_7-teacher"}, "MinAtar/SpaceInvaders-v1", 1),
+    ("MinAtar SpaceInvaders mixed", "docs/minatar/control_runs.csv", {"game": "space_invaders", "tag": "kl_rusu-rusu_7-mixed"}, "MinAtar/SpaceInvaders-v1", 100),
+    ("MinAtar SpaceInvaders kickstart", "docs/minatar/reuse_runs.csv", {"game": "space_invaders", "tag": "kickstart-full"}, "MinAtar/SpaceInvaders-v1", 100),
+]  # fmt: skip
+
+
+def audited_cells() -> None:
+    """The published cells the audit named: the old interval, Student's t and kdrl's, side by side."""
+    print("| cell | seeds | old bootstrap-t | Student t | kdrl (new) |\n|---|---|---|---|---|")
+    rows = [(label, _cell_values(f, w), env, k) for label, f, w, env, k in AUDITED]
+    search = pd.read_csv(ROOT / "docs/search.csv")
+    teacher = search[(search["search"] == "teacher") & (search["config"] == "best") & (search["status"] == "ok")]
+    for label, df, env, k in rows:
+        v = k * df["normalized_score"].to_numpy(float)
+        b = normalized_bounds(env, df["teacher_return_mean"], df["random_return_mean"])
+        _cell_row(label, v, (k * b[0], k * b[1]), 1 if k == 100 else 3)
+    _cell_row("CartPole teacher search, best (return)", teacher["metric"].to_numpy(float), (0.0, 500.0), 1)
+
+
+def _cell_row(label, v, bounds, d) -> None:
+    f = lambda a, b: f"[{a:.{d}f}, {b:.{d}f}]"  # noqa: E731
+    ci = mean_ci(v, bounds=bounds)
+    new = f"{ci.mean:.{d}f} ‡ ({ci.flag})" if ci.flag else f"{ci.mean:.{d}f} {f(ci.low, ci.high)}"
+    seeds = " / ".join(f"{x:.{d}f}" for x in v)
+    print(
+        f"| {label} | {seeds} | {v.mean():.1f} {f(*old_bootstrap_t(v, bounds))} | {f(*student(v, (-INF, INF)))} | {new} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", action="store_true", help="only the audited published cells, old against new")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--pop-trials", type=int, default=1000)
     ap.add_argument("--csv", default=None, help="also write every (shape, n, method) row here")
     args = ap.parse_args()
+    if args.cells:
+        audited_cells()
+        return
     t0 = time.time()
     rows = []
     suite = [

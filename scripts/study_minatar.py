@@ -508,6 +508,7 @@ def write_control(rows, stem: Path, total: int) -> None:
 def write_reuse(rows, stem: Path, total: int) -> None:
     import numpy as np
 
+    from kdrl.scores import return_range
     from kdrl.statistics import mean_ci
 
     write_table(
@@ -534,7 +535,7 @@ def write_reuse(rows, stem: Path, total: int) -> None:
         for method, runs in sorted(methods.items()):
             grid = np.unique(np.concatenate([x for x, _ in runs]) // 1000 * 1000)
             ys = np.stack([np.interp(grid, x, y) for x, y in runs])
-            ci = np.array([mean_ci(col)[1:3] for col in ys.T])
+            ci = np.array([mean_ci(col, bounds=return_range(res["env_id"]))[1:3] for col in ys.T])
             curves[game][f"{method} (n={len(runs)})"] = (grid, ys.mean(0), ci[:, 0], ci[:, 1])
     if curves:
         plot_curves({}, {}, stem, "periodic greedy return (mean, 95% CI)", per_game=curves)

@@ -229,7 +229,7 @@ def test_tables_state_n_and_flag_fewer_than_five_seeds():
         for i, v in enumerate([0.3, 0.2, 0.4, 0.1, 0.3])
     ]
     table = summary_table(pd.DataFrame(rows), "method", "width", "normalized_score")
-    assert "over n = 3/5 seeds" in table.caption and "† have n < 5" in table.caption
+    assert "over n = 3/5 seeds" in table.caption and "† n < 5" in table.caption
     kl, mse = (line for line in table.markdown.splitlines() if line.startswith(("| kl", "| mse")))
     assert kl.rstrip(" |").endswith("†") and not mse.rstrip(" |").endswith("†")
 

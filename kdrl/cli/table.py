@@ -20,7 +20,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="kdrl-table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("paths", nargs="+", help="sweep/run directories or results.json files")
+    ap.add_argument(
+        "paths", nargs="+", help="sweep/run directories, results.json files, or a results.csv kdrl-table wrote"
+    )
     ap.add_argument("--rows", default="method")
     ap.add_argument("--cols", default="width")
     ap.add_argument("--metric", default="normalized_score", help="results key (default: the normalised score)")
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kdrl-table: error: no results of kind '{args.kind}' (use --kind all)", file=sys.stderr)
             return 1
     readable = [p for p in args.paths if Path(p).exists()]
-    out = Path(args.out or readable[0])
+    first = Path(readable[0])
+    out = Path(args.out or (first.parent if first.is_file() else first))
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "results.csv", index=False)
     try:

@@ -17,8 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quant import INT8, ROOT, measure, run_distill  # noqa: E402
 
@@ -47,51 +45,71 @@ def students(out: Path, seeds: list[int]) -> dict[str, list[Path | None]]:
     return runs
 
 
-def main() -> None:
+HEADER = "env,seed,model,params,x_smaller,return_mean,fp32_return_mean,random_return,score_vs_fp32"
+
+
+def table(rows, seeds: int) -> str:
+    """The Markdown table from the CSV rows (one per student and file); a student with no row failed."""
+    import pandas as pd
+
     from kdrl.statistics import mean_ci
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "quant_seeds")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--episodes", type=int, default=100)
-    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "quantisation_seeds")
-    args = ap.parse_args()
-    csv = ["env,seed,model,params,x_smaller,return_mean,fp32_return_mean,random_return,score_vs_fp32"]
+    df = pd.DataFrame(rows)
     lines = [
         "| env | file | n students (failed) | params | × smaller than fp32, mean | normalised score vs fp32, "
         "mean [95% CI] | students with score ≥ 0.99 |",
         "|---|---|---|---|---|---|---|",
     ]
-    for env, runs in students(args.out, args.seeds).items():
-        per_model: dict[str, list[dict]] = {}
-        for seed, run in zip(args.seeds, runs):
-            if run is None:
-                continue
-            rows = measure(f"{env}_s{seed}", {"": (run, INT8)}, args.out / "onnx", args.episodes)
-            fp32 = rows[0]["return_mean"]
-            for r in rows:
-                per_model.setdefault(r["model"], []).append(r)
-                csv.append(f"{env},{seed},{r['model']},{r['params']},{r['x_smaller']:.4f},{r['return_mean']:.3f},"
-                           f"{fp32:.3f},{r['random_return']:.3f},{r['score_vs_fp32']:.4f}")  # fmt: skip
-        failed = sum(r is None for r in runs)
+    for env, per_env in df.groupby("env", sort=False):
+        failed = seeds - per_env["seed"].nunique()
         for model in ("int8", "int8 weights"):
-            got = per_model.get(model, [])
-            scores = [r["score_vs_fp32"] for r in got]
-            _, lo, hi, _ = mean_ci(scores)
+            got = per_env[per_env["model"] == model]
+            scores = got["score_vs_fp32"].astype(float).to_numpy()
+            m, lo, hi, flag = mean_ci(scores)
+            cell = f"{m:.3f} ‡ ({flag})" if flag else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
             lines.append(
-                f"| {env} | {model} | {len(got)} ({failed}) | {got[0]['params']:,} | "
-                f"{np.mean([r['x_smaller'] for r in got]):.2f} | {np.mean(scores):.3f} [{lo:.3f}, {hi:.3f}] | "
-                f"{sum(s >= 0.99 for s in scores)} of {len(got) + failed} |"
+                f"| {env} | {model} | {len(got)} ({failed}) | {int(got['params'].iloc[0]):,} | "
+                f"{got['x_smaller'].astype(float).mean():.2f} | {cell} | {int((scores >= 0.99).sum())} of {len(got) + failed} |"
             )
-    table = "\n".join(lines)
-    print(table)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "quant_seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "quantisation_seeds")
+    ap.add_argument("--report", action="store_true", help="only rebuild the table from the committed CSV")
+    args = ap.parse_args()
+    if args.report:
+        import pandas as pd
+
+        rows = pd.read_csv(args.docs.with_suffix(".csv")).to_dict("records")
+    else:
+        rows = []
+        for env, runs in students(args.out, args.seeds).items():
+            for seed, run in zip(args.seeds, runs):
+                if run is None:
+                    continue
+                measured = measure(f"{env}_s{seed}", {"": (run, INT8)}, args.out / "onnx", args.episodes)
+                fp32 = measured[0]["return_mean"]
+                rows += [{"env": env, "seed": seed, "fp32_return_mean": fp32, **r} for r in measured]
+        args.docs.with_suffix(".csv").write_text(
+            HEADER + "\n" + "".join(
+                f"{r['env']},{r['seed']},{r['model']},{r['params']},{r['x_smaller']:.4f},{r['return_mean']:.3f},"
+                f"{r['fp32_return_mean']:.3f},{r['random_return']:.3f},{r['score_vs_fp32']:.4f}\n" for r in rows
+            )
+        )  # fmt: skip
+    text = table(rows, len(args.seeds))
+    print(text)
     args.docs.with_suffix(".md").write_text(
-        "# int8 vs fp32 over 5 students per env\n\nMade by `python scripts/bench_quant_seeds.py`: 25% students, "
-        f"{args.episodes} held-out episodes per file (same seeds for every file of a student); normalised score "
-        "= (int8 return − random) / (fp32 return − random) on those episodes; CI: bootstrap-t over the students "
-        "(kdrl.statistics.mean_ci); a failed training counts against the last column.\n\n" + table + "\n"
+        "# int8 vs fp32 over 5 students per env\n\nMade by `python scripts/bench_quant_seeds.py` (`--report` rebuilds the "
+        f"table from the CSV): 25% students, {args.episodes} held-out episodes per file (same seeds for every file of a "
+        "student); normalised score = (int8 return − random) / (fp32 return − random) on those episodes; CI over the "
+        "students: kdrl.statistics.mean_ci (‡: no reliable interval); a failed training counts against the last "
+        "column.\n\n" + text + "\n"
     )
-    args.docs.with_suffix(".csv").write_text("\n".join(csv) + "\n")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ PARTS = {
     # CartPole's 4% student reaches the teacher with the defaults already; so does Acrobot's (docs/search.md)
     "student_acrobot": ("kdrl-distill", "cartpole_student_optuna", ["env=acrobot"], "normalized_score"),
 }
+PART_ENVS = {"student": "CartPole-v1", "teacher": "CartPole-v1", "student_acrobot": "Acrobot-v1"}
 RERUN_FIXED = {"kdrl-distill": ["student.size=rusu_4"], "kdrl-train": []}
 
 
@@ -80,17 +81,56 @@ def rerun(part: str, name: str, params: dict, seeds: list[int], out: Path, env: 
     return sorted(res, key=lambda r: r["seed"])
 
 
-def main() -> None:
+def ci_cell(part: str, values: list[float]) -> str:
+    """'mean [lo, hi]' (kdrl.statistics.mean_ci), clipped to the env's return range for a return metric."""
+    from kdrl.scores import return_range
+    from kdrl.statistics import mean_ci
+
+    bounds = return_range(PART_ENVS[part]) if PARTS[part][3] == "eval_return_mean" else (-float("inf"), float("inf"))
+    m, lo, hi, flag = mean_ci(values, bounds=bounds)
+    return f"{m:.3f} ‡ ({flag})" if flag else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def report(docs: Path) -> None:
+    """Rebuild the fresh-seed comparison of docs/search.md from docs/search.csv (the searches are not rerun)."""
+    import pandas as pd
     from scipy.stats import ttest_ind
 
-    from kdrl.statistics import mean_ci
+    df = pd.read_csv(docs / "search.csv")
+    lines = [
+        "| search | config | n | held-out metric, mean [95% CI] | failed | Welch p (best > defaults) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for part, grp in df.groupby("search", sort=False):
+        values = {}
+        for name in ("best", "defaults"):
+            runs = grp[grp["config"] == name]
+            ok = runs.loc[runs["status"] == "ok", "metric"].astype(float).tolist()
+            values[name] = ok
+            pval = (
+                f"{ttest_ind(values['best'], ok, equal_var=False, alternative='greater').pvalue:.3f}"
+                if name == "defaults"
+                else ""
+            )
+            lines.append(f"| {part} | {name} | {len(runs)} | {ci_cell(part, ok)} | {len(runs) - len(ok)} | {pval} |")
+    md = (docs / "search.md").read_text()
+    head, sep, _ = md.partition("| search | config | n |")
+    (docs / "search.md").write_text(head + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    from scipy.stats import ttest_ind
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "search")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
+    ap.add_argument("--report", action="store_true", help="only redo the fresh-seed table from docs/search.csv")
     args = ap.parse_args()
+    if args.report:
+        return report(args.docs)
     env = {**os.environ, "KDRL_CACHE": str(args.out / "cache"), "PYTHONWARNINGS": "ignore", "WANDB_MODE": "disabled"}
     lines = [
         "| search | trials (failed) | wall | trials/min | best on seed 0 | best params |",
@@ -112,14 +152,10 @@ def main() -> None:
             res = rerun(part, name, p, args.seeds, args.out, env)
             ok = [float(r[metric]) for r in res if r["status"] == "ok"]
             values[name] = ok
-            _, lo, hi, _ = mean_ci(ok)
-            mean = sum(ok) / len(ok) if ok else float("nan")
             pval = ""
             if name == "defaults":
                 pval = f"{ttest_ind(values['best'], ok, equal_var=False, alternative='greater').pvalue:.3f}"
-            cmp_lines.append(
-                f"| {part} | {name} | {len(res)} | {mean:.3f} [{lo:.3f}, {hi:.3f}] | {len(res) - len(ok)} | {pval} |"
-            )
+            cmp_lines.append(f"| {part} | {name} | {len(res)} | {ci_cell(part, ok)} | {len(res) - len(ok)} | {pval} |")
             csv += [f"{part},{name},{r['seed']},{r['status']},{r.get(metric)}" for r in res]
     text = "\n".join(lines) + "\n\nRe-run on fresh seeds " + ", ".join(map(str, args.seeds)) + ":\n\n"
     text += "\n".join(cmp_lines) + "\n"

@@ -230,7 +230,7 @@ def _cell_row(label, v, bounds, d) -> None:
     new = f"{ci.mean:.{d}f} ‡ ({ci.flag})" if ci.flag else f"{ci.mean:.{d}f} {f(ci.low, ci.high)}"
     seeds = " / ".join(f"{x:.{d}f}" for x in v)
     print(
-        f"| {label} | {seeds} | {v.mean():.1f} {f(*old_bootstrap_t(v, bounds))} | {f(*student(v, (-INF, INF)))} | {new} |"
+        f"| {label} | {seeds} | {v.mean():.{d}f} {f(*old_bootstrap_t(v, bounds))} | {f(*student(v, (-INF, INF)))} | {new} |"
     )
 
 

@@ -196,10 +196,20 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch_save_file(obj, tmp))
 
 
-def cpu_weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict detached and on the CPU: what a weights-only policy file holds, loadable on
-    any device."""
-    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+def own_cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, on the CPU and in a storage of its own bytes only. A parameter may be a view
+    of a larger buffer (kdrl.optim's flat optimisers put every trained weight, a student's feature
+    projection included, in one flat buffer), and ``torch.save`` of a view writes its whole storage."""
+    t = t.detach().cpu()
+    if t.untyped_storage().nbytes() == t.numel() * t.element_size() and t.is_contiguous():
+        return t  # already its own storage: no copy
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def cpu_weights(net: torch.nn.Module) -> dict[str, Any]:
+    """The state_dict detached, on the CPU and holding only the weights' own bytes: what a
+    weights-only policy file holds, loadable on any device."""
+    return {k: own_cpu_copy(v) if isinstance(v, torch.Tensor) else v for k, v in net.state_dict().items()}
 
 
 def save_policy(

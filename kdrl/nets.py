@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module  # the global forward hooks (_hooked)
 
 if TYPE_CHECKING:  # annotation only: nets stays a torch-only leaf (kdrl.envs imports gymnasium)
     from kdrl.envs import EnvSpec
@@ -51,9 +52,7 @@ def flat_dim(layers: nn.Module, in_shape: Sequence[int]) -> int:
 def _hooked(net: nn.Module) -> bool:
     """Whether any forward hook (global, or on ``net`` or a submodule, e.g. a pruning mask) would
     run if ``net`` were called module by module: the direct-maths fast paths must not skip it."""
-    from torch.nn.modules import module as torch_module
-
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+    if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks:
         return True
     modules = net.__dict__.get("_module_list")  # a plain attribute: not part of the state_dict
     if modules is None:
@@ -144,6 +143,8 @@ class MLP(QNetwork):
         not this net's forward (dueling head, hooks such as pruning masks, weights not float32 on
         the CPU). A batch-1 action costs ~8 us this way against ~40 us through torch's dispatcher,
         which is most of the single-env acting loop. Agreement with ``forward`` is tested."""
+        if _hooked(self):  # forward hooks anywhere (the net, a layer, global) run only through torch
+            return None
         layers = self._numpy_layers()
         if layers is None:
             return None
@@ -161,10 +162,7 @@ class MLP(QNetwork):
             linears, params, key, views = cached
             # an optimiser that re-points .data or .to(device) moves the weights, a pruning
             # hook replaces them: the views are then rebuilt (or refused)
-            if (
-                all(not (m._forward_hooks or m._forward_pre_hooks) for m in linears)
-                and tuple(p.data_ptr() for p in params) == key
-            ):
+            if tuple(p.data_ptr() for p in params) == key:  # hooks: checked by numpy_greedy
                 return views
         if not isinstance(self.q_head, nn.Linear):  # a dueling head: argmax through torch
             return None
@@ -172,7 +170,6 @@ class MLP(QNetwork):
         ok = all(
             isinstance(m, nn.Linear)
             and m.bias is not None
-            and not (m._forward_hooks or m._forward_pre_hooks)
             and isinstance(m.weight, nn.Parameter)
             and m.weight.device.type == "cpu"
             and m.weight.dtype == torch.float32
@@ -186,8 +183,9 @@ class MLP(QNetwork):
     def greedy(self, obs: torch.Tensor) -> torch.Tensor:
         # Acting runs once per vector-env step on a handful of observations, where nn.Module
         # dispatch costs more than the maths: chain addmm/relu_ on the raw parameters instead
-        # (~2x faster at batch 8). Same numbers as forward(); tested in tests/test_nets.py.
-        if isinstance(self.q_head, DuelingHead) or torch.is_grad_enabled():
+        # (~2x faster at batch 8). Same numbers as forward(); tested in tests/test_nets.py. A net
+        # with forward hooks (on itself, a layer, or global) acts through the module call instead.
+        if isinstance(self.q_head, DuelingHead) or torch.is_grad_enabled() or _hooked(self):
             return super().greedy(obs)
         x = obs.reshape(obs.shape[0], -1)
         linears = [m for m in self.body if isinstance(m, nn.Linear)] + [self.q_head]

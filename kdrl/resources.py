@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdrl.io import own_cpu_copy
 from kdrl.nets import count_params
 
 
@@ -37,8 +38,14 @@ def forward_flops(net: nn.Module, obs_shape: tuple[int, ...]) -> int:
 
 
 def state_dict_bytes(net: nn.Module) -> int:
+    """Bytes of ``torch.save(net.state_dict())`` with each tensor in a storage of its own
+    (kdrl.io.own_cpu_copy), not the optimiser's flat buffer it may be a view of."""
+    state = net.state_dict()  # an OrderedDict with torch's version metadata: replaced in place
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            state[k] = own_cpu_copy(v)
     buf = io.BytesIO()
-    torch.save(net.state_dict(), buf)
+    torch.save(state, buf)
     return buf.getbuffer().nbytes
 
 

@@ -193,3 +193,46 @@ def test_kl_student_gets_most_of_the_way_to_each_teacher(tmp_path, teachers):
     pcts = {name: t["pct_of_teacher"] for name, t in res["tasks"].items()}
     assert min(pcts.values()) >= 60.0, pcts
     assert res["tasks"]["cartpole"]["eval_return_mean"] >= 300 and res["tasks"]["acrobot"]["eval_return_mean"] >= -250
+
+
+def test_joint_dqn_learns_from_n_step_returns_as_single_task_dqn_does():
+    """``dqn.n_step=3``: each task's replay serves 3-step returns discounted by ``dqn.gamma`` and the
+    TD loss bootstraps with gamma^m, the single-task DQN's machinery (kdrl.replay, kdrl.td)."""
+    import torch.nn.functional as F
+
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import JointMultiTaskDQN
+    from kdrl.optim import build_optimizer
+    from kdrl.runs.job import plain
+
+    cfg = compose_cfg("multitask", ["mode=joint_dqn", "dqn.n_step=3", "dqn.gamma=0.9", "multitask.update=sum"])
+    specs = [EnvSpec("CartPole-v1", (4,), 2), EnvSpec("Acrobot-v1", (6,), 3)]
+    tasks = [TaskEnv(n, s, {"id": s.env_id, "num_envs": 2}) for n, s in zip(("cartpole", "acrobot"), specs)]
+    torch.manual_seed(0)
+    net = build_multitask_net({"width": 16, "depth": 2}, specs)
+    data, dqn = plain(cfg.multitask), plain(cfg.dqn)
+    module = JointMultiTaskDQN(net, tasks, data, dqn, build_optimizer(**data["optimizer"]), update="sum", seed=3)
+    module.setup("fit")
+    for c in module.collectors:
+        while c.env_steps < 600:
+            c.step()
+    for task, c in enumerate(module.collectors):
+        assert c.buffer.n_step == 3 and c.buffer.gamma == 0.9  # was 1 and 0.99: one-step returns
+        batch = c.buffer.sample_stack(1, 256).at(0)
+        assert batch.discounts is not None
+        d = batch.discounts
+        assert torch.isclose(d[:, None], torch.tensor([0.9, 0.81, 0.729])[None]).any(1).all()  # gamma^m, m <= 3
+        assert (d == d.min()).float().mean() > 0.8 and torch.isclose(d.min(), torch.tensor(0.729))
+        # every step pays 1 (CartPole) or -1 (Acrobot, 0 on reaching the goal): r = sum_j 0.9^j r_j
+        m_step_sum = (1 - d) / (1 - 0.9)
+        if task == 0:
+            assert torch.allclose(batch.rewards, m_step_sum)
+        else:
+            assert torch.allclose(batch.rewards[batch.terminated == 0], -m_step_sum[batch.terminated == 0])
+        # the TD loss is the n-step Double-DQN target, bootstrapped with gamma^m
+        with torch.no_grad():
+            q_next = net(batch.next_obs, task)
+            v_next = module.target(batch.next_obs, task).gather(1, q_next.argmax(1, keepdim=True)).squeeze(1)
+            y = batch.rewards + d * (1 - batch.terminated) * v_next
+            q = net(batch.obs, task).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+            assert torch.allclose(module.task_loss(task, batch)["td_loss"], F.smooth_l1_loss(q, y))

@@ -42,3 +42,39 @@ def test_fast_greedy_path_matches_forward():
         x = torch.randn(64, 4)
         with torch.inference_mode():
             assert torch.equal(net.greedy(x), net(x).argmax(1))
+
+
+def test_greedy_honours_forward_hooks_on_the_net_a_layer_or_global():
+    """The fast greedy paths (torch addmm chain, numpy) skip nn.Module dispatch; with any forward
+    hook they must act as the hooked forward does (a Q-negating hook flips every argmax)."""
+    import numpy as np
+
+    from kdrl.data import greedy_actions
+
+    torch.manual_seed(0)
+    net = MLP((4,), 3, 64, 2).eval()
+    states = np.random.default_rng(0).normal(size=(5000, 4)).astype(np.float32)
+    x = torch.as_tensor(states)
+    hooks = [
+        lambda: net.register_forward_hook(lambda m, i, q: -q),  # on the net itself
+        lambda: net.q_head.register_forward_hook(lambda m, i, q: -q),  # on a layer
+        lambda: torch.nn.modules.module.register_module_forward_hook(  # global, on the Q head only
+            lambda m, i, q: -q if m is net.q_head else None
+        ),
+    ]
+    with torch.inference_mode():
+        plain = net(x).argmax(1)
+    for register in hooks:
+        handle = register()
+        try:
+            with torch.inference_mode():
+                want = net(x).argmax(1)
+                assert (want != plain).float().mean() > 0.99  # the hook changes the policy
+                agree = int((net.greedy(x) == want).sum())
+                assert agree == 5000  # was 0 of 5,000 with the hook on the net
+            assert np.array_equal(greedy_actions(net, states, torch.device("cpu")), want.numpy())
+        finally:
+            handle.remove()
+    with torch.inference_mode():  # hooks removed: the fast paths again, the plain policy
+        assert torch.equal(net.greedy(x), plain)
+    assert np.array_equal(greedy_actions(net, states, torch.device("cpu")), plain.numpy())

@@ -26,7 +26,8 @@ OFFLINE = ["distill.pretrain.teacher_steps=600", "distill.pretrain.updates=300",
 
 
 def test_qdagger_pretrains_offline_then_learns_online_on_its_own_budget(tmp_path, cache):
-    cfg = compose_cfg("distill", _overrides(cache, ["experiment=qdagger", *OFFLINE]))
+    # no early stop: the pretrained student can already score 500 at env step 0 (2 episodes)
+    cfg = compose_cfg("distill", _overrides(cache, ["experiment=qdagger", *OFFLINE, "eval.stop_at_return=null"]))
     assert cfg.loss.name == "qdagger" and cfg.control == "student"
     res = distill_student(cfg, tmp_path)
     assert res["status"] == "ok"
@@ -75,3 +76,60 @@ def test_offline_phase_without_teacher_data_is_refused_in_one_line():
     )
     with pytest.raises(ConfigError, match="scratch"):
         validate_distill(cfg)
+
+
+@pytest.mark.parametrize("interval", [64, 16])
+def test_offline_phase_syncs_the_target_on_the_configured_period(interval):
+    """One target sync per ``target_update_interval * gradient_steps / train_freq`` offline updates,
+    the online ratio (CartPole: 64 env steps = 32 updates), not one per 256-update sampling chunk.
+    As online, a round of ``gradient_steps`` updates stands for ``train_freq`` env steps and the sync
+    comes at the first update of the round that reaches the period."""
+    from hydra.utils import instantiate
+
+    from kdrl.envs import probe_spec
+    from kdrl.modules.student import DistillStudent
+    from kdrl.nets import MLP
+    from kdrl.optim import build_optimizer
+    from kdrl.runs.job import plain
+
+    updates = 1024
+    cfg = compose_cfg(
+        "distill",
+        [
+            "experiment=qdagger",
+            "distill.pretrain.teacher_steps=300",
+            f"distill.pretrain.updates={updates}",
+            f"distill.target_update_interval={interval}",
+            "distill.batch_size=32",
+        ],
+    )
+    distill = plain(cfg.distill)
+    assert (distill["train_freq"], distill["gradient_steps"]) == (16, 8)  # the CartPole recipe: 2 env steps an update
+    spec = probe_spec(plain(cfg.env))
+    torch.manual_seed(0)
+    module = DistillStudent(
+        MLP(spec.obs_shape, spec.n_actions, width=8),
+        MLP(spec.obs_shape, spec.n_actions, width=8),
+        spec,
+        plain(cfg.env),
+        distill,
+        instantiate(cfg.loss),
+        "student",
+        build_optimizer(**distill["optimizer"]),
+    )
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    module.optimizers = lambda use_pl_optimizer=True: opt  # driven without a Trainer
+    syncs_at: list[int] = []
+    sync = module.target.maybe_update
+    module.target.maybe_update = lambda net, progress: (
+        sync(net, progress) and not syncs_at.append(module.optimizer_steps)
+    )
+    module.pretrain_offline()
+    rounds = interval // 16  # rounds of 8 updates per target period
+    assert module.pretrain_report["updates"] == updates
+    syncs = module.target.updates
+    assert syncs == updates // (8 * rounds)  # 32 (interval 64) / 128 (interval 16); was 4 either way
+    assert syncs_at == [(r - 1) * 8 + 1 for r in range(rounds, updates // 8 + 1, rounds)]
+    # the online phase then starts its own schedule at env step 0
+    assert module.target.next_update == interval and module.target_progress() == module.env_steps == 0

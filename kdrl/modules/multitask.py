@@ -200,6 +200,9 @@ class JointMultiTaskDQN(MultiTaskModule):
         seed: int = 0,
         log_interval: int = 250,
     ) -> None:
+        # n-step returns as single-task DQN has them: each task's replay sums them (kdrl.replay) with
+        # the TD term's gamma, and the TD term bootstraps with their per-sample gamma^m (kdrl.td)
+        data = {**data, "n_step": int(dqn.get("n_step", 1)), "gamma": float(dqn["gamma"])}
         super().__init__(
             net, tasks, data, optimizer, exploration_schedule(dqn["exploration"]), update, seed, log_interval
         )

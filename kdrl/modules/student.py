@@ -140,7 +140,7 @@ class DistillStudent(RLModule):
         self.qat: Int8Weights | None = None  # the int8 master weights, once quantised
         self.quantize_report: dict[str, float] | None = None
         self.selection_phase = 0  # bumped when pruning or quantising: checkpoints before are not candidates
-        self._offline_progress: int | None = None  # the target schedule's counter while it runs
+        self._offline_start: int | None = None  # optimizer_steps when the offline phase began, while it runs
 
     def frozen(self) -> list[torch.nn.Module]:
         return [self.teacher]
@@ -249,11 +249,19 @@ class DistillStudent(RLModule):
         return self.pretrain_report is not None
 
     def target_progress(self) -> int:
-        return self.env_steps if self._offline_progress is None else self._offline_progress
+        """Env steps online; in the offline phase, the env steps its updates stand for at the
+        online update-to-data ratio: each ``gradient_steps`` updates (one round) count as
+        ``train_freq`` env steps, so the target net's env-step period means the same number of
+        updates in both phases. Called after every update (``sgd_step``)."""
+        if self._offline_start is None:
+            return self.env_steps
+        assert self.data is not None
+        updates = self.optimizer_steps - self._offline_start  # offline updates done, this one included
+        return -(-updates // self.data.gradient_steps) * self.data.train_freq
 
     def pretrain_offline(self) -> None:
         """Teacher rollouts into the replay, then ``updates`` steps of the loss on it. The target
-        net follows the online schedule mapped to updates (one target period per
+        net follows the online schedule mapped to updates (``target_progress``: one target period per
         ``target_update_interval * gradient_steps / train_freq`` updates) and is synced at the end,
         when the online phase starts its own schedule at env step 0."""
         t0 = time.perf_counter()
@@ -271,15 +279,17 @@ class DistillStudent(RLModule):
         )
         opt = self.optimizers(use_pl_optimizer=False)
         interval, self.log_interval = self.log_interval, 1 << 62  # one mean over the phase, logged once
-        done, chunk = 0, 256
-        while done < self.offline.updates:
-            k = min(chunk, self.offline.updates - done)
-            self._offline_progress = (done + k) * data.train_freq // data.gradient_steps
-            self.run_updates(opt, buffer.sample_stack(k, data.batch_size))
-            done += k
+        done, chunk = 0, 256  # minibatches sampled 256 at a time; the target schedule counts each update
+        self._offline_start = self.optimizer_steps
+        try:
+            while done < self.offline.updates:
+                k = min(chunk, self.offline.updates - done)
+                self.run_updates(opt, buffer.sample_stack(k, data.batch_size))
+                done += k
+        finally:
+            self._offline_start = None
         means = {k: (v / max(self._count, 1)).item() for k, v in self._sums.items()}
         self._sums, self._count, self.log_interval = {}, 0, interval  # the online phase's logs start clean
-        self._offline_progress = None
         if self.target is not None:
             update_target(self.target.net, self.q_net, 1.0)
             self.target.next_update = self.target.interval

@@ -194,6 +194,27 @@ class TeacherResult(RunResult):
     episodes: int | None = entry()  # training episodes finished
     eval_policy: str | None = entry()  # which checkpoint was evaluated: "best" or "last"
     best_periodic_eval: float | None = entry()  # best periodic-evaluation return (chooses "best")
+    reference: dict[str, Any] | None = entry()
+    """The teacher reference (kdrl.reference) as stored next to teacher.pt: the teacher and a random
+    policy on ``episodes`` final held-out seeds, ``teacher`` / ``random``: mean, std, se, returns."""
+
+
+@dataclass(kw_only=True)
+class TeacherReference(Record):
+    """The teacher reference a student's normalised score divides by (kdrl.reference): its teacher
+    and a uniform-random policy on the final held-out seeds ``first_seed + i``, i < ``episodes``
+    (the student's own final episodes are the first of them), measured once per teacher."""
+
+    episodes: int = required()
+    first_seed: int = required()
+    epsilon: float = required()  # the teacher's evaluation epsilon
+    return_mean: float = required()  # T of the normalised score
+    return_std: float = required()  # ddof=1
+    return_se: float = required()  # return_std / sqrt(episodes)
+    random_mean: float = required()  # R of the normalised score
+    random_std: float = required()
+    random_se: float = required()
+    stored_at: str | None = required()  # the reference file it was read from or written to (None: not stored)
 
 
 @dataclass(kw_only=True)
@@ -213,15 +234,19 @@ class StudentResult(RunResult):
     feature_weight: float | None = required()
     teacher_params: int | None = entry(column=12)
     param_ratio: float | None = entry(column=13)  # params / teacher_params
-    teacher_return_mean: float | None = entry(column=21)  # on the same held-out seeds as eval_returns
+    # the teacher and a random policy on the same held-out seeds as eval_returns (before the teacher
+    # reference existed, the score's T and R: kept to compare with older tables)
+    teacher_return_mean: float | None = entry(column=21)
     teacher_returns: list[float] | None = entry()
-    raw_return_ratio: float | None = entry(column=22)  # S / T of held-out means: inverts for negative returns
+    raw_return_ratio: float | None = entry(column=22)  # S / T_ref: inverts for negative returns
     normalized_score: float | None = entry(column=23)
-    """(S - R) / (T - R) on held-out episodes (kdrl.scores.normalized_score): the headline metric;
-    nan (refused) when the teacher does not clearly beat random (teacher_beats_random)."""
+    """(S - R) / (T - R) with S the student's held-out mean and T, R its teacher reference's means
+    (kdrl.scores.normalized_score): the headline metric; nan (refused) when the teacher does not
+    clearly beat random on the reference episodes (teacher_beats_random)."""
     random_return_mean: float | None = entry(column=24)  # a uniform-random policy on the same seeds
     random_returns: list[float] | None = entry()
-    teacher_beats_random: bool | None = entry()  # kdrl.scores.teacher_beats_random on the held-out episodes
+    teacher_reference: TeacherReference | None = entry()  # T and R of normalized_score (kdrl.reference)
+    teacher_beats_random: bool | None = entry()  # kdrl.scores.teacher_beats_random on the reference episodes
     random_periodic_return: float | None = entry()  # the random policy on the periodic seeds
     teacher_periodic_return: float | None = entry()  # the teacher on the periodic-evaluation seeds
     speed: dict[str, dict[str, float] | None] | None = entry()  # to_90pct / to_100pct: env_steps, train_wall_s
@@ -239,6 +264,10 @@ class StudentResult(RunResult):
     teacher_reported_return: float | None = entry()  # the return a foreign teacher's files report, if any
     teacher_warning: str | None = entry()  # the wrapper-mismatch check's line (kdrl.teachers.mismatch_warning)
 
+    @classmethod
+    def _read(cls, name: str, value: Any) -> Any:
+        return _read_reference(name, value)
+
 
 @dataclass(kw_only=True)
 class TaskResult(Record):
@@ -250,19 +279,30 @@ class TaskResult(Record):
     eval_return_mean: float = required()
     eval_return_std: float = required()
     eval_returns: list[float] = required()
-    teacher_return_mean: float = required()
+    teacher_return_mean: float = required()  # on the same held-out seeds (not the score's T: teacher_reference)
     teacher_returns: list[float] = required()
     random_return_mean: float = required()
     random_returns: list[float] = required()
-    teacher_beats_random: bool = required()
-    pct_of_teacher: float = required()  # 100 * normalized_score (kdrl.scores): 0 = random, 100 = teacher
-    raw_return_ratio: float = required()  # Rusu et al.'s raw ratio S / T; nan unless T > 0
+    teacher_reference: TeacherReference | None = entry()  # T and R of pct_of_teacher (kdrl.reference)
+    teacher_beats_random: bool = required()  # on the teacher reference's episodes
+    pct_of_teacher: float = required()  # 100 * normalized_score against teacher_reference: 0 = random, 100 = teacher
+    raw_return_ratio: float = required()  # Rusu et al.'s raw ratio S / T_ref; nan unless T_ref > 0
     env_steps: int = required()
     episodes: int = required()
     params: int = required()  # the parameters this task's forward uses
     teacher_params: int = required()
     teacher_checkpoint: str = required()
     teacher_wall_time_s: float | None = required()
+
+    @classmethod
+    def _read(cls, name: str, value: Any) -> Any:
+        return _read_reference(name, value)
+
+
+def _read_reference(name: str, value: Any) -> Any:
+    if name == "teacher_reference" and isinstance(value, Mapping):
+        return TeacherReference.from_dict(value)
+    return value
 
 
 @dataclass(kw_only=True)

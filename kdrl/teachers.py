@@ -42,7 +42,8 @@ def teacher_key(tcfg: Any) -> str:
     body = OmegaConf.to_container(tcfg, resolve=True)
     ident = {k: body[k] for k in TEACHER_SECTIONS}
     ident["env"] = {k: v for k, v in ident["env"].items() if k != "perturbations"}  # evaluation only
-    ident.update(eval=body["eval"], seed=body["seed"], version=TEACHER_CACHE_VERSION)
+    evaluation = {k: v for k, v in body["eval"].items() if k != "reference_episodes"}  # kdrl.reference's own check
+    ident.update(eval=evaluation, seed=body["seed"], version=TEACHER_CACHE_VERSION)
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -234,8 +234,14 @@ def _run_keys(cfg: Config) -> None:
     _int_at_least(cfg, "log_interval", 1)
     for key in ("resume", "skip_completed"):
         _bool(cfg, key)
-    for key in ("freq", "episodes", "final_episodes"):
+    for key in ("freq", "episodes", "final_episodes", "reference_episodes"):
         _int_at_least(cfg, f"eval.{key}", 1)
+    final, ref = _num(cfg, "eval.final_episodes"), _num(cfg, "eval.reference_episodes")
+    if _is_int(final) and _is_int(ref) and ref < final:
+        raise ConfigError(
+            f"eval.reference_episodes ({ref}) must be >= eval.final_episodes ({final}): the teacher reference "
+            "covers the students' final held-out episodes"
+        )
     for key in ("seed", "final_seed"):
         _int_at_least(cfg, f"eval.{key}", 0)
     _one_of(cfg, "eval.final_policy", ("best", "last"))

@@ -95,6 +95,7 @@ def kdrl_sps(preset: str, steps: int, seed: int, out: Path) -> float:
         f"algo.total_timesteps={steps}",
         f"eval.freq={10 * steps}",
         "eval.final_episodes=1",
+        "eval.reference_episodes=1",
         "logger=none",
         f"hydra.run.dir={out}",
         "resume=false",

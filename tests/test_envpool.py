@@ -87,6 +87,7 @@ def test_a_teacher_trains_through_envpool(tmp_path):
             "eval.freq=800",
             "eval.episodes=1",
             "eval.final_episodes=1",
+            "eval.reference_episodes=1",
             "logger=none",
             "trainer.enable_progress_bar=false",
             "+env.kwargs.max_num_frames_per_episode=2000",

@@ -22,7 +22,7 @@ from kdrl.envs import EnvSpec
 from kdrl.io import load_multitask_policy, save_policy
 from kdrl.nets import MLP, MultiTaskQNetwork, TaskView, build_multitask_net, count_params, task_params
 from kdrl.runs.multitask import multitask_job
-from kdrl.scores import mean_pcts, pct_of_teacher
+from kdrl.scores import mean_pcts, pct_of_teacher, teacher_beats_random
 from tests.helpers import compose_cfg
 
 TINY = ["debug=fast", "student.width=32", "trainer.enable_progress_bar=false"]
@@ -131,8 +131,13 @@ def test_tiny_run_writes_one_entry_per_task(tiny_runs, mode):
     for name, env_id in (("cartpole", "CartPole-v1"), ("acrobot", "Acrobot-v1")):
         t = res["tasks"][name]
         assert t["env_id"] == env_id and len(t["eval_returns"]) == len(t["teacher_returns"]) == 3
+        # the score's T and R: the task teacher's reference, stored next to its file, computed once for both modes
+        (ref,) = json.loads(Path(t["teacher_checkpoint"] + ".reference.json").read_text())["references"]
+        assert ref["episodes"] == t["teacher_reference"]["episodes"] == 20  # debug=fast
+        assert t["teacher_reference"]["return_mean"] == ref["teacher"]["mean"]
+        assert t["teacher_beats_random"] is teacher_beats_random(ref["teacher"]["returns"], ref["random"]["returns"])
         assert t["pct_of_teacher"] == pytest.approx(
-            pct_of_teacher(t["eval_return_mean"], t["teacher_return_mean"], t["random_return_mean"])
+            pct_of_teacher(t["eval_return_mean"], ref["teacher"]["mean"], ref["random"]["mean"])
         )
         assert t["env_steps"] >= 1200 - 4  # the same per-task budget in both modes
     assert res["mean_pct_of_teacher"] == pytest.approx(sum(t["pct_of_teacher"] for t in res["tasks"].values()) / 2)

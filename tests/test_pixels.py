@@ -87,6 +87,7 @@ def _tiny(extra):
         "trainer.enable_progress_bar=false",
         "eval.episodes=1",
         "eval.final_episodes=2",
+        "eval.reference_episodes=2",  # the teacher reference: 100 pixel episodes would cost minutes here
         "resume=false",
         *extra,
     ]

@@ -21,6 +21,7 @@ from kdrl.results import (
     RunResult,
     StudentResult,
     TaskResult,
+    TeacherReference,
     TeacherResult,
     load_result,
     write_results,
@@ -61,6 +62,20 @@ TEACHER_OK_FIELDS = {
     "eval_history": HISTORY,
     "best_periodic_eval": 500.0,
     "checkpoint": "/runs/t/teacher.pt",
+    "reference": {
+        "version": 1,
+        "env_id": "CartPole-v1",
+        "episodes": 2,
+        "first_seed": 2000000,
+        "epsilon": 0.0,
+        "env_kwargs": {},
+        "seeds": "2000000 + i, i < 2",
+        "teacher": {"mean": 500.0, "std": 0.0, "se": 0.0, "returns": [500.0, 500.0]},
+        "random": {"mean": 22.0, "std": 2.0, "se": 1.0, "returns": [20.0, 24.0]},
+        "computed_by": "teacher job",
+        "wall_s": 0.5,
+        "stored_at": "/runs/t/teacher.pt.reference.json",
+    },
 }
 TEACHER_OK = {
     **TEACHER_START,
@@ -114,6 +129,18 @@ STUDENT_OK_FIELDS = {
     "raw_return_ratio": -95.0 / -80.0,
     "random_return_mean": -500.0,
     "random_returns": [-500.0, -500.0],
+    "teacher_reference": {
+        "episodes": 100,
+        "first_seed": 2000000,
+        "epsilon": 0.0,
+        "return_mean": -80.0,
+        "return_std": 5.0,
+        "return_se": 0.5,
+        "random_mean": -500.0,
+        "random_std": 0.0,
+        "random_se": 0.0,
+        "stored_at": "/runs/t/teacher.pt.reference.json",
+    },
     "teacher_beats_random": True,
     "normalized_score": 405.0 / 420.0,
     "teacher_periodic_return": -82.0,
@@ -153,6 +180,18 @@ TASK = {
     "teacher_returns": [500.0, 500.0],
     "random_return_mean": 22.0,
     "random_returns": [20.0, 24.0],
+    "teacher_reference": {
+        "episodes": 100,
+        "first_seed": 2000000,
+        "epsilon": 0.0,
+        "return_mean": 500.0,
+        "return_std": 0.0,
+        "return_se": 0.0,
+        "random_mean": 22.0,
+        "random_std": 10.0,
+        "random_se": 1.0,
+        "stored_at": None,
+    },
     "teacher_beats_random": True,
     "pct_of_teacher": pct_of_teacher(400.0, 500.0, 22.0),
     "raw_return_ratio": 0.8,
@@ -296,6 +335,21 @@ def test_missing_keys_read_as_none_and_stay_out_of_the_file():
     assert student.lambda_ is None and "lambda" in student.to_dict() and "lambda_" not in student.to_dict()
     multi = load_result(MULTITASK_OK)
     assert isinstance(multi.tasks["acrobot"], TaskResult) and multi.tasks["acrobot"].teacher_wall_time_s == 12.5
+
+
+def test_the_teacher_reference_is_a_record_in_students_and_tasks():
+    student = load_result(STUDENT_OK)
+    assert isinstance(student.teacher_reference, TeacherReference) and student.teacher_reference.extra == {}
+    assert student.teacher_reference.return_mean == -80.0 and student.teacher_reference.episodes == 100
+    task = load_result(MULTITASK_OK).tasks["cartpole"]
+    assert isinstance(task.teacher_reference, TeacherReference) and task.teacher_reference.random_se == 1.0
+    assert load_result(TEACHER_OK).reference["teacher"]["mean"] == 500.0
+    # a file written before the reference existed: None, and still out of the file
+    older = {k: v for k, v in STUDENT_OK.items() if k != "teacher_reference"}
+    res = load_result(older)
+    assert res.teacher_reference is None and not res.written("teacher_reference") and res.to_dict() == older
+    with pytest.raises(AttributeError, match="no field 'return_men'"):
+        student.teacher_reference.return_men = 1.0
 
 
 def test_unknown_keys_and_kinds_are_kept():

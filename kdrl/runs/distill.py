@@ -22,6 +22,7 @@ from kdrl.io import atomic_write, load_policy
 from kdrl.modules.base import RLModule
 from kdrl.modules.student import DistillStudent
 from kdrl.optim import build_optimizer
+from kdrl.reference import ReferenceSettings, reference_fields, teacher_reference
 from kdrl.resources import resource_report
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
 from kdrl.runs.teacher import build_dqn, greedy_evaluation
@@ -135,27 +136,36 @@ def greedy_of(net: torch.nn.Module) -> GreedyFn:
 
 
 def final_evaluation(
-    cfg: DictConfig, teacher: torch.nn.Module, student: torch.nn.Module, spec: EnvSpec, history: list[dict]
+    cfg: DictConfig,
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    spec: EnvSpec,
+    history: list[dict],
+    reference: dict[str, Any],
 ) -> dict[str, Any]:
     """Performance, speed, generalisation and resources of a trained student against its teacher
-    (docs/protocol.md): every number on episodes that selected nothing."""
+    (docs/protocol.md): every number on episodes that selected nothing. ``reference``: the teacher
+    reference (kdrl.reference), the normalised score's T and R."""
     kwargs, eps = plain(cfg.env.kwargs), float(cfg.eval.epsilon)
     t_greedy, s_greedy = greedy_of(teacher), greedy_of(student)
     # 1. performance: student, teacher and a uniform-random policy on the same held-out seeds; the
-    # normalised score (S - R) / (T - R) is refused (nan) unless the teacher clearly beats random
+    # normalised score (S - R) / (T - R) takes T and R from the teacher reference (the teacher and a
+    # random policy on reference_episodes >= final_episodes held-out seeds, these first), and is
+    # refused (nan) unless the teacher clearly beats random on those episodes
     final_seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
     s_returns = evaluate_policy(s_greedy, cfg.env.id, final_seeds, kwargs, epsilon=eps)
     t_returns = evaluate_policy(t_greedy, cfg.env.id, final_seeds, kwargs, epsilon=eps)
     r_returns = random_returns(cfg.env.id, final_seeds, kwargs)
     s_mean, t_mean, r_mean = (float(np.mean(x)) for x in (s_returns, t_returns, r_returns))
-    beats_random = teacher_beats_random(t_returns, r_returns)
+    t_ref, r_ref = reference["teacher"], reference["random"]
+    beats_random = teacher_beats_random(t_ref["returns"], r_ref["returns"])
     if not beats_random:
         log.warning(
-            "the teacher (%.1f) does not clearly beat a random policy (%.1f) on %d held-out episodes: "
-            "normalised score refused",
-            t_mean,
-            r_mean,
-            len(final_seeds),
+            "the teacher (%.1f) does not clearly beat a random policy (%.1f) on the %d held-out episodes of its "
+            "reference: normalised score refused",
+            t_ref["mean"],
+            r_ref["mean"],
+            reference["episodes"],
         )
     # 2. speed: the first periodic evaluation at 90% / 100% of the teacher on the normalised scale
     speed = {f"to_{int(p * 100)}pct": first_reaching(history, p) for p in (0.9, 1.0)}
@@ -190,9 +200,10 @@ def final_evaluation(
         "teacher_returns": t_returns,
         "random_return_mean": r_mean,
         "random_returns": r_returns,
+        "teacher_reference": reference_fields(reference),
         "teacher_beats_random": beats_random,
-        "normalized_score": normalized_score(s_mean, t_mean, r_mean) if beats_random else float("nan"),
-        "raw_return_ratio": s_mean / t_mean if t_mean else float("nan"),
+        "normalized_score": normalized_score(s_mean, t_ref["mean"], r_ref["mean"]) if beats_random else float("nan"),
+        "raw_return_ratio": s_mean / t_ref["mean"] if t_ref["mean"] else float("nan"),
         "speed": speed,
         "generalisation": generalisation,
         "resources": resources,
@@ -253,6 +264,11 @@ class DistillJob(Job):
         seeds, kwargs = eval_seeds(cfg.eval.seed, cfg.eval.episodes), plain(cfg.env.kwargs)
         teacher = evaluate_policy(greedy_of(self.teacher), cfg.env.id, seeds, kwargs, epsilon=float(cfg.eval.epsilon))
         self.reference = float(np.mean(teacher)), float(np.mean(random_returns(cfg.env.id, seeds, kwargs)))
+        # the teacher reference of the final score: stored with the teacher, computed here only once per teacher
+        settings = ReferenceSettings.of(cfg, cfg.env.id, kwargs)
+        self.teacher_reference = teacher_reference(
+            self.teacher_path, greedy_of(self.teacher), settings, cfg.teacher.cache_dir
+        )
         self.teacher_warning = mismatch_warning(self.teacher_format, *self.reference, self.teacher_reported)
         if self.teacher_warning:
             log.warning(self.teacher_warning)
@@ -265,7 +281,7 @@ class DistillJob(Job):
         student_path = self.out / "student.pt"
         atomic_write(student_path, lambda tmp: Path(tmp).write_bytes(Path(chosen).read_bytes()))
         return {
-            **final_evaluation(self.cfg, self.teacher, student, spec, evaluation.history),
+            **final_evaluation(self.cfg, self.teacher, student, spec, evaluation.history, self.teacher_reference),
             "teacher_periodic_return": self.reference[0],
             "random_periodic_return": self.reference[1],
             "checkpoint": str(student_path),
@@ -302,7 +318,8 @@ class DistillJob(Job):
         size = f["student_size"] or f"w{f['width']}"
         return (
             f"student {f['env_id']} {f['loss']} {size} seed {f['seed']}: {f['eval_return_mean']:.1f} vs "
-            f"teacher {f['teacher_return_mean']:.1f} (normalised score {f['normalized_score']:.3f}), "
+            f"teacher {f['teacher_reference']['return_mean']:.1f} over {f['teacher_reference']['episodes']} episodes "
+            f"(normalised score {f['normalized_score']:.3f}), "
             f"{100 * f['param_ratio']:.1f}% params, agreement {f['action_agreement']:.3f}"
         )
 

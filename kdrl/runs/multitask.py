@@ -22,6 +22,7 @@ from kdrl.io import atomic_write, load_multitask_policy
 from kdrl.modules.multitask import JointMultiTaskDQN, MultiTaskDistill, MultiTaskModule
 from kdrl.nets import MultiTaskQNetwork, build_multitask_net, count_params, task_params
 from kdrl.optim import build_optimizer
+from kdrl.reference import ReferenceSettings, reference_fields, teacher_reference
 from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
 from kdrl.scores import mean_pcts, pct_of_teacher, teacher_beats_random
 from kdrl.tables import method_name
@@ -41,6 +42,7 @@ class TaskSetup:
     teacher: torch.nn.Module
     teacher_path: Path
     teacher_wall_time_s: float | None
+    reference: dict[str, Any]  # the teacher reference (kdrl.reference): T and R of pct_of_teacher
 
 
 # ---- config ----------------------------------------------------------------------------------------
@@ -72,7 +74,9 @@ def load_task(cfg: DictConfig, name: str, choices: dict[str, str | None]) -> Tas
     else:
         path, res = obtain_teacher(name, int(cfg.teacher.seed), teacher_overrides(cfg, choices), cfg.teacher.cache_dir)
     teacher, _ = load_teacher_net(path, spec.env_id, spec.obs_shape, spec.n_actions)
-    return TaskSetup(name, env, spec, teacher, path, res.get("wall_time_s") if res else None)
+    settings = ReferenceSettings.of(cfg, spec.env_id, env.get("kwargs"))
+    reference = teacher_reference(path, greedy_of(teacher), settings, cfg.teacher.cache_dir)
+    return TaskSetup(name, env, spec, teacher, path, res.get("wall_time_s") if res else None, reference)
 
 
 def build_module(cfg: DictConfig, tasks: list[TaskSetup], net: MultiTaskQNetwork) -> MultiTaskModule:
@@ -114,6 +118,9 @@ def task_result(
     t: TaskSetup, module: MultiTaskModule, i: int, s_ret: list[float], t_ret: list[float], r_ret: list[float]
 ) -> dict[str, Any]:
     s, te, r = float(np.mean(s_ret)), float(np.mean(t_ret)), float(np.mean(r_ret))
+    # the score's T and R, and whether it is refused, come from the teacher reference (docs/protocol.md)
+    t_ref, r_ref = t.reference["teacher"], t.reference["random"]
+    beats = teacher_beats_random(t_ref["returns"], r_ref["returns"])
     return {
         "env_id": t.spec.env_id,
         "obs_shape": list(t.spec.obs_shape),
@@ -125,10 +132,12 @@ def task_result(
         "teacher_returns": t_ret,
         "random_return_mean": r,
         "random_returns": r_ret,
-        "teacher_beats_random": teacher_beats_random(t_ret, r_ret),
-        # refused (nan) unless the teacher clearly beats random on these episodes (docs/protocol.md)
-        "pct_of_teacher": pct_of_teacher(s, te, r) if teacher_beats_random(t_ret, r_ret) else float("nan"),
-        "raw_return_ratio": s / te if te > 0 else float("nan"),  # Rusu et al.'s raw ratio: positive returns only
+        "teacher_reference": reference_fields(t.reference),
+        "teacher_beats_random": beats,
+        # refused (nan) unless the teacher clearly beats random on the reference episodes
+        "pct_of_teacher": pct_of_teacher(s, t_ref["mean"], r_ref["mean"]) if beats else float("nan"),
+        # Rusu et al.'s raw ratio: positive returns only
+        "raw_return_ratio": s / t_ref["mean"] if t_ref["mean"] > 0 else float("nan"),
         "env_steps": module.collectors[i].env_steps,
         "episodes": module.collectors[i].episodes,
         "params": task_params(module.q_net, i),
@@ -231,7 +240,7 @@ class MultiTaskJob(Job):
 
     def summary(self, f: dict[str, Any]) -> str:
         tasks = ", ".join(
-            f"{n} {r['eval_return_mean']:.1f} vs {r['teacher_return_mean']:.1f} ({r['pct_of_teacher']:.1f}%)"
+            f"{n} {r['eval_return_mean']:.1f} vs {r['teacher_reference']['return_mean']:.1f} ({r['pct_of_teacher']:.1f}%)"
             for n, r in f["tasks"].items()
         )
         return (

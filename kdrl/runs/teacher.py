@@ -1,4 +1,5 @@
-"""Teacher jobs: train a DQN teacher, evaluate it on held-out seeds, write teacher.pt."""
+"""Teacher jobs: train a DQN teacher, evaluate it on held-out seeds, write teacher.pt and its reference
+(kdrl.reference: the teacher and a random policy on ``eval.reference_episodes`` held-out seeds)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, load_policy
 from kdrl.modules.dqn import DQN
 from kdrl.optim import build_optimizer
+from kdrl.reference import ReferenceSettings, compute_reference, store_reference
 from kdrl.runs.job import Job, plain, run_job
 from kdrl.validate import validate_common
 
@@ -75,6 +77,9 @@ class TeacherJob(Job):
         returns = evaluate_policy(module.greedy, cfg.env.id, seeds, plain(cfg.env.kwargs), epsilon=cfg.eval.epsilon)
         teacher_path = self.out / "teacher.pt"
         atomic_write(teacher_path, lambda tmp: shutil.copyfile(chosen, tmp))
+        # the teacher reference every student's normalised score divides by, stored with teacher.pt
+        settings = ReferenceSettings.of(cfg, cfg.env.id, plain(cfg.env.kwargs))
+        reference = store_reference(teacher_path, compute_reference(module.greedy, settings, "teacher job"))
         return {
             "params": module.params,
             "episodes": module.collector.episodes,
@@ -84,13 +89,15 @@ class TeacherJob(Job):
             "eval_policy": str(cfg.eval.final_policy),
             "best_periodic_eval": evaluation.best_mean,
             "checkpoint": str(teacher_path),
+            "reference": reference,
         }
 
     def summary(self, f: dict[str, Any]) -> str:
         return (
             f"teacher {f['env_id']} seed {f['seed']}: greedy return {f['eval_return_mean']:.1f} ± "
             f"{f['eval_return_std']:.1f} over {len(f['eval_returns'])} held-out episodes ({f['env_steps']} env "
-            f"steps, {f['wall_time_s']:.1f} s, {f['sps']:.0f} steps/s)"
+            f"steps, {f['wall_time_s']:.1f} s, {f['sps']:.0f} steps/s); reference {f['reference']['teacher']['mean']:.1f} "
+            f"(se {f['reference']['teacher']['se']:.2f}) over {f['reference']['episodes']} episodes"
         )
 
 

@@ -71,6 +71,10 @@ def flatten(res: Mapping[str, Any] | Record) -> dict[str, Any]:
         row[f"{name}_wall_s"] = (
             hit["train_wall_s"] if hit else (wall * budget / steps if wall is not None and steps else np.nan)
         )
+    ref = res.get("teacher_reference") or {}  # the score's T and R (kdrl.reference); absent in older results
+    row["reference_episodes"] = ref.get("episodes")
+    row["reference_teacher_mean"], row["reference_teacher_se"] = ref.get("return_mean"), ref.get("return_se")
+    row["reference_random_mean"] = ref.get("random_mean")
     for key, who in (res.get("resources") or {}).items():
         for k, v in who.items():
             row[f"{key}_{k}"] = v
@@ -136,7 +140,12 @@ def metric_bounds(grp: pd.DataFrame, metric: str) -> Bounds:
     if len(envs) != 1:
         return UNBOUNDED
     if metric == "normalized_score" and {"teacher_return_mean", "random_return_mean"} <= set(grp):
-        return normalized_bounds(envs[0], grp["teacher_return_mean"], grp["random_return_mean"])
+        # the score divides by the teacher reference where the run has one, else by its 20 final episodes
+        teacher, random = grp["teacher_return_mean"], grp["random_return_mean"]
+        if "reference_teacher_mean" in grp:
+            teacher = grp["reference_teacher_mean"].fillna(teacher)
+            random = grp["reference_random_mean"].fillna(random)
+        return normalized_bounds(envs[0], teacher, random)
     if metric in ("eval_return_mean", "teacher_return_mean"):
         return return_range(envs[0])
     if metric == "action_agreement":
@@ -333,6 +342,7 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
         f"(most seeds tied at a bound of the score, e.g. CartPole's 500, or no spread); {len(df) - failed} ok runs, "
         f"{failed} failed" + (f", {refused} with the score refused (teacher not better than random)" if refused else "")
     )
+    caption += reference_note(df)
     md = to_markdown(table, df, rows, cols)
     if pct and rows == "env_id" and agg[rows].nunique() > 1:
         md += "\n" + geomean_row(agg, cols, list(table.columns))
@@ -340,6 +350,29 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
         (agg.pivot(index=rows, columns=cols, values="iqm") * (100 if pct else 1)) if len(agg) else pd.DataFrame()
     )
     return SummaryTable(caption, md, to_latex(table, df, rows, cols, caption), agg, iqm_table.round(1))
+
+
+def reference_note(df: pd.DataFrame) -> str:
+    """The teachers the scores divide by, per env: '; teacher reference (100 held-out episodes): <env>
+    T = mean ± se [min-max over teachers]', or that the runs predate it (T from their 20 final episodes)."""
+    ok = df[df["status"] == "ok"]
+    if "reference_teacher_mean" not in ok or ok["reference_teacher_mean"].isna().all():
+        return "; teacher T and random R from each run's own final held-out episodes (no stored teacher reference)"
+    parts = []
+    for env, grp in ok.dropna(subset=["reference_teacher_mean"]).groupby("env_id"):
+        per_teacher = grp.drop_duplicates(["reference_teacher_mean", "reference_teacher_se"])
+        cells = ", ".join(
+            f"{m:.1f} ± {se:.1f}"
+            for m, se in zip(per_teacher["reference_teacher_mean"], per_teacher["reference_teacher_se"])
+        )
+        parts.append(f"{env} T = {cells} (± se)")
+    episodes = "/".join(str(int(e)) for e in sorted(ok["reference_episodes"].dropna().unique()))
+    missing = int(ok["reference_teacher_mean"].isna().sum())
+    return (
+        f"; teacher reference ({episodes} held-out episodes per teacher): "
+        + "; ".join(parts)
+        + (f"; {missing} runs without one (T from their final episodes)" if missing else "")
+    )
 
 
 def disk_use(paths: Sequence[str | Path]) -> str:

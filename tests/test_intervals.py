@@ -177,3 +177,21 @@ def test_speed_of_an_early_stopped_seed_is_censored_at_its_budget():
     assert cell["mean"] == 40_000 and cell["ci_low"] == 40_000  # was [20k, 40k]: faster than every seed that reached
     wall = aggregate(df, ["loss"], "to_90pct_wall_s").iloc[0]
     assert wall["mean"] == pytest.approx(40.0)  # the 20 s runs extrapolated to the budget at their own pace
+
+
+def test_a_cells_bounds_and_caption_come_from_the_teacher_reference():
+    from kdrl.tables import aggregate, summary_table
+
+    def run(seed, score):
+        return {"kind": "student", "status": "ok", "env_id": "CartPole-v1", "seed": seed, "loss": "kl", "width": 64,
+                "normalized_score": score, "teacher_return_mean": 480.0, "random_return_mean": 20.0,
+                "reference_episodes": 100, "reference_teacher_mean": 500.0, "reference_teacher_se": 0.0,
+                "reference_random_mean": 20.0}  # fmt: skip
+
+    # against the reference (T = 500) a score of 1.0 is CartPole's ceiling: 3 of 5 there is flagged. Against the
+    # 20-episode teacher (480) the ceiling would be 1.043 and the cell would get an interval through it.
+    df = pd.DataFrame([run(s, v) for s, v in enumerate([1.0, 1.0, 1.0, 0.9, 0.95])])
+    cell = aggregate(df, ["loss"], "normalized_score").iloc[0]
+    assert cell["flag"] == FLAG_AT_BOUND and cell["at_bound"] == 3
+    caption = summary_table(df, "loss", "width", "normalized_score").caption
+    assert "teacher reference (100 held-out episodes per teacher): CartPole-v1 T = 500.0 ± 0.0" in caption

@@ -450,6 +450,10 @@ def test_flat_fields_are_the_columns_tables_had():
         "to_100pct_reached",
         "to_100pct_env_steps",
         "to_100pct_wall_s",
+        "reference_episodes",
+        "reference_teacher_mean",
+        "reference_teacher_se",
+        "reference_random_mean",
         "teacher_bytes",
         "teacher_flops",
         "teacher_latency_us",
@@ -570,5 +574,6 @@ def test_kdrl_table_geometric_mean_row_over_envs(tmp_path):
     assert summary.caption == (
         "normalized_score (% of teacher): mean [95% CI] over n = 1 seeds; CI: Hall's transformed-t (Student's t below 5 "
         "seeds), clipped to the score's range; † n < 5; ‡ no reliable interval (most seeds tied at a bound of the score, "
-        "e.g. CartPole's 500, or no spread); 2 ok runs, 0 failed"
+        "e.g. CartPole's 500, or no spread); 2 ok runs, 0 failed; teacher reference (100 held-out episodes per "
+        "teacher): Acrobot-v1 T = -80.0 ± 0.5 (± se); CartPole-v1 T = -80.0 ± 0.5 (± se)"
     )

@@ -11,6 +11,9 @@ SHELL := /bin/bash
 # pip's notes about this machine's local index mirrors are noise in CI logs
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
+# two pytest-xdist workers: this machine's two cores (the cluster tests share one worker: tests/conftest.py)
+TEST_WORKERS ?= 2
+
 .PHONY: setup demo lint test bench clean
 
 $(STAMP): pyproject.toml
@@ -35,7 +38,8 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: setup lint
-	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15
+	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15 \
+	  -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(PIP) install -e ".[dev,bench]" $(QUIET_PIP)

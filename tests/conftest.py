@@ -12,6 +12,18 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("KDRL_NO_PROGRESS", "1")
 
 
+# Tests that bring up a real cluster (the session's SLURM, a local Ray) run on one xdist worker, one
+# after the other: two workers would each start (and stop) the same single-node cluster.
+CLUSTER_WORDS = ("slurm", "ray")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        uses_slurm = "slurm" in getattr(item, "fixturenames", ())
+        if uses_slurm or any(w in item.name.lower().split("_") for w in CLUSTER_WORDS):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)

@@ -98,6 +98,7 @@ class ActorCollector(EnvCollector):
         self._conn: Any = None
         self._staged: dict[str, np.ndarray] = {}
         self._weights: list[torch.Tensor] = []
+        self._rng_before_round: dict[str, Any] = self.rng.bit_generator.state
 
     # ---- the parent's side ------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:
@@ -162,6 +163,7 @@ class ActorCollector(EnvCollector):
             raise ValueError(f"a round is 1..{self.max_round} vector steps, got {k}")
         with torch.no_grad():
             torch._foreach_copy_(self._weights, [p.detach() for p in self._params()])
+        self._rng_before_round = self.rng.bit_generator.state  # the committed state, for checkpoints
         st, steps = self._staged, self.env_steps
         for j in range(k):  # the parent's RNG makes every exploration draw, as in-process
             self.env_steps = steps + j * self.num_envs
@@ -201,6 +203,14 @@ class ActorCollector(EnvCollector):
     def step(self) -> None:
         self.launch(1)
         self.join()
+
+    def committed_rng_state(self) -> dict[str, Any]:
+        """The exploration RNG's state as of the last joined round: a round in flight has made its
+        draws already, but its transitions are not the run's until it is joined. A checkpoint taken
+        now (at an evaluation) is the run as it stands at this env step, exactly the in-process
+        collector's state there, and the round in flight is not forced in: a run that stops here
+        (early stop) ends at this env step, as an in-process run does."""
+        return self._rng_before_round if self.pending else self.rng.bit_generator.state
 
     def close(self) -> None:
         if self._proc is None:

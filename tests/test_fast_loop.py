@@ -252,6 +252,46 @@ def test_actor_process_runs_are_reproducible_and_learn(tmp_path):
     assert a["env_steps"] == 8000 and a["grad_steps"] == 701
 
 
+def test_a_checkpoint_taken_with_a_round_in_flight_is_the_in_process_state():
+    """``state_dict()`` (saved at every evaluation) while the actor process collects the next round
+    is the run at its current env step, exactly as the in-process collector has it: the round in
+    flight is neither recorded nor counted, and stays in flight (audit 4: it was joined, which
+    moved the run a round past the evaluation that saved it)."""
+    torch.manual_seed(0)
+    net = MLP((4,), 2, hidden=[16]).eval()
+    inline, process = _stream("inline", net, total=1500), _stream("process", net, total=1500)
+    it_i, it_p = iter(inline), iter(process)
+    try:
+        for _ in range(6):
+            next(it_i), next(it_p)
+            assert process.collector.pending == 10  # the next round (train_freq=10 steps) is in flight
+            si, sp = inline.state_dict(), process.state_dict()
+            assert sp["env_steps"] == si["env_steps"] and sp["episodes"] == si["episodes"]
+            assert sp["grad_steps"] == si["grad_steps"]
+            assert sp["collector_rng"] == si["collector_rng"]  # before the draws of the round in flight
+            assert sp["buffer"]["size"] == si["buffer"]["size"]
+            assert torch.equal(sp["buffer"]["obs"], si["buffer"]["obs"])
+            assert process.collector.pending == 10
+    finally:
+        process.collector.close()
+
+
+def test_actor_process_stopped_early_ends_where_the_inline_run_does(tmp_path):
+    """An early stop at the first evaluation: the same env steps and one evaluation whichever
+    way the envs step (audit 4: the process run reported 1,076 env steps, not 1,012, and
+    evaluated a second time at the end)."""
+    runs = {}
+    for actor in ("inline", "process"):
+        overrides = ["debug=fast", f"env.actor={actor}", "eval.freq=1000", "eval.stop_at_return=0", "logger=none"]
+        runs[actor] = train_teacher(compose_cfg("train", overrides), tmp_path / actor)
+    inline, process = runs["inline"], runs["process"]
+    assert inline["status"] == process["status"] == "ok"
+    assert inline["env_steps"] == process["env_steps"] == 1012  # 4 envs, rounds of 64 env steps past 500
+    assert [h["env_steps"] for h in process["eval_history"]] == [h["env_steps"] for h in inline["eval_history"]]
+    assert len(process["eval_history"]) == 1
+    assert process["grad_steps"] == inline["grad_steps"]
+
+
 def test_actor_process_reports_env_errors_in_one_line():
     from kdrl.data import EnvStepError
 

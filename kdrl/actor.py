@@ -114,7 +114,11 @@ class ActorCollector(EnvCollector):
         params = self._params()
         if not self._acting_on_cpu():
             # a forked child cannot use the parent's CUDA context: step in-process, as env.actor=inline
-            log.warning("env.actor=process: the acting net is on %s; the envs step in-process", params[0].device)
+            # does (a launched round is stepped when it is joined, after the updates: no lookahead)
+            log.warning(
+                "env.actor=process: the acting net is on %s; the envs step in-process, as env.actor=inline",
+                params[0].device,
+            )
             self.in_process = True
             return
         r, n = self.max_round, self.num_envs
@@ -150,17 +154,20 @@ class ActorCollector(EnvCollector):
         return all(p.device.type == "cpu" for p in self._params())
 
     def launch(self, k: int) -> None:
-        """Start ``k`` vector steps in the child, acting with the weights as they are now."""
+        """Start ``k`` vector steps in the child, acting with the weights as they are now.
+
+        In-process (the acting net is on a GPU) nothing steps yet: the round is stepped by
+        ``join``, with the weights as they are then (after the updates the stream runs meanwhile),
+        so collection is never ahead of learning, as with the in-process collector."""
         self.start()
-        if self.in_process:  # (on a GPU) the round runs here and now, as the in-process collector would
-            for _ in range(int(k)):
-                EnvCollector.step(self)
-            return
         if self.pending:
             raise RuntimeError("a round is already in flight; join it first")
         k = int(k)
         if not 0 < k <= self.max_round:
             raise ValueError(f"a round is 1..{self.max_round} vector steps, got {k}")
+        if self.in_process:
+            self.pending = k
+            return
         with torch.no_grad():
             torch._foreach_copy_(self._weights, [p.detach() for p in self._params()])
         self._rng_before_round = self.rng.bit_generator.state  # the committed state, for checkpoints
@@ -181,6 +188,10 @@ class ActorCollector(EnvCollector):
         if not self.pending:
             return
         k, self.pending = self.pending, 0
+        if self.in_process:  # the launched round steps now, with the current weights (see launch)
+            for _ in range(k):
+                EnvCollector.step(self)
+            return
         t0 = time.perf_counter()
         try:
             reply = self._conn.recv_bytes()
@@ -210,10 +221,13 @@ class ActorCollector(EnvCollector):
         now (at an evaluation) is the run as it stands at this env step, exactly the in-process
         collector's state there, and the round in flight is not forced in: a run that stops here
         (early stop) ends at this env step, as an in-process run does."""
-        return self._rng_before_round if self.pending else self.rng.bit_generator.state
+        if self.pending and not self.in_process:  # in-process, a launched round has drawn nothing yet
+            return self._rng_before_round
+        return self.rng.bit_generator.state
 
     def close(self) -> None:
         if self._proc is None:
+            self.pending = 0  # (in-process) a launched round is dropped, as the child's would be
             return
         try:
             self.pending = 0

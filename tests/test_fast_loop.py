@@ -345,3 +345,42 @@ def test_actor_process_on_a_gpu_net_steps_in_process(monkeypatch):
     a, b = list(inline), list(gpu_like)
     assert gpu_like.collector.in_process and gpu_like.collector._proc is None
     assert len(a) == len(b) and all(x is y is None or torch.equal(x, y) for s, t in zip(a, b) for x, y in zip(s, t))
+
+
+def test_actor_process_gpu_fallback_collects_after_the_updates_as_inline(monkeypatch, caplog):
+    """The in-process fallback (acting net on a GPU, simulated) is env.actor=inline: a round is
+    stepped after the updates it was launched before, with the updated weights, so collection is
+    never ahead of learning and the data equal the inline collector's while the net keeps changing
+    (audit 11: the fallback stepped each round at launch, a round ahead, with the old weights)."""
+    from kdrl.actor import ActorCollector
+
+    monkeypatch.setattr(ActorCollector, "_acting_on_cpu", lambda self: False)
+    torch.manual_seed(0)
+    nets = {"inline": MLP((4,), 2, hidden=[16]).eval()}
+    nets["process"] = copy.deepcopy(nets["inline"])
+    streams = {actor: _stream(actor, net, total=1500) for actor, net in nets.items()}
+    iters = {actor: iter(s) for actor, s in streams.items()}
+    gens = {actor: torch.Generator().manual_seed(1) for actor in nets}
+    fallback = streams["process"].collector
+    with caplog.at_level("WARNING", logger="kdrl.actor"):
+        rounds = 0
+        while True:
+            items = {actor: next(it, None) for actor, it in iters.items()}
+            if items["inline"] is None:
+                assert items["process"] is None
+                break
+            rounds += 1
+            assert fallback.in_process and fallback._proc is None
+            # nothing of the next round is collected before the updates below
+            assert fallback.env_steps == streams["inline"].collector.env_steps
+            assert fallback.buffer.size == streams["inline"].collector.buffer.size
+            with torch.no_grad():  # "the updates": the policy changes between rounds
+                for actor, net in nets.items():
+                    for p in net.parameters():
+                        p.add_(torch.randn(p.shape, generator=gens[actor]))
+    assert rounds == (1500 - 500) // 10 + 1
+    ri, rp = streams["inline"].collector.buffer, fallback.buffer
+    assert fallback.env_steps == streams["inline"].collector.env_steps == 1500
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        assert torch.equal(getattr(ri, name), getattr(rp, name)), name
+    assert "as env.actor=inline" in caplog.text

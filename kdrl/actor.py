@@ -57,6 +57,36 @@ def shared_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
+# signals that tell the *job* something (Ctrl-C; SLURM's time-limit/requeue notice: submitit's
+# USR2, sent with --signal=USR2@90 to every process of the job step, Lightning's USR1): the parent
+# acts on them; the actor child ignores them, it ends when the parent stops or kills it
+_PARENTS_NOTICES = frozenset({signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2})
+_SYNCHRONOUS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTRAP})
+
+
+def child_signal_plan() -> dict[signal.Signals, signal.Handlers]:
+    """What an actor child does with the signals the parent (this process) handles in Python.
+
+    A forked child inherits the parent's Python signal handlers: submitit's USR2 handler (which
+    checkpoints the job, runs ``scontrol requeue`` and exits) and its SIGTERM/SIGCONT bypass,
+    Lightning's SIGTERM notifier (installed for every fit). Run in the child, the first would
+    requeue the job a second time, and the SIGTERM handlers kept the child alive through a
+    SIGTERM (multiprocessing's ``terminate``). So the child ignores the job's notices
+    (``_PARENTS_NOTICES``) and takes the default action (SIGTERM: exit) for every other signal
+    the parent handles in Python."""
+    plan: dict[signal.Signals, signal.Handlers] = {sig: signal.SIG_IGN for sig in _PARENTS_NOTICES}
+    for sig in signal.valid_signals():
+        if sig in plan or sig in _SYNCHRONOUS or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler):
+            plan[signal.Signals(sig)] = signal.SIG_DFL
+    return plan
+
+
 def pin_plan() -> tuple[int, int] | None:
     """(learner CPU, actor CPU) when this process may use two or more CPUs, else None.
 
@@ -142,8 +172,15 @@ class ActorCollector(EnvCollector):
             offset += p.numel()
         parent_conn, child_conn = mp.Pipe()
         self._cpus = pin_plan()
+        self._signal_plan = child_signal_plan()
         self._proc = mp.get_context("fork").Process(target=self._child_main, args=(child_conn,), daemon=True)
-        self._proc.start()
+        # the planned signals wait (blocked) until the child has its own dispositions: none of them
+        # can reach the parent's handlers in the child between the fork and _child_main
+        self._signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(self._signal_plan))
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._signal_mask)
         child_conn.close()
         self._conn = parent_conn
         if self._cpus is not None:
@@ -180,8 +217,18 @@ class ActorCollector(EnvCollector):
                 st["explore"][j] = explore
                 st["random_actions"][j, : len(random_actions)] = random_actions
         self.env_steps = steps
-        self._conn.send_bytes(struct.pack("ii", _STEP, k))
+        try:
+            self._conn.send_bytes(struct.pack("ii", _STEP, k))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise self._died() from exc
         self.pending = k
+
+    def _died(self) -> EnvStepError:
+        assert self._proc is not None
+        self._proc.join(timeout=1)
+        code = self._proc.exitcode  # e.g. -15: SIGTERM, which the child does not catch (child_signal_plan)
+        how = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
+        return EnvStepError(f"env '{self.env_id}': the actor process died{how} at env step {self.env_steps}")
 
     def join(self) -> None:
         """Wait for the round in flight and record its transitions (a no-op when none is)."""
@@ -197,7 +244,7 @@ class ActorCollector(EnvCollector):
             reply = self._conn.recv_bytes()
             self.wait_s += time.perf_counter() - t0
         except EOFError as exc:
-            raise EnvStepError(f"env '{self.env_id}': the actor process died at env step {self.env_steps}") from exc
+            raise self._died() from exc
         if reply != b"ok":
             raise EnvStepError(f"env '{self.env_id}' raised at env step {self.env_steps}: {reply.decode()}")
         st = self._staged
@@ -249,7 +296,9 @@ class ActorCollector(EnvCollector):
 
     # ---- the child's side --------------------------------------------------------------------
     def _child_main(self, conn: Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        for sig, disposition in self._signal_plan.items():  # the job's signals are the parent's to handle
+            signal.signal(sig, disposition)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._signal_mask)
         if self._cpus is not None:
             os.sched_setaffinity(0, {self._cpus[1]})
         torch.set_num_threads(1)

@@ -9,6 +9,9 @@ the acting net does not change, reproducible, errors in one line).
 from __future__ import annotations
 
 import copy
+import os
+import signal
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -384,3 +387,62 @@ def test_actor_process_gpu_fallback_collects_after_the_updates_as_inline(monkeyp
     for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
         assert torch.equal(getattr(ri, name), getattr(rp, name)), name
     assert "as env.actor=inline" in caplog.text
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    """A process's SigCgt (caught) or SigIgn (ignored) mask from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _in_mask(mask: int, sig: int) -> bool:
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
+def test_actor_child_leaves_the_jobs_signals_to_the_parent(tmp_path):
+    """submitit (SLURM --signal=USR2@90 reaches every process of the job step) and Lightning
+    install Python handlers for USR2/USR1/TERM; the forked actor child must not run them (submitit's
+    would checkpoint and ``scontrol requeue`` the job a second time): it ignores the job's notices
+    (USR1, USR2, INT) and takes SIGTERM's default action, exiting (audit 12: it inherited the
+    parent's handlers, SigCgt had TERM/USR1/USR2)."""
+    from kdrl.data import EnvStepError
+
+    handled = tmp_path / "handled"
+
+    def parents_handler(signum, frame):
+        with open(handled, "a") as f:
+            f.write(f"{os.getpid()} {signum}\n")
+
+    notices = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {sig: signal.getsignal(sig) for sig in notices}
+    for sig in notices:
+        signal.signal(sig, parents_handler)
+    collector = _stream("process", MLP((4,), 2, hidden=[8]).eval()).collector
+    try:
+        collector.step()  # the child is in its loop: it set its signals before its first round
+        pid = collector._proc.pid
+        caught, ignored = _signal_mask(pid, "SigCgt"), _signal_mask(pid, "SigIgn")
+        assert [sig.name for sig in notices if _in_mask(caught, sig)] == []
+        assert _in_mask(ignored, signal.SIGUSR1) and _in_mask(ignored, signal.SIGUSR2)
+        assert _in_mask(ignored, signal.SIGINT)
+        assert not _in_mask(ignored, signal.SIGTERM)
+        assert all(signal.getsignal(sig) is parents_handler for sig in notices)  # the parent keeps its own
+        os.kill(pid, signal.SIGUSR2)  # the time-limit notice: the child carries on
+        os.kill(pid, signal.SIGUSR1)
+        collector.step()
+        assert collector.env_steps == 2 and collector._proc.is_alive()
+        os.kill(pid, signal.SIGTERM)  # the child exits on SIGTERM
+        collector._proc.join(timeout=5)
+        assert collector._proc.exitcode == -signal.SIGTERM
+        with pytest.raises(EnvStepError, match=r"the actor process died \(SIGTERM\) at env step 2"):
+            collector.step()
+        assert not handled.exists()  # the parent's handler never ran in the child
+        os.kill(os.getpid(), signal.SIGUSR2)  # control: in the parent it does run
+        assert handled.read_text() == f"{os.getpid()} {int(signal.SIGUSR2)}\n"
+    finally:
+        collector.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -329,6 +329,19 @@ def test_actor_process_is_refused_where_acting_keeps_learner_state():
         validate_common(compose_cfg("train", ["env=cartpole", "env.actor=thread"]))
 
 
+def test_actor_process_is_accepted_for_a_scratch_baseline_whatever_control_says():
+    """A scratch baseline is plain DQN acting with its own net (``control`` is unused, and defaults
+    to teacher): env.actor=process is valid for it, and still refused for a distilling student
+    that the teacher or the mixed policy drives (audit 10: the scratch baseline was refused)."""
+    from kdrl.validate import validate_distill
+
+    for control in ([], ["control=teacher"], ["control=mixed"], ["control=student"]):
+        validate_distill(compose_cfg("distill", ["env=cartpole", "env.actor=process", "baseline=scratch", *control]))
+    for control in ([], ["control=teacher"], ["control=mixed"]):
+        with pytest.raises(KdrlUserError, match="env.actor=process runs only with control=student"):
+            validate_distill(compose_cfg("distill", ["env=cartpole", "env.actor=process", *control]))
+
+
 def test_conv_nets_act_through_torch_in_the_actor_process():
     net = ConvNet((4, 10, 10), 3, [4], [3], [1], [8]).eval()
     assert not hasattr(net, "numpy_greedy")  # conv nets keep the torch forward (oneDNN)

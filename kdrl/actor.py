@@ -57,6 +57,36 @@ def shared_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
+# signals that tell the *job* something (Ctrl-C; SLURM's time-limit/requeue notice: submitit's
+# USR2, sent with --signal=USR2@90 to every process of the job step, Lightning's USR1): the parent
+# acts on them; the actor child ignores them, it ends when the parent stops or kills it
+_PARENTS_NOTICES = frozenset({signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2})
+_SYNCHRONOUS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTRAP})
+
+
+def child_signal_plan() -> dict[signal.Signals, signal.Handlers]:
+    """What an actor child does with the signals the parent (this process) handles in Python.
+
+    A forked child inherits the parent's Python signal handlers: submitit's USR2 handler (which
+    checkpoints the job, runs ``scontrol requeue`` and exits) and its SIGTERM/SIGCONT bypass,
+    Lightning's SIGTERM notifier (installed for every fit). Run in the child, the first would
+    requeue the job a second time, and the SIGTERM handlers kept the child alive through a
+    SIGTERM (multiprocessing's ``terminate``). So the child ignores the job's notices
+    (``_PARENTS_NOTICES``) and takes the default action (SIGTERM: exit) for every other signal
+    the parent handles in Python."""
+    plan: dict[signal.Signals, signal.Handlers] = {sig: signal.SIG_IGN for sig in _PARENTS_NOTICES}
+    for sig in signal.valid_signals():
+        if sig in plan or sig in _SYNCHRONOUS or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler):
+            plan[signal.Signals(sig)] = signal.SIG_DFL
+    return plan
+
+
 def pin_plan() -> tuple[int, int] | None:
     """(learner CPU, actor CPU) when this process may use two or more CPUs, else None.
 
@@ -98,6 +128,7 @@ class ActorCollector(EnvCollector):
         self._conn: Any = None
         self._staged: dict[str, np.ndarray] = {}
         self._weights: list[torch.Tensor] = []
+        self._rng_before_round: dict[str, Any] = self.rng.bit_generator.state
 
     # ---- the parent's side ------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:
@@ -113,7 +144,11 @@ class ActorCollector(EnvCollector):
         params = self._params()
         if not self._acting_on_cpu():
             # a forked child cannot use the parent's CUDA context: step in-process, as env.actor=inline
-            log.warning("env.actor=process: the acting net is on %s; the envs step in-process", params[0].device)
+            # does (a launched round is stepped when it is joined, after the updates: no lookahead)
+            log.warning(
+                "env.actor=process: the acting net is on %s; the envs step in-process, as env.actor=inline",
+                params[0].device,
+            )
             self.in_process = True
             return
         r, n = self.max_round, self.num_envs
@@ -137,8 +172,15 @@ class ActorCollector(EnvCollector):
             offset += p.numel()
         parent_conn, child_conn = mp.Pipe()
         self._cpus = pin_plan()
+        self._signal_plan = child_signal_plan()
         self._proc = mp.get_context("fork").Process(target=self._child_main, args=(child_conn,), daemon=True)
-        self._proc.start()
+        # the planned signals wait (blocked) until the child has its own dispositions: none of them
+        # can reach the parent's handlers in the child between the fork and _child_main
+        self._signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(self._signal_plan))
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._signal_mask)
         child_conn.close()
         self._conn = parent_conn
         if self._cpus is not None:
@@ -149,19 +191,23 @@ class ActorCollector(EnvCollector):
         return all(p.device.type == "cpu" for p in self._params())
 
     def launch(self, k: int) -> None:
-        """Start ``k`` vector steps in the child, acting with the weights as they are now."""
+        """Start ``k`` vector steps in the child, acting with the weights as they are now.
+
+        In-process (the acting net is on a GPU) nothing steps yet: the round is stepped by
+        ``join``, with the weights as they are then (after the updates the stream runs meanwhile),
+        so collection is never ahead of learning, as with the in-process collector."""
         self.start()
-        if self.in_process:  # (on a GPU) the round runs here and now, as the in-process collector would
-            for _ in range(int(k)):
-                EnvCollector.step(self)
-            return
         if self.pending:
             raise RuntimeError("a round is already in flight; join it first")
         k = int(k)
         if not 0 < k <= self.max_round:
             raise ValueError(f"a round is 1..{self.max_round} vector steps, got {k}")
+        if self.in_process:
+            self.pending = k
+            return
         with torch.no_grad():
             torch._foreach_copy_(self._weights, [p.detach() for p in self._params()])
+        self._rng_before_round = self.rng.bit_generator.state  # the committed state, for checkpoints
         st, steps = self._staged, self.env_steps
         for j in range(k):  # the parent's RNG makes every exploration draw, as in-process
             self.env_steps = steps + j * self.num_envs
@@ -171,20 +217,34 @@ class ActorCollector(EnvCollector):
                 st["explore"][j] = explore
                 st["random_actions"][j, : len(random_actions)] = random_actions
         self.env_steps = steps
-        self._conn.send_bytes(struct.pack("ii", _STEP, k))
+        try:
+            self._conn.send_bytes(struct.pack("ii", _STEP, k))
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise self._died() from exc
         self.pending = k
+
+    def _died(self) -> EnvStepError:
+        assert self._proc is not None
+        self._proc.join(timeout=1)
+        code = self._proc.exitcode  # e.g. -15: SIGTERM, which the child does not catch (child_signal_plan)
+        how = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
+        return EnvStepError(f"env '{self.env_id}': the actor process died{how} at env step {self.env_steps}")
 
     def join(self) -> None:
         """Wait for the round in flight and record its transitions (a no-op when none is)."""
         if not self.pending:
             return
         k, self.pending = self.pending, 0
+        if self.in_process:  # the launched round steps now, with the current weights (see launch)
+            for _ in range(k):
+                EnvCollector.step(self)
+            return
         t0 = time.perf_counter()
         try:
             reply = self._conn.recv_bytes()
             self.wait_s += time.perf_counter() - t0
         except EOFError as exc:
-            raise EnvStepError(f"env '{self.env_id}': the actor process died at env step {self.env_steps}") from exc
+            raise self._died() from exc
         if reply != b"ok":
             raise EnvStepError(f"env '{self.env_id}' raised at env step {self.env_steps}: {reply.decode()}")
         st = self._staged
@@ -202,8 +262,19 @@ class ActorCollector(EnvCollector):
         self.launch(1)
         self.join()
 
+    def committed_rng_state(self) -> dict[str, Any]:
+        """The exploration RNG's state as of the last joined round: a round in flight has made its
+        draws already, but its transitions are not the run's until it is joined. A checkpoint taken
+        now (at an evaluation) is the run as it stands at this env step, exactly the in-process
+        collector's state there, and the round in flight is not forced in: a run that stops here
+        (early stop) ends at this env step, as an in-process run does."""
+        if self.pending and not self.in_process:  # in-process, a launched round has drawn nothing yet
+            return self._rng_before_round
+        return self.rng.bit_generator.state
+
     def close(self) -> None:
         if self._proc is None:
+            self.pending = 0  # (in-process) a launched round is dropped, as the child's would be
             return
         try:
             self.pending = 0
@@ -225,7 +296,9 @@ class ActorCollector(EnvCollector):
 
     # ---- the child's side --------------------------------------------------------------------
     def _child_main(self, conn: Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        for sig, disposition in self._signal_plan.items():  # the job's signals are the parent's to handle
+            signal.signal(sig, disposition)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._signal_mask)
         if self._cpus is not None:
             os.sched_setaffinity(0, {self._cpus[1]})
         torch.set_num_threads(1)

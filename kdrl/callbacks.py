@@ -25,7 +25,7 @@ from kdrl.io import (
     save_policy,
     torch_save_file,
 )
-from kdrl.scores import mean_pcts, normalized_score, pct_of_teacher
+from kdrl.scores import mean_pcts, normalized_score, pct_of_teacher, teacher_beats_random
 
 
 class FileCheckpointIO(TorchCheckpointIO):
@@ -150,6 +150,11 @@ class GreedyEvaluation(PeriodicEvaluation):
     ``best_policy.pt`` (weights-only Q-network files). ``stop_at_return`` ends training early once
     the evaluation mean reaches it. Time spent evaluating is kept apart (``eval_time_s``) so
     training wall time can be reported without it.
+
+    ``reference`` (students): the teacher's and a random policy's returns on the same seeds. Each
+    evaluation then records the normalised score (S - R) / (T - R), the measure of speed and of
+    QDagger's lambda (``on_greedy_evaluation``), under the final score's rule: refused (nan, the hook
+    not called) unless the teacher clearly beats random on them (kdrl.scores.teacher_beats_random).
     """
 
     def __init__(
@@ -162,14 +167,19 @@ class GreedyEvaluation(PeriodicEvaluation):
         ckpt_dir: str | Path,
         net_cfg: dict,
         stop_at_return: float | None = None,
-        reference: tuple[float, float] | None = None,
+        reference: tuple[Sequence[float], Sequence[float]] | None = None,
         keep_last: int = 1,
         epsilon: float = 0.0,
     ) -> None:
         super().__init__(freq, episodes, seed, ckpt_dir, net_cfg)
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
         self.stop_at_return = stop_at_return
-        self.reference = reference  # students: (teacher, random policy) mean returns on the same seeds
+        self.reference: tuple[float, float] | None = None  # (teacher, random policy) mean returns
+        self.reference_beats_random = False
+        if reference is not None:
+            teacher, random = reference
+            self.reference = float(np.mean(teacher)), float(np.mean(random))
+            self.reference_beats_random = teacher_beats_random(teacher, random)
         self.epsilon = float(epsilon)
         if int(keep_last) < 1:
             raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
@@ -195,9 +205,11 @@ class GreedyEvaluation(PeriodicEvaluation):
         if self.reference is not None:
             teacher, random = self.reference
             record.update(teacher_return=teacher, random_return=random)
-            record["normalized_score"] = metrics["eval/normalized_score"] = normalized_score(mean, teacher, random)
+            usable = self.reference_beats_random  # else nan: speed is not reached, QDagger's lambda keeps its start
+            score = normalized_score(mean, teacher, random) if usable else float("nan")
+            record["normalized_score"] = metrics["eval/normalized_score"] = score
             hook = getattr(pl_module, "on_greedy_evaluation", None)
-            if hook is not None:
+            if hook is not None and usable:
                 hook(mean, teacher, random)
         self.history.append(record)
         self.schedule_next(pl_module)

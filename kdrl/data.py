@@ -171,6 +171,8 @@ class _Pipelined(Protocol):
 
     def close(self) -> None: ...
 
+    def committed_rng_state(self) -> dict[str, Any]: ...
+
 
 class ReplayStream(IterableDataset):
     """Yields, between rounds of env collection, a stack of all the minibatches now due.
@@ -251,15 +253,19 @@ class ReplayStream(IterableDataset):
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
-        """The counters, the collector's RNG and the replay (for resuming)."""
+        """The counters, the collector's RNG and the replay (for resuming).
+
+        With an actor process, a round in flight is left out (not joined): the state is the run's
+        at its current env step, as the in-process collector has it there. Joining it here moved
+        the run a round past the evaluation that saved it, so a run stopped early there reported a
+        round more env steps and evaluated a second time."""
         c = self.collector
-        if isinstance(c, _Pipelined):
-            c.join()  # a round in flight is recorded first (the same data, just committed sooner)
+        rng = c.committed_rng_state() if isinstance(c, _Pipelined) else c.rng.bit_generator.state
         return {
             "env_steps": c.env_steps,
             "episodes": c.episodes,
             "grad_steps": self.grad_steps,
-            "collector_rng": c.rng.bit_generator.state,
+            "collector_rng": rng,
             "buffer": c.buffer.state_dict(),
         }
 

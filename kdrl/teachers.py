@@ -36,6 +36,11 @@ log = logging.getLogger("kdrl.teachers")
 TEACHER_CACHE_VERSION = 2
 # What defines a teacher besides its seed: the sections a student's config shares with it.
 TEACHER_SECTIONS = ("env", "net", "algo")
+# How a job runs, not what its teacher is: a student's choice does not reach its teacher, which is
+# trained as its recipe says (``teacher.overrides`` can still set these for the teacher itself, and
+# then, as they change its training, e.g. the actor's one-round policy lag, they change its key).
+# env.vectorization stays shared: envpool is another implementation of the env.
+EXECUTION_SETTINGS = ("env.actor",)
 
 
 def teacher_key(tcfg: Any) -> str:
@@ -70,7 +75,8 @@ def teacher_overrides(cfg: Any, choices: dict[str, str | None], env: str | None 
 
 
 def section_overrides(cfg: Any, base: Any) -> list[str]:
-    """``key=value`` overrides turning ``base``'s teacher sections into ``cfg``'s (leaf by leaf)."""
+    """``key=value`` overrides turning ``base``'s teacher sections into ``cfg``'s (leaf by leaf),
+    but for evaluation-only perturbations and ``EXECUTION_SETTINGS``."""
 
     def leaves(node: Any, prefix: str) -> dict[str, Any]:
         if isinstance(node, dict):
@@ -82,7 +88,7 @@ def section_overrides(cfg: Any, base: Any) -> list[str]:
         want = leaves(OmegaConf.to_container(cfg[section], resolve=True), section)
         have = leaves(OmegaConf.to_container(base[section], resolve=True), section)
         for key, value in want.items():
-            if key.startswith("env.perturbations") or have.get(key, object()) == value:
+            if key.startswith("env.perturbations") or key in EXECUTION_SETTINGS or have.get(key, object()) == value:
                 continue
             out.append(f"{key if key in have else '+' + key}={json.dumps(value)}")
     return out

@@ -402,7 +402,8 @@ def validate_distill(cfg: DictConfig | Config) -> None:
     _student(cfg)
     _teacher(cfg)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))
-    if _num(cfg, "env.actor") == "process" and _num(cfg, "control") != "student":
+    scratch = _num(cfg, "baseline") == "scratch"  # plain DQN acting with its own net: `control` is not used
+    if _num(cfg, "env.actor") == "process" and _num(cfg, "control") != "student" and not scratch:
         # the teacher's and the mixed policy's acting keep counters (and an RNG) in the learner
         raise ConfigError(
             f"env.actor=process runs only with control=student, got control={_num(cfg, 'control')!r} "

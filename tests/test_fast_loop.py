@@ -9,6 +9,9 @@ the acting net does not change, reproducible, errors in one line).
 from __future__ import annotations
 
 import copy
+import os
+import signal
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -252,6 +255,46 @@ def test_actor_process_runs_are_reproducible_and_learn(tmp_path):
     assert a["env_steps"] == 8000 and a["grad_steps"] == 701
 
 
+def test_a_checkpoint_taken_with_a_round_in_flight_is_the_in_process_state():
+    """``state_dict()`` (saved at every evaluation) while the actor process collects the next round
+    is the run at its current env step, exactly as the in-process collector has it: the round in
+    flight is neither recorded nor counted, and stays in flight (audit 4: it was joined, which
+    moved the run a round past the evaluation that saved it)."""
+    torch.manual_seed(0)
+    net = MLP((4,), 2, hidden=[16]).eval()
+    inline, process = _stream("inline", net, total=1500), _stream("process", net, total=1500)
+    it_i, it_p = iter(inline), iter(process)
+    try:
+        for _ in range(6):
+            next(it_i), next(it_p)
+            assert process.collector.pending == 10  # the next round (train_freq=10 steps) is in flight
+            si, sp = inline.state_dict(), process.state_dict()
+            assert sp["env_steps"] == si["env_steps"] and sp["episodes"] == si["episodes"]
+            assert sp["grad_steps"] == si["grad_steps"]
+            assert sp["collector_rng"] == si["collector_rng"]  # before the draws of the round in flight
+            assert sp["buffer"]["size"] == si["buffer"]["size"]
+            assert torch.equal(sp["buffer"]["obs"], si["buffer"]["obs"])
+            assert process.collector.pending == 10
+    finally:
+        process.collector.close()
+
+
+def test_actor_process_stopped_early_ends_where_the_inline_run_does(tmp_path):
+    """An early stop at the first evaluation: the same env steps and one evaluation whichever
+    way the envs step (audit 4: the process run reported 1,076 env steps, not 1,012, and
+    evaluated a second time at the end)."""
+    runs = {}
+    for actor in ("inline", "process"):
+        overrides = ["debug=fast", f"env.actor={actor}", "eval.freq=1000", "eval.stop_at_return=0", "logger=none"]
+        runs[actor] = train_teacher(compose_cfg("train", overrides), tmp_path / actor)
+    inline, process = runs["inline"], runs["process"]
+    assert inline["status"] == process["status"] == "ok"
+    assert inline["env_steps"] == process["env_steps"] == 1012  # 4 envs, rounds of 64 env steps past 500
+    assert [h["env_steps"] for h in process["eval_history"]] == [h["env_steps"] for h in inline["eval_history"]]
+    assert len(process["eval_history"]) == 1
+    assert process["grad_steps"] == inline["grad_steps"]
+
+
 def test_actor_process_reports_env_errors_in_one_line():
     from kdrl.data import EnvStepError
 
@@ -286,6 +329,19 @@ def test_actor_process_is_refused_where_acting_keeps_learner_state():
         validate_common(compose_cfg("train", ["env=cartpole", "env.actor=thread"]))
 
 
+def test_actor_process_is_accepted_for_a_scratch_baseline_whatever_control_says():
+    """A scratch baseline is plain DQN acting with its own net (``control`` is unused, and defaults
+    to teacher): env.actor=process is valid for it, and still refused for a distilling student
+    that the teacher or the mixed policy drives (audit 10: the scratch baseline was refused)."""
+    from kdrl.validate import validate_distill
+
+    for control in ([], ["control=teacher"], ["control=mixed"], ["control=student"]):
+        validate_distill(compose_cfg("distill", ["env=cartpole", "env.actor=process", "baseline=scratch", *control]))
+    for control in ([], ["control=teacher"], ["control=mixed"]):
+        with pytest.raises(KdrlUserError, match="env.actor=process runs only with control=student"):
+            validate_distill(compose_cfg("distill", ["env=cartpole", "env.actor=process", *control]))
+
+
 def test_conv_nets_act_through_torch_in_the_actor_process():
     net = ConvNet((4, 10, 10), 3, [4], [3], [1], [8]).eval()
     assert not hasattr(net, "numpy_greedy")  # conv nets keep the torch forward (oneDNN)
@@ -305,3 +361,101 @@ def test_actor_process_on_a_gpu_net_steps_in_process(monkeypatch):
     a, b = list(inline), list(gpu_like)
     assert gpu_like.collector.in_process and gpu_like.collector._proc is None
     assert len(a) == len(b) and all(x is y is None or torch.equal(x, y) for s, t in zip(a, b) for x, y in zip(s, t))
+
+
+def test_actor_process_gpu_fallback_collects_after_the_updates_as_inline(monkeypatch, caplog):
+    """The in-process fallback (acting net on a GPU, simulated) is env.actor=inline: a round is
+    stepped after the updates it was launched before, with the updated weights, so collection is
+    never ahead of learning and the data equal the inline collector's while the net keeps changing
+    (audit 11: the fallback stepped each round at launch, a round ahead, with the old weights)."""
+    from kdrl.actor import ActorCollector
+
+    monkeypatch.setattr(ActorCollector, "_acting_on_cpu", lambda self: False)
+    torch.manual_seed(0)
+    nets = {"inline": MLP((4,), 2, hidden=[16]).eval()}
+    nets["process"] = copy.deepcopy(nets["inline"])
+    streams = {actor: _stream(actor, net, total=1500) for actor, net in nets.items()}
+    iters = {actor: iter(s) for actor, s in streams.items()}
+    gens = {actor: torch.Generator().manual_seed(1) for actor in nets}
+    fallback = streams["process"].collector
+    with caplog.at_level("WARNING", logger="kdrl.actor"):
+        rounds = 0
+        while True:
+            items = {actor: next(it, None) for actor, it in iters.items()}
+            if items["inline"] is None:
+                assert items["process"] is None
+                break
+            rounds += 1
+            assert fallback.in_process and fallback._proc is None
+            # nothing of the next round is collected before the updates below
+            assert fallback.env_steps == streams["inline"].collector.env_steps
+            assert fallback.buffer.size == streams["inline"].collector.buffer.size
+            with torch.no_grad():  # "the updates": the policy changes between rounds
+                for actor, net in nets.items():
+                    for p in net.parameters():
+                        p.add_(torch.randn(p.shape, generator=gens[actor]))
+    assert rounds == (1500 - 500) // 10 + 1
+    ri, rp = streams["inline"].collector.buffer, fallback.buffer
+    assert fallback.env_steps == streams["inline"].collector.env_steps == 1500
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        assert torch.equal(getattr(ri, name), getattr(rp, name)), name
+    assert "as env.actor=inline" in caplog.text
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    """A process's SigCgt (caught) or SigIgn (ignored) mask from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _in_mask(mask: int, sig: int) -> bool:
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
+def test_actor_child_leaves_the_jobs_signals_to_the_parent(tmp_path):
+    """submitit (SLURM --signal=USR2@90 reaches every process of the job step) and Lightning
+    install Python handlers for USR2/USR1/TERM; the forked actor child must not run them (submitit's
+    would checkpoint and ``scontrol requeue`` the job a second time): it ignores the job's notices
+    (USR1, USR2, INT) and takes SIGTERM's default action, exiting (audit 12: it inherited the
+    parent's handlers, SigCgt had TERM/USR1/USR2)."""
+    from kdrl.data import EnvStepError
+
+    handled = tmp_path / "handled"
+
+    def parents_handler(signum, frame):
+        with open(handled, "a") as f:
+            f.write(f"{os.getpid()} {signum}\n")
+
+    notices = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {sig: signal.getsignal(sig) for sig in notices}
+    for sig in notices:
+        signal.signal(sig, parents_handler)
+    collector = _stream("process", MLP((4,), 2, hidden=[8]).eval()).collector
+    try:
+        collector.step()  # the child is in its loop: it set its signals before its first round
+        pid = collector._proc.pid
+        caught, ignored = _signal_mask(pid, "SigCgt"), _signal_mask(pid, "SigIgn")
+        assert [sig.name for sig in notices if _in_mask(caught, sig)] == []
+        assert _in_mask(ignored, signal.SIGUSR1) and _in_mask(ignored, signal.SIGUSR2)
+        assert _in_mask(ignored, signal.SIGINT)
+        assert not _in_mask(ignored, signal.SIGTERM)
+        assert all(signal.getsignal(sig) is parents_handler for sig in notices)  # the parent keeps its own
+        os.kill(pid, signal.SIGUSR2)  # the time-limit notice: the child carries on
+        os.kill(pid, signal.SIGUSR1)
+        collector.step()
+        assert collector.env_steps == 2 and collector._proc.is_alive()
+        os.kill(pid, signal.SIGTERM)  # the child exits on SIGTERM
+        collector._proc.join(timeout=5)
+        assert collector._proc.exitcode == -signal.SIGTERM
+        with pytest.raises(EnvStepError, match=r"the actor process died \(SIGTERM\) at env step 2"):
+            collector.step()
+        assert not handled.exists()  # the parent's handler never ran in the child
+        os.kill(os.getpid(), signal.SIGUSR2)  # control: in the parent it does run
+        assert handled.read_text() == f"{os.getpid()} {int(signal.SIGUSR2)}\n"
+    finally:
+        collector.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -288,6 +288,29 @@ def test_distill_overrides_of_the_teachers_sections_reach_the_teacher_and_its_ke
     assert TEACHER_CACHE_VERSION >= 2
 
 
+def test_a_students_actor_mode_does_not_reach_its_teacher_or_its_key():
+    """env.actor is how a job runs, not what its teacher is: ``kdrl-distill control=student
+    env.actor=process`` (or a scratch baseline's) reuses the teacher of the plain config, trained as
+    the recipe says (audit 5: the actor reached the overrides, key dce3344e9f3f, not 53f7f1030803).
+    Set for the teacher itself (teacher.overrides) it still trains that teacher differently (the
+    actor's one-round policy lag), so it is another teacher there."""
+    from kdrl.runs.distill import teacher_request
+    from kdrl.teachers import teacher_config, teacher_key
+
+    def teacher_of(overrides: list[str]):
+        req = teacher_request(compose_cfg("distill", overrides), {})
+        return req.overrides, teacher_config(req.env, req.seed, list(req.overrides))
+
+    plain_overrides, plain_tcfg = teacher_of(["control=student"])
+    for extra in (["env.actor=process"], ["env.actor=process", "baseline=scratch"]):
+        overrides, tcfg = teacher_of(["control=student", *extra])
+        assert overrides == plain_overrides == ("budget=cpu",)
+        assert tcfg.env.actor == "inline"
+        assert teacher_key(tcfg) == teacher_key(plain_tcfg)
+    overrides, tcfg = teacher_of(["control=student", 'teacher.overrides=["env.actor=process"]'])
+    assert tcfg.env.actor == "process" and teacher_key(tcfg) != teacher_key(plain_tcfg)
+
+
 def test_teacher_key_carries_the_code_version(monkeypatch):
     import kdrl.teachers as teachers
 

@@ -263,7 +263,8 @@ class DistillJob(Job):
         # teacher's checkpoint): the reference of speed thresholds and QDagger's lambda
         seeds, kwargs = eval_seeds(cfg.eval.seed, cfg.eval.episodes), plain(cfg.env.kwargs)
         teacher = evaluate_policy(greedy_of(self.teacher), cfg.env.id, seeds, kwargs, epsilon=float(cfg.eval.epsilon))
-        self.reference = float(np.mean(teacher)), float(np.mean(random_returns(cfg.env.id, seeds, kwargs)))
+        rand = random_returns(cfg.env.id, seeds, kwargs)
+        self.reference = float(np.mean(teacher)), float(np.mean(rand))
         # the teacher reference of the final score: stored with the teacher, computed here only once per teacher
         settings = ReferenceSettings.of(cfg, cfg.env.id, kwargs)
         self.teacher_reference = teacher_reference(
@@ -272,7 +273,15 @@ class DistillJob(Job):
         self.teacher_warning = mismatch_warning(self.teacher_format, *self.reference, self.teacher_reported)
         if self.teacher_warning:
             log.warning(self.teacher_warning)
-        return module, greedy_evaluation(cfg, self.out, self.net_cfg, reference=self.reference)
+        evaluation = greedy_evaluation(cfg, self.out, self.net_cfg, reference=(teacher, rand))
+        if not evaluation.reference_beats_random:
+            log.warning(
+                "the teacher (%.1f) does not clearly beat a random policy (%.1f) on the %d periodic episodes: "
+                "periodic normalised score refused (speed not reached; QDagger's lambda stays at its start)",
+                *self.reference,
+                len(seeds),
+            )
+        return module, evaluation
 
     def finish(self, module: RLModule, evaluation: GreedyEvaluation, chosen: Path) -> dict[str, Any]:
         spec, student = module.spec, module.q_net

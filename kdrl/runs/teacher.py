@@ -42,7 +42,7 @@ def build_teacher(cfg: DictConfig) -> tuple[DQN, dict]:
 
 
 def greedy_evaluation(
-    cfg: DictConfig, out: Path, net_cfg: dict, reference: tuple[float, float] | None = None
+    cfg: DictConfig, out: Path, net_cfg: dict, reference: tuple[list[float], list[float]] | None = None
 ) -> GreedyEvaluation:
     return GreedyEvaluation(
         cfg.env.id,

@@ -43,6 +43,11 @@ class MeanCI(NamedTuple):
     high: float
     flag: str  # "" when the interval is reliable; else FLAG_* (and low/high are nan)
 
+    def text(self, fmt: str = ".3f") -> str:
+        """'mean [low, high]', or 'mean ‡ (why)' where flagged: how every table prints a cell."""
+        m = format(self.mean, fmt)
+        return f"{m} ‡ ({self.flag})" if self.flag else f"{m} [{format(self.low, fmt)}, {format(self.high, fmt)}]"
+
 
 def _same(a: np.ndarray, b: float, scale: float) -> np.ndarray:
     return np.abs(a - b) <= 1e-9 * scale

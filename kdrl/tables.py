@@ -521,12 +521,7 @@ def multitask_cell(values: Sequence[float]) -> str:
     x = x[np.isfinite(x)]
     if len(x) == 0:
         return "–" + (f" ({refused} refused)" if refused else "")
-    m, lo, hi, flag = mean_ci(x)
-    return (
-        (f"{m:.1f} ‡ ({flag})" if flag else f"{m:.1f} [{lo:.1f}, {hi:.1f}]")
-        + (f" ({refused} refused)" if refused else "")
-        + (" †" if len(x) < MIN_SEEDS else "")
-    )
+    return mean_ci(x).text(".1f") + (f" ({refused} refused)" if refused else "") + (" †" if len(x) < MIN_SEEDS else "")
 
 
 def multitask_table(df: pd.DataFrame) -> pd.DataFrame:

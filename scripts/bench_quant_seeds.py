@@ -65,8 +65,7 @@ def table(rows, seeds: int) -> str:
         for model in ("int8", "int8 weights"):
             got = per_env[per_env["model"] == model]
             scores = got["score_vs_fp32"].astype(float).to_numpy()
-            m, lo, hi, flag = mean_ci(scores)
-            cell = f"{m:.3f} ‡ ({flag})" if flag else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+            cell = mean_ci(scores).text(".3f")
             lines.append(
                 f"| {env} | {model} | {len(got)} ({failed}) | {int(got['params'].iloc[0]):,} | "
                 f"{got['x_smaller'].astype(float).mean():.2f} | {cell} | {int((scores >= 0.99).sum())} of {len(got) + failed} |"

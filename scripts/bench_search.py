@@ -87,8 +87,7 @@ def ci_cell(part: str, values: list[float]) -> str:
     from kdrl.statistics import mean_ci
 
     bounds = return_range(PART_ENVS[part]) if PARTS[part][3] == "eval_return_mean" else (-float("inf"), float("inf"))
-    m, lo, hi, flag = mean_ci(values, bounds=bounds)
-    return f"{m:.3f} ‡ ({flag})" if flag else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+    return mean_ci(values, bounds=bounds).text(".3f")
 
 
 def report(docs: Path) -> None:

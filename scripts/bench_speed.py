@@ -46,8 +46,7 @@ def ci_cell(xs: list[float], digits: int) -> str:
     """'mean [lo, hi]' with kdrl.statistics.mean_ci ('mean ‡ (why)' where it flags)."""
     from kdrl.statistics import mean_ci
 
-    m, lo, hi, flag = mean_ci(xs)
-    return f"{m:.{digits}f} ‡ ({flag})" if flag else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return mean_ci(xs).text(f".{digits}f")
 
 
 def welch_p(a: list[float], b: list[float]) -> float:

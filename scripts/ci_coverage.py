@@ -226,8 +226,7 @@ def audited_cells() -> None:
 
 def _cell_row(label, v, bounds, d) -> None:
     f = lambda a, b: f"[{a:.{d}f}, {b:.{d}f}]"  # noqa: E731
-    ci = mean_ci(v, bounds=bounds)
-    new = f"{ci.mean:.{d}f} ‡ ({ci.flag})" if ci.flag else f"{ci.mean:.{d}f} {f(ci.low, ci.high)}"
+    new = mean_ci(v, bounds=bounds).text(f".{d}f")
     seeds = " / ".join(f"{x:.{d}f}" for x in v)
     print(
         f"| {label} | {seeds} | {v.mean():.{d}f} {f(*old_bootstrap_t(v, bounds))} | {f(*student(v, (-INF, INF)))} | {new} |"

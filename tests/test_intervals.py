@@ -195,3 +195,15 @@ def test_a_cells_bounds_and_caption_come_from_the_teacher_reference():
     assert cell["flag"] == FLAG_AT_BOUND and cell["at_bound"] == 3
     caption = summary_table(df, "loss", "width", "normalized_score").caption
     assert "teacher reference (100 held-out episodes per teacher): CartPole-v1 T = 500.0 ± 0.0" in caption
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_aggregate_points_match_rliable(seed):
+    # rliable's metrics module still imports (its library module, with the bootstrap, does not with pandas 3)
+    metrics = pytest.importorskip("rliable.metrics")
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(0.8, 0.3, size=(5, 4)), rng.normal(0.7, 0.3, size=(5, 4))  # runs x tasks, as rliable takes
+    xs, ys = ({t: m[:, t] for t in range(4)} for m in (x, y))
+    assert aggregate_ci(xs, "iqm")[0] == pytest.approx(metrics.aggregate_iqm(x))
+    assert aggregate_ci(xs, "mean")[0] == pytest.approx(metrics.aggregate_mean(x))
+    assert probability_of_improvement(xs, ys)[0] == pytest.approx(metrics.probability_of_improvement(x, y))

@@ -151,9 +151,8 @@ def bootstrap_ci(
 # ---- across tasks -------------------------------------------------------------------------------------
 Scores = Mapping[str, Sequence[float]]  # task -> one score per run (normalised: 0 = random, 1 = teacher)
 
-AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
+AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {  # over pooled runs ("mean" is per task: aggregate_ci)
     "iqm": lambda v: float(trim_mean(v, 0.25)),
-    "mean": lambda v: float(np.mean(v)),
     "median": lambda v: float(np.median(v)),
 }
 
@@ -175,13 +174,18 @@ def _stratified(tasks: list[np.ndarray], rng: np.random.Generator, reps: int) ->
 def aggregate_ci(
     scores: Scores, stat: str = "iqm", reps: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
-    """(point, low, high): ``stat`` (iqm, mean or median) over all runs of all tasks pooled, with a
-    stratified-bootstrap percentile CI, as rliable's ``get_interval_estimates``."""
-    f = AGGREGATES[stat]
+    """(point, low, high): ``stat`` over the tasks with a stratified-bootstrap percentile CI, as rliable's
+    ``get_interval_estimates``: "iqm" and "median" of all runs of all tasks pooled, "mean" the mean of
+    the per-task means (each task weighted equally whatever its number of runs)."""
     tasks = _tasks(scores)
-    point = f(np.concatenate(tasks))
-    boot = np.concatenate(_stratified(tasks, np.random.default_rng(seed), reps), axis=1)
-    dist = np.array([f(row) for row in boot])
+    boot = _stratified(tasks, np.random.default_rng(seed), reps)
+    if stat == "mean":
+        point = float(np.mean([v.mean() for v in tasks]))
+        dist = np.mean([b.mean(axis=1) for b in boot], axis=0)
+    else:
+        f = AGGREGATES[stat]
+        point = f(np.concatenate(tasks))
+        dist = np.array([f(row) for row in np.concatenate(boot, axis=1)])
     alpha = (1 - level) / 2
     return point, float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
 

@@ -611,7 +611,7 @@ def cross_task(
     profiles = {m: (taus, *performance_profile(per_task, taus)) for m, per_task in scores.items()}
     f = lambda v: f"{pct * v:.1f}" if pct != 1.0 else f"{v:.3g}"  # noqa: E731
     lines = [
-        f"{metric}{' (% of teacher)' if pct != 1.0 else ''} over {task}: IQM and mean of all runs, 95% stratified-bootstrap CI "
+        f"{metric}{' (% of teacher)' if pct != 1.0 else ''} over {task}: IQM of all runs and mean of the per-task means, 95% stratified-bootstrap CI "
         "(runs resampled within each task, 2,000 resamples, seed 0)",
         "",
         f"| {method} | tasks | runs | IQM [95% CI] | mean [95% CI] |",

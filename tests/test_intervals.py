@@ -207,3 +207,8 @@ def test_aggregate_points_match_rliable(seed):
     assert aggregate_ci(xs, "iqm")[0] == pytest.approx(metrics.aggregate_iqm(x))
     assert aggregate_ci(xs, "mean")[0] == pytest.approx(metrics.aggregate_mean(x))
     assert probability_of_improvement(xs, ys)[0] == pytest.approx(metrics.probability_of_improvement(x, y))
+
+
+def test_the_mean_across_tasks_weights_each_task_equally():
+    # 4 runs of task a at 0 and 1 run of task b at 1: the mean over tasks is 0.5, not the pooled 0.2
+    assert aggregate_ci({"a": [0.0] * 4, "b": [1.0]}, "mean")[0] == pytest.approx(0.5)

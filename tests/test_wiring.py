@@ -155,21 +155,35 @@ STUDENTS = ("student_mixed", "student_qdagger", "scratch")
 MULTI = ("multitask_distill", "multitask_joint")
 
 
+class Runs(dict):
+    """The recorded runs, each made the first time a test asks for it (a test of one job kind, or
+    a mutation run of one test, pays for that run only: a few seconds)."""
+
+    def __init__(self, root: Path, teachers: dict[str, Path]) -> None:
+        super().__init__()
+        self.root, self.teachers = root, teachers
+
+    def __missing__(self, kind: str) -> Run:
+        given = f"teacher.checkpoint={self.teachers['cartpole']}"
+        both = f"teacher.checkpoints={{cartpole:{self.teachers['cartpole']},acrobot:{self.teachers['acrobot']}}}"
+        out = self.root / kind
+        if kind == "teacher":
+            run = record_run(TeacherJob, compose_cfg("train", TEACHER), out)
+        elif kind in STUDENTS:
+            extra = {"student_mixed": MIXED, "student_qdagger": QDAGGER, "scratch": SCRATCH}[kind]
+            run = record_run(DistillJob, compose_cfg("distill", [*STUDENT, given, *extra]), out, choices={})
+        else:
+            mode = {"multitask_distill": "distill", "multitask_joint": "joint_dqn"}[kind]
+            cfg = compose_cfg("multitask", [*MULTITASK, both, f"mode={mode}"])
+            run = record_run(MultiTaskJob, cfg, out, choices={})
+        self[kind] = run
+        return run
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, teachers) -> dict[str, Run]:
-    """Every job kind once, recorded (about 15 s in all)."""
-    root = tmp_path_factory.mktemp("runs")
-    given = f"teacher.checkpoint={teachers['cartpole']}"
-    both = f"teacher.checkpoints={{cartpole:{teachers['cartpole']},acrobot:{teachers['acrobot']}}}"
-    out: dict[str, Run] = {}
-    out["teacher"] = record_run(TeacherJob, compose_cfg("train", TEACHER), root / "teacher")
-    for kind, extra in (("student_mixed", MIXED), ("student_qdagger", QDAGGER), ("scratch", SCRATCH)):
-        cfg = compose_cfg("distill", [*STUDENT, given, *extra])
-        out[kind] = record_run(DistillJob, cfg, root / kind, choices={})
-    for kind, mode in (("multitask_distill", "distill"), ("multitask_joint", "joint_dqn")):
-        cfg = compose_cfg("multitask", [*MULTITASK, both, f"mode={mode}"])
-        out[kind] = record_run(MultiTaskJob, cfg, root / kind, choices={})
-    return out
+def runs(tmp_path_factory, teachers) -> Runs:
+    """Every job kind once, recorded (about 15 s for all six)."""
+    return Runs(tmp_path_factory.mktemp("runs"), teachers)
 
 
 def is_multi(run: Run) -> bool:

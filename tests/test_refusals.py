@@ -326,7 +326,8 @@ def test_inline_and_cross_key_rules(app, overrides, values, message):
 
 
 # ---- the constructors' own refusals (what a library caller meets without the config checks) ----------------------------
-def _constructors() -> list[tuple[str, Callable[[], Any], type[Exception] | None]]:
+def _constructors() -> list[tuple[str, Callable[[], Any], type[Exception] | None, str]]:
+    """(case, call, the error it raises or None when it is accepted, the error's message)."""
     import torch
 
     from kdrl.callbacks import GreedyEvaluation, PeriodicEvaluation
@@ -340,69 +341,175 @@ def _constructors() -> list[tuple[str, Callable[[], Any], type[Exception] | None
 
     net = torch.nn.Linear(2, 2)
     stream = dict(batch_size=1, learning_starts=0, train_freq=1, gradient_steps=1, total_timesteps=1)
-    cases: list[tuple[str, Callable[[], Any], type[Exception] | None]] = []
+    ok = (None, "")
+    stream_msg = "batch_size, train_freq, gradient_steps and total_timesteps must all be >= 1"
+    cases: list[tuple[str, Callable[[], Any], type[Exception] | None, str]] = []
     for k in stream:
         if k != "learning_starts":
-            cases.append((f"ReplayStream {k}=0", lambda k=k: ReplayStream(None, **{**stream, k: 0}), ValueError))
-    cases += [
-        ("ReplayStream at 1", lambda: ReplayStream(None, **stream), None),
-        ("TargetNetwork interval=0", lambda: TargetNetwork(net, 0), ValueError),
-        ("TargetNetwork interval=1", lambda: TargetNetwork(net, 1), None),
-        ("TargetNetwork tau=0", lambda: TargetNetwork(net, 1, 0.0), ValueError),
-        ("TargetNetwork tau>1", lambda: TargetNetwork(net, 1, 1.0 + 1e-9), ValueError),
-        ("TargetNetwork tau=1", lambda: TargetNetwork(net, 1, 1.0), None),
-        ("TargetNetwork tau tiny", lambda: TargetNetwork(net, 1, 1e-9), None),
-        ("LinearSchedule duration<0", lambda: LinearSchedule(1, 0, -1), ValueError),
-        ("LinearSchedule delay<0", lambda: LinearSchedule(1, 0, 0, -1), ValueError),
-        ("LinearSchedule at 0", lambda: LinearSchedule(1, 0, 0, 0), None),
-        ("LambdaSchedule kind", lambda: LambdaSchedule("cosine"), ValueError),
-        ("LambdaSchedule value>1", lambda: LambdaSchedule("linear", 1.0 + 1e-9), ValueError),
-        ("LambdaSchedule value<0", lambda: LambdaSchedule("linear", -1e-9), ValueError),
-        ("LambdaSchedule end>1", lambda: LambdaSchedule("linear", 1.0, 1.0 + 1e-9), ValueError),
-        ("LambdaSchedule end<0", lambda: LambdaSchedule("linear", 1.0, -1e-9), ValueError),
-        ("LambdaSchedule edges", lambda: (LambdaSchedule("linear", 0.0, 1.0), LambdaSchedule("qdagger", 1.0)), None),
-        ("DistillLoss name", lambda: DistillLoss("l2"), ValueError),
-        ("DistillLoss kl tau=0", lambda: DistillLoss("kl", 0.0), ValueError),
-        ("DistillLoss ce student tau=0", lambda: DistillLoss("ce", 1.0, 0.0), ValueError),
-        ("DistillLoss kl tau tiny", lambda: DistillLoss("kl", 1e-9, 1e-9), None),
-        ("StudentLoss td without lambda", lambda: StudentLoss("h", "kl", td=TDTerm()), ValueError),
-        ("TDTerm loss", lambda: TDTerm(td_loss="l1"), ValueError),
-        ("td_error_loss kind", lambda: td_error_loss(torch.zeros(1), torch.zeros(1), "l1"), ValueError),
-        ("Pruning amount=1", lambda: Pruning(amount=1.0), ValueError),
-        ("Pruning amount<0", lambda: Pruning(amount=-1e-9), ValueError),
-        ("Pruning at=1", lambda: Pruning(at=1.0), ValueError),
-        ("Pruning at 0", lambda: Pruning(amount=0.0, at=0.0), None),
-        ("Quantization at=1", lambda: Quantization(at=1.0), ValueError),
-        ("Quantization at<0", lambda: Quantization(at=-1e-9), ValueError),
-        ("OfflinePhase steps<0", lambda: OfflinePhase(teacher_steps=-1), ValueError),
-        ("OfflinePhase updates<0", lambda: OfflinePhase(updates=-1), ValueError),
-        ("OfflinePhase updates without data", lambda: OfflinePhase(teacher_steps=0, updates=1), ValueError),
-        ("OfflinePhase at 1", lambda: OfflinePhase(teacher_steps=1, updates=1), None),
-        ("PeriodicEvaluation freq=0", lambda: PeriodicEvaluation(0, 1, 0, "x", {}), ValueError),
-        ("PeriodicEvaluation episodes=0", lambda: PeriodicEvaluation(1, 0, 0, "x", {}), ValueError),
-        ("PeriodicEvaluation at 1", lambda: PeriodicEvaluation(1, 1, 0, "x", {}), None),
+            cases.append(
+                (f"ReplayStream {k}=0", lambda k=k: ReplayStream(None, **{**stream, k: 0}), ValueError, stream_msg)
+            )
+    table: list[tuple[str, Callable[[], Any], tuple[type[Exception] | None, str]]] = [
+        ("ReplayStream at 1", lambda: ReplayStream(None, **stream), ok),
+        (
+            "TargetNetwork interval=0",
+            lambda: TargetNetwork(net, 0),
+            (ValueError, "target_update_interval must be >= 1 env step, got 0"),
+        ),
+        ("TargetNetwork interval=1", lambda: TargetNetwork(net, 1), ok),
+        ("TargetNetwork tau=0", lambda: TargetNetwork(net, 1, 0.0), (ValueError, "tau must be in (0, 1], got 0.0")),
+        ("TargetNetwork tau>1", lambda: TargetNetwork(net, 1, 1.5), (ValueError, "tau must be in (0, 1], got 1.5")),
+        ("TargetNetwork tau=1", lambda: TargetNetwork(net, 1, 1.0), ok),
+        ("TargetNetwork tau tiny", lambda: TargetNetwork(net, 1, 1e-9), ok),
+        (
+            "LinearSchedule duration<0",
+            lambda: LinearSchedule(1, 0, -1),
+            (ValueError, "schedule duration/delay must be >= 0, got -1/0"),
+        ),
+        (
+            "LinearSchedule delay<0",
+            lambda: LinearSchedule(1, 0, 0, -1),
+            (ValueError, "schedule duration/delay must be >= 0, got 0/-1"),
+        ),
+        ("LinearSchedule at 0", lambda: LinearSchedule(1, 0, 0, 0), ok),
+        (
+            "LambdaSchedule kind",
+            lambda: LambdaSchedule("cosine"),
+            (ValueError, "unknown lambda schedule 'cosine' (expected one of constant, linear, qdagger)"),
+        ),
+        (
+            "LambdaSchedule value>1",
+            lambda: LambdaSchedule("linear", 1.5),
+            (ValueError, "lambda must be in [0, 1], got 1.5"),
+        ),
+        (
+            "LambdaSchedule value<0",
+            lambda: LambdaSchedule("linear", -0.5),
+            (ValueError, "lambda must be in [0, 1], got -0.5"),
+        ),
+        (
+            "LambdaSchedule end>1",
+            lambda: LambdaSchedule("linear", 1.0, 1.5),
+            (ValueError, "lambda end must be in [0, 1], got 1.5"),
+        ),
+        (
+            "LambdaSchedule end<0",
+            lambda: LambdaSchedule("linear", 1.0, -0.5),
+            (ValueError, "lambda end must be in [0, 1], got -0.5"),
+        ),
+        ("LambdaSchedule edges", lambda: (LambdaSchedule("linear", 0.0, 1.0), LambdaSchedule("qdagger", 1.0)), ok),
+        (
+            "DistillLoss name",
+            lambda: DistillLoss("l2"),
+            (ValueError, "unknown distillation loss 'l2' (expected one of mse, kl, ce, nll)"),
+        ),
+        (
+            "DistillLoss kl tau=0",
+            lambda: DistillLoss("kl", 0.0),
+            (ValueError, "temperatures must be > 0, got temperature=0.0, student_temperature=None"),
+        ),
+        (
+            "DistillLoss ce student tau=0",
+            lambda: DistillLoss("ce", 1.0, 0.0),
+            (ValueError, "temperatures must be > 0, got temperature=1.0, student_temperature=0.0"),
+        ),
+        ("DistillLoss kl tau tiny", lambda: DistillLoss("kl", 1e-9, 1e-9), ok),
+        (
+            "StudentLoss td without lambda",
+            lambda: StudentLoss("h", "kl", td=TDTerm()),
+            (ValueError, "loss 'h': a hybrid loss (td set) needs a distill_weight schedule"),
+        ),
+        ("TDTerm loss", lambda: TDTerm(td_loss="l1"), (ValueError, "unknown TD loss 'l1' (expected huber or mse)")),
+        (
+            "td_error_loss kind",
+            lambda: td_error_loss(torch.zeros(1), torch.zeros(1), "l1"),
+            (ValueError, "unknown TD loss 'l1' (expected 'huber' or 'mse')"),
+        ),
+        (
+            "Pruning amount=1",
+            lambda: Pruning(amount=1.0),
+            (ValueError, "distill.prune amount and at must be in [0, 1), got 1.0, 0.5"),
+        ),
+        (
+            "Pruning amount<0",
+            lambda: Pruning(amount=-0.5),
+            (ValueError, "distill.prune amount and at must be in [0, 1), got -0.5, 0.5"),
+        ),
+        (
+            "Pruning at=1",
+            lambda: Pruning(at=1.0),
+            (ValueError, "distill.prune amount and at must be in [0, 1), got 0.0, 1.0"),
+        ),
+        ("Pruning at 0", lambda: Pruning(amount=0.0, at=0.0), ok),
+        (
+            "Quantization at=1",
+            lambda: Quantization(at=1.0),
+            (ValueError, "distill.quantize.at must be in [0, 1), got 1.0"),
+        ),
+        (
+            "Quantization at<0",
+            lambda: Quantization(at=-0.5),
+            (ValueError, "distill.quantize.at must be in [0, 1), got -0.5"),
+        ),
+        (
+            "OfflinePhase steps<0",
+            lambda: OfflinePhase(teacher_steps=-1),
+            (ValueError, "distill.pretrain steps must be >= 0, got -1, 0"),
+        ),
+        (
+            "OfflinePhase updates<0",
+            lambda: OfflinePhase(updates=-1),
+            (ValueError, "distill.pretrain steps must be >= 0, got 0, -1"),
+        ),
+        (
+            "OfflinePhase updates without data",
+            lambda: OfflinePhase(teacher_steps=0, updates=1),
+            (ValueError, "distill.pretrain.updates needs teacher data"),
+        ),
+        ("OfflinePhase at 1", lambda: OfflinePhase(teacher_steps=1, updates=1), ok),
+        (
+            "PeriodicEvaluation freq=0",
+            lambda: PeriodicEvaluation(0, 1, 0, "x", {}),
+            (ValueError, "eval.freq and eval.episodes must be >= 1, got 0 and 1"),
+        ),
+        (
+            "PeriodicEvaluation episodes=0",
+            lambda: PeriodicEvaluation(1, 0, 0, "x", {}),
+            (ValueError, "eval.freq and eval.episodes must be >= 1, got 1 and 0"),
+        ),
+        ("PeriodicEvaluation at 1", lambda: PeriodicEvaluation(1, 1, 0, "x", {}), ok),
         (
             "GreedyEvaluation keep_last=0",
             lambda: GreedyEvaluation("CartPole-v1", {}, 1, 1, 0, "x", {}, keep_last=0),
-            ValueError,
+            (ValueError, "checkpoint.keep_last must be >= 1, got 0"),
         ),
-        ("build_optimizer name", lambda: build_optimizer("adagrad", 1e-3), ValueError),
-        ("make_vector_env num_envs=0", lambda: make_vector_env("CartPole-v1", 0, 0), EnvError),
-        ("make_vector_env vectorization", lambda: make_vector_env("CartPole-v1", 1, 0, vectorization="x"), EnvError),
+        ("build_optimizer name", lambda: build_optimizer("adagrad", 1e-3), (ValueError, "unknown optimizer 'adagrad'")),
+        (
+            "make_vector_env num_envs=0",
+            lambda: make_vector_env("CartPole-v1", 0, 0),
+            (EnvError, "env.num_envs must be >= 1, got 0"),
+        ),
+        (
+            "make_vector_env vectorization",
+            lambda: make_vector_env("CartPole-v1", 1, 0, vectorization="x"),
+            (EnvError, "env.vectorization must be 'sync', 'async' or 'envpool', got 'x'"),
+        ),
     ]
+    cases += [(name, make, err, msg) for name, make, (err, msg) in table]
     return cases
 
 
 CONSTRUCTORS = _constructors()
 
 
-@pytest.mark.parametrize("name,make,error", CONSTRUCTORS, ids=[c[0] for c in CONSTRUCTORS])
-def test_constructor_boundaries(name, make, error):
+@pytest.mark.parametrize("name,make,error,message", CONSTRUCTORS, ids=[c[0] for c in CONSTRUCTORS])
+def test_constructor_boundaries(name, make, error, message):
     if error is None:
         make()
     else:
-        with pytest.raises(error):
+        with pytest.raises(error) as err:
             make()
+        assert str(err.value) == message or str(err.value).startswith(message), str(err.value)
 
 
 def test_unknown_control_and_update_are_refused_by_the_modules():

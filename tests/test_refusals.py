@@ -409,6 +409,11 @@ def _constructors() -> list[tuple[str, Callable[[], Any], type[Exception] | None
             (ValueError, "temperatures must be > 0, got temperature=0.0, student_temperature=None"),
         ),
         (
+            "DistillLoss kl tau=0 student tau=1",
+            lambda: DistillLoss("kl", 0.0, 1.0),
+            (ValueError, "temperatures must be > 0, got temperature=0.0, student_temperature=1.0"),
+        ),
+        (
             "DistillLoss ce student tau=0",
             lambda: DistillLoss("ce", 1.0, 0.0),
             (ValueError, "temperatures must be > 0, got temperature=1.0, student_temperature=0.0"),

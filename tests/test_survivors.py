@@ -1,7 +1,7 @@
 """Tests written against surviving mutants (docs/mutation.md): each pins a value that a one-line
 change in kdrl's maths or wiring would move and no other test looked at. Grouped by room; each test
 names the mutants it was written for (mutmut's names: scripts/mutation.py writes them to
-build/mutation/<room>/survivors.txt)."""
+build/mutation/<room>[-<tag>]/survivors-<room>.txt)."""
 
 from __future__ import annotations
 

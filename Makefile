@@ -14,7 +14,7 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 # two pytest-xdist workers: this machine's two cores (the cluster tests share one worker: tests/conftest.py)
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo lint test bench clean
+.PHONY: setup demo lint test bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,14 @@ bench: setup
 	$(PIP) install -e ".[dev,bench]" $(QUIET_PIP)
 	$(PY) scripts/bench_cartpole.py
 
+# Mutation testing of the rooms that make the published numbers (docs/mutation.md; not part of `make test`):
+# `make mutation ROOM=losses` runs one room (a CI shard), `make mutation` every room (hours on 2 cores).
+# MUTATION_ARGS passes options to scripts/mutation.py (e.g. --max-children 2, --exclude tests/x.py).
+ROOM ?=
+MUTATION_ARGS ?=
+mutation: setup
+	$(PIP) install -e ".[dev,mutation]" $(QUIET_PIP)
+	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) scripts/mutation.py $(ROOM) $(MUTATION_ARGS)
+
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache build/mutation

@@ -1,0 +1,217 @@
+"""Mutation testing of the rooms that make kdrl's published numbers, with mutmut 3 (docs/mutation.md).
+
+    make mutation ROOM=losses                      # one room (the Makefile installs the `mutation` extra)
+    make mutation                                  # every room, one after the other (hours on 2 cores)
+    python scripts/mutation.py td --exclude tests/test_wiring.py,tests/test_refusals.py   # without some tests
+    python scripts/mutation.py td --mutants build/mutation/td-before/survivors-td.txt      # only these mutants
+    python scripts/mutation.py losses+td                   # one run over two rooms (one coverage pass)
+
+A room is a few source files and the test files that guard them. Each room runs in its own working
+directory, build/mutation/<room>[-<tag>]/, holding links to kdrl/, tests/ and conf/ and a
+pyproject.toml whose [tool.mutmut] names the room's files and tests (mutmut reads its settings from
+the working directory only): mutmut copies the project into <dir>/mutants/, runs the room's tests
+once to learn which tests reach which function, then runs, for every mutant, only the tests that
+reach its function (pytest -x), one mutant at a time (--max-children 1 unless told otherwise).
+
+Every run starts from a fresh copy (mutmut does not recopy changed sources into an existing
+mutants/ dir). It writes <dir>/summary-<room>.json (counts, score, wall time) and <dir>/survivors-<room>.txt (the
+surviving mutants' names and diffs, the list to triage in docs/mutation.md), and prints one line:
+
+    room td: 147 mutants, 120 killed, 3 timeout, 20 survived, 4 no tests; score 84.4% in 312 s
+
+score = (killed + timeout) / (mutants - skipped): a mutant no test reaches counts as survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# issue 29's tests: the wiring, the refusals, and the tests written against surviving mutants
+NEW = ("tests/test_wiring.py", "tests/test_refusals.py", "tests/test_survivors.py")
+
+
+@dataclass(frozen=True)
+class Room:
+    sources: tuple[str, ...]
+    tests: tuple[str, ...]  # test files (or node ids) that guard the room
+
+
+# Test files are chosen per room so that a mutant's tests take seconds: the slow end-to-end files
+# (subprocess CLIs, SLURM, hypothesis fuzzing) are left to `make test`.
+ROOMS: dict[str, Room] = {
+    "losses": Room(("kdrl/losses.py",), ("tests/test_losses.py", *NEW)),
+    "td": Room(("kdrl/td.py",), ("tests/test_td_and_schedules.py", "tests/test_nstep.py", *NEW)),
+    "schedules": Room(("kdrl/schedules.py",), ("tests/test_td_and_schedules.py", *NEW)),
+    "seeding": Room(
+        ("kdrl/seeding.py",),
+        (
+            "tests/test_protocol.py::test_every_rng_of_a_run_is_its_own_stream",
+            "tests/test_protocol.py::test_runs_with_neighbouring_seeds_share_no_episodes",
+            "tests/test_envs_and_collector.py",
+            *NEW,
+        ),
+    ),
+    "evaluation": Room(
+        ("kdrl/evaluation.py",),
+        ("tests/test_protocol.py", "tests/test_results_schema.py", *NEW),
+    ),
+    "scores": Room(("kdrl/scores.py", "kdrl/tables.py"), ("tests/test_tables.py", "tests/test_results_schema.py")),
+    "replay": Room(("kdrl/replay.py",), ("tests/test_replay.py", "tests/test_nstep.py", "tests/test_frame_replay.py")),
+    "data": Room(
+        ("kdrl/data.py", "kdrl/actor.py"),
+        ("tests/test_envs_and_collector.py", "tests/test_td_and_schedules.py", "tests/test_fast_loop.py", *NEW),
+    ),
+    "validation": Room(("kdrl/validate.py",), ("tests/test_bad_inputs.py", *NEW)),
+    "runs": Room(
+        ("kdrl/runs/*.py", "kdrl/modules/*.py", "kdrl/callbacks.py"),
+        ("tests/test_protocol.py", "tests/test_distill.py", "tests/test_multitask.py", *NEW),
+    ),
+}
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 37: "killed"}
+TIMEOUT = {36, 24, -24, 152, 255}
+
+
+def status(code: int | None) -> str:
+    if code is None:
+        return "not checked"
+    if code in TIMEOUT:
+        return "timeout"
+    return STATUS.get(code, "suspicious")
+
+
+def toml_list(items: list[str] | tuple[str, ...]) -> str:
+    return "[" + ", ".join(json.dumps(x) for x in items) + "]"
+
+
+def prepare(room: str, spec: Room, tests: list[str], workdir: Path) -> None:
+    """A fresh working directory: links to the project and a pyproject.toml with the room's config."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    for name in ("kdrl", "tests", "conf"):
+        (workdir / name).symlink_to(ROOT / name)
+    project = (ROOT / "pyproject.toml").read_text()
+    if "[tool.mutmut]" in project:
+        raise SystemExit("pyproject.toml has its own [tool.mutmut]; scripts/mutation.py writes the room's")
+    config = f"""
+[tool.mutmut]
+# written by scripts/mutation.py for room '{room}'
+source_paths = ["kdrl"]
+only_mutate = {toml_list(spec.sources)}
+also_copy = ["conf"]
+pytest_add_cli_args_test_selection = {toml_list(tests)}
+pytest_add_cli_args = ["-p", "no:cacheprovider"]
+use_git_change_detection = false
+timeout_multiplier = 10.0
+"""
+    (workdir / "pyproject.toml").write_text(project + config)
+
+
+def summarise(room: str, spec: Room, workdir: Path, wall_s: float, tests: list[str]) -> dict:
+    """Counts per status from mutmut's result files, and the survivors' diffs."""
+    codes: dict[str, int | None] = {}
+    for meta in sorted((workdir / "mutants" / "kdrl").rglob("*.py.meta")):
+        rel = meta.relative_to(workdir / "mutants").as_posix()[: -len(".meta")]
+        if not any(Path(rel).match(pattern) for pattern in spec.sources):
+            continue
+        codes.update(json.loads(meta.read_text()).get("exit_code_by_key", {}))
+    counts: dict[str, int] = {}
+    for code in codes.values():
+        counts[status(code)] = counts.get(status(code), 0) + 1
+    scored = len(codes) - counts.get("skipped", 0) - counts.get("not checked", 0)
+    detected = counts.get("killed", 0) + counts.get("timeout", 0)
+    survivors = sorted(name for name, code in codes.items() if status(code) in ("survived", "no tests", "suspicious"))
+    summary = {
+        "room": room,
+        "sources": list(spec.sources),
+        "tests": tests,
+        "mutants": len(codes),
+        **{k: counts.get(k, 0) for k in ("killed", "timeout", "survived", "no tests", "suspicious", "not checked")},
+        "score": detected / scored if scored else None,
+        "wall_s": round(wall_s, 1),
+        "survivors": survivors,
+    }
+    (workdir / f"summary-{room}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with open(workdir / f"survivors-{room}.txt", "w") as out:
+        for name in survivors:
+            show = subprocess.run(
+                [sys.executable, "-m", "mutmut", "show", name], cwd=workdir, capture_output=True, text=True
+            )
+            out.write(f"{name}  [{status(codes[name])}]\n{show.stdout.strip()}\n\n")
+    return summary
+
+
+def run_room(room: str, args: argparse.Namespace) -> list[dict]:
+    """Run one room, or several (``room`` = "a+b": one mutmut run over their files and tests, one
+    summary each; the test-coverage pass is then paid once)."""
+    rooms = room.split("+")
+    spec = Room(
+        tuple(dict.fromkeys(s for r in rooms for s in ROOMS[r].sources)),
+        tuple(dict.fromkeys(t for r in rooms for t in ROOMS[r].tests)),
+    )
+    exclude = {x for x in (args.exclude or "").split(",") if x}
+    tests = [t for t in spec.tests if t.split("::")[0] not in exclude]
+    workdir = ROOT / "build" / "mutation" / (f"{room}-{args.tag}" if args.tag else room)
+    prepare(room, spec, tests, workdir)
+    names: list[str] = list(args.only or [])
+    if args.mutants:
+        names += [line.split()[0] for line in Path(args.mutants).read_text().splitlines() if line.startswith("kdrl.")]
+        if not names:
+            print(f"room {room}: no mutants listed in {args.mutants}; nothing to run")
+            return {}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the copy in mutants/ must be the one imported
+    env.update(WANDB_MODE="disabled", KDRL_NO_PROGRESS="1", KDRL_NO_PIN="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names]
+    print(f"room {room}: {' '.join(cmd[1:4])} ... in {workdir.relative_to(ROOT)} ({len(tests)} test paths)", flush=True)
+    t0 = time.perf_counter()
+    log = open(workdir / "mutmut.log", "w")
+    proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(f"room {room}: mutmut exited {proc.returncode}; see {workdir / 'mutmut.log'}")
+    out = []
+    for r in rooms:
+        s = summarise(r, ROOMS[r], workdir, wall, tests)
+        print(
+            f"room {r}: {s['mutants']} mutants, {s['killed']} killed, {s['timeout']} timeout, "
+            f"{s['survived']} survived, {s['no tests']} no tests; score "
+            + (f"{100 * s['score']:.1f}%" if s["score"] is not None else "n/a")
+            + f" in {wall:.0f} s (survivors: {(workdir / f'survivors-{r}.txt').relative_to(ROOT)})",
+            flush=True,
+        )
+        out.append(s)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "rooms", nargs="*", help=f"rooms to run (default: all), a+b for one run over two: {', '.join(ROOMS)}"
+    )
+    p.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    p.add_argument("--exclude", help="comma-separated test files left out (e.g. to measure a score without them)")
+    p.add_argument("--mutants", help="a file listing mutant names (first word of a line): run only those")
+    p.add_argument("--only", action="append", help="a mutant name or glob (kdrl.validate.x__in_range*); repeatable")
+    p.add_argument("--tag", help="suffix of the working directory (build/mutation/<room>-<tag>)")
+    args = p.parse_args(argv)
+    rooms = args.rooms or list(ROOMS)
+    unknown = [r for room in rooms for r in room.split("+") if r not in ROOMS]
+    if unknown:
+        p.error(f"unknown room(s) {', '.join(unknown)}; rooms: {', '.join(ROOMS)}")
+    for room in rooms:
+        run_room(room, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -349,13 +349,17 @@ def test_target_network_syncs_on_env_steps(runs, kind):
 
 
 def test_qdagger_offline_phase_maps_updates_to_the_target_period(runs):
-    """distill.pretrain: the target follows ``updates * train_freq / gradient_steps`` env steps and
-    is synced once more at the end, so the online phase starts its own schedule."""
+    """distill.pretrain: every offline update feeds the target the env steps its updates stand for at
+    the online ratio (each round of ``gradient_steps`` updates = ``train_freq`` env steps), so the
+    target syncs on the configured period counted in updates (audit 1: it synced once per 256)."""
     run = runs["student_qdagger"]
     d = run.cfg.distill
     offline = [r for r in run.rec.target if r["offline"]]
     assert len(offline) == d.pretrain.updates == run.res["pretrain"]["updates"]
-    assert all(r["progress"] == d.pretrain.updates * d.train_freq // d.gradient_steps for r in offline)
+    progress = [r["progress"] for r in offline]
+    assert progress == [-(-k // d.gradient_steps) * d.train_freq for k in range(1, len(offline) + 1)]
+    syncs = [r["progress"] for r in offline if r["synced"]]
+    assert syncs == expected_syncs(progress, int(d.target_update_interval)) and len(syncs) >= 2
     assert all(r["env_steps"] == 0 for r in offline)
 
 

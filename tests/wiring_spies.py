@@ -237,7 +237,7 @@ def recording(mp: pytest.MonkeyPatch) -> Iterator[Recording]:
         before = [p.detach().clone() for p in self.net.parameters()]
         synced = real_maybe(self, online, progress)
         changed = any(not torch.equal(b, p) for b, p in zip(before, self.net.parameters()))
-        offline = getattr(module, "_offline_progress", None) is not None
+        offline = getattr(module, "_offline_start", None) is not None  # QDagger's offline phase is running
         rec.target.append(
             {
                 "progress": int(progress),

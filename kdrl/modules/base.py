@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kdrl.data import EnvCollector, ReplayStream, StreamConfig, build_stream, greedy_actions
+from kdrl.collector import EnvCollector, greedy_actions
+from kdrl.data import ReplayStream, StreamConfig, build_stream
 from kdrl.envs import EnvSpec
 from kdrl.nets import count_params
 from kdrl.optim import OptimizerFactory, clip_grad_norm

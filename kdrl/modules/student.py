@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kdrl.data import StreamConfig, collect_rollouts, greedy_actions
+from kdrl.collector import collect_rollouts, greedy_actions
+from kdrl.data import StreamConfig
 from kdrl.envs import EnvSpec
 from kdrl.losses import StudentLoss, hint_loss
 from kdrl.modules.base import RLModule

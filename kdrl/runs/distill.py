@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
-from kdrl.data import GreedyFn, greedy_actions
+from kdrl.collector import GreedyFn, greedy_actions
 from kdrl.envs import EnvSpec, perturbation_wrappers, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns, rollout_states
 from kdrl.io import atomic_write, load_policy

@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdrl.callbacks import EvalTask, MultiTaskEvaluation
-from kdrl.data import TaskEnv, greedy_actions
+from kdrl.collector import greedy_actions
+from kdrl.data import TaskEnv
 from kdrl.envs import EnvSpec, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
 from kdrl.io import atomic_write, load_multitask_policy

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdrl.data import EnvCollector, EnvStepError, GreedyFn, epsilon_greedy
+from kdrl.collector import EnvCollector, EnvStepError, GreedyFn, epsilon_greedy
 from kdrl.envs import transition_next_obs
 from kdrl.replay import Replay, ReplayBuffer
 from kdrl.seeding import Key

@@ -1,12 +1,15 @@
-"""env -> replay -> batch: the acting loop and the IterableDataset that streams replay batches.
+"""replay -> batch: the IterableDataset that streams replay batches to a module.
 
-The collector steps a vector env with an epsilon-greedy policy and writes every transition to the
-replay buffer. ``ReplayStream`` interleaves collection with sampling at a fixed ratio of env steps
-to gradient steps. All state lives on these objects, not in ``__iter__`` locals, so Lightning can
-re-iterate the dataset and the stream simply continues.
+``ReplayStream`` interleaves collection (a ``kdrl.collector.EnvCollector``, or an actor process's
+``kdrl.actor.ActorCollector``) with sampling at a fixed ratio of env steps to gradient steps.
+All state lives on these objects, not in ``__iter__`` locals, so Lightning can re-iterate the
+dataset and the stream simply continues. ``build_stream`` puts env, replay, collector and stream
+together from one ``StreamConfig``.
 
 Multi-task runs keep one ``ReplayStream`` per task and advance them in lockstep
 (``MultiTaskStream``); their collectors are seen as one by ``CollectorGroup``.
+
+Imports go one way: kdrl.envs -> kdrl.replay -> kdrl.collector -> kdrl.actor -> kdrl.data -> kdrl.modules.
 """
 
 from __future__ import annotations
@@ -14,164 +17,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from kdrl.envs import EnvSpec, make_vector_env, transition_next_obs
-from kdrl.replay import Replay, Transitions, make_replay
-from kdrl.seeding import Key, generator, seed_ints
-
-GreedyFn = Callable[[np.ndarray], np.ndarray]  # batch of observations -> greedy actions
-
-
-_NO_ACTIONS = np.zeros(0, dtype=np.int64)
-
-
-def epsilon_greedy(
-    obs: np.ndarray, explore: np.ndarray | None, random_actions: np.ndarray, greedy_fn: GreedyFn
-) -> np.ndarray:
-    """The actions of one vector step: ``random_actions`` where ``explore``, greedy elsewhere
-    (the greedy net sees only the exploiting sub-envs)."""
-    n_explore = len(random_actions)
-    if explore is None or n_explore == 0:
-        return np.asarray(greedy_fn(obs), dtype=np.int64)
-    if n_explore == len(explore):
-        return random_actions.astype(np.int64, copy=False)
-    actions = np.empty(len(explore), dtype=np.int64)
-    actions[explore] = random_actions
-    exploit = ~explore
-    actions[exploit] = greedy_fn(obs[exploit])
-    return actions
-
-
-class EnvStepError(RuntimeError):
-    """An env raised while stepping; the message names the env and the env step."""
-
-
-class EnvCollector:
-    """Steps a SAME_STEP-autoreset vector env and fills a replay buffer.
-
-    ``env_steps`` counts transitions (one per sub-env per vector step).
-    """
-
-    def __init__(
-        self,
-        envs: gym.vector.VectorEnv,
-        buffer: Replay,
-        greedy_fn: GreedyFn,
-        epsilon_fn: Callable[[int], float],
-        seed: int = 0,
-        reward_clip: bool = False,
-        key: tuple[Key, ...] = (),
-    ) -> None:
-        self.envs = envs
-        self.buffer = buffer
-        self.greedy_fn = greedy_fn
-        self.epsilon_fn = epsilon_fn
-        self.num_envs = envs.num_envs
-        self.n_actions = int(envs.single_action_space.n)
-        self.env_id = envs.spec.id if envs.spec is not None else "?"
-        self.rng = generator(seed, *key, "collector")  # exploration draws
-        self.obs, _ = envs.reset(seed=seed_ints(seed, *key, "envs", n=self.num_envs))
-        self.env_steps = 0
-        self.episodes = 0
-        self.epsilon = epsilon_fn(0)
-        self.reward_clip = bool(reward_clip)  # sign(r) into replay (Atari DQN); logged returns stay raw
-        self._ep_return = np.zeros(self.num_envs)
-        self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
-        self.recent_returns: deque[float] = deque(maxlen=100)
-        self.finished: list[tuple[int, float, int]] = []  # (env_steps, return, length), drained by the logger
-
-    def exploration(self) -> tuple[np.ndarray | None, np.ndarray]:
-        """This step's epsilon draws: which sub-envs explore (None: none can, epsilon is 0) and
-        their random actions. The same draws whether the greedy actions come from here or from
-        an actor process (kdrl.actor), so both take the same exploratory actions."""
-        self.epsilon = self.epsilon_fn(self.env_steps)
-        if self.epsilon <= 0:
-            return None, _NO_ACTIONS
-        explore = self.rng.random(self.num_envs) < self.epsilon
-        n_explore = int(np.count_nonzero(explore))
-        if n_explore == 0:
-            return explore, _NO_ACTIONS
-        return explore, self.rng.integers(self.n_actions, size=n_explore)
-
-    def select_actions(self, obs: np.ndarray) -> np.ndarray:
-        """Epsilon-greedy. The greedy net runs only on the sub-envs that do not explore (at one
-        env, not at all on an exploring step)."""
-        explore, random_actions = self.exploration()
-        return epsilon_greedy(obs, explore, random_actions, self.greedy_fn)
-
-    def step(self) -> None:
-        actions = self.select_actions(self.obs)
-        try:
-            next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
-        except Exception as exc:  # report where it happened; the run keeps its last checkpoint
-            raise EnvStepError(f"env '{self.env_id}' raised at env step {self.env_steps}: {exc!r}") from exc
-        done = terminated | truncated
-        self.record(self.obs, actions, rewards, transition_next_obs(next_obs, infos, done), terminated, done)
-        self.obs = next_obs
-
-    def record(
-        self,
-        obs: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        next_obs: np.ndarray,
-        terminated: np.ndarray,
-        done: np.ndarray,
-    ) -> None:
-        """One vector step's transitions into replay, and the counters and episode statistics."""
-        stored = np.sign(rewards) if self.reward_clip else rewards
-        self.buffer.add(obs, actions, stored, next_obs, terminated, done)
-        self.count(rewards, done)
-
-    def count_round(self, rewards: np.ndarray, done: np.ndarray) -> None:
-        """``count`` for k vector steps at once (``(k, num_envs)`` arrays): one update of the
-        counters when no episode ended in them, step by step otherwise."""
-        if done.any():
-            for r, d in zip(rewards, done):
-                self.count(r, d)
-            return
-        self.env_steps += len(rewards) * self.num_envs
-        self._ep_return += rewards.sum(axis=0)
-        self._ep_length += len(rewards)
-
-    def count(self, rewards: np.ndarray, done: np.ndarray) -> None:
-        """One vector step's counters and episode statistics (its transitions are in replay)."""
-        self.env_steps += self.num_envs
-        self._ep_return += rewards
-        self._ep_length += 1
-        if done.any():
-            for i in np.flatnonzero(done):
-                ret = float(self._ep_return[i])
-                self.recent_returns.append(ret)
-                self.finished.append((self.env_steps, ret, int(self._ep_length[i])))
-                self.episodes += 1
-                self._ep_return[i] = 0.0
-                self._ep_length[i] = 0
-
-    def drain_finished(self) -> list[tuple[int, float, int]]:
-        out, self.finished = self.finished, []
-        return out
-
-
-@runtime_checkable
-class _Pipelined(Protocol):
-    """A collector that steps its envs elsewhere (kdrl.actor.ActorCollector)."""
-
-    max_round: int
-
-    def launch(self, k: int) -> None: ...
-
-    def join(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def committed_rng_state(self) -> dict[str, Any]: ...
+from kdrl.actor import ActorCollector
+from kdrl.collector import EnvCollector, GreedyFn
+from kdrl.envs import EnvSpec, make_vector_env
+from kdrl.replay import Transitions, make_replay
+from kdrl.seeding import Key, seed_ints
 
 
 class ReplayStream(IterableDataset):
@@ -229,7 +85,7 @@ class ReplayStream(IterableDataset):
         envs step while the module runs these updates; it is joined before anything is sampled.
         """
         collector = self.collector
-        actor = collector if isinstance(collector, _Pipelined) else None
+        actor = collector if isinstance(collector, ActorCollector) else None
         while True:
             if actor is not None:
                 actor.join()
@@ -260,7 +116,7 @@ class ReplayStream(IterableDataset):
         the run a round past the evaluation that saved it, so a run stopped early there reported a
         round more env steps and evaluated a second time."""
         c = self.collector
-        rng = c.committed_rng_state() if isinstance(c, _Pipelined) else c.rng.bit_generator.state
+        rng = c.committed_rng_state() if isinstance(c, ActorCollector) else c.rng.bit_generator.state
         return {
             "env_steps": c.env_steps,
             "episodes": c.episodes,
@@ -313,34 +169,6 @@ class StreamConfig:
         )
 
 
-def collect_rollouts(
-    env: Mapping[str, Any],
-    buffer: Replay,
-    greedy: GreedyFn,
-    epsilon: float,
-    steps: int,
-    seed: int,
-    key: tuple[Key, ...],
-    reward_clip: bool = False,
-) -> int:
-    """``steps`` env steps of an epsilon-greedy ``greedy`` in a vector env of ``env`` of its own
-    (seeded on stream ``key``), written into ``buffer``: QDagger's teacher data. The buffer's
-    streams are ended before and after, so no n-step sum or frame stack chains these rows to the
-    run's own. Returns the env steps taken."""
-    envs = make_vector_env(
-        env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"), key=key
-    )
-    try:
-        buffer.end_streams()
-        collector = EnvCollector(envs, buffer, greedy, lambda t: epsilon, seed=seed, reward_clip=reward_clip, key=key)
-        while collector.env_steps < steps:
-            collector.step()
-        buffer.end_streams()
-    finally:
-        envs.close()
-    return collector.env_steps
-
-
 def build_stream(
     env: Mapping[str, Any],
     spec: EnvSpec,
@@ -371,8 +199,6 @@ def build_stream(
     )
     actor = str(env.get("actor", "inline"))
     if actor == "process":
-        from kdrl.actor import ActorCollector
-
         if acting_nets is None:
             raise ValueError("env.actor=process needs the module's acting nets")
         # rounds of one update period; longer (<= 256 steps, <= 32 MB of staged observations)
@@ -389,22 +215,6 @@ def build_stream(
     return ReplayStream(
         collector, data.batch_size, data.learning_starts, data.train_freq, data.gradient_steps, data.total_timesteps
     )
-
-
-def greedy_actions(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
-    """argmax_a Q(obs, a) for a batch of numpy observations (in numpy where the net offers it)."""
-    if device.type == "cpu" and hasattr(net, "numpy_greedy"):
-        actions = net.numpy_greedy(obs)
-        if actions is not None:
-            return actions
-    return _torch_greedy(net, obs, device)
-
-
-@torch.inference_mode()
-def _torch_greedy(net: torch.nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
-    x = torch.as_tensor(obs, dtype=torch.float32, device=device)
-    actions = net.greedy(x) if hasattr(net, "greedy") else net(x).argmax(dim=1)
-    return actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy()
 
 
 # ---- multi-task: one replay stream per task, consumed in lockstep --------------------------------

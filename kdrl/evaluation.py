@@ -1,8 +1,12 @@
-"""Greedy evaluation: N episodes on fixed seeds, stepped together with one batched forward."""
+"""Greedy evaluation: N episodes on fixed seeds, stepped together with one batched forward; and
+what a periodic evaluation (kdrl.callbacks) hands to its listeners (``Evaluated``,
+``EvaluationListener``: policy selection and checkpoints in kdrl.checkpoints, early stop in
+kdrl.stopping)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,3 +89,32 @@ def rollout_states(
         if len(states) >= max_states:
             break
     return np.stack(states)
+
+
+# ---- periodic evaluations and their listeners ---------------------------------------------------
+@dataclass
+class Evaluated:
+    """One periodic evaluation: its ``record`` (an entry of the history, results.json's
+    ``eval_history``) and the ``metrics`` logged for it once every listener has run (a listener
+    may add its own, e.g. the best return so far)."""
+
+    record: dict[str, Any]
+    metrics: dict[str, float]
+
+
+class EvaluationListener:
+    """Told of every periodic evaluation, after it is in the history, before its metrics are logged.
+
+    A periodic evaluation (kdrl.callbacks.PeriodicEvaluation) calls its policy files first, then its
+    other listeners in the order given (early stop, a tuner's reporter), then the resume checkpoint,
+    which saves every listener's ``state_dict`` with the evaluation's own state (the flat keys of
+    the callback's state in ``last.ckpt``)."""
+
+    def on_evaluation(self, trainer: Any, pl_module: Any, result: Evaluated) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,7 +1,7 @@
 """Watching policies: greedy episodes recorded as frames, labelled, composed and written as GIF/MP4.
 
 Episode i of a recording is reset with seed ``seed + i`` (kdrl.evaluation's convention) and acts
-through ``kdrl.data.greedy_actions``, so its returns are the returns ``evaluate_policy`` gives for
+through ``kdrl.collector.greedy_actions``, so its returns are the returns ``evaluate_policy`` gives for
 those seeds. A frame cap limits what is recorded, never the episode, so the return stays the true one.
 """
 
@@ -96,7 +96,7 @@ def policy_greedy(path: str | Path) -> tuple[GreedyFn, dict]:
     """Greedy actions of a policy file, computed exactly as training's evaluation computes them."""
     import torch
 
-    from kdrl.data import greedy_actions
+    from kdrl.collector import greedy_actions
     from kdrl.export import load_policy_net
 
     net, state = load_policy_net(path)

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from kdrl.data import EnvCollector
+from kdrl.collector import EnvCollector
 from kdrl.envs import EnvError, env_spec, make_env, make_vector_env
 from kdrl.replay import ReplayBuffer
 

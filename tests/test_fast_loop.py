@@ -19,7 +19,8 @@ import pytest
 import torch
 from helpers import compose_cfg
 
-from kdrl.data import EnvCollector, build_stream, greedy_actions
+from kdrl.collector import EnvCollector, greedy_actions
+from kdrl.data import build_stream
 from kdrl.envs import SingleEnvVector, env_spec, make_env, make_vector_env, transition_next_obs
 from kdrl.errors import KdrlUserError
 from kdrl.nets import MLP, ConvNet
@@ -296,7 +297,7 @@ def test_actor_process_stopped_early_ends_where_the_inline_run_does(tmp_path):
 
 
 def test_actor_process_reports_env_errors_in_one_line():
-    from kdrl.data import EnvStepError
+    from kdrl.collector import EnvStepError
 
     net = MLP((4,), 2, hidden=[8]).eval()
     stream = _stream("process", net)
@@ -421,7 +422,7 @@ def test_actor_child_leaves_the_jobs_signals_to_the_parent(tmp_path):
     would checkpoint and ``scontrol requeue`` the job a second time): it ignores the job's notices
     (USR1, USR2, INT) and takes SIGTERM's default action, exiting (audit 12: it inherited the
     parent's handlers, SigCgt had TERM/USR1/USR2)."""
-    from kdrl.data import EnvStepError
+    from kdrl.collector import EnvStepError
 
     handled = tmp_path / "handled"
 

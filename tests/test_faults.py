@@ -8,7 +8,7 @@ import pytest
 import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-from kdrl.data import EnvStepError
+from kdrl.collector import EnvStepError
 from kdrl.io import load_policy
 from kdrl.modules.base import NonFiniteLossError
 from kdrl.runs.teacher import train_teacher

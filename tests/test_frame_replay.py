@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdrl.data import EnvCollector
+from kdrl.collector import EnvCollector
 from kdrl.envs import make_vector_env
 from kdrl.replay import FrameStackReplay, ReplayBuffer, make_replay
 

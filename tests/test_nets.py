@@ -49,7 +49,7 @@ def test_greedy_honours_forward_hooks_on_the_net_a_layer_or_global():
     hook they must act as the hooked forward does (a Q-negating hook flips every argmax)."""
     import numpy as np
 
-    from kdrl.data import greedy_actions
+    from kdrl.collector import greedy_actions
 
     torch.manual_seed(0)
     net = MLP((4,), 3, 64, 2).eval()

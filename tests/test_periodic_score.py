@@ -12,6 +12,7 @@ from torch import nn
 
 import kdrl.callbacks as callbacks
 from kdrl.callbacks import GreedyEvaluation
+from kdrl.checkpoints import BestReturnPolicy, ResumeCheckpoint
 from kdrl.envs import env_spec, make_env
 from kdrl.losses import LambdaSchedule
 from kdrl.nets import MLP
@@ -33,6 +34,7 @@ class FakeStudent(nn.Module):
         self.spec = env_spec(make_env("CartPole-v1"))
         self.stream = type("Stream", (), {"grad_steps": 0})()
         self.env_steps = 0
+        self.selection_phase = 0  # (RLModule's: the best policy's phase)
         self.lam = LambdaSchedule("qdagger", value=1.0)
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
@@ -62,7 +64,8 @@ def _evaluations(tmp_path, monkeypatch, reference, student_returns):
     """Three periodic evaluations at 1000, 2000, 3000 env steps, the student's returns given."""
     returns = iter(student_returns)
     monkeypatch.setattr(callbacks, "evaluate_policy", lambda *a, **k: [next(returns)] * 5)
-    evaluation = GreedyEvaluation("CartPole-v1", None, 1000, 5, 0, tmp_path, NET_CFG, reference=reference)
+    policies, checkpoint = BestReturnPolicy(tmp_path, NET_CFG), ResumeCheckpoint(tmp_path)
+    evaluation = GreedyEvaluation("CartPole-v1", None, 1000, 5, 0, policies, checkpoint, reference=reference)
     module, trainer = FakeStudent(), FakeTrainer()
     lambdas = []
     for steps in (1000, 2000, 3000):

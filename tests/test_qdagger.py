@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdrl.data import collect_rollouts, greedy_actions
+from kdrl.collector import collect_rollouts, greedy_actions
 from kdrl.replay import ReplayBuffer
 from kdrl.runs.distill import distill_student
 from kdrl.teachers import load_teacher_net

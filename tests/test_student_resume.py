@@ -112,8 +112,8 @@ def test_resumed_int8_student_keeps_its_master_weights():
     it_a = iter(a.stream)
     for _ in range(60):
         a.learn(opt_a, next(it_a))  # learn: where the int8 point is checked
-    assert a.qat is not None and a.selection_phase == 1
-    masters = {k: v.clone() for k, v in a.qat.master.items()}
+    assert a.int8.qat is not None and a.selection_phase == 1
+    masters = {k: v.clone() for k, v in a.int8.qat.master.items()}
     params = dict(a.q_net.named_parameters())
     assert any(not torch.equal(m, params[k]) for k, m in masters.items())  # masters are off the int8 grid
     ckpt = _checkpoint(a, opt_a)
@@ -122,8 +122,8 @@ def test_resumed_int8_student_keeps_its_master_weights():
     b.load_state_dict(ckpt["state_dict"])
     b.on_load_checkpoint(ckpt)
     opt_b.load_state_dict(ckpt["optimizer"])
-    assert b.qat is not None and b.selection_phase == 1 and b.quantize_report == a.quantize_report
-    assert all(torch.equal(b.qat.master[k], m) for k, m in masters.items())
+    assert b.int8.qat is not None and b.selection_phase == 1 and b.int8.report == a.int8.report
+    assert all(torch.equal(b.int8.qat.master[k], m) for k, m in masters.items())
     batches = [next(it_a) for _ in range(5)]
     for batch in batches:  # both take the same further steps on the same batches
         a.learn(opt_a, batch)
@@ -135,7 +135,7 @@ def test_hybrid_td_target_copies_the_int8_weights():
     """The target net syncs after the rounding, so it holds the weights the student acts with."""
     a, opt = _int8_student_factory(["loss=hybrid"])()
     it = iter(a.stream)
-    while a.qat is None:
+    while a.int8.qat is None:
         a.learn(opt, next(it))
     synced = a.target.updates
     for _ in range(400):  # on to the first target sync after the int8 point

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kdrl.data import EnvCollector, ReplayStream, StreamConfig, build_stream, greedy_actions
+from kdrl.collector import EnvCollector, greedy_actions
+from kdrl.data import ReplayStream, StreamConfig, build_stream
 from kdrl.envs import EnvSpec
 from kdrl.nets import count_params
 from kdrl.optim import OptimizerFactory, clip_grad_norm
@@ -193,10 +194,6 @@ class RLModule(pl.LightningModule):
     def after_optimizer_step(self) -> None:
         """Constraints on the weights (pruning masks, int8 rounding), before the target net copies them."""
 
-    def may_stop_early(self) -> bool:
-        """Whether ``eval.stop_at_return`` may end the run now (a student waits for its compression point)."""
-        return True
-
     def _plain_backward(self) -> bool:
         """Call ``loss.backward()`` directly unless the precision plugin changes the backward (a
         loss scaler for fp16): ``manual_backward`` runs two callback hooks per update, a tenth of a
@@ -262,6 +259,26 @@ class RLModule(pl.LightningModule):
     def learn(self, opt: torch.optim.Optimizer, batch: Any) -> None:
         """The updates of one stream item (a stacked batch, see ReplayStream)."""
         self.run_updates(opt, batch)
+
+    # ---- what the periodic evaluation asks of the module (kdrl.callbacks, kdrl.checkpoints) -----
+    @property
+    def evaluate_at_start(self) -> bool:
+        """Evaluate once before the first env step (a student after QDagger's offline phase)."""
+        return False
+
+    def on_greedy_evaluation(self, student_return: float, teacher_return: float, random_return: float) -> None:
+        """A periodic evaluation's mean return with the reference's (teacher, random policy) on the same
+        seeds; called only where the normalised score is usable (QDagger's lambda follows it)."""
+
+    @property
+    def selection_phase(self) -> int:
+        """The best policy is chosen among the checkpoints of the latest phase only (a student's
+        pruning or int8 point starts a new one)."""
+        return 0
+
+    def may_stop_early(self) -> bool:
+        """Whether ``eval.stop_at_return`` may end the run now (a student waits for its compression point)."""
+        return True
 
     # ---- resuming: everything beyond the nets and the optimiser ---------------------------------
     def extra_state(self) -> dict[str, Any]:

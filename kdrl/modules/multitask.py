@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdrl.data import EnvCollector, GreedyFn, MultiTaskStream, StreamConfig, TaskEnv, build_stream, greedy_actions
+from kdrl.collector import EnvCollector, GreedyFn, greedy_actions
+from kdrl.data import MultiTaskStream, StreamConfig, TaskEnv, build_stream
 from kdrl.losses import StudentLoss
 from kdrl.modules.base import RLModule
 from kdrl.modules.dqn import exploration_schedule, td_term

@@ -8,6 +8,8 @@ Who acts (``control``): the teacher (Rusu et al.), the student (teacher labels t
 student visits; DAgger-like, Czarnecki et al. 2019) or a mix (teacher with probability beta).
 QDagger (Agarwal et al. 2022) adds an offline phase (``distill.pretrain``): the teacher's rollouts
 fill the replay and the student takes ``updates`` gradient steps on them before it acts at all.
+Pruning (``distill.prune``) and int8 training (``distill.quantize``) are components the student
+composes (kdrl.modules.components), called through ``StudentComponent``'s hooks.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from kdrl.data import StreamConfig, collect_rollouts, greedy_actions
+from kdrl.collector import collect_rollouts, greedy_actions
+from kdrl.data import StreamConfig
 from kdrl.envs import EnvSpec
 from kdrl.losses import StudentLoss, hint_loss
 from kdrl.modules.base import RLModule
+from kdrl.modules.components import StudentComponent, compression_components
 from kdrl.modules.dqn import exploration_schedule
 from kdrl.nets import QNetwork
 from kdrl.optim import OptimizerFactory
@@ -32,9 +36,6 @@ from kdrl.schedules import LinearSchedule
 from kdrl.seeding import generator
 from kdrl.td import TargetNetwork, update_target
 
-if TYPE_CHECKING:
-    from kdrl.quantize import Int8Weights
-
 CONTROLS = ("teacher", "student", "mixed")
 
 
@@ -42,34 +43,6 @@ def student_stream(distill: dict[str, Any], loss: StudentLoss) -> StreamConfig:
     """The student's data; n-step returns only where a TD term uses them (hybrid losses)."""
     data = StreamConfig.from_dict(distill)
     return data if loss.hybrid else dataclasses.replace(data, n_step=1)
-
-
-@dataclass(frozen=True)
-class Pruning:
-    """``distill.prune``: at ``at`` x the student's env-step budget, zero the ``amount`` fraction of
-    its weights smallest in magnitude (kdrl.prune); the rest of the run is the distillation
-    fine-tune, with the pruned weights held at zero."""
-
-    amount: float = 0.0
-    at: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.amount < 1.0 or not 0.0 <= self.at < 1.0:
-            raise ValueError(f"distill.prune amount and at must be in [0, 1), got {self.amount}, {self.at}")
-
-
-@dataclass(frozen=True)
-class Quantization:
-    """``distill.quantize``: from ``at`` x the student's env-step budget on, its weights are int8
-    (kdrl.quantize: per output channel, symmetric) and the rest of the run is a quantisation-aware
-    distillation fine-tune; its policy files then export to int8 weights without further rounding."""
-
-    int8: bool = False
-    at: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.at < 1.0:
-            raise ValueError(f"distill.quantize.at must be in [0, 1), got {self.at}")
 
 
 @dataclass(frozen=True)
@@ -133,13 +106,9 @@ class DistillStudent(RLModule):
         self.teacher_acted = 0
         self.offline = OfflinePhase(**(distill.get("pretrain") or {}))
         self.pretrain_report: dict[str, float] | None = None  # set once the offline phase has run
-        self.pruning = Pruning(**(distill.get("prune") or {}))
-        self.masks: dict[str, torch.Tensor] | None = None
-        self.prune_report: dict[str, float] | None = None
-        self.quantization = Quantization(**(distill.get("quantize") or {}))
-        self.qat: Int8Weights | None = None  # the int8 master weights, once quantised
-        self.quantize_report: dict[str, float] | None = None
-        self.selection_phase = 0  # bumped when pruning or quantising: checkpoints before are not candidates
+        # pruning and int8 training (kdrl.modules.components), each None unless distill asks for it
+        self.pruning, self.int8 = compression_components(distill)
+        self.components: list[StudentComponent] = [c for c in (self.pruning, self.int8) if c is not None]
         self._offline_start: int | None = None  # optimizer_steps when the offline phase began, while it runs
 
     def frozen(self) -> list[torch.nn.Module]:
@@ -186,56 +155,27 @@ class DistillStudent(RLModule):
         out["loss"] = total
         return total, out
 
-    # ---- pruning / int8 weights + distillation fine-tune ------------------------------------------
+    # ---- components: pruning / int8 weights + distillation fine-tune ------------------------------
     def learn(self, opt: torch.optim.Optimizer, batch: Any) -> None:
-        if self.data is not None:
-            budget = self.data.total_timesteps
-            if self.pruning.amount > 0 and self.masks is None and self.env_steps >= self.pruning.at * budget:
-                self.prune_now()
-            if self.quantization.int8 and self.qat is None and self.env_steps >= self.quantization.at * budget:
-                self.quantize_now()
+        for component in self.components:  # a compression point is checked before each item's updates
+            component.before_updates(self)
         super().learn(opt, batch)
+
+    def after_optimizer_step(self) -> None:
+        for component in self.components:
+            component.after_optimizer_step(self)
 
     def may_stop_early(self) -> bool:
         """``eval.stop_at_return`` waits for the pruning / int8 point: a student that reaches the
         return before it is compressed first, and stops at the first evaluation of the compressed
         student that reaches the return again (its best policy is chosen among the compressed
         checkpoints only); one that already does needs no fine-tune."""
-        pruned = self.pruning.amount <= 0 or self.masks is not None
-        return pruned and (not self.quantization.int8 or self.qat is not None)
+        return all(component.may_stop_early() for component in self.components)
 
-    def quantize_now(self) -> None:
-        from kdrl.quantize import Int8Weights
-
-        self.qat = Int8Weights(self.q_net)
-        self.selection_phase += 1
-        self.quantize_report = {"at_env_step": float(self.env_steps)}
-        self.log_env_metrics({"quantize/at_env_step": float(self.env_steps)})
-
-    def prune_now(self) -> None:
-        from kdrl.prune import apply_masks, magnitude_masks, nonzero_params
-
-        dense = nonzero_params(self.q_net)
-        self.masks = magnitude_masks(self.q_net, self.pruning.amount)
-        apply_masks(self.q_net, self.masks)
-        self.selection_phase += 1
-        self.prune_report = {
-            "amount": self.pruning.amount,
-            "at_env_step": float(self.env_steps),
-            "nonzero_before": float(dense),
-            "nonzero_after": float(nonzero_params(self.q_net)),
-        }
-        self.log_env_metrics({f"prune/{k}": v for k, v in self.prune_report.items()})
-
-    def after_optimizer_step(self) -> None:
-        if self.masks is not None:
-            from kdrl.prune import apply_masks
-
-            if next(iter(self.masks.values())).device != self.device:  # a resume loads them where they were saved
-                self.masks = {k: m.to(self.device) for k, m in self.masks.items()}
-            apply_masks(self.q_net, self.masks)
-        if self.qat is not None:
-            self.qat.after_step(self.q_net, self.masks)
+    @property
+    def selection_phase(self) -> int:
+        """One more per component applied (pruned, quantised): checkpoints before are not candidates."""
+        return sum(component.applied for component in self.components)
 
     # ---- QDagger's offline phase ------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -322,14 +262,10 @@ class DistillStudent(RLModule):
             state["distill_weight"] = self.objective.distill_weight.state_dict()
         if self.pretrain_report is not None:
             state["pretrain_report"] = dict(self.pretrain_report)
-        if self.masks is not None:
-            state["prune_masks"] = {k: v.clone() for k, v in self.masks.items()}
-            state["prune_report"] = dict(self.prune_report or {})
-            state["selection_phase"] = self.selection_phase
-        if self.qat is not None:
-            state["int8_master"] = {k: v.clone() for k, v in self.qat.master.items()}
-            state["quantize_report"] = dict(self.quantize_report or {})
-            state["selection_phase"] = self.selection_phase
+        for component in self.components:
+            state.update(component.state_dict())
+        if self.selection_phase:
+            state["selection_phase"] = self.selection_phase  # (derived from the components when loaded)
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -340,13 +276,5 @@ class DistillStudent(RLModule):
             self.objective.distill_weight.load_state_dict(state["distill_weight"])
         if "pretrain_report" in state:
             self.pretrain_report = {k: float(v) for k, v in state["pretrain_report"].items()}
-        if "prune_masks" in state:
-            self.masks = {k: v.bool() for k, v in state["prune_masks"].items()}
-            self.prune_report = {k: float(v) for k, v in state["prune_report"].items()}
-            self.selection_phase = int(state["selection_phase"])
-        if "int8_master" in state:
-            from kdrl.quantize import Int8Weights
-
-            self.qat = Int8Weights(self.q_net, dict(state["int8_master"]))
-            self.quantize_report = {k: float(v) for k, v in state["quantize_report"].items()}
-            self.selection_phase = int(state["selection_phase"])
+        for component in self.components:
+            component.load_state_dict(state, self)

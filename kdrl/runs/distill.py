@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
-from kdrl.data import GreedyFn, greedy_actions
+from kdrl.collector import GreedyFn, greedy_actions
 from kdrl.envs import EnvSpec, perturbation_wrappers, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns, rollout_states
 from kdrl.io import atomic_write, load_policy
@@ -297,7 +297,7 @@ class DistillJob(Job):
             "teacher_checkpoint": str(self.teacher_path),
             "teacher_seed": None if self.cfg.teacher.checkpoint else teacher_seed(self.cfg),
             "teacher_wall_time_s": self.teacher_wall_time_s,
-            "pretrain": getattr(module, "pretrain_report", None),
+            "pretrain": module.pretrain_report if isinstance(module, DistillStudent) else None,
             "prune": self.prune_fields(module, student),
             "quantize": self.quantize_fields(module, student),
             "teacher_format": self.teacher_format,
@@ -307,7 +307,7 @@ class DistillJob(Job):
 
     @staticmethod
     def prune_fields(module: RLModule, student: torch.nn.Module) -> dict[str, float] | None:
-        report = getattr(module, "prune_report", None)
+        report = module.pruning.report if isinstance(module, DistillStudent) and module.pruning else None
         if report is None:
             return None
         from kdrl.prune import nonzero_params
@@ -316,7 +316,7 @@ class DistillJob(Job):
 
     @staticmethod
     def quantize_fields(module: RLModule, student: torch.nn.Module) -> dict[str, Any] | None:
-        report = getattr(module, "quantize_report", None)
+        report = module.int8.report if isinstance(module, DistillStudent) and module.int8 else None
         if report is None:
             return None
         from kdrl.quantize import is_int8_representable

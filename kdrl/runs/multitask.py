@@ -15,7 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdrl.callbacks import EvalTask, MultiTaskEvaluation
-from kdrl.data import TaskEnv, greedy_actions
+from kdrl.checkpoints import BestPctPolicy, ResumeCheckpoint
+from kdrl.collector import greedy_actions
+from kdrl.data import TaskEnv
 from kdrl.envs import EnvSpec, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
 from kdrl.io import atomic_write, load_multitask_policy
@@ -209,8 +211,8 @@ class MultiTaskJob(Job):
             cfg.eval.freq,
             cfg.eval.episodes,
             cfg.eval.seed,
-            self.out / "checkpoints",
-            net_cfg,
+            BestPctPolicy(self.out / "checkpoints", net_cfg),
+            ResumeCheckpoint(self.out / "checkpoints"),
             [float(np.mean(x)) for x in periodic_t],
             [float(np.mean(x)) for x in periodic_r],
         )

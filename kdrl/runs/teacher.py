@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
+from kdrl.checkpoints import BestReturnPolicy, ResumeCheckpoint
 from kdrl.envs import EnvSpec, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, load_policy
@@ -19,6 +20,7 @@ from kdrl.modules.dqn import DQN
 from kdrl.optim import build_optimizer
 from kdrl.reference import ReferenceSettings, compute_reference, store_reference
 from kdrl.runs.job import Job, plain, run_job
+from kdrl.stopping import StopAtReturn
 from kdrl.validate import validate_common
 
 
@@ -44,17 +46,21 @@ def build_teacher(cfg: DictConfig) -> tuple[DQN, dict]:
 def greedy_evaluation(
     cfg: DictConfig, out: Path, net_cfg: dict, reference: tuple[list[float], list[float]] | None = None
 ) -> GreedyEvaluation:
+    """The periodic evaluation of a teacher or a student: greedy returns (against the teacher
+    reference, for a student), the best/last policy files, early stop at ``eval.stop_at_return``
+    and the resume checkpoint."""
+    ckpt_dir = out / "checkpoints"
+    stop = cfg.eval.stop_at_return
     return GreedyEvaluation(
         cfg.env.id,
         plain(cfg.env.kwargs),
         cfg.eval.freq,
         cfg.eval.episodes,
         cfg.eval.seed,
-        out / "checkpoints",
-        net_cfg,
-        cfg.eval.stop_at_return,
+        BestReturnPolicy(ckpt_dir, net_cfg),
+        ResumeCheckpoint(ckpt_dir, cfg.checkpoint.keep_last),
+        [StopAtReturn(stop)] if stop is not None else [],
         reference=reference,
-        keep_last=cfg.checkpoint.keep_last,
         epsilon=cfg.eval.epsilon,
     )
 
@@ -87,7 +93,7 @@ class TeacherJob(Job):
             "eval_return_std": float(np.std(returns)),
             "eval_returns": returns,
             "eval_policy": str(cfg.eval.final_policy),
-            "best_periodic_eval": evaluation.best_mean,
+            "best_periodic_eval": evaluation.policies.best_mean,
             "checkpoint": str(teacher_path),
             "reference": reference,
         }

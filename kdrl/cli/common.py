@@ -124,6 +124,29 @@ def check_run_dir(cfg: DictConfig, template: str, key: str = "hydra.run.dir") ->
     return path
 
 
+def check_resume_early(prog: str, config: DictConfig, path: Path) -> None:
+    """A run dir holding another config's unfinished run, refused before Hydra writes its .hydra/
+    files and log there (kdrl.runs.job.check_resumable; run_job checks again, for multirun jobs and
+    callers outside Hydra). Anything else that goes wrong here is left to the job to report."""
+    if not (path / "checkpoints").is_dir():
+        return
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    from kdrl.runs.job import ResumeConflict, check_resumable
+
+    task_cfg = copy.deepcopy(config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    try:
+        check_resumable(task_cfg, path)
+    except ResumeConflict as exc:
+        fail(prog, exc)
+    except Exception:
+        return
+
+
 def run_dir_callback() -> Any:
     """A Hydra callback (conf/common.yaml: hydra.callbacks) that checks the run or sweep dir before
     Hydra resolves and creates it, so a value that breaks it is one line and exit code 2, not
@@ -144,6 +167,8 @@ def run_dir_callback() -> Any:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 fail(prog, RunDirError(f"{key} {path} cannot be created: {exc.strerror or exc}"))
+            if key == "hydra.run.dir":
+                check_resume_early(prog, config, path)
 
         def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
             self._check(config, "hydra.run.dir")

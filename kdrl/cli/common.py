@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,73 @@ def run_dir_callback() -> Any:
     return RunDirCheck()
 
 
+class LauncherError(KdrlUserError, RuntimeError):
+    """A multirun launcher that could not run the sweep: a submission refused, a cluster out of reach."""
+
+
+# what to try next, by launcher (conf/launcher)
+LAUNCHER_HINTS = {
+    "slurm": "check the cluster (sinfo), or run the sweep on this machine with launcher=joblib",
+    "ray": "check the Ray cluster (KDRL_RAY_ADDRESS, ray status), or run the sweep on this machine with launcher=joblib",
+}
+
+
+def launcher_failure(exc: BaseException) -> LauncherError | None:
+    """``exc`` as a one-line LauncherError naming the launcher and the cause when it escaped a Hydra
+    launcher's ``launch`` (submitit's FailedJobError from sbatch, Ray's connection errors, a joblib
+    worker that died, ...); None for anything else (config errors, a job's own failure)."""
+    from hydra.plugins.launcher import Launcher
+
+    tb = exc.__traceback__
+    while tb is not None and not isinstance(tb.tb_frame.f_locals.get("self"), Launcher):
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    launcher = tb.tb_frame.f_locals["self"]
+    try:  # the sweep's config, which the launcher was set up with
+        choices = launcher.config.hydra.runtime.choices
+        name = choices.get("launcher") or choices.get("hydra/launcher")
+    except Exception:
+        name = None
+    name = name or type(launcher).__name__
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    cause = f"{type(exc).__name__}: {cause[:300]}{'...' if len(cause) > 300 else ''}"
+    hint = LAUNCHER_HINTS.get(name, "run it on this machine with launcher=joblib, or without -m")
+    return LauncherError(f"launcher={name} could not run the sweep ({cause}); {hint}")
+
+
+@contextmanager
+def launcher_errors_in_one_line(prog: str) -> Iterator[None]:
+    """A launcher that fails to run a sweep (sbatch refused, no Ray cluster) is one line naming it and
+    the cause, and exit code 2, instead of Hydra's traceback: Hydra prints and exits inside
+    ``run_and_report`` (hydra._internal.utils), so the function it runs is wrapped for the call.
+    KDRL_DEBUG=1, or a Hydra without that function, leaves Hydra's own report."""
+    import hydra._internal.utils as hydra_utils
+
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None or debugging():
+        yield
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except Exception as exc:
+                failure = launcher_failure(exc)
+                if failure is None:
+                    raise
+                fail(prog, failure)  # SystemExit: run_and_report lets it through
+
+        return original(guarded)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
 def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[], None]:
     """A console-script ``main`` for a Hydra app running ``job``."""
 
@@ -192,6 +260,7 @@ def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], d
             check_group_overrides(sys.argv[1:])
         except OverrideError as exc:
             fail(prog, exc)
-        _app()
+        with launcher_errors_in_one_line(prog):
+            _app()
 
     return main

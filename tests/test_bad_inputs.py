@@ -81,6 +81,12 @@ CASES = [
     ("distill", ["teacher.checkpoint={d}/obs5.pt"], "expects observations of shape (5,), env gives (4,)"),
     ("distill", ["teacher.checkpoint={d}/act3.pt"], "has 3 actions, env has 2"),
     ("distill", ["teacher.checkpoint={d}/exploit.pt"], "cannot load checkpoint"),
+    # a replay no machine here holds: refused before anything is built, not by the allocator after setup
+    (
+        "train",
+        ["env=minatar_breakout", "algo.buffer_size=2000000000"],
+        "algo.buffer_size=2,000,000,000 needs a standard replay of 1634.0 GB",
+    ),
 ]
 
 

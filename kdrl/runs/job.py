@@ -47,6 +47,20 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Found `dataloader_iter` argument.*")
     warnings.filterwarnings("ignore", message=".*using the `dataloader_iter` step flavor.*")
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
+    # noise above every run's progress bar, exactly these two: Lightning's hint on any machine with
+    # SLURM's client tools (kdrl's SLURM jobs are submitit's; a single-process run has nothing to srun) ...
+    warnings.filterwarnings(
+        "ignore",
+        message="The `srun` command is available on your system but is not used",
+        module=r"lightning_fabric\.plugins\.environments\.slurm",
+    )
+    # ... and torch's deprecation of LeafSpec, met inside Lightning's own pytree helper (not kdrl's code)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
 
 
 def seed_job(seed: int, threads: int) -> None:

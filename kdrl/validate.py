@@ -332,12 +332,56 @@ def _env(cfg: Config) -> None:
     _check(ok, "env.perturbations", "a list of {name: ..., physics/obs_noise/kwargs: ...} entries", perts)
 
 
+# what kdrl.envs.env_family tells apart: flat observation vectors (classic control, Box2D), MinAtar's
+# (C, 10, 10) grids, Atari's stacked 84x84 frames. Each conf/env/*.yaml declares its env_family, each
+# conf/recipe/*.yaml the families it is tuned for (recipe_for.families).
+ENV_FAMILIES = ("gym", "minatar", "atari")
+
+
+def _recipe_fits_env(cfg: Config) -> None:
+    """A recipe made for another env family (recipe=minatar_fast env=cartpole) is refused here, in
+    one line naming both and the recipes that fit, instead of when its net meets the observations."""
+    _one_of(cfg, "env_family", ENV_FAMILIES)
+    _block(cfg, "recipe_for", nullable=True)
+    recipe = _num(cfg, "recipe_for")
+    if recipe is not None:
+        _text(cfg, "recipe_for.name")
+        fams = _num(cfg, "recipe_for.families")
+        ok = isinstance(fams, list) and len(fams) > 0 and all(isinstance(f, str) and f in ENV_FAMILIES for f in fams)
+        _check(ok, "recipe_for.families", "a non-empty list of env families (" + ", ".join(ENV_FAMILIES) + ")", fams)
+    family = _num(cfg, "env_family")
+    if recipe is None or family is None or family in recipe["families"]:
+        return
+    fitting = ", ".join(recipes_for(family)) or "none"
+    raise ConfigError(
+        f"recipe={recipe['name']} is made for {' and '.join(recipe['families'])} envs, but the env "
+        f"({_num(cfg, 'env.id')}) is a {family} env: recipes for {family} envs: {fitting} (or leave recipe= out: "
+        "each env picks its own)"
+    )
+
+
+def recipes_for(family: str) -> list[str]:
+    """The conf/recipe/*.yaml names whose recipe_for.families include ``family``."""
+    from kdrl.config import CONF_DIR
+
+    names = []
+    for path in sorted((Path(CONF_DIR) / "recipe").glob("*.yaml")):
+        try:
+            fams = OmegaConf.load(path).get("recipe_for", {}).get("families") or []
+        except Exception:
+            continue
+        if family in fams:
+            names.append(path.stem)
+    return names
+
+
 def validate_common(cfg: DictConfig | Config, teacher_replay: bool = True) -> None:
     """kdrl-train's config (and the keys kdrl-distill shares with it: the teacher's algo, net, env).
     ``teacher_replay``: the algo block's replay is built (not for a distillation from a given teacher)."""
     cfg = resolved(cfg)
     _run_keys(cfg)
     _env(cfg)
+    _recipe_fits_env(cfg)
     _dqn_block(cfg, "algo")
     _net(cfg, "net")
     _makes_updates(cfg, "algo")

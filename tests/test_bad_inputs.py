@@ -87,6 +87,12 @@ CASES = [
         ["env=minatar_breakout", "algo.buffer_size=2000000000"],
         "algo.buffer_size=2,000,000,000 needs a standard replay of 1634.0 GB",
     ),
+    (
+        "train",
+        ["recipe=minatar_fast", "env=cartpole"],
+        "recipe=minatar_fast is made for minatar envs, but the env (CartPole-v1) is a gym env: recipes for gym "
+        "envs: acrobot, cartpole, lunarlander",
+    ),
 ]
 
 

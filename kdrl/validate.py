@@ -634,6 +634,7 @@ def _teacher(cfg: Config) -> None:
     _bool(cfg, "teacher.seed_from_student")
     _str_list(cfg, "teacher.overrides")
     _text(cfg, "teacher.cache_dir")
+    _bool(cfg, "teacher.trust_code")
 
 
 def _loss(cfg: Config) -> None:
@@ -696,6 +697,7 @@ def validate_multitask(cfg: DictConfig | Config) -> None:
     _int_at_least(cfg, "teacher.seed", 0)
     _str_list(cfg, "teacher.overrides")
     _text(cfg, "teacher.cache_dir")
+    _bool(cfg, "teacher.trust_code")
     conv = _num(cfg, "student.conv")
     _block(cfg, "student.conv", nullable=True)
     for key, low in (("width", 1), ("depth", 0 if conv else 1)):

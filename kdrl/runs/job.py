@@ -336,6 +336,7 @@ RESUME_FREE_KEYS = (
     "trainer.accelerator",  # cpu | gpu | auto: where it runs (a requeue may land elsewhere)
     "checkpoint.keep_last",  # how many full checkpoints stay on disk
     "teacher.cache_dir",  # where on-demand teachers are cached (the cache key names the teacher)
+    "teacher.trust_code",  # a permission (a TorchScript teacher may run), not what the run computes
 )
 # ... and by task, the keys a job of that task never reads. A teacher's budget is its resolved
 # algo.total_timesteps; the students' blocks (distill, student_sizes, env.perturbations) and the

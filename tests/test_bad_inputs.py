@@ -177,3 +177,40 @@ def test_an_mlp_runs_on_minatar_grids(tmp_path):
     assert (
         res["status"] == "ok" and res["grad_steps"] > 0 and res["params"] == 400 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3
     )
+
+
+# Round two: mistakes a new user makes across every console script, each answered on exactly one line
+# of stderr (no traceback, no usage block, no work done first), non-zero exit. (module, args, expected)
+# "{d}": a scratch dir holding a trained teacher run (run/), a policy file, a text file and an empty dir.
+ROUND_TWO = [
+    ("train", ["envs=cartpole"], "envs=cartpole: there is no config group or key 'envs'; did you mean env=cartpole?"),
+    ("train", ["trainer=tpu"], "trainer=tpu: Could not find 'trainer/tpu' (config group 'trainer' options: cpu,"),
+]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory, ckpts):
+    d = tmp_path_factory.mktemp("round2")
+    (d / "empty").mkdir()
+    (d / "notes.txt").write_text("not a directory\n")
+    return d
+
+
+@pytest.mark.parametrize("module,args,expected", ROUND_TWO, ids=[f"{m} {' '.join(a)}" for m, a, _ in ROUND_TWO])
+def test_round_two_mistake_is_one_line(module, args, expected, scratch, ckpts, tmp_path):
+    args = [a.format(d=scratch, c=ckpts, t=tmp_path) for a in args]
+    if module in ("train", "distill", "multitask"):
+        args = [*FAST, *args, f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"kdrl.cli.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in said, said[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], said[-3000:]

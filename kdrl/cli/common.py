@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,8 +68,9 @@ class OverrideError(KdrlUserError, ValueError):
 
 def check_group_overrides(argv: list[str]) -> None:
     """Hydra answers a config group given something other than an option name (``debug=null``,
-    ``env=0``, ``logger={a:1}``, ``launcher=[1,2]``) with a traceback: refuse those in one line that
-    says what the group takes. Overrides that do not parse are left to Hydra's own compact message."""
+    ``env=0``, ``logger={a:1}``, ``launcher=[1,2]``) with a traceback, and an option it does not have
+    (``trainer=tpu``) with a dozen lines: refuse those in one line that says what the group takes.
+    Overrides that do not parse, and sweeps, are left to Hydra's own compact message."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -82,9 +85,19 @@ def check_group_overrides(argv: list[str]) -> None:
         if not group.is_dir() or o.is_delete() or o.is_sweep_override():
             continue
         value = o.value()
-        if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-            continue
         options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+        if isinstance(value, str):
+            if not (group / f"{value}.yaml").is_file() and not (group / value).is_dir():
+                # Hydra's answer is a dozen lines (options, the config search path); this is one
+                close = difflib.get_close_matches(value, [p.stem for p in group.glob("*.yaml")], n=1)
+                hint = f"; did you mean {o.key_or_group}={close[0]}?" if close else ""
+                raise OverrideError(
+                    f"{arg}: Could not find '{o.key_or_group}/{value}' (config group '{o.key_or_group}' options: "
+                    f"{options}){hint}"
+                )
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            continue
         raise OverrideError(
             f"{arg}: config group '{o.key_or_group}' takes an option name ({options}), got {value!r}; "
             f"leave it out for its default, or drop an optional one with ~{o.key_or_group}"
@@ -215,12 +228,34 @@ def launcher_failure(exc: BaseException) -> LauncherError | None:
     return LauncherError(f"launcher={name} could not run the sweep ({cause}); {hint}")
 
 
+def misspelt_group(exc: BaseException) -> OverrideError | None:
+    """Hydra's "Could not override 'envs'" for a root key that does not exist but is close to a
+    config group's name, as one line naming the group (Hydra suggests ``+envs=...``, which adds
+    the typo as a new key); None for anything else."""
+    if type(exc).__name__ != "ConfigCompositionException":
+        return None
+    m = re.match(r"Could not override '([^'.]+)'\.", str(exc))
+    if m is None:
+        return None
+    key = m.group(1)
+    groups = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "base")
+    close = difflib.get_close_matches(key, groups, n=1)
+    if not close:
+        return None
+    value = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.split("=", 1)[0] == key), "<option>")
+    return OverrideError(
+        f"{key}={value}: there is no config group or key '{key}'; did you mean {close[0]}={value}? "
+        f"(config groups: {', '.join(groups)})"
+    )
+
+
 @contextmanager
-def launcher_errors_in_one_line(prog: str) -> Iterator[None]:
+def hydra_errors_in_one_line(prog: str) -> Iterator[None]:
     """A launcher that fails to run a sweep (sbatch refused, no Ray cluster) is one line naming it and
-    the cause, and exit code 2, instead of Hydra's traceback: Hydra prints and exits inside
-    ``run_and_report`` (hydra._internal.utils), so the function it runs is wrapped for the call.
-    KDRL_DEBUG=1, or a Hydra without that function, leaves Hydra's own report."""
+    the cause, and a misspelt config group (``envs=cartpole``) one line naming the group meant, both
+    with exit code 2, instead of Hydra's traceback or its advice to add the key (``+envs=...``):
+    Hydra prints and exits inside ``run_and_report`` (hydra._internal.utils), so the function it runs
+    is wrapped for the call. KDRL_DEBUG=1, or a Hydra without that function, leaves Hydra's report."""
     import hydra._internal.utils as hydra_utils
 
     original = getattr(hydra_utils, "run_and_report", None)
@@ -233,7 +268,7 @@ def launcher_errors_in_one_line(prog: str) -> Iterator[None]:
             try:
                 return func()
             except Exception as exc:
-                failure = launcher_failure(exc)
+                failure = launcher_failure(exc) or misspelt_group(exc)
                 if failure is None:
                     raise
                 fail(prog, failure)  # SystemExit: run_and_report lets it through
@@ -260,7 +295,7 @@ def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], d
             check_group_overrides(sys.argv[1:])
         except OverrideError as exc:
             fail(prog, exc)
-        with launcher_errors_in_one_line(prog):
+        with hydra_errors_in_one_line(prog):
             _app()
 
     return main

@@ -121,6 +121,12 @@ def load_foreign(path: str | Path, trust_code: bool = False) -> ForeignTeacher:
 def sb3_zip(folder: Path) -> Path:
     """The one SB3 model zip of an RL Zoo run folder or a hub-style model folder."""
     zips = [p for p in sorted(folder.glob("*.zip")) if detect_zip_is_sb3(p)]
+    if not zips:  # a kdrl run dir given for its policy file: name the file to give
+        policies = [folder / n for n in ("teacher.pt", "student.pt") if (folder / n).is_file()]
+        if policies:
+            raise CheckpointError(
+                f"{folder} is a kdrl run dir, not a policy file: give its {policies[0].name} ({policies[0]})"
+            )
     if len(zips) != 1:
         found = ", ".join(p.name for p in zips) or "none"
         raise CheckpointError(f"{folder}: expected exactly one SB3 model .zip, found {found}")

@@ -44,12 +44,16 @@ def env_family(env_id: str) -> str:
     return "gym"
 
 
+_REGISTERED: set[str] = set()  # the families registered in this process
+
+
 def _register_family(env_id: str) -> None:
     """MinAtar and ALE register their ids only when asked (minatar 1.0.15 needs an explicit call
     under gymnasium 1.x); do it on first use so ``env.id=MinAtar/Breakout-v1`` just works."""
     family = env_family(env_id)
-    if env_id in gym.registry or family == "gym":
+    if env_id in gym.registry or family == "gym" or family in _REGISTERED:
         return
+    _REGISTERED.add(family)  # once: registering again makes gymnasium warn about every id it overrides
     if family == "minatar":
         import minatar.gym
 

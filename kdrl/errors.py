@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import NoReturn
 
 DEBUG_HINT = "(KDRL_DEBUG=1 shows the traceback)"
@@ -16,6 +17,25 @@ DEBUG_HINT = "(KDRL_DEBUG=1 shows the traceback)"
 
 class KdrlUserError(Exception):
     """Marker for errors whose message alone tells the user what to fix: reported without the type."""
+
+
+class OutputPathError(KdrlUserError, ValueError):
+    """An output path a command cannot write; the message names the option it came from."""
+
+
+def writable_dir(path: str | Path, flag: str) -> Path:
+    """``path`` as a directory this process can write into (created if missing), checked before any
+    work is done; else an OutputPathError naming ``flag`` and what is wrong."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"{flag} {path} cannot be created: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {path} is not writable (permission denied)")
+    return path
 
 
 def debugging() -> bool:

@@ -7,7 +7,8 @@ kdrl's own ``MLP``/``ConvNet`` with their weights copied key by key, so a foreig
 labels states, exposes features and names its student family like a kdrl teacher. The
 architecture is read from the file (the state dict's shapes and SB3's ``data`` JSON), never
 assumed. A TorchScript module is opaque: it is wrapped as is (features = its input), so feature
-distillation needs a kdrl, SB3 or CleanRL teacher.
+distillation needs a kdrl, SB3 or CleanRL teacher. It is also a program (its code runs when it is
+loaded), so it loads only with ``teacher.trust_code=true``; every other format loads weights only.
 
 Observation conventions (checked against the env's shape; see README "Bring your own teacher"):
 SB3 Atari = AtariWrapper + VecFrameStack(4) + VecTransposeImage -> (4, 84, 84) uint8, /255 in the
@@ -93,13 +94,25 @@ def detect_format(path: str | Path) -> str:
     raise CheckpointError(f"{path}: not a kdrl, SB3, CleanRL or TorchScript teacher file")
 
 
-def load_foreign(path: str | Path) -> ForeignTeacher:
+class UntrustedCodeError(CheckpointError):
+    """A teacher file that is a program (TorchScript) given without the opt-in to run it."""
+
+
+def load_foreign(path: str | Path, trust_code: bool = False) -> ForeignTeacher:
+    """A foreign teacher. SB3, CleanRL and hub-folder files load weights only (no code from the file
+    runs); a TorchScript file is a program, loaded only with ``trust_code`` (teacher.trust_code=true)."""
     kind = detect_format(path)
     if kind == "sb3":
         return load_sb3(path)
     if kind == "cleanrl":
         return load_cleanrl(path)
     if kind == "torchscript":
+        if not trust_code:
+            raise UntrustedCodeError(
+                f"{path} is a TorchScript teacher: loading it runs code from the file (TorchScript is a program, "
+                "not weights), so it is refused by default; give teacher.trust_code=true if you trust where it "
+                "came from"
+            )
         return load_torchscript(path)
     raise CheckpointError(f"{path} is a kdrl policy file: load it with kdrl.io.load_policy")
 
@@ -108,6 +121,12 @@ def load_foreign(path: str | Path) -> ForeignTeacher:
 def sb3_zip(folder: Path) -> Path:
     """The one SB3 model zip of an RL Zoo run folder or a hub-style model folder."""
     zips = [p for p in sorted(folder.glob("*.zip")) if detect_zip_is_sb3(p)]
+    if not zips:  # a kdrl run dir given for its policy file: name the file to give
+        policies = [folder / n for n in ("teacher.pt", "student.pt") if (folder / n).is_file()]
+        if policies:
+            raise CheckpointError(
+                f"{folder} is a kdrl run dir, not a policy file: give its {policies[0].name} ({policies[0]})"
+            )
     if len(zips) != 1:
         found = ", ".join(p.name for p in zips) or "none"
         raise CheckpointError(f"{folder}: expected exactly one SB3 model .zip, found {found}")

@@ -448,12 +448,35 @@ def make_replay(
     """``kind``: ``auto`` (frame_stack for stacked uint8 frames (k, H, W) with H, W >= 32, i.e.
     Atari pixels; standard otherwise), ``standard`` or ``frame_stack``. ``n_step``/``gamma``: the
     samples' n-step returns (1: one-step transitions)."""
-    if kind == "auto":
-        pixels = obs_dtype == "uint8" and len(obs_shape) == 3 and min(obs_shape[1:]) >= 32
-        kind = "frame_stack" if pixels else "standard"
+    kind = replay_kind(kind, obs_shape, obs_dtype)
     if kind == "frame_stack":
         return FrameStackReplay(capacity, obs_shape, num_envs, seed=seed, n_step=n_step, gamma=gamma)
     if kind == "standard":
         dtype = getattr(torch, obs_dtype)
         return ReplayBuffer(capacity, obs_shape, dtype, seed=seed, n_step=n_step, gamma=gamma, num_envs=num_envs)
     raise ValueError(f"unknown replay kind '{kind}' (expected auto, standard or frame_stack)")
+
+
+def stacked_frames(obs_shape: tuple[int, ...], obs_dtype: str) -> bool:
+    """Observations that are stacks of uint8 frames (k, H, W) with H, W >= 32: Atari pixels."""
+    return obs_dtype == "uint8" and len(obs_shape) == 3 and min(obs_shape[1:]) >= 32
+
+
+def replay_kind(kind: str, obs_shape: tuple[int, ...], obs_dtype: str) -> str:
+    """``auto`` resolved: frame_stack for stacked frames, standard otherwise."""
+    if kind == "auto":
+        return "frame_stack" if stacked_frames(obs_shape, obs_dtype) else "standard"
+    return kind
+
+
+def replay_nbytes(kind: str, capacity: int, obs_shape: tuple[int, ...], obs_dtype: str, num_envs: int = 1) -> int:
+    """Bytes ``make_replay`` allocates for these arguments, computed without allocating (a config
+    check: a replay that cannot fit is refused before anything is built)."""
+    kind = replay_kind(kind, obs_shape, obs_dtype)
+    per_row = 8 + 4 + 4 + 1  # action (int64), reward, terminated (float32), episode end / valid flag (bool)
+    if kind == "frame_stack":
+        slots = -(-int(capacity) // int(num_envs)) + int(obs_shape[0]) + 1
+        frame = int(np.prod(obs_shape[1:], dtype=np.int64))  # uint8
+        return int(num_envs) * (slots * (frame + per_row) + 8 + 1)
+    item = np.dtype(obs_dtype).itemsize
+    return int(capacity) * (2 * int(np.prod(obs_shape, dtype=np.int64)) * item + per_row)

@@ -176,11 +176,14 @@ def cached_teacher_ok(entry: Path) -> bool:
     return False
 
 
-def load_teacher_net(path: str | Path, env_id: str, obs_shape: tuple[int, ...], n_actions: int):
+def load_teacher_net(
+    path: str | Path, env_id: str, obs_shape: tuple[int, ...], n_actions: int, trust_code: bool = False
+):
     """Rebuild a teacher network, checked against the env: from a kdrl policy file, or from another
     tool's file (kdrl.foreign: SB3 / RL Zoo, CleanRL, TorchScript). The returned state has
     ``net`` (the kdrl net config it was rebuilt as; None for TorchScript), ``format`` and, for
-    foreign files, ``reported_return`` and ``source``."""
+    foreign files, ``reported_return`` and ``source``. ``trust_code``: a TorchScript file (a
+    program) may be loaded."""
     from hydra.utils import instantiate
 
     from kdrl.foreign import ScriptedQNetwork, detect_format, load_foreign
@@ -191,7 +194,7 @@ def load_teacher_net(path: str | Path, env_id: str, obs_shape: tuple[int, ...], 
         net = instantiate(state["net"], obs_shape=tuple(obs_shape), n_actions=int(n_actions))
         net.load_state_dict(state["state_dict"])
         return net.eval(), {**state, "format": "kdrl"}
-    foreign = load_foreign(path)
+    foreign = load_foreign(path, trust_code=trust_code)  # TorchScript runs code: only with teacher.trust_code
     if foreign.obs_shape is not None and tuple(foreign.obs_shape) != tuple(obs_shape):
         raise CheckpointError(
             f"{fmt} teacher {path} takes observations of shape {tuple(foreign.obs_shape)}, env '{env_id}' gives "

@@ -332,14 +332,193 @@ def _env(cfg: Config) -> None:
     _check(ok, "env.perturbations", "a list of {name: ..., physics/obs_noise/kwargs: ...} entries", perts)
 
 
-def validate_common(cfg: DictConfig | Config) -> None:
-    """kdrl-train's config (and the keys kdrl-distill shares with it: the teacher's algo, net, env)."""
+# what kdrl.envs.env_family tells apart: flat observation vectors (classic control, Box2D), MinAtar's
+# (C, 10, 10) grids, Atari's stacked 84x84 frames. Each conf/env/*.yaml declares its env_family, each
+# conf/recipe/*.yaml the families it is tuned for (recipe_for.families).
+ENV_FAMILIES = ("gym", "minatar", "atari")
+
+
+def _recipe_fits_env(cfg: Config) -> None:
+    """A recipe made for another env family (recipe=minatar_fast env=cartpole) is refused here, in
+    one line naming both and the recipes that fit, instead of when its net meets the observations."""
+    _one_of(cfg, "env_family", ENV_FAMILIES)
+    _block(cfg, "recipe_for", nullable=True)
+    recipe = _num(cfg, "recipe_for")
+    if recipe is not None:
+        _text(cfg, "recipe_for.name")
+        fams = _num(cfg, "recipe_for.families")
+        ok = isinstance(fams, list) and len(fams) > 0 and all(isinstance(f, str) and f in ENV_FAMILIES for f in fams)
+        _check(ok, "recipe_for.families", "a non-empty list of env families (" + ", ".join(ENV_FAMILIES) + ")", fams)
+    family = _num(cfg, "env_family")
+    if recipe is None or family is None or family in recipe["families"]:
+        return
+    fitting = ", ".join(recipes_for(family)) or "none"
+    raise ConfigError(
+        f"recipe={recipe['name']} is made for {' and '.join(recipe['families'])} envs, but the env "
+        f"({_num(cfg, 'env.id')}) is a {family} env: recipes for {family} envs: {fitting} (or leave recipe= out: "
+        "each env picks its own)"
+    )
+
+
+def recipes_for(family: str) -> list[str]:
+    """The conf/recipe/*.yaml names whose recipe_for.families include ``family``."""
+    from kdrl.config import CONF_DIR
+
+    names = []
+    for path in sorted((Path(CONF_DIR) / "recipe").glob("*.yaml")):
+        try:
+            fams = OmegaConf.load(path).get("recipe_for", {}).get("families") or []
+        except Exception:
+            continue
+        if family in fams:
+            names.append(path.stem)
+    return names
+
+
+def validate_common(cfg: DictConfig | Config, teacher_replay: bool = True) -> None:
+    """kdrl-train's config (and the keys kdrl-distill shares with it: the teacher's algo, net, env).
+    ``teacher_replay``: the algo block's replay is built (not for a distillation from a given teacher)."""
     cfg = resolved(cfg)
     _run_keys(cfg)
     _env(cfg)
+    _recipe_fits_env(cfg)
     _dqn_block(cfg, "algo")
     _net(cfg, "net")
     _makes_updates(cfg, "algo")
+    if teacher_replay:
+        _replay_fits(cfg, "algo", [_get(cfg, "env")], _num(cfg, "algo.total_timesteps"))
+
+
+# ---- a replay that cannot fit in memory ------------------------------------------------------------
+def available_memory() -> tuple[int, str] | None:
+    """The memory this machine has for a run, and where the figure comes from: MemAvailable in
+    /proc/meminfo (os.sysconf's available pages where there is none), capped by the memory cgroup's
+    limit (a SLURM job's --mem, a container's limit). None when neither can be read."""
+    found: list[tuple[int, str]] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append((int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"))
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        import os
+
+        try:
+            found.append((os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available physical pages"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    limit = _cgroup_memory_limit()
+    if limit is not None:
+        found.append((limit, "the memory cgroup's limit (a SLURM --mem, a container limit)"))
+    return min(found) if found else None
+
+
+def _cgroup_memory_limit() -> int | None:
+    """The tightest memory limit of this process's cgroup and its parents (v1 or v2), None when unset."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            base, name = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        here = base / path.strip().lstrip("/")
+        for d in {base, here, *[p for p in here.parents if base in (p, *p.parents)]}:
+            try:
+                text = (d / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 2**60:  # "max" / 2^63-ish: no limit
+                limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _spec_of(env: Any) -> Any:
+    """The env's spec (shapes, dtype) from one env made and closed; None when it cannot be made
+    (building the run reports that in its own words)."""
+    if not isinstance(env, Mapping) or not isinstance(env.get("id"), str):
+        return None
+    from kdrl.envs import probe_spec
+
+    key = (env["id"], repr(sorted((env.get("kwargs") or {}).items())))
+    if key not in _SPECS:
+        try:
+            _SPECS[key] = probe_spec({"id": env["id"], "kwargs": dict(env.get("kwargs") or {})})
+        except Exception:
+            _SPECS[key] = None
+    return _SPECS[key]
+
+
+_SPECS: dict[tuple[str, str], Any] = {}
+
+
+def _replay_fits(cfg: Config, block: str, envs: list[Any], steps: Any = None) -> None:
+    """Refuse, before anything is built, a replay (one per env in ``envs``: multi-task keeps one per
+    task) that the machine's memory cannot hold with the copy each checkpoint makes of its contents;
+    say its size, the memory there is and the way out: a smaller buffer, or for stacked frames kept
+    whole in a standard replay, the frame-stack replay that stores each frame once. ``steps``: the
+    env steps written into each replay (None: it fills)."""
+    from kdrl.replay import replay_kind, replay_nbytes, stacked_frames
+
+    capacity, kind = _num(cfg, f"{block}.buffer_size"), _num(cfg, f"{block}.replay")
+    if not _is_int(capacity) or capacity < 1 or not isinstance(kind, str):
+        return
+    specs = [_spec_of(env) for env in envs]
+    if not specs or any(spec is None for spec in specs):
+        return
+    num_envs = [max(1, env.get("num_envs") if _is_int(env.get("num_envs")) else 1) for env in envs]
+
+    def need(cap: int) -> int:
+        """The replays plus a checkpoint's copy: the filled part of a standard one, all of a frame-stack one."""
+        out = 0
+        for spec, n in zip(specs, num_envs, strict=True):
+            whole = replay_kind(kind, spec.obs_shape, spec.obs_dtype) == "frame_stack" or not _is_int(steps)
+            out += int(
+                replay_nbytes(kind, cap, spec.obs_shape, spec.obs_dtype, n)
+                * (1 + (1 if whole else min(1, steps / cap)))
+            )
+        return out
+
+    memory = available_memory()
+    if memory is None or need(capacity) <= memory[0]:
+        return
+    avail, source = memory
+    lo, hi = 0, capacity  # the largest buffer that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need(mid) <= avail else (lo, mid - 1)
+    spec = specs[0]
+    resolved_kind = replay_kind(kind, spec.obs_shape, spec.obs_dtype)
+    zipped = list(zip(specs, num_envs, strict=True))
+    size = sum(replay_nbytes(kind, capacity, s.obs_shape, s.obs_dtype, n) for s, n in zipped)
+    if len(specs) > 1:
+        what = f"{len(specs)} {resolved_kind} replays, one per task, of {_gb(size)} together"
+    else:
+        stored = "each frame once" if resolved_kind == "frame_stack" else "obs and next_obs"
+        what = (
+            f"a {resolved_kind} replay of {_gb(size)} ({spec.obs_dtype} observations {tuple(spec.obs_shape)}, {stored})"
+        )
+    scale = 10 ** max(0, len(str(lo)) - 2)
+    fit = lo // scale * scale  # two significant digits, rounded down
+    ways = f"lower {block}.buffer_size (about {fit:,} fit)" if fit >= 1 else f"lower {block}.buffer_size"
+    if resolved_kind == "standard" and all(stacked_frames(s.obs_shape, s.obs_dtype) for s in specs):
+        frames = sum(replay_nbytes("frame_stack", capacity, s.obs_shape, s.obs_dtype, n) for s, n in zipped)
+        ways += f", or {block}.replay=frame_stack, which stores each frame once ({_gb(frames)})"
+    raise ConfigError(
+        f"{block}.buffer_size={capacity:,} needs {what}, and each checkpoint copies what it holds: {_gb(need(capacity))} "
+        f"in all, more than the {_gb(avail)} this machine has ({source}): {ways}"
+    )
 
 
 def _makes_updates(cfg: Config, block: str) -> None:
@@ -366,7 +545,8 @@ def _makes_updates(cfg: Config, block: str) -> None:
 def validate_distill(cfg: DictConfig | Config) -> None:
     """kdrl-distill's config: the teacher's keys (validate_common), the student's, the loss."""
     cfg = resolved(cfg)
-    validate_common(cfg)
+    scratch = _num(cfg, "baseline") == "scratch"  # plain DQN with the algo block's replay; `control` is not used
+    validate_common(cfg, teacher_replay=False)
     for key in ("total_timesteps", "buffer_size", "batch_size", "train_freq", "gradient_steps"):
         _int_at_least(cfg, f"distill.{key}", 1)
     _int_at_least(cfg, "distill.learning_starts", 0)
@@ -402,7 +582,6 @@ def validate_distill(cfg: DictConfig | Config) -> None:
     _student(cfg)
     _teacher(cfg)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))
-    scratch = _num(cfg, "baseline") == "scratch"  # plain DQN acting with its own net: `control` is not used
     if _num(cfg, "env.actor") == "process" and _num(cfg, "control") != "student" and not scratch:
         # the teacher's and the mixed policy's acting keep counters (and an RNG) in the learner
         raise ConfigError(
@@ -416,6 +595,17 @@ def validate_distill(cfg: DictConfig | Config) -> None:
     _int_at_least(cfg, "distill.mixed.decay_steps", 0)
     for key in ("generalisation_episodes", "agreement_states"):
         _int_at_least(cfg, f"eval.{key}", 1)
+    # the replays it builds, one after the other: an on-demand teacher's (a given teacher.checkpoint
+    # needs none) and the student's, or the scratch baseline's (the algo block's, at the student budget)
+    env, student_steps = _get(cfg, "env"), _num(cfg, "distill.total_timesteps")
+    if _num(cfg, "teacher.checkpoint") is None:
+        _replay_fits(cfg, "algo", [env], _num(cfg, "algo.total_timesteps"))
+    if scratch:
+        _replay_fits(cfg, "algo", [env], student_steps)
+    else:
+        pretrain = _num(cfg, "distill.pretrain.teacher_steps")
+        steps = student_steps + pretrain if _is_int(student_steps) and _is_int(pretrain) else student_steps
+        _replay_fits(cfg, "distill", [env], steps)
 
 
 def _student(cfg: Config) -> None:
@@ -444,6 +634,7 @@ def _teacher(cfg: Config) -> None:
     _bool(cfg, "teacher.seed_from_student")
     _str_list(cfg, "teacher.overrides")
     _text(cfg, "teacher.cache_dir")
+    _bool(cfg, "teacher.trust_code")
 
 
 def _loss(cfg: Config) -> None:
@@ -506,6 +697,7 @@ def validate_multitask(cfg: DictConfig | Config) -> None:
     _int_at_least(cfg, "teacher.seed", 0)
     _str_list(cfg, "teacher.overrides")
     _text(cfg, "teacher.cache_dir")
+    _bool(cfg, "teacher.trust_code")
     conv = _num(cfg, "student.conv")
     _block(cfg, "student.conv", nullable=True)
     for key, low in (("width", 1), ("depth", 0 if conv else 1)):
@@ -551,3 +743,17 @@ def validate_multitask(cfg: DictConfig | Config) -> None:
             "a plain distillation loss (hybrid and feature losses are single-task only)",
             _num(cfg, "loss.name"),
         )
+    # one replay per task, multitask.buffer_size each, in the task's env as its conf/env preset has it
+    envs = [_preset_env(name, num_envs) for name in tasks]
+    _replay_fits(cfg, "multitask", envs, _num(cfg, "multitask.steps_per_task"))
+
+
+def _preset_env(name: str, num_envs: Any) -> dict[str, Any] | None:
+    """The env block (id, kwargs, num_envs) of conf/env/<name>.yaml."""
+    from kdrl.config import CONF_DIR
+
+    try:
+        env = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "env" / f"{name}.yaml").env, resolve=True)
+    except Exception:
+        return None
+    return {**env, "num_envs": num_envs if _is_int(num_envs) else 1} if isinstance(env, dict) else None

@@ -81,6 +81,18 @@ CASES = [
     ("distill", ["teacher.checkpoint={d}/obs5.pt"], "expects observations of shape (5,), env gives (4,)"),
     ("distill", ["teacher.checkpoint={d}/act3.pt"], "has 3 actions, env has 2"),
     ("distill", ["teacher.checkpoint={d}/exploit.pt"], "cannot load checkpoint"),
+    # a replay no machine here holds: refused before anything is built, not by the allocator after setup
+    (
+        "train",
+        ["env=minatar_breakout", "algo.buffer_size=2000000000"],
+        "algo.buffer_size=2,000,000,000 needs a standard replay of 1634.0 GB",
+    ),
+    (
+        "train",
+        ["recipe=minatar_fast", "env=cartpole"],
+        "recipe=minatar_fast is made for minatar envs, but the env (CartPole-v1) is a gym env: recipes for gym "
+        "envs: acrobot, cartpole, lunarlander",
+    ),
 ]
 
 
@@ -165,3 +177,72 @@ def test_an_mlp_runs_on_minatar_grids(tmp_path):
     assert (
         res["status"] == "ok" and res["grad_steps"] > 0 and res["params"] == 400 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3
     )
+
+
+# Round two: mistakes a new user makes across every console script, each answered on exactly one line
+# of stderr (no traceback, no usage block, no work done first), non-zero exit. (module, args, expected)
+# "{d}": a scratch dir holding a trained teacher run (run/), a policy file, a text file and an empty dir.
+ROUND_TWO = [
+    ("train", ["envs=cartpole"], "envs=cartpole: there is no config group or key 'envs'; did you mean env=cartpole?"),
+    ("train", ["trainer=tpu"], "trainer=tpu: Could not find 'trainer/tpu' (config group 'trainer' options: cpu,"),
+    ("distill", ["teacher.checkpoint={d}/run"], "{d}/run is a kdrl run dir, not a policy file: give its teacher.pt"),
+    ("table", ["{d}/nowhere"], "kdrl-table: error: none of the 1 results file(s) could be read: {d}/nowhere: no such"),
+    ("table", ["{d}/sweep", "--metric", "nope", "--no-plots"], "kdrl-table: no column 'nope' in the results"),
+    ("table", ["{d}/sweep", "--out", "{d}/notes.txt/out"], "kdrl-table: error: --out {d}/notes.txt/out cannot be"),
+    ("export", ["{c}/good.pt", "--out", "{d}/notes.txt"], "--out {d}/notes.txt is a file, not a directory"),
+    ("export", ["{c}/good.pt", "--out", "{d}/notes.txt/exp"], "--out {d}/notes.txt/exp cannot be created"),
+    ("play", ["{c}/good.pt", "--out", "{t}/play.txt"], "kdrl-play writes a .gif or a video (.mp4,"),
+    ("play", ["{c}/good.pt", "--out", "{d}/notes.txt/p.gif"], "its directory {d}/notes.txt is a file, not a directory"),
+    ("show", ["{d}/empty"], "{d}/empty is a directory without a results.json"),
+    ("show", ["{c}/good.pt"], "good.pt is a binary file (a policy or checkpoint?), not a results.json"),
+    ("multitask_table", ["{d}/empty"], "kdrl-multitask-table: error: no kdrl-multitask results.json"),
+]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory, ckpts):
+    """A kdrl run dir holding its teacher.pt, a sweep of one results.json, an empty dir, a text file."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("round2")
+    (d / "run").mkdir()
+    shutil.copyfile(ckpts / "good.pt", d / "run" / "teacher.pt")
+    (d / "sweep" / "a").mkdir(parents=True)
+    result = {"kind": "student", "status": "ok", "env_id": "CartPole-v1", "seed": 0, "loss": "kl", "width": 16}
+    (d / "sweep" / "a" / "results.json").write_text(json.dumps({**result, "normalized_score": 0.9, "config": {}}))
+    (d / "empty").mkdir()
+    (d / "notes.txt").write_text("not a directory\n")
+    return d
+
+
+@pytest.mark.parametrize("module,args,expected", ROUND_TWO, ids=[f"{m} {' '.join(a)}" for m, a, _ in ROUND_TWO])
+def test_round_two_mistake_is_one_line(module, args, expected, scratch, ckpts, tmp_path):
+    args = [a.format(d=scratch, c=ckpts, t=tmp_path) for a in args]
+    expected = expected.format(d=scratch)
+    if module in ("train", "distill", "multitask"):
+        args = [*FAST, *args, f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"kdrl.cli.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in said, said[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], said[-3000:]
+    assert not (scratch / "sweep" / "results.csv").exists()  # a refused kdrl-table wrote nothing
+    assert "episode 0" not in proc.stdout  # kdrl-play refused before playing
+
+
+def test_kdrl_show_takes_a_run_dir(tmp_path):
+    """kdrl-show <run dir> reads the run dir's results.json (it said `cannot read ...: Is a directory`)."""
+    from kdrl.cli.show import ResultsError, load
+
+    (tmp_path / "results.json").write_text(json.dumps({"kind": "teacher", "status": "failed", "error": "x"}))
+    assert load(str(tmp_path))["status"] == "failed"
+    with pytest.raises(ResultsError, match="is a directory without a results.json"):
+        load(str(tmp_path.parent))

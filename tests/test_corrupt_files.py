@@ -248,7 +248,7 @@ def test_multitask_table_names_damaged_results_files_and_goes_on(tmp_path, capsy
     assert list(df["status"]) == ["unreadable"] * 3
     assert main([str(tmp_path)]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3 and all(line.startswith("multitask_table: unreadable: ") for line in err), err
+    assert len(err) == 3 and all(line.startswith("kdrl-multitask-table: unreadable: ") for line in err), err
     assert {Path(line.split(": ")[2]).parent.name for line in err} == {"list", "bytes", "cut"}
 
 

@@ -77,3 +77,23 @@ def test_env_errors_are_clear():
 def test_spec_of_vector_env():
     spec = env_spec(make_vector_env("Acrobot-v1", 2, 0))
     assert spec.obs_shape == (6,) and spec.n_actions == 3 and spec.env_id == "Acrobot-v1"
+
+
+def test_an_unknown_minatar_id_registers_the_family_once_without_warnings():
+    """The config check probes the env before the build does: an unknown MinAtar id registered the
+    family twice, and gymnasium warned "Overriding environment MinAtar/... already in registry" for
+    every id above the one-line error."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from kdrl.envs import EnvError, probe_spec\n"
+        "for _ in range(2):\n"
+        "    try: probe_spec({'id': 'MinAtar/Brekout-v1'})\n"
+        "    except EnvError as e: print(e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("unknown gymnasium env id 'MinAtar/Brekout-v1'") == 2
+    assert "Overriding environment" not in proc.stderr, proc.stderr[-2000:]

@@ -125,13 +125,13 @@ def test_torchscript_teacher_distils_and_a_cartpole_mismatch_is_one_line(tmp_pat
     path = tmp_path / "teacher.ts"
     scripted.save(str(path))
     assert detect_format(path) == "torchscript"
-    net, state = load_teacher_net(path, "CartPole-v1", (4,), 2)
+    net, state = load_teacher_net(path, "CartPole-v1", (4,), 2, trust_code=True)
     assert state["format"] == "torchscript" and state["net"] is None
-    cfg = compose_cfg("distill", [*FAST_STUDENT, f"teacher.checkpoint={path}", "student.width=16"])
-    res = distill_student(cfg, tmp_path / "run")
+    trusted = [*FAST_STUDENT, f"teacher.checkpoint={path}", "student.width=16", "teacher.trust_code=true"]
+    res = distill_student(compose_cfg("distill", trusted), tmp_path / "run")
     assert res["status"] == "ok" and res["teacher_format"] == "torchscript" and res["width"] == 16
     with pytest.raises(CheckpointError, match="cannot take observations of shape"):
-        load_teacher_net(path, "Acrobot-v1", (6,), 3)
+        load_teacher_net(path, "Acrobot-v1", (6,), 3, trust_code=True)
     with pytest.raises(CheckpointError, match="takes observations of shape"):
         load_teacher_net(sb3_cartpole[0], "Acrobot-v1", (6,), 3)
 
@@ -173,3 +173,57 @@ def test_unknown_files_are_named_in_one_line(tmp_path):
     empty.mkdir()
     with pytest.raises(CheckpointError, match="exactly one SB3 model"):
         detect_format(empty)
+
+
+def test_a_torchscript_teacher_runs_its_code_only_with_the_opt_in(tmp_path):
+    """issue: a TorchScript file is a program, and loading a teacher must not run code from the file
+    by default. Without teacher.trust_code=true it is refused in one line saying why and how; with it,
+    it loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kdrl.foreign import UntrustedCodeError
+
+    class Marks(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.q(x)
+
+    scripted = torch.jit.script(Marks())
+    path = tmp_path / "teacher.ts"
+    scripted.save(str(path))
+    with pytest.raises(UntrustedCodeError) as err:
+        load_teacher_net(path, "CartPole-v1", (4,), 2)
+    msg = str(err.value)
+    assert "runs code from the file" in msg and "teacher.trust_code=true" in msg, msg
+    net, state = load_teacher_net(path, "CartPole-v1", (4,), 2, trust_code=True)
+    assert state["format"] == "torchscript"
+    # the CLI, as a user runs it: one line, exit 2, nothing trained, the teacher cache key unchanged
+    cmd = [sys.executable, "-m", "kdrl.cli.distill", "debug=fast", f"teacher.checkpoint={path}"]
+    env = {k: v for k, v in os.environ.items() if k != "KDRL_DEBUG"}
+    proc = subprocess.run(
+        [*cmd, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300, env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in said, said[-3000:]
+    lines = [line for line in said.splitlines() if "kdrl-distill: error:" in line]
+    assert len(lines) == 1 and "TorchScript teacher" in lines[0] and "teacher.trust_code=true" in lines[0], said
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_trust_code_leaves_the_teacher_cache_key_alone():
+    """teacher.trust_code is a permission: the on-demand teacher a job asks for is the same entry."""
+    from kdrl.runs.distill import teacher_request
+    from kdrl.teachers import cache_entry, teacher_config
+
+    def entry(*extra: str):
+        request = teacher_request(compose_cfg("distill", ["debug=fast", *extra]), {"env": "cartpole"})
+        return cache_entry(teacher_config(request.env, request.seed, list(request.overrides)), "c")
+
+    assert entry("teacher.trust_code=true") == entry() == entry("teacher.trust_code=false")

@@ -184,3 +184,33 @@ def test_debug_sweep_preset_trains_the_teacher_once_and_tables(tmp_path):
     )
     assert table.returncode == 0, table.stderr
     assert "4 ok runs, 0 failed" in table.stdout and (tmp_path / "t" / "table.tex").exists()
+
+
+def test_an_unreachable_slurm_controller_is_one_line(tmp_path):
+    """issue: `kdrl-train -m launcher=slurm seed=0,1` with the controller down ended in submitit's
+    traceback (FailedJobError: sbatch: error: ... Unable to contact slurm controller). An sbatch that
+    fails that way stands in for the cluster here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+        "(connect failure)' >&2\nexit 1\n"
+    )
+    sbatch.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("KDRL_DEBUG", None)
+    proc = subprocess.run(
+        TRAIN + ["launcher=slurm", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in said, said[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("kdrl-train: error:")]
+    assert len(errors) == 1, said[-3000:]
+    assert "launcher=slurm" in errors[0] and "Unable to contact slurm controller" in errors[0], errors[0]
+    assert not _results(tmp_path / "sweep")  # no job ran

@@ -28,3 +28,46 @@ def test_minatar_fast_recipe_trains(tmp_path):
     res = train_teacher(cfg, tmp_path)
     assert res["status"] == "ok" and res["env_steps"] == 3000
     assert res["grad_steps"] == (3000 - 500) // 4 + 1
+
+
+def test_each_env_and_recipe_declares_its_family():
+    """conf/env/*.yaml: env_family, as kdrl.envs.env_family reads the id; conf/recipe/*.yaml:
+    recipe_for (its own name, the families it is tuned for); each env's own recipe fits it."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from kdrl.config import CONF_DIR
+    from kdrl.envs import env_family
+    from kdrl.validate import ENV_FAMILIES
+
+    for path in sorted((Path(CONF_DIR) / "recipe").glob("*.yaml")):
+        meta = OmegaConf.load(path).recipe_for
+        assert meta.name == path.stem and set(meta.families) <= set(ENV_FAMILIES), path
+    for path in sorted((Path(CONF_DIR) / "env").glob("*.yaml")):
+        cfg = compose_cfg("train", [f"env={path.stem}"])
+        assert cfg.env_family == env_family(cfg.env.id), path
+        assert cfg.env_family in cfg.recipe_for.families, path
+
+
+@pytest.mark.parametrize(
+    "env,recipe,fitting",
+    [
+        ("cartpole", "minatar_fast", "acrobot, cartpole, lunarlander"),
+        ("minatar_breakout", "atari", "minatar, minatar_fast"),
+        ("atari_pong", "cartpole", "atari"),
+    ],
+)
+def test_a_recipe_for_another_env_family_is_refused_up_front(env, recipe, fitting):
+    """issue: recipe=minatar_fast env=cartpole failed only when the net was built ("ConvNet needs
+    (C, H, W) observations, got shape (4,)")."""
+    from kdrl.validate import ConfigError, validate_distill
+
+    cfg = compose_cfg("train", [f"env={env}", f"recipe={recipe}"])
+    with pytest.raises(
+        ConfigError, match=f"recipe={recipe} is made for .* envs, but the env .* recipes for .*: {fitting}"
+    ):
+        validate_common(cfg)
+    with pytest.raises(ConfigError, match=f"recipe={recipe} is made for"):
+        validate_distill(compose_cfg("distill", [f"env={env}", f"recipe={recipe}"]))
+    validate_common(compose_cfg("train", ["env=acrobot", "recipe=cartpole"]))  # same family: allowed

@@ -131,3 +131,27 @@ def test_keeps_the_last_k_checkpoints(tmp_path):
     numbered = sorted((tmp_path / "checkpoints").glob("step-*.ckpt"))
     assert len(numbered) == 2 and (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert numbered[-1].name == "step-0000003000.ckpt"
+
+
+def test_a_run_starts_without_lightnings_srun_hint_or_the_leafspec_warning(tmp_path):
+    """issue: every run printed, above its progress bar, Lightning's "The `srun` command is available
+    on your system but is not used" (on any machine with SLURM's client tools: a fake srun on PATH
+    here) and torch's LeafSpec deprecation from pytorch_lightning/utilities/_pytree.py. Run without
+    PYTHONWARNINGS=ignore (which `make test` sets), as a user runs it."""
+    import os
+    from pathlib import Path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS" and not k.startswith("SLURM_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "algo.total_timesteps=1000", "eval.freq=500",
+         "eval.reference_episodes=3", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    assert "`srun` command is available" not in said and "LeafSpec" not in said, said[-3000:]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +68,9 @@ class OverrideError(KdrlUserError, ValueError):
 
 def check_group_overrides(argv: list[str]) -> None:
     """Hydra answers a config group given something other than an option name (``debug=null``,
-    ``env=0``, ``logger={a:1}``, ``launcher=[1,2]``) with a traceback: refuse those in one line that
-    says what the group takes. Overrides that do not parse are left to Hydra's own compact message."""
+    ``env=0``, ``logger={a:1}``, ``launcher=[1,2]``) with a traceback, and an option it does not have
+    (``trainer=tpu``) with a dozen lines: refuse those in one line that says what the group takes.
+    Overrides that do not parse, and sweeps, are left to Hydra's own compact message."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -81,9 +85,19 @@ def check_group_overrides(argv: list[str]) -> None:
         if not group.is_dir() or o.is_delete() or o.is_sweep_override():
             continue
         value = o.value()
-        if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-            continue
         options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+        if isinstance(value, str):
+            if not (group / f"{value}.yaml").is_file() and not (group / value).is_dir():
+                # Hydra's answer is a dozen lines (options, the config search path); this is one
+                close = difflib.get_close_matches(value, [p.stem for p in group.glob("*.yaml")], n=1)
+                hint = f"; did you mean {o.key_or_group}={close[0]}?" if close else ""
+                raise OverrideError(
+                    f"{arg}: Could not find '{o.key_or_group}/{value}' (config group '{o.key_or_group}' options: "
+                    f"{options}){hint}"
+                )
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            continue
         raise OverrideError(
             f"{arg}: config group '{o.key_or_group}' takes an option name ({options}), got {value!r}; "
             f"leave it out for its default, or drop an optional one with ~{o.key_or_group}"
@@ -124,6 +138,29 @@ def check_run_dir(cfg: DictConfig, template: str, key: str = "hydra.run.dir") ->
     return path
 
 
+def check_resume_early(prog: str, config: DictConfig, path: Path) -> None:
+    """A run dir holding another config's unfinished run, refused before Hydra writes its .hydra/
+    files and log there (kdrl.runs.job.check_resumable; run_job checks again, for multirun jobs and
+    callers outside Hydra). Anything else that goes wrong here is left to the job to report."""
+    if not (path / "checkpoints").is_dir():
+        return
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    from kdrl.runs.job import ResumeConflict, check_resumable
+
+    task_cfg = copy.deepcopy(config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    try:
+        check_resumable(task_cfg, path)
+    except ResumeConflict as exc:
+        fail(prog, exc)
+    except Exception:
+        return
+
+
 def run_dir_callback() -> Any:
     """A Hydra callback (conf/common.yaml: hydra.callbacks) that checks the run or sweep dir before
     Hydra resolves and creates it, so a value that breaks it is one line and exit code 2, not
@@ -144,6 +181,8 @@ def run_dir_callback() -> Any:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 fail(prog, RunDirError(f"{key} {path} cannot be created: {exc.strerror or exc}"))
+            if key == "hydra.run.dir":
+                check_resume_early(prog, config, path)
 
         def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
             self._check(config, "hydra.run.dir")
@@ -152,6 +191,95 @@ def run_dir_callback() -> Any:
             self._check(config, "hydra.sweep.dir")
 
     return RunDirCheck()
+
+
+class LauncherError(KdrlUserError, RuntimeError):
+    """A multirun launcher that could not run the sweep: a submission refused, a cluster out of reach."""
+
+
+# what to try next, by launcher (conf/launcher)
+LAUNCHER_HINTS = {
+    "slurm": "check the cluster (sinfo), or run the sweep on this machine with launcher=joblib",
+    "ray": "check the Ray cluster (KDRL_RAY_ADDRESS, ray status), or run the sweep on this machine with launcher=joblib",
+}
+
+
+def launcher_failure(exc: BaseException) -> LauncherError | None:
+    """``exc`` as a one-line LauncherError naming the launcher and the cause when it escaped a Hydra
+    launcher's ``launch`` (submitit's FailedJobError from sbatch, Ray's connection errors, a joblib
+    worker that died, ...); None for anything else (config errors, a job's own failure)."""
+    from hydra.plugins.launcher import Launcher
+
+    tb = exc.__traceback__
+    while tb is not None and not isinstance(tb.tb_frame.f_locals.get("self"), Launcher):
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    launcher = tb.tb_frame.f_locals["self"]
+    try:  # the sweep's config, which the launcher was set up with
+        choices = launcher.config.hydra.runtime.choices
+        name = choices.get("launcher") or choices.get("hydra/launcher")
+    except Exception:
+        name = None
+    name = name or type(launcher).__name__
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    cause = f"{type(exc).__name__}: {cause[:300]}{'...' if len(cause) > 300 else ''}"
+    hint = LAUNCHER_HINTS.get(name, "run it on this machine with launcher=joblib, or without -m")
+    return LauncherError(f"launcher={name} could not run the sweep ({cause}); {hint}")
+
+
+def misspelt_group(exc: BaseException) -> OverrideError | None:
+    """Hydra's "Could not override 'envs'" for a root key that does not exist but is close to a
+    config group's name, as one line naming the group (Hydra suggests ``+envs=...``, which adds
+    the typo as a new key); None for anything else."""
+    if type(exc).__name__ != "ConfigCompositionException":
+        return None
+    m = re.match(r"Could not override '([^'.]+)'\.", str(exc))
+    if m is None:
+        return None
+    key = m.group(1)
+    groups = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "base")
+    close = difflib.get_close_matches(key, groups, n=1)
+    if not close:
+        return None
+    value = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.split("=", 1)[0] == key), "<option>")
+    return OverrideError(
+        f"{key}={value}: there is no config group or key '{key}'; did you mean {close[0]}={value}? "
+        f"(config groups: {', '.join(groups)})"
+    )
+
+
+@contextmanager
+def hydra_errors_in_one_line(prog: str) -> Iterator[None]:
+    """A launcher that fails to run a sweep (sbatch refused, no Ray cluster) is one line naming it and
+    the cause, and a misspelt config group (``envs=cartpole``) one line naming the group meant, both
+    with exit code 2, instead of Hydra's traceback or its advice to add the key (``+envs=...``):
+    Hydra prints and exits inside ``run_and_report`` (hydra._internal.utils), so the function it runs
+    is wrapped for the call. KDRL_DEBUG=1, or a Hydra without that function, leaves Hydra's report."""
+    import hydra._internal.utils as hydra_utils
+
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None or debugging():
+        yield
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except Exception as exc:
+                failure = launcher_failure(exc) or misspelt_group(exc)
+                if failure is None:
+                    raise
+                fail(prog, failure)  # SystemExit: run_and_report lets it through
+
+        return original(guarded)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
 
 
 def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[], None]:
@@ -167,6 +295,7 @@ def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], d
             check_group_overrides(sys.argv[1:])
         except OverrideError as exc:
             fail(prog, exc)
-        _app()
+        with hydra_errors_in_one_line(prog):
+            _app()
 
     return main

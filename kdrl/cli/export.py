@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from kdrl.errors import run_cli
+from kdrl.errors import run_cli, writable_dir
 from kdrl.export import DEFAULT_FORMATS, DEFAULT_TOL, FORMATS, MIN_INT8_AGREEMENT, ExportError, export_policy
 
 
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
 
     def body() -> None:
+        writable_dir(args.out, "--out")  # before the policy is loaded and exported
         res = export_policy(
             args.policy, args.out, args.formats, args.name, args.verify_obs, args.tol, args.seed, args.min_agreement
         )

@@ -2,7 +2,7 @@
 
     kdrl-play student.pt --episodes 3 --seed 0 --out student.gif
     kdrl-play teacher.pt student.pt --out cmp.gif          # same seeds, panels labelled
-    kdrl-play student.pt --out run.mp4                     # MP4 when an ffmpeg writer exists, else GIF
+    kdrl-play student.pt --out run.mp4                     # MP4 (or .webm, .mkv, ...) when an ffmpeg writer exists, else GIF
 
 Episode i is reset with seed ``seed + i``, so the printed returns are the returns
 ``kdrl.evaluation.evaluate_policy`` gives for those seeds (see kdrl.render).
@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from kdrl.errors import run_cli
+from kdrl.errors import OutputPathError, run_cli, writable_dir
 from kdrl.render import Note, compose, open_players, panel_names, play_episodes, write_animations
 
 PROG = "kdrl-play"
@@ -51,7 +52,23 @@ def note_to(stream: TextIO) -> Note:
     return lambda msg: print(f"{PROG}: note: {msg}", file=stream)
 
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")  # written through ffmpeg (imageio)
+
+
+def check_outputs(outs: Sequence[str]) -> None:
+    """Each --out an animation file kdrl-play can write, in a directory it can write into: said in one
+    line before any episode is played."""
+    for out in map(Path, outs):
+        if out.suffix.lower() not in (".gif", *VIDEO_SUFFIXES):
+            raise OutputPathError(
+                f"--out {out}: kdrl-play writes a .gif or a video ({', '.join(VIDEO_SUFFIXES)}), "
+                f"not {out.suffix or 'a file without a suffix'}"
+            )
+        writable_dir(out.parent, f"--out {out}: its directory")
+
+
 def play(args: argparse.Namespace) -> None:
+    check_outputs(args.out)
     names = panel_names(args.policies, args.names)
     frames: list[np.ndarray] = []
     with open_players(args.policies, note_to(sys.stdout)) as players:

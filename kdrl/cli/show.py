@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from kdrl.errors import KdrlUserError, attempt
@@ -25,12 +26,18 @@ class ResultsError(KdrlUserError, ValueError):
 
 
 def load(path: str) -> dict[str, Any]:
+    if Path(path).is_dir():  # a run dir: its results.json
+        if not (Path(path) / "results.json").is_file():
+            raise ResultsError(f"{path} is a directory without a results.json: give a run dir or its results.json")
+        path = str(Path(path) / "results.json")
     try:
         with open(path) as f:
             r = json.load(f)
     except OSError as exc:
         raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # JSONDecodeError, bad encoding
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path} is a binary file (a policy or checkpoint?), not a results.json") from exc
+    except ValueError as exc:  # JSONDecodeError
         raise ResultsError(f"{path} is not valid JSON (truncated?): {exc}") from exc
     if not isinstance(r, dict):
         raise ResultsError(f"{path} is not a kdrl results.json (got a JSON {type(r).__name__})")
@@ -62,7 +69,7 @@ def show(path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog=PROG, description="Summarise kdrl results.json files.")
-    p.add_argument("paths", nargs="+", metavar="results.json")
+    p.add_argument("paths", nargs="+", metavar="results.json", help="results.json files or the run dirs holding them")
     args = p.parse_args(argv)
     failed = [path for path in args.paths if attempt(PROG, partial(show, path)) is not None]
     if failed:

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kdrl.errors import OutputPathError, writable_dir
 from kdrl.tables import collect, cross_task, disk_use, plot_all, plot_profiles, summary_table
 
 
@@ -45,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     unreadable = df[df["status"] == "unreadable"]
     df = df[df["status"] != "unreadable"]
+    if df.empty and len(unreadable) == 1:  # the one file given, or all there was: one line
+        r = unreadable.iloc[0]
+        print(
+            f"kdrl-table: error: none of the 1 results file(s) could be read: {r['run_dir']}: {r['error']}",
+            file=sys.stderr,
+        )
+        return 1
     for _, r in unreadable.head(20).iterrows():
         print(f"kdrl-table: unreadable: {r['run_dir']}: {r['error']}", file=sys.stderr)
     if len(unreadable) > 20:
@@ -57,19 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         if df.empty:
             print(f"kdrl-table: error: no results of kind '{args.kind}' (use --kind all)", file=sys.stderr)
             return 1
+    for col in (args.rows, args.cols, args.metric):  # before anything is written
+        if col not in df:
+            print(f"kdrl-table: no column '{col}' in the results (have: {', '.join(df.columns)})", file=sys.stderr)
+            return 1
     readable = [p for p in args.paths if Path(p).exists()]
     first = Path(readable[0])
-    out = Path(args.out or (first.parent if first.is_file() else first))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = writable_dir(args.out or (first.parent if first.is_file() else first), "--out")
+    except OutputPathError as exc:
+        print(f"kdrl-table: error: {exc}", file=sys.stderr)
+        return 1
     df.to_csv(out / "results.csv", index=False)
     try:
         df.to_parquet(out / "results.parquet", index=False)
     except ImportError:
         pass  # parquet needs pyarrow; the CSV holds the same rows
-    for col in (args.rows, args.cols, args.metric):
-        if col not in df:
-            print(f"kdrl-table: no column '{col}' in the results (have: {', '.join(df.columns)})", file=sys.stderr)
-            return 1
     summary = summary_table(df, args.rows, args.cols, args.metric)
     (out / "table.md").write_text(f"{summary.caption}\n\n{summary.markdown}\n")
     (out / "table.tex").write_text(summary.latex)

@@ -251,7 +251,13 @@ class DistillJob(Job):
             self.teacher_path, teacher_res = request.obtain()
         self.teacher_wall_time_s = teacher_res.get("wall_time_s") if teacher_res else None
         seed_job(cfg.seed, cfg.torch_threads)  # a teacher trained on demand reseeds; start from the same state
-        self.teacher, tstate = load_teacher_net(self.teacher_path, spec.env_id, spec.obs_shape, spec.n_actions)
+        self.teacher, tstate = load_teacher_net(
+            self.teacher_path,
+            spec.env_id,
+            spec.obs_shape,
+            spec.n_actions,
+            trust_code=bool(cfg.teacher.get("trust_code", False)),
+        )
         self.teacher_format, self.teacher_reported = tstate["format"], tstate.get("reported_return")
         if tstate["net"] is None and float(cfg.loss.get("feature_weight", 0.0) or 0.0) > 0:
             raise ConfigError("feature distillation needs the teacher's hidden layer: a TorchScript teacher has none")

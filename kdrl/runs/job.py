@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from kdrl.errors import KdrlUserError
 from kdrl.seeding import seed_ints
 from kdrl.validate import resolved
 
@@ -46,6 +47,20 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Found `dataloader_iter` argument.*")
     warnings.filterwarnings("ignore", message=".*using the `dataloader_iter` step flavor.*")
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
+    # noise above every run's progress bar, exactly these two: Lightning's hint on any machine with
+    # SLURM's client tools (kdrl's SLURM jobs are submitit's; a single-process run has nothing to srun) ...
+    warnings.filterwarnings(
+        "ignore",
+        message="The `srun` command is available on your system but is not used",
+        module=r"lightning_fabric\.plugins\.environments\.slurm",
+    )
+    # ... and torch's deprecation of LeafSpec, met inside Lightning's own pytree helper (not kdrl's code)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
 
 
 def seed_job(seed: int, threads: int) -> None:
@@ -300,6 +315,131 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     return str(chosen)
 
 
+# ---- resuming only the config that started the run ---------------------------------------------------
+CONFIG_IN_CHECKPOINT = "kdrl_config"  # the run's resolved config, in every full checkpoint (RunConfigStamp)
+
+# Keys that say how a run executes or reports, not what it computes: a resume may change them (a
+# requeue on a GPU node, another logger, more threads). Every other key of the resolved config shapes
+# the run (env, nets, algorithm, replay, budgets, schedules, evaluation and checkpoint selection,
+# seeds, the teacher): an unfinished run is resumed only by a config that agrees with it on all of
+# them. When unsure, a key shapes the run: env.actor and env.vectorization, trainer.precision and
+# trainer.devices do.
+RESUME_FREE_KEYS = (
+    "resume",  # whether to resume at all
+    "skip_completed",  # whether a finished run is run again
+    "optimized_metric",  # which results.json key a sweeper reads
+    "torch_threads",  # CPU threads: speed
+    "log_interval",  # gradient steps between metric flushes: logging only
+    "logger",  # csv, tensorboard, wandb
+    "wandb",  # W&B project, group, tags
+    "trainer.enable_progress_bar",
+    "trainer.accelerator",  # cpu | gpu | auto: where it runs (a requeue may land elsewhere)
+    "checkpoint.keep_last",  # how many full checkpoints stay on disk
+    "teacher.cache_dir",  # where on-demand teachers are cached (the cache key names the teacher)
+    "teacher.trust_code",  # a permission (a TorchScript teacher may run), not what the run computes
+)
+# ... and by task, the keys a job of that task never reads. A teacher's budget is its resolved
+# algo.total_timesteps; the students' blocks (distill, student_sizes, env.perturbations) and the
+# reference's episode count (computed afresh at the end) do not reach it. Jobs sharing a teacher
+# cache entry (kdrl.teachers.teacher_key) agree on every other key, so they resume each other's.
+TASK_RESUME_FREE_KEYS = {
+    "teacher": ("budget", "budgets", "distill", "student_sizes", "env.perturbations", "eval.reference_episodes"),
+}
+
+
+class ResumeConflict(KdrlUserError, RuntimeError):
+    """A run dir holding an unfinished run of another config (refused before anything is written)."""
+
+
+class RunConfigStamp(pl.Callback):
+    """Writes the run's resolved config into every full checkpoint, so a resume can tell whether the
+    checkpoint it would load was written by the same config (``check_resumable``)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_IN_CHECKPOINT] = self.config
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT: Any = _Absent()
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every leaf that shapes the run (all but RESUME_FREE_KEYS and
+    the task's TASK_RESUME_FREE_KEYS) and differs; ``(absent)`` where one config lacks the key."""
+    free = (*RESUME_FREE_KEYS, *TASK_RESUME_FREE_KEYS.get(str(new.get("task")), ()))
+    a, b = _leaves(old), _leaves(new)
+    return [
+        (k, a.get(k, _ABSENT), b.get(k, _ABSENT))
+        for k in sorted(set(a) | set(b))
+        if not any(k == f or k.startswith(f + ".") for f in free) and a.get(k, _ABSENT) != b.get(k, _ABSENT)
+    ]
+
+
+def unfinished_run_config(out: Path) -> dict[str, Any] | None:
+    """The resolved config the unfinished run in ``out`` was started with: from its newest full
+    checkpoint that loads (``kdrl_config``), else from the results.json a failed attempt wrote; None
+    when there is no unfinished run or it does not say (checkpoints of kdrl before the stamp)."""
+    res = read_results_file(out / "results.json", quiet=True)
+    if res is not None and res.get("status") == "ok":
+        return None  # a finished run is not resumed (resume_checkpoint)
+    candidates = checkpoint_candidates(out / "checkpoints")
+    if not candidates:
+        return None
+    for ckpt in candidates:
+        try:  # mmap: the structure is read, the tensors (a replay may be GBs) are not
+            state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            continue  # damaged: resume_checkpoint sets it aside and says so
+        stamped = state.get(CONFIG_IN_CHECKPOINT) if isinstance(state, dict) else None
+        if isinstance(stamped, dict):
+            return stamped
+        break
+    config = res.get("config") if res is not None else None
+    return config if isinstance(config, dict) else None
+
+
+def check_resumable(cfg: DictConfig | dict[str, Any], out: Path, dir_key: str = "hydra.run.dir") -> None:
+    """Refuse, before anything in ``out`` is written, to resume an unfinished run started by a
+    config that differs on a key shaping the run (RESUME_FREE_KEYS are the exceptions): Lightning
+    would load its checkpoint into nets of another size ("size mismatch for q_net..."), or worse,
+    into nets of the same size and go on with other settings. One line names the keys (old -> new)
+    and the two ways out."""
+    config = resolved(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    if not config.get("resume", True):
+        return
+    old = unfinished_run_config(Path(out))
+    if old is None:
+        return
+    diffs = config_differences(old, config)
+    if not diffs:
+        return
+    shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in diffs[:6])
+    more = f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""
+    raise ResumeConflict(
+        f"{out} holds an unfinished run of another config ({shown}{more}); resuming it with this one would load "
+        f"its checkpoint into another run, so nothing there was changed: give another {dir_key}, or resume=false "
+        "to start this config afresh in that dir (its checkpoints are then overwritten)"
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def forget_previous_checkpoint(out: Path) -> None:
     """A finished run needs no fallback checkpoint: drop prev.ckpt (a full copy of the state)."""
     from kdrl.io import PREVIOUS_CHECKPOINT
@@ -376,6 +516,8 @@ def run_job(job: Job) -> dict[str, Any]:
     done = completed_results(out, cfg)
     if done is not None:
         return done
+    # another config's unfinished run in this dir: refused before results.json or anything else is written
+    check_resumable(config, out, "hydra.sweep.dir" if sweep_name() else "hydra.run.dir")
     fields = {**Job.fields(job), "config": config}  # every job's identity; its own fields once validated
     job_clock = Stopwatch()
     with recorded_job(out, fields):
@@ -383,7 +525,7 @@ def run_job(job: Job) -> dict[str, Any]:
         seed_job(cfg.seed, cfg.torch_threads)
         module, evaluation = job.build(fields)
         lcfg = job.logger_cfg()
-        trainer = make_trainer(lcfg, build_loggers(lcfg, out, job.kind), [evaluation], out)
+        trainer = make_trainer(lcfg, build_loggers(lcfg, out, job.kind), [evaluation, RunConfigStamp(config)], out)
         fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()
         trainer.fit(module, ckpt_path=resume_checkpoint(cfg, out), weights_only=True)

@@ -75,7 +75,9 @@ def load_task(cfg: DictConfig, name: str, choices: dict[str, str | None]) -> Tas
         path, res = Path(given), None
     else:
         path, res = obtain_teacher(name, int(cfg.teacher.seed), teacher_overrides(cfg, choices), cfg.teacher.cache_dir)
-    teacher, _ = load_teacher_net(path, spec.env_id, spec.obs_shape, spec.n_actions)
+    teacher, _ = load_teacher_net(
+        path, spec.env_id, spec.obs_shape, spec.n_actions, trust_code=bool(cfg.teacher.get("trust_code", False))
+    )
     settings = ReferenceSettings.of(cfg, spec.env_id, env.get("kwargs"))
     reference = teacher_reference(path, greedy_of(teacher), settings, cfg.teacher.cache_dir)
     return TaskSetup(name, env, spec, teacher, path, res.get("wall_time_s") if res else None, reference)

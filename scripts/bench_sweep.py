@@ -89,7 +89,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-c",
-                f"from kdrl.teachers import obtain_teacher\nfor s in {seeds}: obtain_teacher('cartpole', s, [], {str(cache)!r})",
+                f"from kdrl.runs.teacher import obtain_teacher\nfor s in {seeds}: obtain_teacher('cartpole', s, [], {str(cache)!r})",
             ],
             cwd=ROOT,
             env=env,

@@ -33,7 +33,7 @@ else
     .venv/bin/python - "$1" "$CACHE" "${TOV[@]}" <<'PY'
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from kdrl.teachers import obtain_teacher
+from kdrl.runs.teacher import obtain_teacher
 path, res = obtain_teacher(sys.argv[1], 0, ["budget=cpu", *sys.argv[3:]], sys.argv[2])  # as kdrl-multitask asks
 print(f"teacher {sys.argv[1]}: {path} (held-out return {res['eval_return_mean']:.1f})")
 PY

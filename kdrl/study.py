@@ -194,6 +194,14 @@ def axis_values(key: str, value: Any) -> list[str]:
     return [override.get_value_element_as_str()]
 
 
+def flat(items: Any) -> list[str]:
+    """An overrides list with nested lists (``[${common}, loss=kl]`` in a study file) flattened."""
+    out: list[str] = []
+    for item in items or []:
+        out.extend(flat(item) if isinstance(item, list | tuple) else [str(item)])
+    return out
+
+
 def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -275,10 +283,10 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
             raise StudyError(
                 f"stage '{sname}': app 'data' (teacher datasets) is reserved in the declaration but not implemented yet"
             )
-        fixed = [*(study.get("overrides") or [])]
+        fixed = flat(study.get("overrides"))
         if st.get("experiment"):
             fixed.append(f"experiment={st['experiment']}")
-        fixed += list(st.get("overrides") or [])
+        fixed += flat(st.get("overrides"))
         base = stage_base(app, deduplicated(fixed))
         axes = stage_axes(st, base)
         default_env = base.hydra.runtime.choices.get("env")
@@ -786,8 +794,11 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         if ref:
             text += "\n" + reference_lines(ref, summary.cells, rows_key, cols_key, metric) + "\n"
         if spec.get("plots", True):
-            paths = [f for fs in files.values() for f in fs]
-            T.plot_all(df, summary.cells, paths, out, rows_key, cols_key, metric, spec.get("curve_group") or "method")
+            group = spec.get("curve_group") or "method"
+            paths = [] if group == "stage" else [f for fs in files.values() for f in fs]
+            T.plot_all(df, summary.cells, paths, out, rows_key, cols_key, metric, group)
+            if group == "stage":
+                plot_stage_curves(files, out)
     (out / "table.md").write_text(text)
     if publish and spec.get("publish"):
         dest = Path(spec["publish"])
@@ -797,6 +808,29 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
                 shutil.copy2(f, dest / f.name)
         text += f"\n(published to {dest})\n"
     return text
+
+
+def plot_stage_curves(files: dict[str, list[Path]], out: Path) -> None:
+    """Learning curves (mean, 95% CI over seeds) with one line per stage (curve_group: stage)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdrl.tables import learning_curves
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for stage, fs in files.items():
+        for _, (x, mean, lo, hi) in learning_curves(fs, "kind").items():
+            ax.plot(x, mean, label=stage)
+            ax.fill_between(x, lo, hi, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("greedy return (periodic eval)")
+    ax.legend(fontsize=8, title="stage")
+    ax.set_title("Learning curves (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "curves_by_stage.png", dpi=110)
+    plt.close(fig)
 
 
 def reference_lines(ref: dict[str, Any], cells: Any, rows: str, cols: str, metric: str) -> str:

@@ -44,9 +44,7 @@ def test_package_list_covers_every_kdrl_package():
         for d in [ROOT / "kdrl", *(ROOT / "kdrl").rglob("*")]
         if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
     }
-    plugins = {
-        ".".join(d.relative_to(ROOT).parts) for d in (ROOT / "hydra_plugins").iterdir() if any(d.glob("*.py"))
-    }
+    plugins = {".".join(d.relative_to(ROOT).parts) for d in (ROOT / "hydra_plugins").iterdir() if any(d.glob("*.py"))}
     assert set(st["packages"]) == on_disk | {"kdrl.conf"} | plugins
     assert st["package-dir"] == {"kdrl.conf": "conf"}
     assert "**/*.yaml" in st["package-data"]["kdrl.conf"]

@@ -569,7 +569,8 @@ class Runner:
         """Plan the study and write its index (statuses from the run dirs) without running a job."""
         self.index.merge(plan(self.study, self.study_dir), self.study)
         self.index.refresh(check_ok=True)
-        self.save()
+        if runner_alive(self.study_dir) is None:  # a running kdrl-study owns the index
+            self.save()
 
     def run(self, stages: Sequence[str] | None = None, publish: bool = False) -> int:
         from kdrl.locks import LockTimeout, exclusive_lock
@@ -740,7 +741,6 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     stages, rows = table_jobs(study, index, spec)
     finished = [r for r in rows if r["status"] in DONE]
     out = index.study_dir / "tables" / name
-    out.mkdir(parents=True, exist_ok=True)
     title = spec.get("title") or f"{study['name']}: {name}"
     state = "complete" if len(finished) == len(rows) else f"PARTIAL: {len(finished)} of {len(rows)} jobs finished"
     head = f"# {title}\n\n{state}. Regenerate: `kdrl-study study={study['name']}`"
@@ -749,6 +749,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     head += ".\n\n"
     if not finished:
         return ""
+    out.mkdir(parents=True, exist_ok=True)
     files = {s: [index.study_dir / r["run_dir"] / "results.json" for r in finished if r["stage"] == s] for s in stages}
     if spec.get("kind") == "multitask":
         df = T.collect_multitask([f for fs in files.values() for f in fs])
@@ -781,24 +782,34 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         (out / "table.tex").write_text(summary.latex)
         summary.cells.to_csv(out / "table_cells.csv", index=False)
         text = head + f"{summary.caption}.\n\n{summary.markdown}\n"
-        if spec.get("aggregate") or spec.get("compare"):
-            names = {str(v): v for v in df[cols_key].dropna().unique()}
-            pairs = [tuple(str(c).split(",")) for c in spec.get("compare") or []]
-            ct = T.cross_task(df, rows_key, cols_key, metric, [(names.get(x, x), names.get(y, y)) for x, y in pairs])
-            (out / "aggregate.md").write_text(ct.markdown + "\n")
-            ct.cells.to_csv(out / "aggregate.csv", index=False)
-            text += "\n" + ct.markdown + "\n"
-            if spec.get("plots", True):
-                T.plot_profiles(ct, out, metric)
         ref = spec.get("reference")
         if ref:
             text += "\n" + reference_lines(ref, summary.cells, rows_key, cols_key, metric) + "\n"
+        if spec.get("aggregate") or spec.get("compare"):
+            names = {str(v): v for v in df[cols_key].dropna().unique()}
+            pairs = [tuple(str(c).split(",")) for c in spec.get("compare") or []]
+            try:
+                ct = T.cross_task(
+                    df, rows_key, cols_key, metric, [(names.get(x, x), names.get(y, y)) for x, y in pairs]
+                )
+            except ValueError as exc:  # e.g. no finite scores of a compared column yet
+                text += f"\n(aggregates not written yet: {exc})\n"
+            else:
+                (out / "aggregate.md").write_text(ct.markdown + "\n")
+                ct.cells.to_csv(out / "aggregate.csv", index=False)
+                text += "\n" + ct.markdown + "\n"
+                if spec.get("plots", True):
+                    with contextlib.suppress(Exception):  # a plot never costs the table
+                        T.plot_profiles(ct, out, metric)
         if spec.get("plots", True):
             group = spec.get("curve_group") or "method"
             paths = [] if group == "stage" else [f for fs in files.values() for f in fs]
-            T.plot_all(df, summary.cells, paths, out, rows_key, cols_key, metric, group)
-            if group == "stage":
-                plot_stage_curves(files, out)
+            try:
+                T.plot_all(df, summary.cells, paths, out, rows_key, cols_key, metric, group)
+                if group == "stage":
+                    plot_stage_curves(files, out)
+            except Exception as exc:  # e.g. every score refused: nothing to put on a log axis
+                text += f"\n(plots not written: {type(exc).__name__}: {' '.join(str(exc).split())[:160]})\n"
     (out / "table.md").write_text(text)
     if publish and spec.get("publish"):
         dest = Path(spec["publish"])

@@ -45,6 +45,32 @@ def truthy(value: str) -> bool:
     raise StudyError(f"expected true or false, got '{value}'")
 
 
+def split_top_level(body: str) -> list[str]:
+    items, depth, cur = [], 0, ""
+    for ch in body:
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+            continue
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        cur += ch
+    return [*items, cur] if cur or items else []
+
+
+def quoted_override_list(arg: str) -> str:
+    """``overrides=[budget=gpu,trainer=gpu]`` (a list of job overrides, the form a user types) as Hydra
+    needs it, each item quoted: ``overrides=['budget=gpu','trainer=gpu']``. Lists already quoted, and
+    other keys, are left as they are."""
+    key, value = arg.split("=", 1)
+    if not key.lstrip("+~").endswith("overrides") or not (value.startswith("[") and value.endswith("]")):
+        return arg
+    if "'" in value or '"' in value:
+        return arg
+    items = [i.strip() for i in split_top_level(value[1:-1])]
+    return f"{key}=[{','.join(repr(i) for i in items if i)}]"
+
+
 def parse(argv: Sequence[str]) -> dict:
     from kdrl.study import StudyError
 
@@ -59,6 +85,8 @@ def parse(argv: Sequence[str]) -> dict:
             args["tables"] = True
         elif arg.startswith("-"):
             raise StudyError(f"unknown option {arg} (see kdrl-study --help)")
+        elif arg.startswith("~"):  # a Hydra deletion: ~stages.teachers
+            args["overrides"].append(arg)
         elif "=" not in arg:
             args["paths"].append(arg)
         else:
@@ -72,7 +100,7 @@ def parse(argv: Sequence[str]) -> dict:
             elif key.startswith("hydra."):
                 args["hydra"].append(arg)
             else:
-                args["overrides"].append(arg)
+                args["overrides"].append(quoted_override_list(arg))
     return args
 
 
@@ -82,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def body() -> None:
         nonlocal code
-        from kdrl.study import Runner, StudyError, load_study, status_report
+        from kdrl.study import Index, Runner, StudyError, declaration_hash, load_study, status_report
 
         args = parse(argv)
         if args["status"] and args["paths"] and "study" not in args:
@@ -107,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 runner.plan_only()
             text, _ = status_report(study_dir)
             print(text)
+            if Index.load(study_dir).meta.get("declaration") != declaration_hash(study):
+                print("the declaration changed since the index was written: the next kdrl-study call re-plans")
         elif args["tables"]:
             runner.plan_only()
             for text in runner.write_tables(publish=args["publish"]):

@@ -688,7 +688,7 @@ class Runner:
 
     def monitor(self, stage: str, proc: subprocess.Popen, rows: list[dict[str, Any]], t0: float) -> None:
         """Progress while the stage's multirun runs: done, running, failed and an ETA from the pace so far."""
-        last_line, last_print, last_table, finished_before = "", 0.0, time.time(), 0
+        last_state, last_print, last_table, finished_before = None, 0.0, time.time(), 0
         while True:
             done = proc.poll() is not None
             self.index.refresh(rows)
@@ -698,11 +698,12 @@ class Runner:
             left = len(rows) - finished
             eta = f", ETA {fmt_duration(elapsed / finished * left)}" if finished and left else ""
             line = f"[{stage} {fmt_duration(elapsed)}] {finished}/{len(rows)} done ({c['ok']} ok, {c['failed']} failed), {c['running']} running{eta}"
-            if line.split("]")[1] != last_line or time.time() - last_print > 60:
+            self.index.meta["progress"] = line
+            state = (c["ok"], c["failed"], c["running"])
+            if state != last_state or time.time() - last_print > 60:  # counts changed, or a minute passed
                 if not done:
                     self.say(line)
-                last_line, last_print = line.split("]")[1], time.time()
-                self.index.meta["progress"] = line
+                last_state, last_print = state, time.time()
                 self.save(force=False)
             if finished > finished_before and time.time() - last_table > self.table_every_s:
                 self.write_tables()
@@ -781,7 +782,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         summary = T.summary_table(df, rows_key, cols_key, metric)
         (out / "table.tex").write_text(summary.latex)
         summary.cells.to_csv(out / "table_cells.csv", index=False)
-        text = head + f"{summary.caption}.\n\n{summary.markdown}\n"
+        text = head + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table writes it
         ref = spec.get("reference")
         if ref:
             text += "\n" + reference_lines(ref, summary.cells, rows_key, cols_key, metric) + "\n"

@@ -24,14 +24,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Main job: train (or reuse) 5 CartPole teachers and distil them into 40 students (4 losses x 2 sizes
-# x 5 seeds, student seed s from teacher seed s) on all cores; print the table of normalised scores
-# with 95% CIs (docs/protocol.md) and write plots to outputs/demo/table/.
+# Main job: the declared study conf/study/demo.yaml (kdrl-study): a stage of 5 CartPole teachers, then 40
+# students loading their files (4 losses x 2 sizes x 5 seeds, student seed s from teacher seed s) on all
+# cores; prints the table of normalised scores with 95% CIs (docs/protocol.md) and writes it with its plots
+# to outputs/demo/tables/main/. Rerunning skips finished jobs.
 DEMO_DIR ?= outputs/demo
 demo: setup
-	KDRL_CACHE=$(DEMO_DIR)/cache $(VENV)/bin/kdrl-distill -m experiment=demo launcher=joblib hydra.sweep.dir=$(DEMO_DIR)/sweep
-	$(VENV)/bin/kdrl-table $(DEMO_DIR)/sweep --rows method --cols width --out $(DEMO_DIR)/table
-	$(VENV)/bin/kdrl-show $(DEMO_DIR)/cache/teachers/*/results.json
+	$(VENV)/bin/kdrl-study study=demo launcher=joblib dir=$(DEMO_DIR)
+	$(VENV)/bin/kdrl-show $(DEMO_DIR)/teachers/*/results.json
 
 lint: setup
 	$(VENV)/bin/ruff check .

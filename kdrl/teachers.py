@@ -1,4 +1,6 @@
-"""Teachers for distillation: from a checkpoint, or trained on demand and cached.
+"""Teachers for distillation: from a checkpoint, or from the cache of on-demand teachers. This module
+only finds and loads teachers; a missing one is trained by its own job (kdrl-train, a kdrl-study
+teacher stage, or kdrl-distill's on-demand convenience: the job runner's ``obtain_teacher``).
 
 An on-demand teacher is keyed by a hash of what determines it (env, net, algo, eval protocol and
 seed). Jobs asking for the same teacher take an exclusive lock on its cache entry (kdrl.locks: an
@@ -25,6 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 from kdrl.config import CONF_DIR, compose_config
+from kdrl.errors import KdrlUserError
 from kdrl.io import CheckpointError, load_policy, remove_interrupted_writes, set_aside
 from kdrl.locks import exclusive_lock
 
@@ -106,7 +109,7 @@ def cache_entry(tcfg: Any, cache_dir: str | Path) -> Path:
 
 
 def looks_cached(entry: Path) -> bool:
-    """A quick look without the lock (for planning only; ``obtain_teacher`` checks under it)."""
+    """A quick look without the lock (for planning only; ``cached_teacher`` checks under it)."""
     try:
         done = json.loads((entry / "results.json").read_text()).get("status") == "ok"
     except (OSError, ValueError, AttributeError):
@@ -114,21 +117,27 @@ def looks_cached(entry: Path) -> bool:
     return done and (entry / "teacher.pt").is_file()
 
 
-def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
-    """Path to a cached teacher.pt for this teacher config (training it if absent) and its results.
-    ``env`` is a conf/env name; ``overrides`` are kdrl-train's (teacher_overrides)."""
-    from kdrl.runs.teacher import train_teacher
+class TeacherNotTrained(KdrlUserError, FileNotFoundError):
+    """A job needs a teacher that no file holds yet: a teacher is trained by its own job (kdrl-train,
+    a kdrl-study teacher stage, or kdrl-distill's on-demand convenience), never inside a student."""
 
+
+def cached_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
+    """Path to the cached teacher.pt of this teacher config and its results: load only (waiting while
+    another job holds the entry's lock, e.g. trains it). TeacherNotTrained when the cache lacks it.
+    ``env`` is a conf/env name; ``overrides`` are kdrl-train's (teacher_overrides). Training a missing
+    one is the job runner's (its ``obtain_teacher``)."""
     tcfg = teacher_config(env, seed, overrides)
     entry = cache_entry(tcfg, cache_dir)
-    ckpt, results = entry / "teacher.pt", entry / "results.json"
     with exclusive_lock(entry.with_suffix(".lock")):
-        if cached_teacher_ok(entry):
-            log.info("reusing cached teacher %s", entry)
-        else:
-            log.info("training teacher %s (not cached yet)", entry)
-            train_teacher(tcfg, entry)
-        return ckpt, json.loads(results.read_text())
+        if not cached_teacher_ok(entry):
+            raise TeacherNotTrained(
+                f"no trained teacher for env={env} seed={seed} in the cache ({entry}): train it with "
+                f"`kdrl-train env={env} seed={seed} {' '.join(overrides)}` and pass teacher.checkpoint=<its "
+                "run dir>/teacher.pt, or run kdrl-distill without teacher.checkpoint (it trains it on demand)"
+            )
+        log.info("reusing cached teacher %s", entry)
+        return entry / "teacher.pt", json.loads((entry / "results.json").read_text())
 
 
 def cached_teacher_ok(entry: Path) -> bool:
@@ -139,7 +148,7 @@ def cached_teacher_ok(entry: Path) -> bool:
     removed (the training would skip as done); so are temp files of interrupted writes. Damaged
     policy files in checkpoints/ (which a resumed run's final evaluation reads) set the whole
     directory aside, so the teacher is trained from scratch; a damaged full checkpoint (``*.ckpt``)
-    is the job runner's to handle (kdrl.runs.job.resume_checkpoint). What remains is complete files
+    is the job runner's to handle (its ``resume_checkpoint``). What remains is complete files
     only, and the training resumes from its last checkpoint."""
 
     def discard(path: Path, problem: str) -> None:

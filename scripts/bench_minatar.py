@@ -59,7 +59,8 @@ def kdrl_dqn(preset: str, steps: int, seed: int, cache: str) -> dict:
     """kdrl's teacher for this preset (the same one the distillation studies use: trained here
     if it is not in the cache yet). Steps/s from its results.json (evaluations excluded); return
     of its *last* policy on the held-out seeds, evaluated here."""
-    from kdrl.teachers import load_teacher_net, obtain_teacher
+    from kdrl.runs.teacher import obtain_teacher
+    from kdrl.teachers import load_teacher_net
 
     torch.set_num_threads(1)
     path, res = obtain_teacher(preset, seed, ["budget=cpu", f"algo.total_timesteps={steps}"], cache)

@@ -3,8 +3,8 @@ and greedy agreement with the fp32 student, on CartPole, LunarLander and a MinAt
 
     python scripts/bench_quant.py                         # trains the CartPole/LunarLander students it lacks
     python scripts/bench_quant.py --sizes rusu_7 rusu_25 \
-        --student minatar_breakout=outputs/study_minatar/breakout/kl_rusu-rusu_7-teacher_s0 \
-        --size-row "minatar_breakout 25%=outputs/study_minatar/breakout/kl_rusu-rusu_25-teacher_s0" \
+        --student "minatar_breakout=outputs/study/minatar/compression/env=minatar_breakout,student.size=rusu_7,seed=0" \
+        --size-row "minatar_breakout 25%=outputs/study/minatar/compression/env=minatar_breakout,student.size=rusu_25,seed=0" \
         --size-row "cartpole teacher=.cache/kdrl/teachers/CartPole-v1-s0-53f7f1030803"
 
 Each student is a kdrl-distill run dir (student.pt inside); its twins are the same run (same

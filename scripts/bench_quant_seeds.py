@@ -3,7 +3,7 @@
     python scripts/bench_quant_seeds.py
 
 For CartPole and LunarLander, 25% students (rusu_25) on seeds 0-4 distilled from the seed-0 teacher
-(trained here when missing); for MinAtar Breakout, the study's five 25% students. Each is exported
+(trained here when missing); for MinAtar Breakout, the five 25% students of `kdrl-study study=minatar`. Each is exported
 as fp32, int8 (kdrl-export onnx_int8) and int8 weights (onnx_int8_weights) and run on 100 held-out
 episodes, the same seeds for every file (scripts/bench_quant.py's measure). Per student: the file's
 normalised score against its own fp32 (random = 0, fp32 = 1, so negative returns do not invert it)
@@ -24,7 +24,7 @@ TEACHERS = {
     "cartpole": ".cache/kdrl/teachers/CartPole-v1-s0-53f7f1030803/teacher.pt",
     "lunarlander": ".cache/kdrl/teachers/LunarLander-v3-s0-c5a016e0b39d/teacher.pt",
 }
-STUDY = "outputs/study_minatar/breakout/kl_rusu-rusu_25-teacher_s{seed}"
+STUDY = "outputs/study/minatar/compression/env=minatar_breakout,student.size=rusu_25,seed={seed}"  # kdrl-study study=minatar
 
 
 def students(out: Path, seeds: list[int]) -> dict[str, list[Path | None]]:

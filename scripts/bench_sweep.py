@@ -62,7 +62,8 @@ def main() -> None:
     ap.add_argument(
         "--teacher-per-seed",
         action="store_true",
-        help="student seed s distils teacher seed s (4 distinct teachers, trained first in parallel)",
+        help="student seed s distils teacher seed s (4 distinct teachers, each trained by the first job that needs it; "
+        "kdrl-study trains a study's teachers as a stage first)",
     )
     args = ap.parse_args()
     out = ROOT / args.out
@@ -89,7 +90,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-c",
-                f"from kdrl.teachers import obtain_teacher\nfor s in {seeds}: obtain_teacher('cartpole', s, [], {str(cache)!r})",
+                f"from kdrl.runs.teacher import obtain_teacher\nfor s in {seeds}: obtain_teacher('cartpole', s, [], {str(cache)!r})",
             ],
             cwd=ROOT,
             env=env,
@@ -127,10 +128,6 @@ def main() -> None:
     teacher_walls = {round(r["teacher_wall_time_s"], 3) for r in ok if r.get("teacher_wall_time_s")}
     print(
         f"| teacher training wall (each distinct teacher) | {', '.join(f'{w:.1f}' for w in sorted(teacher_walls))} s |"
-    )
-    first = [ln for ln in log.splitlines() if "teachers first:" in ln]
-    print(
-        f"| teachers first | {first[0].split('teachers first: ', 1)[1] if first else 'no (warm cache or one worker)'} |"
     )
     subprocess.run([str(ROOT / ".venv/bin/kdrl-table"), str(out), "--out", args.table_out], cwd=ROOT, check=False)
 

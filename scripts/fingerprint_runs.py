@@ -171,37 +171,15 @@ def record(path: Path, work: Path, demo: bool, only: list[str] | None) -> None:
     if demo:
         t0 = time.perf_counter()
         demo_dir = work / "demo"
-        # `make demo`'s two commands (the Makefile would build its own venv in a fresh clone)
-        demo_env = {**env, "KDRL_CACHE": str(demo_dir / "cache")}
+        # `make demo`'s command (the Makefile would build its own venv in a fresh clone): the declared study
         subprocess.run(
-            [
-                str(BIN / "kdrl-distill"),
-                "-m",
-                "experiment=demo",
-                "launcher=joblib",
-                f"hydra.sweep.dir={demo_dir}/sweep",
-            ],
-            env=demo_env,
+            [sys.executable, "-m", "kdrl.cli.study", "study=demo", "launcher=joblib", f"dir={demo_dir}"],
+            env=env,
             check=True,
             capture_output=True,
         )
-        subprocess.run(
-            [
-                str(BIN / "kdrl-table"),
-                f"{demo_dir}/sweep",
-                "--rows",
-                "method",
-                "--cols",
-                "width",
-                "--out",
-                f"{demo_dir}/table",
-                "--no-plots",
-            ],
-            env=demo_env,
-            check=True,
-            capture_output=True,
-        )
-        body["demo_table"] = (demo_dir / "table" / "table.md").read_text()
+        table = (demo_dir / "tables" / "main" / "table.md").read_text()
+        body["demo_table"] = table[table.index("normalized_score") :]  # the table, without the study's header
         print(f"{'demo':20s} {time.perf_counter() - t0:6.1f} s", flush=True)
     path.write_text(json.dumps(body, indent=1, sort_keys=True))
     print(f"wrote {path}")

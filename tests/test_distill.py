@@ -8,7 +8,7 @@ import torch
 
 from kdrl.io import CheckpointError
 from kdrl.runs.distill import distill_student, student_net_cfg
-from kdrl.teachers import obtain_teacher
+from kdrl.runs.teacher import obtain_teacher
 from tests.helpers import compose_cfg
 
 FAST_TEACHER = [
@@ -88,7 +88,7 @@ def test_teacher_is_trained_once_even_when_two_jobs_ask_at_once(tmp_path):
     code = textwrap.dedent(f"""
         import logging, sys
         logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-        from kdrl.teachers import obtain_teacher
+        from kdrl.runs.teacher import obtain_teacher
         path, res = obtain_teacher("cartpole", 5, {FAST_TEACHER!r}, {str(tmp_path)!r})
         print("TEACHER", path, res["status"])
     """)

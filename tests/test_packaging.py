@@ -27,7 +27,7 @@ import kdrl
 from kdrl.config import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_INPUTS = ("pyproject.toml", "README.md", "MANIFEST.in", "kdrl", "conf")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "MANIFEST.in", "kdrl", "conf", "hydra_plugins")
 
 
 def _pyproject() -> dict:
@@ -44,7 +44,8 @@ def test_package_list_covers_every_kdrl_package():
         for d in [ROOT / "kdrl", *(ROOT / "kdrl").rglob("*")]
         if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
     }
-    assert set(st["packages"]) == on_disk | {"kdrl.conf"}
+    plugins = {".".join(d.relative_to(ROOT).parts) for d in (ROOT / "hydra_plugins").iterdir() if any(d.glob("*.py"))}
+    assert set(st["packages"]) == on_disk | {"kdrl.conf"} | plugins
     assert st["package-dir"] == {"kdrl.conf": "conf"}
     assert "**/*.yaml" in st["package-data"]["kdrl.conf"]
 
@@ -111,6 +112,7 @@ def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
     wheel, src = _build_wheel(tmp_path, env)
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n[len("kdrl/conf/") :] for n in zf.namelist() if n.startswith("kdrl/conf/")}
+        assert "hydra_plugins/kdrl_sweeper/listed_sweeper.py" in zf.namelist()  # kdrl-study's stages need it
     assert shipped == {p.relative_to(src / "conf").as_posix() for p in (src / "conf").rglob("*.yaml")}
 
     venv = tmp_path / "venv"
@@ -169,6 +171,11 @@ def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
     res = json.loads((work / "distill" / "results.json").read_text())
     assert res["status"] == "ok"
     assert Path(res["teacher_checkpoint"]).resolve().is_relative_to((tmp_path / "cache").resolve())
+
+    # a declared study, planned from the package's conf/study/ (no job runs: --status only)
+    study = _run([bin_dir / "kdrl-study", "study=debug", f"dir={work / 'study'}", "--status"], work, env, 120)
+    _ok(study, "kdrl-study study=debug --status")
+    assert "4 jobs" in study.stdout and (work / "study" / "index.json").is_file()
 
     show = _run(
         [bin_dir / "kdrl-show", work / "train" / "results.json", work / "distill" / "results.json"], work, env, 120

@@ -51,7 +51,8 @@ def test_teacher_rollouts_are_the_teachers_actions_in_their_own_envs(tmp_path, c
     """With epsilon 0 every stored action is the teacher's greedy action on the stored state."""
     cfg = compose_cfg("distill", _overrides(cache, ["experiment=qdagger", *OFFLINE]))
     distill_student(cfg, tmp_path)
-    from kdrl.teachers import env_choice, obtain_teacher, teacher_overrides
+    from kdrl.runs.teacher import obtain_teacher
+    from kdrl.teachers import env_choice, teacher_overrides
 
     path, _ = obtain_teacher(env_choice("CartPole-v1"), 0, teacher_overrides(cfg, {}, "cartpole"), cache)
     teacher, _ = load_teacher_net(path, "CartPole-v1", (4,), 2)

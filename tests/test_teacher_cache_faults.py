@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kdrl.io import load_policy
-from kdrl.teachers import obtain_teacher
+from kdrl.runs.teacher import obtain_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["debug=fast", "algo.learning_starts=200", "eval.episodes=2", "eval.final_episodes=2"]
@@ -27,7 +27,7 @@ def test_killed_teacher_trainer_is_taken_over_by_the_job_waiting_for_it(tmp_path
     code = textwrap.dedent(f"""
         import logging, sys
         logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
-        from kdrl.teachers import obtain_teacher
+        from kdrl.runs.teacher import obtain_teacher
         path, res = obtain_teacher("cartpole", 7, {overrides!r}, {str(tmp_path)!r})
         print("TEACHER", path, res["status"], res["env_steps"], res["resumed_from_env_steps"])
     """)

@@ -1,6 +1,8 @@
-"""Distillation jobs: a teacher (given, or trained on demand and cached) -> a smaller student, and
+"""Distillation jobs: a teacher (a given file, or the cached on-demand one) -> a smaller student, and
 the four final evaluations that make the paper's numbers: performance, speed, generalisation and
-resources (with action agreement on held-out states)."""
+resources (with action agreement on held-out states). The student job only loads its teacher; a
+missing on-demand teacher is trained first, as its own job, by ``distill_student`` (kdrl-distill's
+convenience; a kdrl-study passes teacher.checkpoint instead)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from omegaconf import DictConfig
 from kdrl.callbacks import GreedyEvaluation
 from kdrl.collector import GreedyFn, greedy_actions
 from kdrl.envs import EnvSpec, perturbation_wrappers, probe_spec
+from kdrl.errors import one_line
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns, rollout_states
 from kdrl.io import atomic_write, load_policy
 from kdrl.modules.base import RLModule
@@ -24,10 +27,20 @@ from kdrl.modules.student import DistillStudent
 from kdrl.optim import build_optimizer
 from kdrl.reference import ReferenceSettings, reference_fields, teacher_reference
 from kdrl.resources import resource_report
-from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
-from kdrl.runs.teacher import build_dqn, greedy_evaluation
+from kdrl.runs.job import Job, hydra_choices, plain, read_results_file, run_job, seed_job
+from kdrl.runs.teacher import build_dqn, greedy_evaluation, obtain_teacher
 from kdrl.scores import normalized_score, teacher_beats_random
-from kdrl.teachers import env_choice, load_teacher_net, mismatch_warning, obtain_teacher, teacher_overrides
+from kdrl.teachers import (
+    TeacherNotTrained,
+    cache_entry,
+    cached_teacher,
+    env_choice,
+    load_teacher_net,
+    looks_cached,
+    mismatch_warning,
+    teacher_config,
+    teacher_overrides,
+)
 from kdrl.validate import ConfigError, validate_distill
 
 log = logging.getLogger("kdrl.distill")
@@ -63,7 +76,16 @@ class TeacherRequest:
     cache_dir: str
 
     def obtain(self) -> tuple[Path, dict]:
+        """Train it (as its own teacher job, into the cache) unless cached; its path and results."""
         return obtain_teacher(self.env, self.seed, list(self.overrides), self.cache_dir)
+
+    def load(self) -> tuple[Path, dict]:
+        """The cached teacher's path and results; TeacherNotTrained when the cache lacks it."""
+        return cached_teacher(self.env, self.seed, list(self.overrides), self.cache_dir)
+
+    def looks_cached(self) -> bool:
+        entry = cache_entry(teacher_config(self.env, self.seed, list(self.overrides)), self.cache_dir)
+        return looks_cached(entry)
 
 
 def teacher_request(cfg: DictConfig, choices: dict[str, str | None]) -> TeacherRequest | None:
@@ -218,6 +240,7 @@ class DistillJob(Job):
     def __init__(self, cfg: DictConfig, out: Path, choices: dict[str, str | None] | None = None) -> None:
         super().__init__(cfg, out)
         self.choices = hydra_choices() if choices is None else choices
+        self.teacher_error: BaseException | None = None  # the on-demand teacher job's failure
 
     def fields(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -247,8 +270,10 @@ class DistillJob(Job):
         request = teacher_request(cfg, self.choices)
         if request is None:
             self.teacher_path, teacher_res = Path(cfg.teacher.checkpoint), None
+        elif self.teacher_error is not None:
+            raise TeacherNotTrained(f"its on-demand teacher's job failed: {one_line(self.teacher_error)}")
         else:
-            self.teacher_path, teacher_res = request.obtain()
+            self.teacher_path, teacher_res = request.load()
         self.teacher_wall_time_s = teacher_res.get("wall_time_s") if teacher_res else None
         seed_job(cfg.seed, cfg.torch_threads)  # a teacher trained on demand reseeds; start from the same state
         self.teacher, tstate = load_teacher_net(
@@ -339,5 +364,34 @@ class DistillJob(Job):
         )
 
 
+def missing_teacher(job: DistillJob) -> TeacherRequest | None:
+    """The on-demand teacher ``job`` needs and the cache lacks, if ``job`` will run: None for a job
+    given teacher.checkpoint, one whose config it refuses (it fails in its own run, before any
+    teacher is trained) or one already complete in its run dir (skip_completed)."""
+    cfg = job.cfg
+    try:
+        if cfg.teacher.checkpoint:
+            return None
+        job.validate()
+        request = teacher_request(cfg, job.choices)
+        done = read_results_file(job.out / "results.json", quiet=True)
+        if cfg.get("skip_completed", True) and done and done.get("status") == "ok" and done.get("config") == plain(cfg):
+            return None
+    except Exception:  # the job reports it, in its own results.json
+        return None
+    return None if request is None or request.looks_cached() else request
+
+
 def distill_student(cfg: DictConfig, out: Path, choices: dict[str, str | None] | None = None) -> dict[str, Any]:
-    return run_job(DistillJob(cfg, out, choices))
+    """kdrl-distill's job. On demand: a teacher the job needs and the cache lacks is trained first, as
+    its own teacher job into the cache entry (obtain_teacher); then the student job loads it. A
+    teacher job that fails makes the student's results.json say so (status failed)."""
+    job = DistillJob(cfg, out, choices)
+    request = missing_teacher(job)
+    if request is not None:
+        try:
+            request.obtain()
+        except Exception as exc:
+            log.error("the on-demand teacher (env=%s seed=%d) failed: %s", request.env, request.seed, one_line(exc))
+            job.teacher_error = exc
+    return run_job(job)

@@ -1,6 +1,8 @@
 """Multi-task jobs: several teachers -> one multi-task student (mode=distill), or the same multi-task
 net trained jointly with DQN at the same env-step budget (mode=joint_dqn); every task evaluated on
-held-out seeds as % of its teacher."""
+held-out seeds as % of its teacher. The job only loads its teachers (given files or cached ones); a
+missing cached teacher is trained first, as its own job, by ``multitask_job`` (kdrl-multitask's
+convenience; a kdrl-study passes teacher.checkpoints instead)."""
 
 from __future__ import annotations
 
@@ -19,16 +21,26 @@ from kdrl.checkpoints import BestPctPolicy, ResumeCheckpoint
 from kdrl.collector import greedy_actions
 from kdrl.data import TaskEnv
 from kdrl.envs import EnvSpec, probe_spec
+from kdrl.errors import one_line
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
 from kdrl.io import atomic_write, load_multitask_policy
 from kdrl.modules.multitask import JointMultiTaskDQN, MultiTaskDistill, MultiTaskModule
 from kdrl.nets import MultiTaskQNetwork, build_multitask_net, count_params, task_params
 from kdrl.optim import build_optimizer
 from kdrl.reference import ReferenceSettings, reference_fields, teacher_reference
-from kdrl.runs.job import Job, hydra_choices, plain, run_job, seed_job
+from kdrl.runs.job import Job, hydra_choices, plain, read_results_file, run_job, seed_job
+from kdrl.runs.teacher import obtain_teacher
 from kdrl.scores import mean_pcts, pct_of_teacher, teacher_beats_random
 from kdrl.tables import method_name
-from kdrl.teachers import load_teacher_net, obtain_teacher, teacher_config, teacher_overrides
+from kdrl.teachers import (
+    TeacherNotTrained,
+    cache_entry,
+    cached_teacher,
+    load_teacher_net,
+    looks_cached,
+    teacher_config,
+    teacher_overrides,
+)
 from kdrl.validate import validate_multitask
 
 log = logging.getLogger("kdrl.multitask")
@@ -74,7 +86,7 @@ def load_task(cfg: DictConfig, name: str, choices: dict[str, str | None]) -> Tas
     if given:
         path, res = Path(given), None
     else:
-        path, res = obtain_teacher(name, int(cfg.teacher.seed), teacher_overrides(cfg, choices), cfg.teacher.cache_dir)
+        path, res = cached_teacher(name, int(cfg.teacher.seed), teacher_overrides(cfg, choices), cfg.teacher.cache_dir)
     teacher, _ = load_teacher_net(
         path, spec.env_id, spec.obs_shape, spec.n_actions, trust_code=bool(cfg.teacher.get("trust_code", False))
     )
@@ -177,6 +189,7 @@ class MultiTaskJob(Job):
         # the teachers are composed per task (env=<task>), with this job's debug preset
         choices = hydra_choices() if choices is None else choices
         self.choices = {"debug": choices.get("debug")}
+        self.teacher_error: BaseException | None = None  # an on-demand teacher job's failure
 
     def fields(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -200,6 +213,8 @@ class MultiTaskJob(Job):
 
     def build(self, fields: dict[str, Any]) -> tuple[MultiTaskModule, MultiTaskEvaluation]:
         cfg = self.cfg
+        if self.teacher_error is not None:
+            raise TeacherNotTrained(f"an on-demand teacher's job failed: {one_line(self.teacher_error)}")
         self.tasks = tasks = [load_task(cfg, name, self.choices) for name in cfg.tasks]
         fields["env_id"] = "+".join(t.spec.env_id for t in tasks)
         seed_job(cfg.seed, cfg.torch_threads)  # training a teacher on demand reseeds; start from the same state
@@ -254,5 +269,36 @@ class MultiTaskJob(Job):
         )
 
 
+def missing_teachers(job: MultiTaskJob) -> list[str]:
+    """The tasks whose cached teacher ``job`` needs and the cache lacks, if ``job`` will run (none for
+    a config it refuses or a run already complete in its run dir)."""
+    cfg = job.cfg
+    try:
+        job.validate()
+        done = read_results_file(job.out / "results.json", quiet=True)
+        if cfg.get("skip_completed", True) and done and done.get("status") == "ok" and done.get("config") == plain(cfg):
+            return []
+        given = cfg.teacher.checkpoints or {}
+        overrides = teacher_overrides(cfg, job.choices)
+        seed, cache = int(cfg.teacher.seed), cfg.teacher.cache_dir
+        return [
+            name
+            for name in cfg.tasks
+            if not given.get(name) and not looks_cached(cache_entry(teacher_config(name, seed, overrides), cache))
+        ]
+    except Exception:  # the job reports it, in its own results.json
+        return []
+
+
 def multitask_job(cfg: DictConfig, out: Path, choices: dict[str, str | None] | None = None) -> dict[str, Any]:
-    return run_job(MultiTaskJob(cfg, out, choices))
+    """kdrl-multitask's job. On demand: each cached teacher the job needs and the cache lacks is
+    trained first, as its own teacher job (obtain_teacher); then the multi-task job loads them."""
+    job = MultiTaskJob(cfg, out, choices)
+    for name in missing_teachers(job):
+        try:
+            obtain_teacher(name, int(cfg.teacher.seed), teacher_overrides(cfg, job.choices), cfg.teacher.cache_dir)
+        except Exception as exc:
+            log.error("the on-demand teacher of task %s failed: %s", name, one_line(exc))
+            job.teacher_error = exc
+            break
+    return run_job(job)

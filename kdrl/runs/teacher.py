@@ -1,8 +1,11 @@
 """Teacher jobs: train a DQN teacher, evaluate it on held-out seeds, write teacher.pt and its reference
-(kdrl.reference: the teacher and a random policy on ``eval.reference_episodes`` held-out seeds)."""
+(kdrl.reference: the teacher and a random policy on ``eval.reference_episodes`` held-out seeds); and the
+on-demand teacher of a cache entry, trained as its own job when the cache lacks it."""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,16 @@ from kdrl.checkpoints import BestReturnPolicy, ResumeCheckpoint
 from kdrl.envs import EnvSpec, probe_spec
 from kdrl.evaluation import eval_seeds, evaluate_policy
 from kdrl.io import atomic_write, load_policy
+from kdrl.locks import exclusive_lock
 from kdrl.modules.dqn import DQN
 from kdrl.optim import build_optimizer
 from kdrl.reference import ReferenceSettings, compute_reference, store_reference
 from kdrl.runs.job import Job, plain, run_job
 from kdrl.stopping import StopAtReturn
+from kdrl.teachers import cache_entry, cached_teacher_ok, teacher_config
 from kdrl.validate import validate_common
+
+log = logging.getLogger("kdrl.teachers")
 
 
 def build_dqn(cfg: DictConfig, spec: EnvSpec, net_cfg: Any, algo: dict[str, Any]) -> DQN:
@@ -109,3 +116,20 @@ class TeacherJob(Job):
 
 def train_teacher(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return run_job(TeacherJob(cfg, out))
+
+
+def obtain_teacher(env: str, seed: int, overrides: list[str], cache_dir: str | Path) -> tuple[Path, dict]:
+    """Path to a cached teacher.pt for this teacher config and its results, training it first as its
+    own teacher job (in the cache entry, under the entry's lock) when the cache lacks it. ``env`` is a
+    conf/env name; ``overrides`` are kdrl-train's (kdrl.teachers.teacher_overrides). Library code only
+    loads (kdrl.teachers.cached_teacher); this is the runner's on-demand convenience."""
+    tcfg = teacher_config(env, seed, overrides)
+    entry = cache_entry(tcfg, cache_dir)
+    ckpt, results = entry / "teacher.pt", entry / "results.json"
+    with exclusive_lock(entry.with_suffix(".lock")):
+        if cached_teacher_ok(entry):
+            log.info("reusing cached teacher %s", entry)
+        else:
+            log.info("training teacher %s (not cached yet)", entry)
+            train_teacher(tcfg, entry)
+        return ckpt, json.loads(results.read_text())

@@ -1,0 +1,873 @@
+"""Declared studies: conf/study/<name>.yaml -> every job, stage by stage, on any Hydra launcher.
+
+A study declares its stages and its tables (conf/base/study.yaml, STAGE_KEYS, TABLE_KEYS):
+
+    stages:
+      teachers: {app: train, envs: [cartpole], seeds: [0, 1, 2, 3, 4]}
+      students: {app: distill, experiment: demo, teacher: {stage: teachers}}
+    tables:
+      main: {stages: [students], rows: method, cols: width}
+
+``plan`` turns it into jobs: each stage's sweep axes (``envs``, ``seeds``, the experiment's
+``hydra.sweeper.params``, ``axes``) expand into one job per combination, named by its axis values
+(``students/loss=kl,student.width=64,seed=0``, also its run dir under the study dir). A student
+names its teacher by the stage that trains it: it gets ``teacher.checkpoint=<that job's run
+dir>/teacher.pt`` (a multi-task job ``teacher.checkpoints``), so a student job only loads a file.
+
+The study dir holds ``index.json``: one row per job (config hash, status, run dir, error), so
+``status`` reads one file, then looks only at the jobs not marked ok (a job that finished since the
+index was written is seen; 10,000 jobs in well under a second). ``run_study`` runs each selected
+stage as ONE Hydra multirun of its unfinished jobs on the chosen launcher (``python -m
+kdrl.cli.<app> -m launcher=<launcher> hydra/sweeper=kdrl_listed ...``: a subprocess per stage keeps
+each stage's Hydra state clean), stages in order (teachers before the students that need them),
+shows progress (done, running, failed, ETA), reruns failed jobs on the next call, and rewrites the
+tables after each stage (kdrl.tables, as kdrl-table does).
+
+The study process never imports torch: ``status`` costs a JSON read and a few stats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdrl.errors import KdrlUserError
+
+INDEX_FILE = "index.json"
+LOCK_FILE = ".kdrl-study.lock"
+APPS = {"train": "kdrl.cli.train", "distill": "kdrl.cli.distill", "multitask": "kdrl.cli.multitask"}
+STAGE_KINDS = (*APPS, "data")
+# What a stage may declare (conf/base/study.yaml describes each)
+STAGE_KEYS = ("app", "envs", "seeds", "experiment", "axes", "overrides", "teacher", "tasks", "max_batch_size")
+TEACHER_KEYS = ("stage", "seed", "checkpoint")
+TABLE_KEYS = (
+    "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
+    "reference", "publish",
+)  # fmt: skip
+LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
+DONE = ("ok", "failed")
+
+
+class StudyError(KdrlUserError, ValueError):
+    """A study declaration or study dir kdrl-study cannot use (said in one line)."""
+
+
+# ---- the declaration ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def hydra_conf() -> Iterator[None]:
+    """Hydra's global state on kdrl's conf/ (the package's, so any directory and a wheel install work)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from kdrl.config import CONF_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        yield
+
+
+def known_studies() -> list[str]:
+    from kdrl.config import CONF_DIR
+
+    return sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
+
+
+def load_study(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """conf/study/<name>.yaml composed with ``overrides`` (Hydra syntax: ``dir=...``,
+    ``stages.students.seeds=[0,1]``), resolved to plain containers; a missing required key (``???``)
+    or an unknown study is a StudyError."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    if name not in known_studies():
+        raise StudyError(f"no study '{name}' (conf/study/<name>.yaml): have {', '.join(known_studies())}")
+    try:
+        with hydra_conf():
+            cfg = compose(overrides=[f"+study={name}", *overrides])
+        body = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        raise StudyError(f"study '{name}': {exc.full_key} is required (??? in conf/base/study.yaml)") from None
+    except OmegaConfBaseException as exc:
+        raise StudyError(f"study '{name}': {' '.join(str(exc).split())[:300]}") from None
+    except Exception as exc:  # Hydra's own override and composition errors
+        raise StudyError(f"study '{name}': {' '.join(str(exc).split())[:300]}") from None
+    check_declaration(body)
+    return body
+
+
+def check_declaration(study: dict[str, Any]) -> None:
+    """Unknown keys, unknown apps and teacher links to missing or later stages, in one line each."""
+    name = study["name"]
+    stages = study.get("stages") or {}
+    if not isinstance(stages, dict) or not stages:
+        raise StudyError(f"study '{name}': stages must be a non-empty mapping of stage name -> stage")
+    seen: list[str] = []
+    for sname, st in stages.items():
+        where = f"study '{name}', stage '{sname}'"
+        if not isinstance(st, dict):
+            raise StudyError(f"{where}: expected a mapping of {', '.join(STAGE_KEYS)}")
+        unknown = sorted(set(st) - set(STAGE_KEYS))
+        if unknown:
+            raise StudyError(f"{where}: unknown key(s) {', '.join(unknown)} (a stage takes {', '.join(STAGE_KEYS)})")
+        if st.get("app") not in STAGE_KINDS:
+            raise StudyError(f"{where}: app must be one of {', '.join(STAGE_KINDS)}, got {st.get('app')!r}")
+        teacher = st.get("teacher")
+        if teacher is not None:
+            if not isinstance(teacher, dict) or set(teacher) - set(TEACHER_KEYS):
+                raise StudyError(f"{where}: teacher takes {', '.join(TEACHER_KEYS)}, got {teacher!r}")
+            ref = teacher.get("stage")
+            if ref is not None and ref not in seen:
+                later = "a later stage" if ref in stages else "no stage of this study"
+                raise StudyError(f"{where}: its teacher stage '{ref}' is {later}: teachers run first")
+            if ref is not None and stages[ref].get("app") != "train":
+                raise StudyError(f"{where}: its teacher stage '{ref}' is not a train stage")
+        seen.append(sname)
+    for tname, t in (study.get("tables") or {}).items():
+        unknown = sorted(set(t or {}) - set(TABLE_KEYS))
+        if unknown:
+            raise StudyError(f"study '{name}', table '{tname}': unknown key(s) {', '.join(unknown)}")
+        for s in (t or {}).get("stages") or []:
+            if s not in stages:
+                raise StudyError(f"study '{name}', table '{tname}': no stage '{s}'")
+
+
+def declaration_hash(study: dict[str, Any]) -> str:
+    body = {k: v for k, v in study.items() if k != "dir"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ---- planning ----------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One run: ``app`` with ``overrides``, in ``<study dir>/<stage>/<name>`` (its id)."""
+
+    stage: str
+    app: str
+    name: str
+    overrides: list[str]
+    needs: list[str] = field(default_factory=list)  # the ids of the teacher jobs it loads
+    hash: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+def quote(value: str) -> str:
+    """A Hydra override value as a quoted string (paths, names with = and ,)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def hydra_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def axis_values(key: str, value: Any) -> list[str]:
+    """A sweep axis's values as override value strings: a YAML list, or Hydra's sweep syntax
+    (``a,b,c``, ``range(0,5)``), as the basic sweeper splits it."""
+    if isinstance(value, list | tuple):
+        return [hydra_value(v) for v in value]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={hydra_value(value)}"])
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
+
+
+def flat(items: Any) -> list[str]:
+    """An overrides list with nested lists (``[${common}, loss=kl]`` in a study file) flattened."""
+    out: list[str] = []
+    for item in items or []:
+        out.extend(flat(item) if isinstance(item, list | tuple) else [str(item)])
+    return out
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def deduplicated(overrides: Sequence[str]) -> list[str]:
+    """Later overrides of a key replace earlier ones (Hydra refuses some keys given twice)."""
+    last = {override_key(o): o for o in overrides}
+    out, done = [], set()
+    for o in overrides:
+        key = override_key(o)
+        if key not in done:
+            out.append(last[key])
+            done.add(key)
+    return out
+
+
+def job_hash(app: str, overrides: Sequence[str], study_dir: Path) -> str:
+    """What identifies a job's config: its app and overrides, the study dir written relative (a moved
+    study dir is the same study)."""
+    rel = [o.replace(str(study_dir), "<study>") for o in overrides]
+    return hashlib.sha256(json.dumps([app, rel]).encode()).hexdigest()[:12]
+
+
+def safe_name(values: dict[str, str]) -> str:
+    name = ",".join(f"{k}={v}" for k, v in values.items()) or "job"
+    return name.replace("/", "_").replace(os.sep, "_")
+
+
+def stage_base(app: str, overrides: list[str]) -> Any:
+    """The stage's config as its jobs compose it (hydra node included): the experiment's axes, the
+    default env, tasks and teacher seed rules."""
+    from hydra import compose
+
+    with hydra_conf():
+        try:
+            return compose(config_name=app, overrides=overrides, return_hydra_config=True)
+        except Exception as exc:
+            raise StudyError(f"the {app} config with {' '.join(overrides)} does not compose: {exc}") from None
+
+
+def stage_axes(st: dict[str, Any], base: Any) -> dict[str, list[str]]:
+    """env first (``envs``), then the experiment's ``hydra.sweeper.params`` and the stage's ``axes``
+    (which replace an experiment axis of the same key), seed last (``seeds``)."""
+    axes: dict[str, list[str]] = {}
+    if st.get("envs"):
+        axes["env"] = [hydra_value(e) for e in st["envs"]]
+    params = dict(base.hydra.sweeper.get("params") or {}) if st.get("experiment") else {}
+    for key, value in [*params.items(), *(st.get("axes") or {}).items()]:
+        axes[str(key)] = axis_values(str(key), value)
+    if st.get("seeds") is not None:
+        axes["seed"] = [hydra_value(s) for s in st["seeds"]]
+    if "env" in axes:
+        axes = {"env": axes.pop("env"), **axes}
+    if "seed" in axes:
+        axes["seed"] = axes.pop("seed")
+    return axes
+
+
+def teacher_seed(rule: Any, student_seed: int, values: dict[str, str], base: Any) -> int:
+    """``rule``: an int, ``student`` (the job's own seed), or null: as the job's config says
+    (``teacher.seed_from_student`` -> its seed, else ``teacher.seed``), as kdrl-distill would."""
+    if rule == "student":
+        return student_seed
+    if rule is not None:
+        return int(rule)
+    from_student = values.get("teacher.seed_from_student", base.teacher.get("seed_from_student", False))
+    if str(from_student).lower() == "true":
+        return student_seed
+    return int(values.get("teacher.seed", base.teacher.get("seed", 0)))
+
+
+def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
+    """Every job of every stage, in stage order."""
+    jobs: list[Job] = []
+    teachers: dict[str, dict[tuple[str, int], Job | None]] = {}  # stage -> (env, seed) -> job (None: ambiguous)
+    for sname, st in study["stages"].items():
+        app = st["app"]
+        if app == "data":
+            raise StudyError(
+                f"stage '{sname}': app 'data' (teacher datasets) is reserved in the declaration but not implemented yet"
+            )
+        fixed = flat(study.get("overrides"))
+        if st.get("experiment"):
+            fixed.append(f"experiment={st['experiment']}")
+        fixed += flat(st.get("overrides"))
+        base = stage_base(app, deduplicated(fixed))
+        axes = stage_axes(st, base)
+        default_env = base.hydra.runtime.choices.get("env")
+        seen: dict[tuple[str, int], Job | None] = {}
+        for combo in itertools.product(*axes.values()):
+            values = dict(zip(axes, combo))
+            seed = int(values.get("seed", base.seed))
+            env = values.get("env", default_env)
+            overrides = [*fixed, *(f"{k}={v}" for k, v in values.items())]
+            needs: list[str] = []
+            teacher = st.get("teacher")
+            if teacher and teacher.get("checkpoint"):
+                key = "teacher.checkpoints" if app == "multitask" else "teacher.checkpoint"
+                value = teacher["checkpoint"]
+                overrides.append(
+                    f"{key}={value if isinstance(value, str) and value.startswith('{') else quote(str(value))}"
+                )
+            elif teacher and teacher.get("stage"):
+                ref = teacher["stage"]
+                tseed = teacher_seed(teacher.get("seed"), seed, values, base)
+                names = list(st.get("tasks") or base.get("tasks") or []) if app == "multitask" else [env]
+                found = []
+                for task in names:
+                    tjob = teachers[ref].get((str(task), tseed), "missing")
+                    if tjob == "missing":
+                        have = sorted(f"env={e} seed={s}" for e, s in teachers[ref])
+                        raise StudyError(
+                            f"stage '{sname}' job {safe_name(values)} needs a teacher env={task} seed={tseed} that "
+                            f"stage '{ref}' does not train (it has: {', '.join(have)})"
+                        )
+                    if tjob is None:
+                        raise StudyError(
+                            f"stage '{ref}' has several jobs for env={task} seed={tseed} (axes besides envs and "
+                            f"seeds): stage '{sname}' cannot name one teacher; split it into stages"
+                        )
+                    found.append((task, tjob))
+                    needs.append(tjob.id)
+                paths = {task: str(study_dir / tjob.id / "teacher.pt") for task, tjob in found}
+                if app == "multitask":
+                    body = ",".join(f"{task}:{quote(p)}" for task, p in paths.items())
+                    overrides.append(f"teacher.checkpoints={{{body}}}")
+                    if st.get("tasks"):
+                        overrides.append(f"tasks=[{','.join(map(str, st['tasks']))}]")
+                else:
+                    overrides.append(f"teacher.checkpoint={quote(paths[env])}")
+            elif app == "multitask" and st.get("tasks"):
+                overrides.append(f"tasks=[{','.join(map(str, st['tasks']))}]")
+            overrides = deduplicated(
+                [*overrides, f"wandb.group={study['name']}"]
+            )  # every job joins the study's W&B group
+            job = Job(sname, app, safe_name(values), overrides, needs)
+            job.hash = job_hash(app, overrides, study_dir)
+            jobs.append(job)
+            if app == "train":
+                key = (str(env), seed)
+                seen[key] = None if key in seen else job
+        names = [j.name for j in jobs if j.stage == sname]
+        if len(set(names)) != len(names):
+            raise StudyError(f"stage '{sname}': two jobs with the same axis values")
+        teachers[sname] = seen
+    return jobs
+
+
+# ---- the index -----------------------------------------------------------------------------------------
+@dataclass
+class Index:
+    """``<study dir>/index.json``: the study's jobs, one row each, in stage order."""
+
+    path: Path
+    meta: dict[str, Any]
+    rows: dict[str, dict[str, Any]]  # job id -> row
+
+    @property
+    def study_dir(self) -> Path:
+        return self.path.parent
+
+    @classmethod
+    def load(cls, study_dir: Path) -> Index:
+        path = Path(study_dir) / INDEX_FILE
+        try:
+            body = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(path, {}, {})
+        except (OSError, ValueError) as exc:
+            raise StudyError(
+                f"{path} cannot be read ({' '.join(str(exc).split())[:120]}): delete it to re-plan"
+            ) from None
+        rows = {r["id"]: r for r in body.pop("jobs", [])}
+        return cls(path, body, rows)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = {**self.meta, "updated": time.time(), "jobs": list(self.rows.values())}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body, separators=(",", ":")))
+        os.replace(tmp, self.path)
+
+    def merge(self, jobs: list[Job], study: dict[str, Any]) -> None:
+        """Rows for the planned jobs: a known job keeps its status while its config hash holds; a
+        changed one is pending again (results written before the change no longer count)."""
+        now = time.time()
+        rows = {}
+        for job in jobs:
+            old = self.rows.get(job.id)
+            row = {
+                "id": job.id,
+                "stage": job.stage,
+                "app": job.app,
+                "name": job.name,
+                "hash": job.hash,
+                "run_dir": job.id,
+                "overrides": job.overrides,
+                "needs": job.needs,
+                "status": "pending",
+                "since": 0.0,
+            }
+            if old is not None and old.get("hash") == job.hash:
+                row.update({k: v for k, v in old.items() if k not in row or k in ("status", "since")})
+            elif old is not None:
+                row["since"] = now  # its old results.json (another config) does not count
+            rows[job.id] = row
+        self.rows = rows
+        self.meta.update(study=study["name"], declaration=declaration_hash(study), stages=list(study["stages"]))
+        self.meta["tables"] = study.get("tables") or {}
+        self.meta["title"] = study.get("description")
+
+    def refresh(self, rows: list[dict[str, Any]] | None = None, check_ok: bool = False) -> int:
+        """Re-read the results of ``rows`` (default: all) not marked ok (and of ok ones with
+        ``check_ok``: a deleted run dir is pending again). Returns how many rows changed."""
+        changed = 0
+        for row in self.rows.values() if rows is None else rows:
+            if row["status"] == "ok" and not check_ok:
+                continue
+            before = (row["status"], row.get("mtime"))
+            update_row(self.study_dir, row)
+            changed += before != (row["status"], row.get("mtime"))
+        return changed
+
+
+def update_row(study_dir: Path, row: dict[str, Any]) -> None:
+    run_dir = study_dir / row["run_dir"]
+    try:
+        mtime = os.stat(run_dir / "results.json").st_mtime
+    except OSError:
+        row["status"] = "started" if run_dir.is_dir() else "pending"
+        row.pop("mtime", None)
+        return
+    if mtime < float(row.get("since") or 0.0):
+        row["status"] = "started"  # results of an earlier config: the new one has not finished
+        return
+    if row["status"] in DONE and row.get("mtime") == mtime:
+        return
+    try:
+        res = json.loads((run_dir / "results.json").read_text())
+        status = "ok" if res.get("status") == "ok" else "failed"
+        error = None if status == "ok" else str(res.get("error") or "failed").splitlines()[0][:300]
+    except (OSError, ValueError, AttributeError) as exc:
+        res, status, error = {}, "failed", f"unreadable results.json: {' '.join(str(exc).split())[:200]}"
+    row.update(status=status, mtime=mtime, error=error)
+    wall = res.get("job_wall_time_s") if isinstance(res, dict) else None
+    row["wall_s"] = float(wall) if isinstance(wall, int | float) else None
+
+
+# ---- status ----------------------------------------------------------------------------------------------
+def runner_alive(study_dir: Path) -> dict[str, Any] | None:
+    """The kdrl-study process running this study now (from its lock file), or None."""
+    path = Path(study_dir) / LOCK_FILE
+    try:
+        holder = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except (OSError, KeyError, ValueError):
+            return None
+        return holder
+    return holder if age < 600 else None
+
+
+def job_state(row: dict[str, Any], rows: dict[str, dict[str, Any]], running: bool) -> str:
+    """ok | failed | running | pending | waiting (its teacher is not done) | blocked (its teacher failed)."""
+    status = row["status"]
+    if status in DONE:
+        return status
+    if status == "started":
+        return "running" if running else "pending"
+    needs = [rows.get(n, {}).get("status") for n in row.get("needs") or []]
+    if any(s == "failed" for s in needs):
+        return "blocked"
+    if any(s != "ok" for s in needs):
+        return "waiting"
+    return "pending"
+
+
+STATES = ("ok", "failed", "running", "pending", "waiting", "blocked")
+
+
+def counts(rows: list[dict[str, Any]], all_rows: dict[str, dict[str, Any]], running: bool) -> dict[str, int]:
+    out = dict.fromkeys(STATES, 0)
+    for row in rows:
+        out[job_state(row, all_rows, running)] += 1
+    return out
+
+
+def fmt_counts(c: dict[str, int]) -> str:
+    total = sum(c.values())
+    parts = [f"{c['ok']}/{total} ok"] + [f"{c[s]} {s}" for s in STATES[1:] if c[s]]
+    return ", ".join(parts)
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def status_report(study_dir: Path, max_failed: int = 50) -> tuple[str, int]:
+    """The study's status from its index, with the jobs not marked ok looked at again; and the number
+    of jobs not ok. Reads one file and stats only unfinished jobs' run dirs."""
+    index = Index.load(study_dir)
+    if not index.rows:
+        raise StudyError(f"{study_dir} has no {INDEX_FILE}: not a study dir, or no kdrl-study call has planned it yet")
+    index.refresh()
+    runner = runner_alive(study_dir)
+    all_c = counts(list(index.rows.values()), index.rows, runner is not None)
+    lines = [f"study {index.meta.get('study', '?')} ({study_dir}): {len(index.rows)} jobs: {fmt_counts(all_c)}"]
+    if runner is not None:
+        lines.append(f"runner: kdrl-study pid {runner.get('pid')} on {runner.get('host')}")
+        if index.meta.get("progress"):
+            lines.append(f"progress: {index.meta['progress']}")
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for row in index.rows.values():
+        by_stage.setdefault(row["stage"], []).append(row)
+    for stage, rows in by_stage.items():
+        c = counts(rows, index.rows, runner is not None)
+        walls = [r["wall_s"] for r in rows if r["status"] == "ok" and r.get("wall_s")]
+        mean = f"; {fmt_duration(sum(walls) / len(walls))} per job" if walls else ""
+        lines.append(f"  stage {stage} ({rows[0]['app']}): {fmt_counts(c)}{mean}")
+    failed = [r for r in index.rows.values() if r["status"] == "failed"]
+    if failed:
+        lines.append(f"failed ({len(failed)}; rerun by the next kdrl-study call):")
+        for r in failed[:max_failed]:
+            lines.append(f"  {r['id']}: {r.get('error') or 'failed'}  [{study_dir / r['run_dir']}]")
+        if len(failed) > max_failed:
+            lines.append(f"  ... and {len(failed) - max_failed} more (index: {index.path})")
+    blocked = [r for r in index.rows.values() if job_state(r, index.rows, runner is not None) == "blocked"]
+    if blocked:
+        lines.append(f"blocked ({len(blocked)}): their teacher failed, they run once it is ok")
+    return "\n".join(lines), sum(v for k, v in all_c.items() if k != "ok")
+
+
+# ---- running ---------------------------------------------------------------------------------------------
+@dataclass
+class Runner:
+    """One kdrl-study call on one study dir."""
+
+    study: dict[str, Any]
+    study_dir: Path
+    launcher: str = "joblib"
+    hydra_args: Sequence[str] = ()
+    poll_s: float = 2.0
+    table_every_s: float = 120.0
+    say: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise StudyError(f"launcher must be one of {', '.join(LAUNCHERS)}, got '{self.launcher}'")
+        self.index = Index.load(self.study_dir)
+        self.saved_at = 0.0
+
+    def save(self, force: bool = True) -> None:
+        if force or time.time() - self.saved_at > 10:
+            self.index.save()
+            self.saved_at = time.time()
+
+    def plan_only(self) -> None:
+        """Plan the study and write its index (statuses from the run dirs) without running a job."""
+        self.index.merge(plan(self.study, self.study_dir), self.study)
+        self.index.refresh(check_ok=True)
+        if runner_alive(self.study_dir) is None:  # a running kdrl-study owns the index
+            self.save()
+
+    def run(self, stages: Sequence[str] | None = None, publish: bool = False) -> int:
+        from kdrl.locks import LockTimeout, exclusive_lock
+
+        selected = list(stages or self.study["stages"])
+        unknown = [s for s in selected if s not in self.study["stages"]]
+        if unknown:
+            raise StudyError(
+                f"no stage {', '.join(unknown)} in study '{self.study['name']}' (has: {', '.join(self.study['stages'])})"
+            )
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with exclusive_lock(self.study_dir / LOCK_FILE, timeout_s=0.0, poll_s=0.1):
+                return self._run(selected, publish)
+        except LockTimeout:
+            holder = runner_alive(self.study_dir) or {}
+            raise StudyError(
+                f"another kdrl-study is running {self.study_dir} (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}): kdrl-study --status {self.study_dir} shows its progress"
+            ) from None
+
+    def _run(self, selected: list[str], publish: bool) -> int:
+        t0 = time.time()
+        jobs = plan(self.study, self.study_dir)
+        self.index.merge(jobs, self.study)
+        self.index.refresh(check_ok=True)
+        self.save()
+        (self.study_dir / "study.json").write_text(json.dumps(self.study, indent=1))
+        todo = [r for r in self.index.rows.values() if r["stage"] in selected and r["status"] != "ok"]
+        c = counts(list(self.index.rows.values()), self.index.rows, False)
+        self.say(
+            f"study {self.study['name']}: {len(self.index.rows)} jobs in {len(self.study['stages'])} stages "
+            f"({fmt_counts(c)}); {len(todo)} to run in stage(s) {', '.join(selected)} on launcher={self.launcher} "
+            f"-> {self.study_dir}"
+        )
+        for stage in selected:
+            self.run_stage(stage)
+            self.write_tables()
+        texts = self.write_tables(publish=publish)
+        for text in texts:
+            self.say("\n" + text)
+        rows = [r for r in self.index.rows.values() if r["stage"] in selected]
+        c = counts(rows, self.index.rows, False)
+        self.index.meta["progress"] = None
+        self.save()
+        self.say(
+            f"\nstudy {self.study['name']}: {fmt_counts(c)} in stage(s) {', '.join(selected)} ({fmt_duration(time.time() - t0)})"
+        )
+        failed = [r for r in rows if r["status"] == "failed"]
+        for r in failed[:50]:
+            self.say(f"  failed {r['id']}: {r.get('error')}  [{self.study_dir / r['run_dir']}]")
+        if failed:
+            self.say(f"  {len(failed)} failed job(s): the next kdrl-study call reruns them")
+        return 0 if c["ok"] == len(rows) else 1
+
+    def run_stage(self, stage: str) -> None:
+        rows = [r for r in self.index.rows.values() if r["stage"] == stage]
+        todo = [r for r in rows if r["status"] != "ok"]
+        if not todo:
+            self.say(f"stage {stage}: all {len(rows)} jobs ok, nothing to run")
+            return
+        ready = [r for r in todo if job_state({**r, "status": "pending"}, self.index.rows, False) == "pending"]
+        held = [r for r in todo if r not in ready]
+        for r in held:
+            teachers = ", ".join(n for n in r["needs"] if self.index.rows[n]["status"] != "ok")
+            r["error"] = f"its teacher is not ok: {teachers}"
+        if held:
+            self.say(f"stage {stage}: {len(held)} job(s) held back: their teacher is not ok (kdrl-study --status)")
+        if not ready:
+            return
+        app = rows[0]["app"]
+        launch = self.study_dir / ".launch" / f"{stage}.json"
+        launch.parent.mkdir(parents=True, exist_ok=True)
+        launch.write_text(json.dumps([[*r["overrides"], f"hydra.sweep.subdir={quote(r['name'])}"] for r in ready]))
+        cmd = [
+            sys.executable, "-m", APPS[app], "-m", f"launcher={self.launcher}", "hydra/sweeper=kdrl_listed",
+            f"hydra.sweeper.jobs_file={launch}", f"hydra.sweep.dir={self.study_dir / stage}", *self.hydra_args,
+        ]  # fmt: skip
+        batch = self.study["stages"][stage].get("max_batch_size")
+        if batch:
+            cmd.append(f"hydra.sweeper.max_batch_size={int(batch)}")
+        log_path = self.study_dir / "logs" / f"{stage}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for r in ready:  # a failed job's old results.json must not count as this run's
+            if r["status"] == "failed":
+                r["since"] = now
+            r["status"], r["error"] = "pending", None
+        self.say(
+            f"stage {stage}: {len(ready)} job(s) as one kdrl-{app} multirun on launcher={self.launcher} (log: {log_path})"
+        )
+        t0 = time.time()
+        with open(log_path, "a") as log:
+            log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+            log.flush()
+            env = {**os.environ, "KDRL_NO_PROGRESS": "1"}
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                self.monitor(stage, proc, ready, t0)
+            except BaseException:
+                proc.terminate()
+                with contextlib.suppress(Exception):
+                    proc.wait(timeout=30)
+                self.save()
+                raise
+        self.index.refresh(ready)
+        c = counts(ready, self.index.rows, False)
+        self.say(f"stage {stage}: {fmt_counts(c)} ({fmt_duration(time.time() - t0)})")
+        if proc.returncode != 0:
+            self.say(f"stage {stage}: the multirun exited with code {proc.returncode}; its log ends:")
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            self.say("\n".join("    " + line for line in tail))
+        self.index.meta["progress"] = None
+        self.save()
+
+    def monitor(self, stage: str, proc: subprocess.Popen, rows: list[dict[str, Any]], t0: float) -> None:
+        """Progress while the stage's multirun runs: done, running, failed and an ETA from the pace so far."""
+        last_state, last_print, last_table, finished_before = None, 0.0, time.time(), 0
+        while True:
+            done = proc.poll() is not None
+            self.index.refresh(rows)
+            c = counts(rows, self.index.rows, True)
+            finished = c["ok"] + c["failed"]
+            elapsed = time.time() - t0
+            left = len(rows) - finished
+            eta = f", ETA {fmt_duration(elapsed / finished * left)}" if finished and left else ""
+            line = f"[{stage} {fmt_duration(elapsed)}] {finished}/{len(rows)} done ({c['ok']} ok, {c['failed']} failed), {c['running']} running{eta}"
+            self.index.meta["progress"] = line
+            state = (c["ok"], c["failed"], c["running"])
+            if state != last_state or time.time() - last_print > 60:  # counts changed, or a minute passed
+                if not done:
+                    self.say(line)
+                last_state, last_print = state, time.time()
+                self.save(force=False)
+            if finished > finished_before and time.time() - last_table > self.table_every_s:
+                self.write_tables()
+                last_table, finished_before = time.time(), finished
+            if done:
+                return
+            time.sleep(self.poll_s)
+
+    def write_tables(self, publish: bool = False) -> list[str]:
+        """Every declared table from the jobs finished so far; each table's text (a table that cannot
+        be written yet says why and never stops the study)."""
+        texts = []
+        for name, spec in (self.study.get("tables") or {}).items():
+            try:
+                text = write_table(self.study, self.index, name, spec or {}, publish)
+            except Exception as exc:
+                text = f"table {name}: not written yet ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            if text:
+                texts.append(text)
+        return texts
+
+
+# ---- tables ----------------------------------------------------------------------------------------------
+def table_jobs(study: dict[str, Any], index: Index, spec: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    stages = list(spec.get("stages") or [s for s, st in study["stages"].items() if st["app"] != "train"])
+    return stages, [r for r in index.rows.values() if r["stage"] in stages]
+
+
+def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, Any], publish: bool) -> str:
+    """One declared table into <study dir>/tables/<name>/ (table.md/.tex, cells and runs CSV, plots),
+    from the finished jobs of its stages; with ``publish`` also copied to its ``publish`` dir."""
+    import pandas as pd
+
+    from kdrl import tables as T
+
+    stages, rows = table_jobs(study, index, spec)
+    finished = [r for r in rows if r["status"] in DONE]
+    out = index.study_dir / "tables" / name
+    title = spec.get("title") or f"{study['name']}: {name}"
+    state = "complete" if len(finished) == len(rows) else f"PARTIAL: {len(finished)} of {len(rows)} jobs finished"
+    head = f"# {title}\n\n{state}. Regenerate: `kdrl-study study={study['name']}`"
+    if spec.get("publish"):
+        head += f" (`publish=true` copies it to {spec['publish']})"
+    head += ".\n\n"
+    if not finished:
+        return ""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {s: [index.study_dir / r["run_dir"] / "results.json" for r in finished if r["stage"] == s] for s in stages}
+    if spec.get("kind") == "multitask":
+        df = T.collect_multitask([f for fs in files.values() for f in fs])
+        body = T.multitask_report(df)
+        df.to_csv(out / "runs.csv", index=False)
+        text = head + body + "\n"
+    else:
+        frames = []
+        for stage, fs in files.items():
+            if fs:
+                df = T.collect(fs)
+                df["stage"] = stage
+                frames.append(df)
+        df = pd.concat(frames, ignore_index=True)
+        kind = spec.get("kind") or "student"
+        if kind != "all":
+            df = df[df["kind"] == kind]
+        for key, values in (spec.get("where") or {}).items():
+            wanted = {str(v) for v in (values if isinstance(values, list) else [values])}
+            df = df[df[key].astype(str).isin(wanted)]
+        rows_key, cols_key = spec.get("rows") or "method", spec.get("cols") or "width"
+        metric = spec.get("metric") or "normalized_score"
+        if df.empty:
+            return ""
+        for col in (rows_key, cols_key, metric):
+            if col not in df:
+                raise StudyError(f"table {name}: no column '{col}' in the results")
+        df.to_csv(out / "results.csv", index=False)
+        summary = T.summary_table(df, rows_key, cols_key, metric)
+        (out / "table.tex").write_text(summary.latex)
+        summary.cells.to_csv(out / "table_cells.csv", index=False)
+        text = head + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table writes it
+        ref = spec.get("reference")
+        if ref:
+            text += "\n" + reference_lines(ref, summary.cells, rows_key, cols_key, metric) + "\n"
+        if spec.get("aggregate") or spec.get("compare"):
+            names = {str(v): v for v in df[cols_key].dropna().unique()}
+            pairs = [tuple(str(c).split(",")) for c in spec.get("compare") or []]
+            try:
+                ct = T.cross_task(
+                    df, rows_key, cols_key, metric, [(names.get(x, x), names.get(y, y)) for x, y in pairs]
+                )
+            except ValueError as exc:  # e.g. no finite scores of a compared column yet
+                text += f"\n(aggregates not written yet: {exc})\n"
+            else:
+                (out / "aggregate.md").write_text(ct.markdown + "\n")
+                ct.cells.to_csv(out / "aggregate.csv", index=False)
+                text += "\n" + ct.markdown + "\n"
+                if spec.get("plots", True):
+                    with contextlib.suppress(Exception):  # a plot never costs the table
+                        T.plot_profiles(ct, out, metric)
+        if spec.get("plots", True):
+            group = spec.get("curve_group") or "method"
+            paths = [] if group == "stage" else [f for fs in files.values() for f in fs]
+            try:
+                T.plot_all(df, summary.cells, paths, out, rows_key, cols_key, metric, group)
+                if group == "stage":
+                    plot_stage_curves(files, out)
+            except Exception as exc:  # e.g. every score refused: nothing to put on a log axis
+                text += f"\n(plots not written: {type(exc).__name__}: {' '.join(str(exc).split())[:160]})\n"
+    (out / "table.md").write_text(text)
+    if publish and spec.get("publish"):
+        dest = Path(spec["publish"])
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in out.iterdir():
+            if f.is_file():
+                shutil.copy2(f, dest / f.name)
+        text += f"\n(published to {dest})\n"
+    return text
+
+
+def plot_stage_curves(files: dict[str, list[Path]], out: Path) -> None:
+    """Learning curves (mean, 95% CI over seeds) with one line per stage (curve_group: stage)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdrl.tables import learning_curves
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for stage, fs in files.items():
+        for _, (x, mean, lo, hi) in learning_curves(fs, "kind").items():
+            ax.plot(x, mean, label=stage)
+            ax.fill_between(x, lo, hi, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("greedy return (periodic eval)")
+    ax.legend(fontsize=8, title="stage")
+    ax.set_title("Learning curves (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "curves_by_stage.png", dpi=110)
+    plt.close(fig)
+
+
+def reference_lines(ref: dict[str, Any], cells: Any, rows: str, cols: str, metric: str) -> str:
+    """The paper's numbers beside ours: ``values`` keyed by a ``cols`` value (``by: cols``, ours the
+    ``stat`` over rows of the cell means: geomean or mean) or by a ``rows`` value (``by: rows``, ours
+    the mean over cols)."""
+    import numpy as np
+
+    from kdrl.scores import geometric_mean
+    from kdrl.tables import is_fraction_of_teacher
+
+    by = ref.get("by", "cols")
+    scale = 100.0 if is_fraction_of_teacher(metric) else 1.0
+    other = rows if by == "cols" else cols
+    key = cols if by == "cols" else rows
+    stat = ref.get("stat", "geomean" if by == "cols" else "mean")
+    label = ref.get("label", "reference")
+    head = f"| {key} | ours ({stat} over {other}) | {label} |"
+    lines = [f"Beside the paper: {ref.get('note', label)}", "", head, "|---|---|---|"]
+    for value, theirs in (ref.get("values") or {}).items():
+        means = cells.loc[cells[key].astype(str) == str(value), "mean"].to_numpy(dtype=float)
+        if len(means) == 0:
+            ours = "–"
+        else:
+            v = geometric_mean(means) if stat == "geomean" else float(np.mean(means))
+            ours = f"{scale * v:.1f}" if np.isfinite(v) else "–"
+        lines.append(f"| {value} | {ours} | {theirs} |")
+    return "\n".join(lines)

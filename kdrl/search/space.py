@@ -2,8 +2,8 @@
 line), as Optuna distributions:
 
 * ``choice(a, b, c)`` or ``a,b,c``: categorical;
-* ``interval(lo, hi)``: uniform float (int when both ends are ints); ``tag(log, interval(lo, hi))``:
-  log-uniform;
+* ``interval(lo, hi)``: uniform float (Hydra parses an interval's ends as floats; ints: ``range``);
+  ``tag(log, interval(lo, hi))``: log-uniform;
 * ``range(start, stop[, step])``: the ints (or floats) of Python's range, ``stop`` excluded.
 
 Every other override is fixed: passed to each trial as written.

@@ -54,6 +54,19 @@ def choose(kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
     return dict(options[name])
 
 
+def suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``trial.suggest_*`` for an Optuna distribution (an enqueued trial gets its fixed value)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"{name}: unsupported distribution {dist!r}")
+
+
 class OptunaSearch:
     def __init__(
         self,
@@ -197,9 +210,9 @@ class OptunaSearch:
         while not self._stop.is_set():
             with self._lock:
                 self.reap_stale()
-                if self.counted() >= self.n_trials:
+                if self.counted() >= self.n_trials and not self.waiting():
                     return
-                trial = self.study.ask(fixed_distributions=space.distributions)
+                trial = self.ask(space)
                 trial_id = self.storage_obj.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
                 self._inflight[trial_id] = trial.number
                 self.storage_obj.set_trial_system_attr(trial_id, WORKER_ATTR, self.worker)
@@ -217,6 +230,20 @@ class OptunaSearch:
                     raise SearchFailed(
                         f"search: {failed} of {len(self.ran)} trials failed (max_failure_rate {self.max_failure_rate})"
                     )
+
+    def ask(self, space: SearchSpace) -> Any:
+        """A new trial (or an enqueued retry) with its parameters. With a sampler seed, trial N is
+        sampled by a sampler seeded ``seed + N``: a search is reproducible on one worker, and workers
+        started at once do not propose the same random start-up trials (one seeded sampler per
+        worker would)."""
+        from hydra.utils import instantiate
+
+        trial = self.study.ask()
+        if self.sampler_cfg.get("seed") is not None:
+            self.study.sampler = instantiate({**self.sampler_cfg, "seed": int(self.sampler_cfg["seed"]) + trial.number})
+        for name, dist in space.distributions.items():
+            suggest(trial, name, dist)
+        return trial
 
     def run_trial(self, trial: Any, trial_id: int, space: SearchSpace, extra: list[str]) -> str:
         import optuna
@@ -277,6 +304,12 @@ class OptunaSearch:
         """Trials that count towards n_trials: all but the stale ones (whose retries count)."""
         trials = self.study.get_trials(deepcopy=False)
         return sum(1 for t in trials if not t.system_attrs.get(STALE_ATTR))
+
+    def waiting(self) -> int:
+        """Enqueued trials (retries of stale ones, or given by hand): run even once n_trials is reached."""
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def reap_stale(self) -> list[int]:
         """Fail RUNNING trials nobody keeps alive and enqueue each once more; their numbers."""

@@ -301,3 +301,19 @@ def test_minatar_presets_compose_with_their_objectives():
         for name in ("median", "successive_halving", "hyperband"):
             assert cfg.hydra.sweeper.pruners[name]._target_.startswith("optuna.pruners.")
     assert compose_cfg("train", ["hparams_search=cartpole_teacher_optuna"]).optimized_metric == "eval_return_mean"
+
+
+def test_kdrl_table_counts_pruned_runs_apart_from_failures():
+    import pandas as pd
+
+    from kdrl.tables import summary_table
+
+    base = {"kind": "student", "env_id": "CartPole-v1", "run_dir": "x", "loss": "kl", "width": 16}
+    rows = [
+        {**base, "status": "ok", "seed": 0, "normalized_score": 0.9},
+        {**base, "status": "ok", "seed": 1, "normalized_score": 0.8},
+        {**base, "status": "pruned", "seed": 2, "normalized_score": None},
+        {**base, "status": "failed", "seed": 3, "normalized_score": None},
+    ]
+    tab = summary_table(pd.DataFrame(rows), "loss", "width", "normalized_score")
+    assert "2 ok runs, 1 failed, 1 pruned by a search" in tab.caption

@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "search_pruning")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     ap.add_argument("--no-reruns", action="store_true")
+    ap.add_argument("--rerun", nargs="+", default=["median", "no_pruning"], help="whose best configurations to re-run")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.teacher = args.teacher.resolve()
@@ -160,7 +161,8 @@ def main() -> None:
     if not args.no_reruns:
         configs = {"defaults": {}}
         for s in searches:
-            configs[f"best_{s['search']}"] = s["best_params"]
+            if s["search"] in args.rerun and s["best_params"] not in configs.values():
+                configs[f"best_{s['search']}"] = s["best_params"]
         cmp = [
             f"Re-run on fresh seeds {', '.join(map(str, args.seeds))} (held-out normalised score, 20 episodes each):",
             "",

@@ -150,6 +150,73 @@ def test_a_killed_search_rerun_continues_its_study_and_resumes_the_killed_trial(
     assert res["config"]["search"]["trial"] == retry.number and retry.value == pytest.approx(res["normalized_score"])
 
 
+def test_teacher_search_on_time_to_score_stops_trials_at_the_target_and_counts_failures_at_the_budget(tmp_path):
+    """The MinAtar teacher preset's objective on a debug CartPole teacher: each trial stops once a
+    periodic evaluation reaches the target (the sweeper sets eval.stop_at_return), its value is the
+    wall time of that evaluation, or the whole fit's when it never gets there."""
+    cmd = [
+        str(Path(sys.executable).parent / "kdrl-train"), "hparams_search=cartpole_teacher_optuna", "debug=fast",
+        "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.objective.metrics=[time_to_score]", "hydra.sweeper.objective.target=30",
+        "hydra.sweeper.pruner=none", "eval.freq=500", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(tmp_path / "sweep" / "optuna.journal", "kdrl_cartpole_teacher")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    for t in study.trials:
+        res = json.loads((tmp_path / "sweep" / str(t.number) / "results.json").read_text())
+        assert res["config"]["eval"]["stop_at_return"] == 30
+        hist = res["eval_history"]
+        reached = [h for h in hist if h["return_mean"] >= 30]
+        if reached:
+            assert t.value == pytest.approx(reached[0]["wall_s"]) and hist[-1] is reached[0]  # stopped there
+        else:
+            assert t.value == pytest.approx(res["wall_time_s"]) and res["env_steps"] == 3000  # the budget
+
+
+def test_multi_objective_search_reports_its_pareto_front(tmp_path):
+    """Return against wall time: two directions, TPE's multi-objective mode, no pruning; the sweep's
+    optimization_results.yaml and kdrl-search give the Pareto front."""
+    cmd = student_search(
+        tmp_path, "sweep", "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=[maximize,minimize]",
+        "hydra.sweeper.objective.metrics=[normalized_score,wall_time_s]",
+    )  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(tmp_path / "sweep" / "optuna.journal", "kdrl_cartpole_student")
+    assert len(study.directions) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert all(not t.intermediate_values for t in study.trials)  # not pruned: nothing reported
+    for t in study.trials:
+        res = json.loads((tmp_path / "sweep" / str(t.number) / "results.json").read_text())
+        assert t.values == pytest.approx([res["normalized_score"], res["wall_time_s"]])
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert {s["number"] for s in best["solutions"]} == {t.number for t in study.best_trials}
+    report = subprocess.run(
+        [str(Path(sys.executable).parent / "kdrl-search"), str(tmp_path / "sweep")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert report.returncode == 0 and "## Pareto front" in report.stdout
+    assert (tmp_path / "sweep" / "pareto_front.png").stat().st_size > 0
+
+
+def test_search_through_a_local_ray(tmp_path):
+    """Trials as Ray tasks, two in flight from one worker (Ray started once, before the slots)."""
+    env = {k: v for k, v in os.environ.items() if k != "KDRL_RAY_ADDRESS"}
+    journal = tmp_path / "sweep" / "optuna.journal"
+    enqueue(journal, "kdrl_cartpole_student", [BAD, GOOD, BAD])
+    cmd = student_search(
+        tmp_path, "sweep", "launcher=ray", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+        "distill.total_timesteps=2400", "eval.freq=400", THRESHOLD % (0.5, 800), "hydra.sweeper.pruner=threshold",
+    )  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    study = load(journal, "kdrl_cartpole_student")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "PRUNED"]
+    statuses = [json.loads((tmp_path / "sweep" / str(n) / "results.json").read_text())["status"] for n in range(3)]
+    assert statuses == ["pruned", "ok", "pruned"]
+
+
 def test_teacher_search_preset_composes_with_its_objective():
     cfg = compose_cfg("train", ["hparams_search=cartpole_teacher_optuna"])
     assert cfg.optimized_metric == "eval_return_mean"

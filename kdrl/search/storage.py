@@ -29,6 +29,7 @@ log = logging.getLogger("kdrl.search")
 JOURNAL_PREFIX = "journal:"
 DEFAULT_JOURNAL = "optuna.journal"
 SETTINGS_ATTR = "kdrl"
+COMPARED = ("objective", "pruner")
 
 
 class SearchSettingsError(ValueError):
@@ -122,7 +123,8 @@ def record_settings(study: Any, settings: dict[str, Any]) -> dict[str, Any]:
         study.set_user_attr(SETTINGS_ATTR, settings)
         return settings
     held = canonical(held)
-    diff = sorted(k for k in set(held) | set(settings) if held.get(k) != settings.get(k))
+    # what a trial is judged by must agree; liveness settings (heartbeat_s) may differ per worker
+    diff = sorted(k for k in COMPARED if held.get(k) != settings.get(k))
     if diff:
         parts = "; ".join(f"{k}: study {held.get(k)!r}, this worker {settings.get(k)!r}" for k in diff)
         raise SearchSettingsError(

@@ -229,7 +229,7 @@ def plot_history(study: Any, out: Path) -> list[Path]:
         elif len(study.directions) == 2:
             plots.append(("pareto_front.png", lambda: ovm.plot_pareto_front(study)))
         if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-            plots.append(("intermediate_values.png", lambda: ovm.plot_intermediate_values(study)))
+            plots.append(("intermediate_values.png", lambda: plot_intermediate(study)))
         for name, make in plots:
             try:
                 ax = make()
@@ -237,17 +237,41 @@ def plot_history(study: Any, out: Path) -> list[Path]:
                 print(f"kdrl-search: {name} not drawn: {exc}")
                 continue
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            if name == "intermediate_values.png":
-                ax.set_xlabel("env steps")
-                legend = ax.get_legend()
-                if legend is not None:
-                    legend.remove()  # one entry per trial: unreadable past a few
             fig.set_size_inches(7, 4.5)
             fig.tight_layout()
             fig.savefig(out / name, dpi=110)
             plt.close(fig)
             written.append(out / name)
     return written
+
+
+def plot_intermediate(study: Any) -> Any:
+    """Each trial's reported values against env steps: complete trials in blue, pruned ones in red
+    ending in a cross where they were stopped, others grey."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    colours = {"COMPLETE": "tab:blue", "PRUNED": "tab:red"}
+    seen = set()
+    for t in study.get_trials(deepcopy=False):
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        vals = [t.intermediate_values[k] for k in steps]
+        state = t.state.name if t.state.name in colours else "other"
+        colour = colours.get(state, "grey")
+        label = None if state in seen else state.lower()
+        seen.add(state)
+        ax.plot(steps, vals, color=colour, alpha=0.6, lw=1.2, label=label)
+        if state == "PRUNED":
+            ax.plot(steps[-1], vals[-1], marker="x", color=colour, ms=7)
+    obj = study.user_attrs.get("kdrl", {}).get("objective", {})
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"reported value ({obj.get('periodic', '')}, {obj.get('report', '')})")
+    ax.set_title(f"{study.study_name}: reports at the periodic evaluations")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
 
 
 def write_report(study: Any, out: Path, plots: bool = True) -> tuple[SearchReport, list[Path]]:

@@ -54,6 +54,28 @@ def choose(kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
     return dict(options[name])
 
 
+_COMPOSE_LOCK = threading.Lock()
+
+
+def serialise_sweep_config_composition() -> None:
+    """Launchers compose each job's config (``load_sweep_config``) in the calling thread (submitit,
+    Ray; joblib in its worker processes); with several slots launching at once, one composition at a
+    time: Hydra's config loader was written for one thread. Patched on the class, so no lock travels
+    with a pickled loader."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    original = ConfigLoaderImpl.load_sweep_config
+    if getattr(original, "_kdrl_serialised", False):
+        return
+
+    def load_sweep_config(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _COMPOSE_LOCK:
+            return original(self, *args, **kwargs)
+
+    load_sweep_config._kdrl_serialised = True  # type: ignore[attr-defined]
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config  # type: ignore[method-assign]
+
+
 def suggest(trial: Any, name: str, dist: Any) -> Any:
     """``trial.suggest_*`` for an Optuna distribution (an enqueued trial gets its fixed value)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -113,6 +135,7 @@ class OptunaSearch:
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
+        serialise_sweep_config_composition()
 
     # settings -----------------------------------------------------------------------------------
     def objective(self) -> Objective:

@@ -14,8 +14,9 @@ configurations against the defaults on fresh seeds.
 3. The best configuration of each search and the preset's defaults re-run on seeds 1..5 (the searches
    trained seed 0), mean [95% CI] (kdrl.statistics.mean_ci) of the held-out normalised score.
 
-Writes <docs>/search_pruning.csv (one row per search and per re-run), the history plots of both
-searches and a Markdown section printed for docs/search.md. Finished parts are skipped on a rerun
+Writes <docs>/search_pruning/: summary.csv (one row per search and per re-run), trials.csv (every
+trial of both searches), <search>_history.png and <search>_intermediate.png; prints the tables of
+docs/search.md. Finished parts are skipped on a rerun
 (a search's study continues to its n_trials).
 
     python scripts/bench_search_pruning.py --teacher outputs/teacher_breakout/teacher.pt --trials 8 \
@@ -62,7 +63,7 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def search(name: str, pruner: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
-    from kdrl.search.summary import build_report, find_storage, load_study, plot_history
+    from kdrl.search.summary import build_report, find_storage, load_study
 
     sweep = args.out / name
     done = sweep / "bench.json"
@@ -84,10 +85,7 @@ def search(name: str, pruner: str, args: argparse.Namespace, env: dict[str, str]
     wall = run(cmd, env, args.out / f"{name}.log")
     study = load_study(find_storage(str(sweep)))
     rep = build_report(study)
-    plot_dir = args.docs / "search_pruning" / name
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    plot_history(study, plot_dir)
-    (plot_dir / "search.md").write_text(rep.markdown())
+    (sweep / "search.md").write_text(rep.markdown())
     info = {
         "search": name,
         "pruner": pruner,
@@ -126,6 +124,26 @@ def ci_cell(values: list[float], runs: list[dict]) -> str:
     )
     m, lo, hi, flag = mean_ci(values, bounds=bounds)
     return f"{m:.3f} ‡ ({flag})" if flag else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def trials_csv(args: argparse.Namespace) -> None:
+    """docs/search_pruning/: trials.csv (every trial of both searches: state, value, env steps, times,
+    params) and each search's history and intermediate-value plots."""
+    import pandas as pd
+
+    from kdrl.search.summary import find_storage, load_study, plot_history, trials_frame
+
+    frames = []
+    docs = args.docs / "search_pruning"
+    for name in ("median", "no_pruning"):
+        study = load_study(find_storage(str(args.out / name)))
+        for png in plot_history(study, args.out / name):  # docs/search_pruning/<search>_history.png, ...
+            short = {"optimization_history.png": "history", "intermediate_values.png": "intermediate"}[png.name]
+            (docs / f"{name}_{short}.png").write_bytes(png.read_bytes())
+        f = trials_frame(study)
+        f.insert(0, "search", name)
+        frames.append(f.drop(columns=["run_dir", "error", "retry_of"]))
+    pd.concat(frames).to_csv(args.docs / "search_pruning" / "trials.csv", index=False)
 
 
 def main() -> None:
@@ -181,7 +199,9 @@ def main() -> None:
                 )
         text += "\n" + "\n".join(cmp) + "\n"
     print(text)
-    (args.docs / "search_pruning.csv").write_text("\n".join(csv) + "\n")
+    (args.docs / "search_pruning").mkdir(parents=True, exist_ok=True)
+    (args.docs / "search_pruning" / "summary.csv").write_text("\n".join(csv) + "\n")
+    trials_csv(args)
     (args.out / "section.md").write_text(text)
 
 

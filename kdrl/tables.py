@@ -328,7 +328,8 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     """Mean [95% CI] over seeds of ``metric`` for each (rows, cols) over the ok runs of ``df`` (aggregate)."""
     agg = aggregate(df, [rows, cols], metric)
     pct = is_fraction_of_teacher(metric)
-    failed = int((df["status"] != "ok").sum())
+    pruned = int((df["status"] == "pruned").sum())  # stopped by a search's pruner (kdrl.search): not failures
+    failed = int((df["status"] != "ok").sum()) - pruned
     if agg.empty:  # every run failed (or none finished): say so instead of a table
         caption = f"{metric}: no ok runs ({failed} failed)"
         return SummaryTable(caption, f"_{caption}_", f"% {caption}\n", agg, pd.DataFrame())
@@ -339,8 +340,10 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     caption = (
         f"{metric}{' (% of teacher)' if pct else ''}: {stat} [95% CI] over n = {'/'.join(map(str, n))} seeds; CI: "
         f"{'percentile bootstrap' if is_speed_metric(metric) else CI_NAME}; † n < {MIN_SEEDS}; ‡ no reliable interval "
-        f"(most seeds tied at a bound of the score, e.g. CartPole's 500, or no spread); {len(df) - failed} ok runs, "
-        f"{failed} failed" + (f", {refused} with the score refused (teacher not better than random)" if refused else "")
+        f"(most seeds tied at a bound of the score, e.g. CartPole's 500, or no spread); {len(df) - failed - pruned} ok runs, "
+        f"{failed} failed"
+        + (f", {pruned} pruned by a search (stopped early; not in the table)" if pruned else "")
+        + (f", {refused} with the score refused (teacher not better than random)" if refused else "")
     )
     caption += reference_note(df)
     md = to_markdown(table, df, rows, cols)

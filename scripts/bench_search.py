@@ -38,6 +38,7 @@ PARTS = {
     "student_acrobot": ("kdrl-distill", "cartpole_student_optuna", ["env=acrobot"], "normalized_score"),
 }
 PART_ENVS = {"student": "CartPole-v1", "teacher": "CartPole-v1", "student_acrobot": "Acrobot-v1"}
+SECTION = "## The first searches (issue 15: hydra-optuna-sweeper 1.3, Optuna 2.10, no pruning)"
 RERUN_FIXED = {"kdrl-distill": ["student.size=rusu_4"], "kdrl-train": []}
 
 
@@ -61,7 +62,7 @@ def search(part: str, out: Path, env: dict[str, str]) -> dict:
     info = {
         "wall_s": wall,
         "trials": len(trials),
-        "failed": sum(r["status"] != "ok" for r in trials),
+        "failed": sum(r["status"] not in ("ok", "pruned") for r in trials),  # pruned: stopped by the search
         "best_params": best["best_params"],
         "best_value": best["best_value"],
     }
@@ -159,9 +160,11 @@ def main() -> None:
     text = "\n".join(lines) + "\n\nRe-run on fresh seeds " + ", ".join(map(str, args.seeds)) + ":\n\n"
     text += "\n".join(cmp_lines) + "\n"
     print(text)
-    (args.docs / "search.md").write_text(
-        "# Optuna searches (issue 15)\n\nMade by `python scripts/bench_search.py` (2 cores, launcher=joblib).\n\n"
-        + text
+    # docs/search.md: this script's section last; what comes before it (the pruning study) is kept
+    md = args.docs / "search.md"
+    head = md.read_text().partition(SECTION)[0] if md.is_file() else "# Optuna searches\n\n"
+    md.write_text(
+        head + SECTION + "\n\nMade by `python scripts/bench_search.py` (2 cores, launcher=joblib).\n\n" + text
     )
     (args.docs / "search.csv").write_text("\n".join(csv) + "\n")
 

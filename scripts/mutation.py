@@ -67,7 +67,10 @@ ROOMS: dict[str, Room] = {
     "scores": Room(("kdrl/scores.py", "kdrl/tables.py"), ("tests/test_tables.py", "tests/test_results_schema.py")),
     "statistics": Room(
         ("kdrl/statistics.py",),
-        ("tests/test_intervals.py", "tests/test_protocol.py::test_mean_ci_covers_at_least_93_percent_at_the_published_n"),
+        (
+            "tests/test_intervals.py",
+            "tests/test_protocol.py::test_mean_ci_covers_at_least_93_percent_at_the_published_n",
+        ),
     ),
     "replay": Room(("kdrl/replay.py",), ("tests/test_replay.py", "tests/test_nstep.py", "tests/test_frame_replay.py")),
     "data": Room(

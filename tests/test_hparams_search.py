@@ -1,13 +1,16 @@
-"""hparams_search presets (issue 15): hydra-optuna-sweeper over kdrl's apps, objective = the app's
-optimized_metric, trials launched two at a time through the joblib launcher."""
+"""hparams_search presets (issue 15; kdrl's own Optuna sweeper, kdrl.search): objective = the app's
+optimized_metric, trials launched as jobs through any launcher, pruned on their periodic evaluations,
+workers sharing one study through its storage, a killed search resumed."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,15 @@ from omegaconf import OmegaConf
 
 from tests.helpers import compose_cfg
 
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+optuna = pytest.importorskip("optuna")
 ROOT = Path(__file__).resolve().parents[1]
+# a threshold pruner a test adds to the preset's pruners: prunes a trial whose best periodic normalised score is
+# below `lower` at env step >= n_warmup_steps (a deterministic decision, unlike the median's, which depends on
+# which trials happened to finish first)
+THRESHOLD = "+hydra.sweeper.pruners.threshold={_target_:optuna.pruners.ThresholdPruner,lower:%s,n_warmup_steps:%d}"
+# two configurations of the CartPole debug student: GOOD reaches the teacher by ~800 env steps, BAD stays far below
+GOOD = {"distill.optimizer.lr": 0.0055, "loss.temperature": 0.2, "distill.batch_size": 32, "distill.gradient_steps": 4}
+BAD = {"distill.optimizer.lr": 0.0001, "loss.temperature": 5.0, "distill.batch_size": 256, "distill.gradient_steps": 2}
 
 
 def student_search(tmp_path: Path, sweep: str, *overrides: str) -> list[str]:
@@ -47,38 +57,204 @@ def test_student_search_runs_trials_in_parallel_and_reports_the_best(tmp_path):
     assert len({t["config"]["loss"]["temperature"] for t in trials}) == 4  # each trial sampled its own
 
 
+def enqueue(journal: Path, study: str, trials: list[dict]) -> None:
+    """Trials the workers take first (in order), in a study created before them (its settings are the
+    first worker's)."""
+    from kdrl.search.storage import create_or_load_study, storage_url
+
+    s = create_or_load_study(storage_url(str(journal)), study, ["maximize"])
+    for params in trials:
+        s.enqueue_trial(params)
+
+
+def load(journal: Path, study: str):
+    from kdrl.search.summary import load_study
+
+    return load_study(f"journal:{journal}", study)
+
+
+def test_pruned_trials_stop_at_an_evaluation_and_are_recorded_as_pruned(tmp_path):
+    """A trial the pruner stops ends training at that evaluation, writes results.json with status
+    "pruned" and no final evaluation, and is PRUNED in the study with its last reported value; the
+    others complete. The worker's slot takes the next trial at once."""
+    journal = tmp_path / "sweep" / "optuna.journal"
+    enqueue(journal, "kdrl_cartpole_student", [BAD, GOOD, BAD])
+    cmd = student_search(
+        tmp_path, "sweep", "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1",
+        "distill.total_timesteps=2400", "eval.freq=400", THRESHOLD % (0.5, 800), "hydra.sweeper.pruner=threshold",
+    )  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(journal, "kdrl_cartpole_student")
+    states = [t.state.name for t in study.trials]
+    assert states == ["PRUNED", "COMPLETE", "PRUNED"], states
+    for t in study.trials:
+        res = json.loads((tmp_path / "sweep" / str(t.number) / "results.json").read_text())
+        steps = sorted(t.intermediate_values)
+        if t.state.name == "PRUNED":
+            assert res["status"] == "pruned" and "normalized_score" not in res  # no final evaluation
+            assert 800 <= res["env_steps"] == steps[-1] < 2400 and t.value == t.intermediate_values[steps[-1]]
+            assert len(res["eval_history"]) == len(steps) and t.user_attrs["kdrl:env_steps"] == res["env_steps"]
+        else:
+            assert res["status"] == "ok" and t.value == pytest.approx(res["normalized_score"])
+    index = (tmp_path / "sweep" / "index.csv").read_text()
+    assert index.count(",pruned,") == 2 and index.count(",ok,") == 1
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_trial"] == 1 and best["trials"]["PRUNED"] == 2
+    report = subprocess.run(
+        [str(Path(sys.executable).parent / "kdrl-search"), str(tmp_path / "sweep"), "--no-plots"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert report.returncode == 0 and "complete 1, pruned 2" in report.stdout, report.stderr
+
+
+def test_a_killed_search_rerun_continues_its_study_and_resumes_the_killed_trial(tmp_path):
+    """Kill a worker (its whole process group: the sweeper and its job) while a trial trains; rerun
+    the same command: the same study goes on, the killed trial is failed as stale and retried with its
+    parameters in its own job dir, where kdrl resumes it from its checkpoint; n_trials still holds."""
+    journal = tmp_path / "sweep" / "optuna.journal"
+    cmd = student_search(
+        tmp_path, "sweep", "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.stale_after_s=5",
+        "distill.total_timesteps=8000", "eval.freq=500", "eval.stop_at_return=null",
+    )  # fmt: skip
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None:
+        time.sleep(2)
+        if not journal.exists():
+            continue
+        trials = load(journal, "kdrl_cartpole_student").trials
+        if len(trials) >= 2 and len(trials[1].intermediate_values) >= 2:  # trial 1 has checkpoints
+            break
+    assert first.poll() is None, (
+        "the first worker ended before it could be killed: " + (tmp_path / "first.log").read_text()[-2000:]
+    )
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = load(journal, "kdrl_cartpole_student").trials[1]
+    assert killed.state.name == "RUNNING"
+    time.sleep(6)  # past stale_after_s
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "failed as stale, retried" in again.stdout + again.stderr
+    study = load(journal, "kdrl_cartpole_student")
+    by = {t.number: t for t in study.trials}
+    assert by[0].state.name == "COMPLETE" and by[1].state.name == "FAIL" and by[1].system_attrs["kdrl:stale"]
+    retry = next(t for t in study.trials if t.user_attrs.get("kdrl:retry_of") == 1)
+    assert retry.state.name == "COMPLETE" and retry.params == killed.params
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3  # n_trials, not counting the stale one
+    res = json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())  # the retry ran in job dir 1 ...
+    assert res["status"] == "ok" and res["resumed_from_env_steps"] >= 1000  # ... and resumed its checkpoint
+    assert res["config"]["search"]["trial"] == retry.number and retry.value == pytest.approx(res["normalized_score"])
+
+
+def test_teacher_search_on_time_to_score_stops_trials_at_the_target_and_counts_failures_at_the_budget(tmp_path):
+    """The MinAtar teacher preset's objective on a debug CartPole teacher: each trial stops once a
+    periodic evaluation reaches the target (the sweeper sets eval.stop_at_return), its value is the
+    wall time of that evaluation, or the whole fit's when it never gets there."""
+    cmd = [
+        str(Path(sys.executable).parent / "kdrl-train"), "hparams_search=cartpole_teacher_optuna", "debug=fast",
+        "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.objective.metrics=[time_to_score]", "hydra.sweeper.objective.target=30",
+        "hydra.sweeper.pruner=none", "eval.freq=500", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(tmp_path / "sweep" / "optuna.journal", "kdrl_cartpole_teacher")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    for t in study.trials:
+        res = json.loads((tmp_path / "sweep" / str(t.number) / "results.json").read_text())
+        assert res["config"]["eval"]["stop_at_return"] == 30
+        hist = res["eval_history"]
+        reached = [h for h in hist if h["return_mean"] >= 30]
+        if reached:
+            assert t.value == pytest.approx(reached[0]["wall_s"]) and hist[-1] is reached[0]  # stopped there
+        else:
+            assert t.value == pytest.approx(res["wall_time_s"]) and res["env_steps"] == 3000  # the budget
+
+
+def test_multi_objective_search_reports_its_pareto_front(tmp_path):
+    """Return against wall time: two directions, TPE's multi-objective mode, no pruning; the sweep's
+    optimization_results.yaml and kdrl-search give the Pareto front."""
+    cmd = student_search(
+        tmp_path, "sweep", "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=[maximize,minimize]",
+        "hydra.sweeper.objective.metrics=[normalized_score,wall_time_s]",
+    )  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(tmp_path / "sweep" / "optuna.journal", "kdrl_cartpole_student")
+    assert len(study.directions) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert all(not t.intermediate_values for t in study.trials)  # not pruned: nothing reported
+    for t in study.trials:
+        res = json.loads((tmp_path / "sweep" / str(t.number) / "results.json").read_text())
+        assert t.values == pytest.approx([res["normalized_score"], res["wall_time_s"]])
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert {s["number"] for s in best["solutions"]} == {t.number for t in study.best_trials}
+    report = subprocess.run(
+        [str(Path(sys.executable).parent / "kdrl-search"), str(tmp_path / "sweep")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert report.returncode == 0 and "## Pareto front" in report.stdout
+    assert (tmp_path / "sweep" / "pareto_front.png").stat().st_size > 0
+
+
+def test_search_through_a_local_ray(tmp_path):
+    """Trials as Ray tasks, two in flight from one worker (Ray started once, before the slots)."""
+    env = {k: v for k, v in os.environ.items() if k != "KDRL_RAY_ADDRESS"}
+    journal = tmp_path / "sweep" / "optuna.journal"
+    enqueue(journal, "kdrl_cartpole_student", [BAD, GOOD, BAD])
+    cmd = student_search(
+        tmp_path, "sweep", "launcher=ray", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+        "distill.total_timesteps=2400", "eval.freq=400", THRESHOLD % (0.5, 800), "hydra.sweeper.pruner=threshold",
+    )  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    study = load(journal, "kdrl_cartpole_student")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "PRUNED"]
+    statuses = [json.loads((tmp_path / "sweep" / str(n) / "results.json").read_text())["status"] for n in range(3)]
+    assert statuses == ["pruned", "ok", "pruned"]
+
+
 def test_teacher_search_preset_composes_with_its_objective():
     cfg = compose_cfg("train", ["hparams_search=cartpole_teacher_optuna"])
     assert cfg.optimized_metric == "eval_return_mean"
 
 
-def test_two_sweepers_on_slurm_share_one_study_through_the_storage(slurm, tmp_path):
-    """The cluster recipe of the preset: several sweeper processes, each launching its trials as SLURM
-    jobs, sample from and report to one Optuna study in a shared SQL storage."""
-    optuna = pytest.importorskip("optuna")
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    env = {**os.environ, "KDRL_OPTUNA_STORAGE": storage, "WANDB_MODE": "disabled"}
+def test_two_workers_on_slurm_share_one_study_with_pruned_trials(slurm, tmp_path):
+    """The cluster recipe of the preset: two worker processes, each launching its trials as SLURM jobs,
+    take their trials from, report to and are pruned against one study in a journal file; every trial
+    ends COMPLETE or PRUNED with results.json saying the same."""
+    journal = tmp_path / "study.journal"
+    enqueue(journal, "kdrl_cartpole_student", [BAD, GOOD, BAD, GOOD])
+    env = {**os.environ, "KDRL_OPTUNA_STORAGE": f"journal:{journal}", "WANDB_MODE": "disabled"}
 
-    def sweeper(name: str) -> subprocess.Popen:
-        slurm_jobs = ["launcher=slurm", "hydra.launcher.timeout_min=10"]
-        cmd = student_search(tmp_path, name, *slurm_jobs, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1")
+    def worker(name: str) -> subprocess.Popen:
+        cmd = student_search(
+            tmp_path, name, "launcher=slurm", "hydra.launcher.timeout_min=10", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=1", "distill.total_timesteps=2400", "eval.freq=400", THRESHOLD % (0.5, 800),
+            "hydra.sweeper.pruner=threshold",
+        )  # fmt: skip
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    procs = [sweeper("a"), sweeper("b")]  # at once: both create-or-load the same study
+    procs = [worker("a"), worker("b")]  # at once: both create-or-load the same study
     logs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
-    study = optuna.load_study(study_name="kdrl_cartpole_student", storage=storage)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 4  # 2 from each sweeper, in one study
+    study = load(journal, "kdrl_cartpole_student")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"], states
+    runs = {}
     for name in ("a", "b"):
-        results = [json.loads(p.read_text()) for p in (tmp_path / name).glob("*/results.json")]
-        assert len(results) == 2 and all(r["status"] == "ok" for r in results)
+        for p in (tmp_path / name).glob("*/results.json"):
+            runs[int(p.parent.name)] = json.loads(p.read_text())  # job dir = trial number
         assert list((tmp_path / name / ".submitit").glob("*/*_log.out"))  # ran as SLURM jobs
-    scores = sorted(t.value for t in done)
-    ran = sorted(
-        json.loads(p.read_text())["normalized_score"] for n in ("a", "b") for p in (tmp_path / n).glob("*/results.json")
-    )
-    assert scores == pytest.approx(ran)  # the study holds exactly the trials' objectives
+    assert sorted(runs) == [0, 1, 2, 3]  # each trial once, split between the workers
+    for t in study.trials:
+        assert runs[t.number]["status"] == {"COMPLETE": "ok", "PRUNED": "pruned"}[t.state.name]
+        assert runs[t.number]["config"]["search"]["trial"] == t.number
+        if t.state.name == "COMPLETE":
+            assert t.value == pytest.approx(runs[t.number]["normalized_score"])
 
 
 def _start_sweeper(args: tuple) -> str:

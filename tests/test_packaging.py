@@ -39,9 +39,11 @@ def test_package_list_covers_every_kdrl_package():
     """pyproject.toml lists packages by hand (find cannot map conf/ to kdrl.conf): a new kdrl
     subpackage must be added there or the wheel silently lacks it."""
     st = _pyproject()["tool"]["setuptools"]
+    # kdrl's packages, and its Hydra sweeper plugin (Hydra instantiates plugins only from hydra_plugins.*)
     on_disk = {
         ".".join(d.relative_to(ROOT).parts)
-        for d in [ROOT / "kdrl", *(ROOT / "kdrl").rglob("*")]
+        for top in ("kdrl", "hydra_plugins")
+        for d in [ROOT / top, *(ROOT / top).rglob("*")]
         if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
     }
     plugins = {".".join(d.relative_to(ROOT).parts) for d in (ROOT / "hydra_plugins").iterdir() if any(d.glob("*.py"))}
@@ -114,6 +116,9 @@ def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
         shipped = {n[len("kdrl/conf/") :] for n in zf.namelist() if n.startswith("kdrl/conf/")}
         assert "hydra_plugins/kdrl_sweeper/listed_sweeper.py" in zf.namelist()  # kdrl-study's stages need it
     assert shipped == {p.relative_to(src / "conf").as_posix() for p in (src / "conf").rglob("*.yaml")}
+    with zipfile.ZipFile(wheel) as zf:
+        assert "hydra_plugins/kdrl_search/kdrl_optuna_sweeper.py" in zf.namelist()  # hydra/sweeper=kdrl_optuna
+        assert not any(n.startswith("hydra_plugins/__init__") for n in zf.namelist())  # a namespace package
 
     venv = tmp_path / "venv"
     _ok(_run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path, env, 120), "creating the venv")

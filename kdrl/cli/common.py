@@ -31,13 +31,18 @@ def run_app(prog: str, job: Callable[[DictConfig, Path], dict[str, Any]], cfg: D
     way the job's results.json says status: failed."""
     from hydra.core.hydra_config import HydraConfig
 
+    from kdrl.search.trial import close_trial, open_trial
+
+    trial = open_trial(cfg)  # a search trial (+search.*): reports to its Optuna study, tells its outcome
     try:
         results = job(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Exception as exc:
+        close_trial(trial, None, exc)
         if debugging() or is_multirun():
             raise
         report(prog, exc)
         sys.exit(2)
+    close_trial(trial, results)
     return float(results.get(str(cfg.optimized_metric), float("nan")))
 
 
@@ -282,6 +287,17 @@ def hydra_errors_in_one_line(prog: str) -> Iterator[None]:
         hydra_utils.run_and_report = original
 
 
+def register_search_sweeper() -> None:
+    """Register kdrl's sweeper (hydra/sweeper=kdrl_optuna) with Hydra by hand: Hydra discovers plugins by
+    walking the hydra_plugins namespace, which an editable install's import hook hides from it (an
+    installed wheel is discovered either way)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.kdrl_search.kdrl_optuna_sweeper import KdrlOptunaSweeper
+
+    Plugins.instance().register(KdrlOptunaSweeper)
+
+
 def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[], None]:
     """A console-script ``main`` for a Hydra app running ``job``."""
 
@@ -290,6 +306,7 @@ def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], d
         return run_app(prog, job, cfg)
 
     def main() -> None:
+        register_search_sweeper()
         preflight_output_dirs(prog, sys.argv[1:])
         try:
             check_group_overrides(sys.argv[1:])

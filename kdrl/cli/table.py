@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_plots:
             for p in plot_profiles(ct, out, args.metric):
                 print(f"wrote {p}")
-    failed = df[df["status"] != "ok"]
+    failed = df[~df["status"].isin(["ok", "pruned"])]  # pruned: stopped by a search's pruner, on purpose
     if len(failed):
         print(f"\n{len(failed)} failed run(s):")
         for _, r in failed.iterrows():

@@ -525,25 +525,31 @@ def run_job(job: Job) -> dict[str, Any]:
         seed_job(cfg.seed, cfg.torch_threads)
         module, evaluation = job.build(fields)
         lcfg = job.logger_cfg()
-        trainer = make_trainer(lcfg, build_loggers(lcfg, out, job.kind), [evaluation, RunConfigStamp(config)], out)
+        from kdrl.search.trial import trial_callbacks, trial_pruned
+
+        # a search trial reports each evaluation
+        callbacks = [evaluation, RunConfigStamp(config), *trial_callbacks(evaluation)]
+        trainer = make_trainer(lcfg, build_loggers(lcfg, out, job.kind), callbacks, out)
         fields["setup_s"] = job_clock()  # job start -> fit: config, envs, teacher, trainer, loggers
         fit_clock = Stopwatch()
         trainer.fit(module, ckpt_path=resume_checkpoint(cfg, out), weights_only=True)
         fit_s = fit_clock() + evaluation.resumed_wall_s  # a resumed run counts its time before the kill
         fields["resumed_from_env_steps"] = getattr(module, "resumed_from_env_steps", None)
         forget_previous_checkpoint(out)
+        run = {
+            "env_steps": module.env_steps,
+            "grad_steps": module.stream.grad_steps,
+            "wall_time_s": fit_s,
+            "train_wall_time_s": fit_s - evaluation.eval_time_s,
+            "sps": module.env_steps / fit_s,
+            "eval_history": evaluation.history,
+        }
+        if trial_pruned(callbacks):  # stopped by the search's pruner: no final evaluation (kdrl.search.trial)
+            fields.update({"status": "pruned", **run})
+            log.info("%s pruned at env step %d (%.1f s)", job.kind, module.env_steps, fit_s)
+            return fields
         chosen = evaluation.best_policy_path if cfg.eval.final_policy == "best" else evaluation.last_policy_path
         fields.update(job.finish(module, evaluation, chosen))
-        fields.update(
-            {
-                "status": "ok",
-                "env_steps": module.env_steps,
-                "grad_steps": module.stream.grad_steps,
-                "wall_time_s": fit_s,
-                "train_wall_time_s": fit_s - evaluation.eval_time_s,
-                "sps": module.env_steps / fit_s,
-                "eval_history": evaluation.history,
-            }
-        )
+        fields.update({"status": "ok", **run})
         log.info(job.summary(fields))
         return fields

@@ -11,7 +11,9 @@ reader finds a job by its overrides without listing the dir.
 Shared study: several Optuna sweepers (one per node, hparams_search presets) on one SQL storage
 all create its tables and its study when they start; two at once collide ("UNIQUE constraint
 failed: alembic_version"). ``SharedStudy`` creates both under a lock next to an SQLite file before
-the sweeper starts, so the others find them.
+the sweeper starts, so the others find them. kdrl's own sweeper (kdrl.search, the hparams_search
+presets) creates its study itself, the same way (kdrl.search.storage.create_or_load_study); this
+callback stays for an Optuna study made before any other sweeper starts.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import numpy as np
 import pytorch_lightning as pl
 from tqdm.auto import tqdm
 
-from kdrl.checkpoints import FileCheckpointIO as FileCheckpointIO  # (kdrl.runs.job imports it from here)
+from kdrl.checkpoints import FileCheckpointIO as FileCheckpointIO  # (the job runner imports it from here)
 from kdrl.checkpoints import PolicyFiles, ResumeCheckpoint
 from kdrl.evaluation import Evaluated, EvaluationListener, GreedyFn, eval_seeds, evaluate_policy
 from kdrl.modules.base import NonFiniteLossError

@@ -9,7 +9,7 @@ Two listeners of a periodic evaluation (kdrl.callbacks; kdrl.evaluation.Evaluati
 - ``ResumeCheckpoint``: ``last.ckpt``, the full Lightning state for resuming (with the one it
   replaces kept as ``prev.ckpt``), and with ``keep_last > 1`` numbered older copies.
 
-``FileCheckpointIO`` is the checkpoint IO plugin every kdrl trainer uses (kdrl.runs.job).
+``FileCheckpointIO`` is the checkpoint IO plugin every kdrl trainer uses (built by the job runner).
 """
 
 from __future__ import annotations

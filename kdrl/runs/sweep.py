@@ -27,6 +27,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from kdrl.search.storage import sqlite_path
+
 log = logging.getLogger("kdrl.sweep")
 
 
@@ -91,11 +93,3 @@ class SharedStudy(Callback):
 
         with exclusive_lock(db.with_name(db.name + ".lock"), poll_s=0.2):
             create()
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of an ``sqlite:///path`` URL (None for other databases or in-memory SQLite)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
-        return None
-    return Path(url[len(prefix) :])

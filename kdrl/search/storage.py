@@ -53,8 +53,6 @@ def storage_url(storage: str | None, sweep_dir: str | Path | None = None) -> str
             f"storage {storage!r}: give journal:<file>, a path ending in .journal, or an SQLAlchemy URL "
             "(sqlite:///<file>, postgresql://...)"
         )
-    from kdrl.runs.sweep import sqlite_path
-
     db = sqlite_path(storage)
     return f"sqlite:///{db.expanduser().resolve()}" if db is not None else storage
 
@@ -77,7 +75,7 @@ def open_storage(url: str) -> Any:
 
 def create_or_load_study(url: str, name: str, directions: list[str], sampler: Any = None, pruner: Any = None) -> Any:
     """Create the study (and, for SQLite, its tables under a lock next to the file, as
-    ``kdrl.runs.sweep.SharedStudy`` does) or load it when another worker already did."""
+    the SharedStudy callback does) or load it when another worker already did."""
     import optuna
 
     storage = open_storage(url)
@@ -91,8 +89,6 @@ def create_or_load_study(url: str, name: str, directions: list[str], sampler: An
             directions=list(directions),
             load_if_exists=True,
         )
-
-    from kdrl.runs.sweep import sqlite_path
 
     db = sqlite_path(url)
     if db is None:  # the journal serialises its own writes; a database server its schema
@@ -139,3 +135,11 @@ def study_settings(study: Any) -> dict[str, Any]:
     if settings is None:
         raise SearchSettingsError(f"study {study.study_name!r} holds no kdrl search settings (not made by kdrl)")
     return settings
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an ``sqlite:///path`` URL (None for other databases or in-memory SQLite)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
+        return None
+    return Path(url[len(prefix) :])

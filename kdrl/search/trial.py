@@ -2,7 +2,7 @@
 
 The sweeper launches each trial as a kdrl job with ``+search.storage=<url> +search.study=<name>
 +search.trial=<number>``. ``kdrl.cli.common.run_app`` opens the trial (``open_trial``: the study,
-its settings and pruner, a heartbeat thread), ``kdrl.runs.job.run_job`` adds ``TrialReporter``
+its settings and pruner, a heartbeat thread), the job runner adds ``TrialReporter``
 after the periodic evaluation callback, and when the job ends ``run_app`` tells Optuna its outcome:
 COMPLETE with the objective's values, PRUNED (the job stopped training at a pruning decision and
 wrote results.json with status "pruned", no final evaluation), or FAIL. The job tells, not the

@@ -353,11 +353,13 @@ def _constructors() -> list[tuple[str, Callable[[], Any], type[Exception] | None
     """(case, call, the error it raises or None when it is accepted, the error's message)."""
     import torch
 
-    from kdrl.callbacks import GreedyEvaluation, PeriodicEvaluation
+    from kdrl.callbacks import PeriodicEvaluation
+    from kdrl.checkpoints import ResumeCheckpoint
     from kdrl.data import ReplayStream
     from kdrl.envs import EnvError, make_vector_env
     from kdrl.losses import DistillLoss, LambdaSchedule, StudentLoss
-    from kdrl.modules.student import OfflinePhase, Pruning, Quantization
+    from kdrl.modules.components import Pruning, Quantization
+    from kdrl.modules.student import OfflinePhase
     from kdrl.optim import build_optimizer
     from kdrl.schedules import LinearSchedule
     from kdrl.td import TargetNetwork, TDTerm, td_error_loss
@@ -507,8 +509,8 @@ def _constructors() -> list[tuple[str, Callable[[], Any], type[Exception] | None
         ),
         ("PeriodicEvaluation at 1", lambda: PeriodicEvaluation(1, 1, 0, "x", {}), ok),
         (
-            "GreedyEvaluation keep_last=0",
-            lambda: GreedyEvaluation("CartPole-v1", {}, 1, 1, 0, "x", {}, keep_last=0),
+            "ResumeCheckpoint keep_last=0",  # the checkpointing listener of the periodic evaluation
+            lambda: ResumeCheckpoint("x", keep_last=0),
             (ValueError, "checkpoint.keep_last must be >= 1, got 0"),
         ),
         ("build_optimizer name", lambda: build_optimizer("adagrad", 1e-3), (ValueError, "unknown optimizer 'adagrad'")),

@@ -18,8 +18,9 @@ from kdrl.envs import probe_spec
 from kdrl.reference import ReferenceSettings, reference_fields, sidecar_path, teacher_reference
 from kdrl.runs.distill import distill_student, final_evaluation
 from kdrl.runs.job import plain
+from kdrl.runs.teacher import obtain_teacher
 from kdrl.scores import teacher_beats_random
-from kdrl.teachers import obtain_teacher, teacher_key
+from kdrl.teachers import teacher_key
 from kdrl.validate import ConfigError, validate_common, validate_distill, validate_multitask
 from tests.helpers import compose_cfg
 

@@ -530,7 +530,7 @@ def test_multitask_periodic_evaluations_use_eval_epsilon(runs, kind):
 # ==== random streams: one consumer each ===============================================================================
 # make_vector_env resets its envs on the "envs" stream and the collector resets the same envs again with
 # the same seeds (a repeat of one purpose, not a second consumer of its draws)
-SAME_PURPOSE = {frozenset({"kdrl/envs.py:make_vector_env", "kdrl/data.py:EnvCollector.__init__"})}
+SAME_PURPOSE = {frozenset({"kdrl/envs.py:make_vector_env", "kdrl/collector.py:EnvCollector.__init__"})}
 
 
 def consumers_by_stream(rec: Recording) -> dict[tuple, set[tuple[str, int | None]]]:

@@ -288,14 +288,16 @@ def hydra_errors_in_one_line(prog: str) -> Iterator[None]:
 
 
 def register_search_sweeper() -> None:
-    """Register kdrl's sweeper (hydra/sweeper=kdrl_optuna) with Hydra by hand: Hydra discovers plugins by
+    """Register kdrl's sweepers (hydra/sweeper=kdrl_optuna, and kdrl-study's kdrl_listed) with Hydra by hand: Hydra discovers plugins by
     walking the hydra_plugins namespace, which an editable install's import hook hides from it (an
     installed wheel is discovered either way)."""
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.kdrl_search.kdrl_optuna_sweeper import KdrlOptunaSweeper
+    from hydra_plugins.kdrl_sweeper.listed_sweeper import ListedSweeper  # its import stores its config too
 
     Plugins.instance().register(KdrlOptunaSweeper)
+    Plugins.instance().register(ListedSweeper)
 
 
 def hydra_entry(prog: str, config_name: str, job: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[], None]:

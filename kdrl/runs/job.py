@@ -332,6 +332,7 @@ RESUME_FREE_KEYS = (
     "log_interval",  # gradient steps between metric flushes: logging only
     "logger",  # csv, tensorboard, wandb
     "wandb",  # W&B project, group, tags
+    "search",  # a search trial's identity (storage, study, trial number): a stale trial is retried under a new number
     "trainer.enable_progress_bar",
     "trainer.accelerator",  # cpu | gpu | auto: where it runs (a requeue may land elsewhere)
     "checkpoint.keep_last",  # how many full checkpoints stay on disk

@@ -32,6 +32,7 @@ from kdrl.checkpoints import FileCheckpointIO as FileCheckpointIO  # (the job ru
 from kdrl.checkpoints import PolicyFiles, ResumeCheckpoint
 from kdrl.evaluation import Evaluated, EvaluationListener, GreedyFn, eval_seeds, evaluate_policy
 from kdrl.modules.base import NonFiniteLossError
+from kdrl.resources import process_age_s
 from kdrl.scores import mean_pcts, normalized_score, pct_of_teacher, teacher_beats_random
 
 
@@ -202,6 +203,7 @@ class GreedyEvaluation(PeriodicEvaluation):
             "grad_steps": pl_module.stream.grad_steps,
             "wall_s": wall,
             "train_wall_s": wall - self.eval_time_s,
+            "process_s": process_age_s(),  # since the process started: imports and setup included
             "return_mean": mean,
             "return_std": std,
         }

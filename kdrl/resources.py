@@ -1,8 +1,10 @@
-"""Resource figures of a Q-network: params, bytes on disk, FLOPs per forward, batch-1 latency."""
+"""Resource figures of a Q-network (params, bytes on disk, FLOPs per forward, batch-1 latency) and of
+the process (its age: time to a score counts imports too)."""
 
 from __future__ import annotations
 
 import io
+import os
 import time
 
 import numpy as np
@@ -72,3 +74,16 @@ def resource_report(net: nn.Module, obs_shape: tuple[int, ...]) -> dict[str, flo
         "flops": forward_flops(net, obs_shape),
         "latency_us": batch1_latency_us(net, obs_shape),
     }
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): the time a user waits,
+    interpreter start and imports included, which a timer started in the job cannot see."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -107,6 +107,7 @@ class OptunaSearch:
         stale_after_s: float = 300.0,
         max_failure_rate: float = 1.0,
         params: Any = None,
+        enqueue: Any = None,
     ) -> None:
         self.sampler_cfg = choose("sampler", sampler, plain(samplers) or {})
         self.pruner_cfg = choose("pruner", pruner, plain(pruners) or {}) if pruner not in (None, "none") else None
@@ -120,6 +121,7 @@ class OptunaSearch:
             raise ValueError(f"stale_after_s ({stale_after_s}) must exceed two heartbeats ({heartbeat_s} s each)")
         self.max_failure_rate = float(max_failure_rate)
         self.params = plain(params) or {}
+        self.enqueue = [dict(p) for p in plain(enqueue) or []]
         self.config: DictConfig | None = None
         self.launcher: Any = None
         self._lock = threading.Lock()
@@ -185,6 +187,9 @@ class OptunaSearch:
             self.url, self.study_name, self.directions, sampler, build_pruner(settings["pruner"])
         )
         record_settings(self.study, settings)
+        if self.enqueue and not self.study.trials:  # a new study: the known points first (a resumed one has them)
+            for point in self.enqueue:
+                self.study.enqueue_trial(point)
         self.storage_obj = self.study._storage
         self.study_id = self.storage_obj.get_study_id_from_name(self.study_name)
         extra = [f"eval.stop_at_return={objective.target}"] if objective.stops_at_target else []

@@ -159,15 +159,20 @@ def test_teacher_search_on_time_to_score_stops_trials_at_the_target_and_counts_f
         "launcher=joblib", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.direction=minimize",
         "hydra.sweeper.objective.metrics=[time_to_score]", "hydra.sweeper.objective.target=30",
         "hydra.sweeper.pruner=none", "eval.freq=500", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra.sweeper.enqueue=[{algo.optimizer.lr:0.0123,algo.batch_size:64}]",  # a known point, tried first
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     study = load(tmp_path / "sweep" / "optuna.journal", "kdrl_cartpole_teacher")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    first = study.trials[0].params
+    assert first["algo.optimizer.lr"] == 0.0123 and first["algo.batch_size"] == 64
+    assert study.trials[1].params["algo.optimizer.lr"] != 0.0123  # the others are sampled
     for t in study.trials:
         res = json.loads((tmp_path / "sweep" / str(t.number) / "results.json").read_text())
         assert res["config"]["eval"]["stop_at_return"] == 30
         hist = res["eval_history"]
+        assert all(h["process_s"] > h["wall_s"] for h in hist)  # the user's wait: imports and setup too
         reached = [h for h in hist if h["return_mean"] >= 30]
         if reached:
             assert t.value == pytest.approx(reached[0]["wall_s"]) and hist[-1] is reached[0]  # stopped there

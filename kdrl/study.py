@@ -54,7 +54,7 @@ STAGE_KEYS = ("app", "envs", "seeds", "experiment", "axes", "overrides", "teache
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
-    "reference", "publish",
+    "reference", "publish", "targets", "note",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -752,7 +752,14 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         return ""
     out.mkdir(parents=True, exist_ok=True)
     files = {s: [index.study_dir / r["run_dir"] / "results.json" for r in finished if r["stage"] == s] for s in stages}
-    if spec.get("kind") == "multitask":
+    if spec.get("kind") == "time_to_score":  # teachers: when each reached its env's score (issue 26)
+        df = T.time_to_score([f for fs in files.values() for f in fs], spec.get("targets") or {})
+        if df.empty:
+            return ""
+        df.to_csv(out / "runs.csv", index=False)
+        note = spec.get("note", "")
+        text = head + (f"{note}\n\n" if note else "") + T.time_to_score_markdown(df) + "\n"
+    elif spec.get("kind") == "multitask":
         df = T.collect_multitask([f for fs in files.values() for f in fs])
         body = T.multitask_report(df)
         df.to_csv(out / "runs.csv", index=False)

@@ -658,3 +658,69 @@ def plot_profiles(ct: CrossTask, out: Path, metric: str) -> list[Path]:
     paths = _save(fig, out / "profiles")
     plt.close(fig)
     return paths
+
+
+# ---- time to a score (teachers) --------------------------------------------------------------------------
+def first_reach(history: Sequence[Mapping[str, Any]], target: float) -> Mapping[str, Any] | None:
+    """The first periodic evaluation whose mean return reaches ``target`` (None: never)."""
+    for h in history:
+        v = h.get("return_mean")
+        if isinstance(v, int | float) and np.isfinite(v) and v >= target:
+            return h
+    return None
+
+
+def time_to_score(paths: Iterable[str | Path], targets: Mapping[str, float]) -> pd.DataFrame:
+    """One row per teacher run: when its periodic evaluation first reached its env's ``targets``
+    score, in seconds since the process started (``process_s``: imports and setup included; older
+    runs without it: the fit's wall time plus setup, marked ``approx``) and in env steps, and its
+    final held-out return at the budget. A run that never reached the score has NaN times and
+    ``reached`` False: it is counted, never dropped."""
+    rows = []
+    for f in find_results(paths):
+        res = json.loads(f.read_text())
+        env_id, hist = res.get("env_id"), res.get("eval_history") or []
+        if env_id not in targets:
+            continue
+        hit = first_reach(hist, float(targets[env_id]))
+        approx = hit is not None and hit.get("process_s") is None
+        secs = (
+            np.nan
+            if hit is None
+            else float(hit["process_s"]) if not approx else float(hit["wall_s"]) + float(res.get("setup_s") or 0.0)
+        )
+        rows.append({
+            "env_id": env_id, "seed": res.get("seed"), "target": float(targets[env_id]), "reached": hit is not None,
+            "time_to_score_s": secs, "approx": approx, "steps_to_score": np.nan if hit is None else hit["env_steps"],
+            "env_steps": res.get("env_steps"), "final_return": res.get("eval_return_mean"),
+            "job_wall_time_s": res.get("job_wall_time_s"), "run_dir": str(f.parent),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def time_to_score_markdown(df: pd.DataFrame) -> str:
+    """Per env: seeds, how many reached the score, the median time to it [min–max] over those that did,
+    the env steps to it, and the final held-out return (mean [95% CI] over seeds)."""
+    head = (
+        "| env | target | seeds | reached | time to score, median [min–max] | env steps to score, median "
+        "[min–max] | final return, mean [95% CI] | job wall, median |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+
+    def spread(x: pd.Series, fmt: str) -> str:
+        x = x.dropna()
+        if x.empty:
+            return "–"
+        return f"{format(x.median(), fmt)} [{format(x.min(), fmt)}–{format(x.max(), fmt)}]"
+
+    for env_id, g in df.sort_values(["env_id", "seed"]).groupby("env_id"):
+        hit = g[g["reached"]]
+        t = spread(hit["time_to_score_s"] / 60.0, ".1f") + (" min" if len(hit) else "")
+        t += " ≈" if bool(hit["approx"].any()) else ""
+        final = mean_ci(g["final_return"].astype(float).to_numpy()).text(".1f")
+        lines.append(
+            f"| {env_id} | {g['target'].iloc[0]:g} | {len(g)} ({', '.join(str(s) for s in g['seed'])}) | "
+            f"{len(hit)}/{len(g)} | {t} | {spread(hit['steps_to_score'], ',.0f')} | {final} | "
+            f"{g['job_wall_time_s'].median() / 60.0:.1f} min |"
+        )
+    return "\n".join(lines)

@@ -115,3 +115,37 @@ def test_a_table_of_only_failed_runs_says_so(good_result):
     df = pd.DataFrame([{**good_result, "status": "failed", "normalized_score": None}])
     tab = summary_table(df, "loss", "width", "normalized_score")
     assert "no ok runs (1 failed)" in tab.caption and tab.cells.empty
+
+
+def test_time_to_score_reads_the_first_evaluation_at_the_score_and_counts_runs_that_never_got_there(tmp_path):
+    """Teachers' time to a score (issue 26): since the process started where the run recorded it, else
+    the fit's wall plus setup (marked ≈); a run that never reached it stays in the row's count."""
+    from kdrl.tables import time_to_score, time_to_score_markdown
+
+    def run(name: str, seed: int, hist: list, final: float, env: str = "MinAtar/Breakout-v1") -> None:
+        d = tmp_path / name
+        d.mkdir()
+        body = {"kind": "teacher", "env_id": env, "seed": seed, "eval_history": hist, "eval_return_mean": final,
+                "env_steps": 100, "job_wall_time_s": 600.0, "setup_s": 2.0}  # fmt: skip
+        (d / "results.json").write_text(json.dumps(body))
+
+    run("a", 1, [{"env_steps": 25, "return_mean": 9.0, "wall_s": 10.0, "process_s": 16.0},
+                 {"env_steps": 50, "return_mean": 10.0, "wall_s": 20.0, "process_s": 26.0},
+                 {"env_steps": 75, "return_mean": 12.0, "wall_s": 30.0, "process_s": 36.0}], 11.0)  # fmt: skip
+    run("b", 2, [{"env_steps": 25, "return_mean": 11.0, "wall_s": 12.0, "process_s": 19.0}], 13.0)
+    run("c", 3, [{"env_steps": 25, "return_mean": 3.0, "wall_s": 12.0, "process_s": 19.0}], 4.0)
+    run("old", 0, [{"env_steps": 25, "return_mean": 60.0, "wall_s": 40.0}], 61.0, env="MinAtar/Freeway-v1")
+    run("other", 0, [{"env_steps": 25, "return_mean": 60.0, "wall_s": 40.0}], 61.0, env="CartPole-v1")
+    df = time_to_score([tmp_path], {"MinAtar/Breakout-v1": 10, "MinAtar/Freeway-v1": 50})
+    by_seed = df[df["env_id"] == "MinAtar/Breakout-v1"].set_index("seed")
+    assert by_seed.loc[1, "time_to_score_s"] == 26.0 and by_seed.loc[1, "steps_to_score"] == 50
+    assert by_seed.loc[2, "time_to_score_s"] == 19.0 and not by_seed.loc[2, "approx"]
+    assert not by_seed.loc[3, "reached"] and np.isnan(by_seed.loc[3, "time_to_score_s"])
+    old = df[df["env_id"] == "MinAtar/Freeway-v1"].iloc[0]
+    assert old["approx"] and old["time_to_score_s"] == 42.0  # wall 40 + setup 2
+    assert "CartPole-v1" not in set(df["env_id"])
+    md = time_to_score_markdown(df)
+    breakout = next(line for line in md.splitlines() if line.startswith("| MinAtar/Breakout-v1"))
+    assert "| 3 (1, 2, 3) | 2/3 |" in breakout and "0.4 [0.3–0.4] min" in breakout  # median of 26 s and 19 s
+    assert "38 [25–50]" in breakout and "9.3 [" in breakout  # steps; the final mean of 11, 13, 4
+    assert "min ≈" in next(line for line in md.splitlines() if "Freeway" in line)

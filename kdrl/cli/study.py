@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def body() -> None:
         nonlocal code
-        from kdrl.study import Index, Runner, StudyError, declaration_hash, load_study, status_report
+        from kdrl.study import Index, Runner, StudyError, declaration_hash, load_study, runner_alive, status_report
 
         args = parse(argv)
         if args["status"] and args["paths"] and "study" not in args:
@@ -141,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             runner.plan_only()
             for text in runner.write_tables(publish=args["publish"]):
                 print(text)
+            runner.log_tables()
+            if runner_alive(study_dir) is None:  # a running kdrl-study owns the index
+                runner.save()
         else:
             code = runner.run(args.get("stage"), publish=args["publish"])
 

@@ -8,6 +8,8 @@
     kdrl-study --status outputs/demo                   # the same from the study dir alone
     kdrl-study study=demo --tables                     # only rewrite the tables from finished jobs
     kdrl-study study=cartpole_losses publish=true      # and copy them to their docs/ dirs
+    kdrl-study study=demo wandb=offline                # the tables as a W&B run in the jobs' group (default:
+                                                       # as the jobs log); wandb sync <dir>/wandb/offline-run-*
 
 Arguments: ``study=``, ``launcher=`` (local | joblib | submitit_local | slurm | ray), ``stage=``,
 ``status=true`` (= --status), ``tables=true`` (= --tables), ``publish=true``, ``poll_s=``;

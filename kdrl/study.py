@@ -137,6 +137,8 @@ def check_declaration(study: dict[str, Any]) -> None:
             if ref is not None and stages[ref].get("app") != "train":
                 raise StudyError(f"{where}: its teacher stage '{ref}' is not a train stage")
         seen.append(sname)
+    if study.get("wandb") not in (None, "offline", "online", "disabled"):
+        raise StudyError(f"study '{name}': wandb must be offline, online, disabled or null, got {study['wandb']!r}")
     for tname, t in (study.get("tables") or {}).items():
         unknown = sorted(set(t or {}) - set(TABLE_KEYS))
         if unknown:
@@ -242,6 +244,32 @@ def stage_base(app: str, overrides: list[str]) -> Any:
             raise StudyError(f"the {app} config with {' '.join(overrides)} does not compose: {exc}") from None
 
 
+def stage_overrides(study: dict[str, Any], st: dict[str, Any]) -> list[str]:
+    """What every job of a stage gets: the study's overrides, its experiment, its own overrides."""
+    fixed = flat(study.get("overrides"))
+    if st.get("experiment"):
+        fixed.append(f"experiment={st['experiment']}")
+    return fixed + flat(st.get("overrides"))
+
+
+def jobs_wandb(study: dict[str, Any]) -> dict[str, Any]:
+    """How the study's W&B run logs: the declaration's ``wandb`` (offline | online | disabled), or
+    null: as its jobs' ``logger.wandb`` (kdrl.study_wandb.combined_mode over its stages); and the
+    project and tags of its jobs (``wandb.project``, ``wandb.tags``)."""
+    from kdrl.study_wandb import combined_mode
+
+    modes, project, tags = [], None, []
+    for st in study["stages"].values():
+        if st.get("app") not in APPS:
+            continue
+        base = stage_base(st["app"], deduplicated(stage_overrides(study, st)))
+        modes.append(str(base.logger.get("wandb", "disabled")))
+        project = project or base.wandb.get("project")
+        tags += [str(t) for t in base.wandb.get("tags") or [] if str(t) not in tags]
+    mode = study.get("wandb") or combined_mode(modes)
+    return {"mode": mode, "project": project or "kdrl", "tags": tags}
+
+
 def stage_axes(st: dict[str, Any], base: Any) -> dict[str, list[str]]:
     """env first (``envs``), then the experiment's ``hydra.sweeper.params`` and the stage's ``axes``
     (which replace an experiment axis of the same key), seed last (``seeds``)."""
@@ -283,10 +311,7 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
             raise StudyError(
                 f"stage '{sname}': app 'data' (teacher datasets) is reserved in the declaration but not implemented yet"
             )
-        fixed = flat(study.get("overrides"))
-        if st.get("experiment"):
-            fixed.append(f"experiment={st['experiment']}")
-        fixed += flat(st.get("overrides"))
+        fixed = stage_overrides(study, st)
         base = stage_base(app, deduplicated(fixed))
         axes = stage_axes(st, base)
         default_env = base.hydra.runtime.choices.get("env")
@@ -559,6 +584,7 @@ class Runner:
             raise StudyError(f"launcher must be one of {', '.join(LAUNCHERS)}, got '{self.launcher}'")
         self.index = Index.load(self.study_dir)
         self.saved_at = 0.0
+        self.wandb: dict[str, Any] | None = None  # jobs_wandb(study), once it is needed
 
     def save(self, force: bool = True) -> None:
         if force or time.time() - self.saved_at > 10:
@@ -609,9 +635,11 @@ class Runner:
         for stage in selected:
             self.run_stage(stage)
             self.write_tables()
+            self.log_tables()  # the study's W&B run, once a stage is done (unchanged tables: none)
         texts = self.write_tables(publish=publish)
         for text in texts:
             self.say("\n" + text)
+        self.log_tables()
         rows = [r for r in self.index.rows.values() if r["stage"] in selected]
         c = counts(rows, self.index.rows, False)
         self.index.meta["progress"] = None
@@ -724,6 +752,36 @@ class Runner:
             if text:
                 texts.append(text)
         return texts
+
+    def log_tables(self) -> None:
+        """The tables written so far as one W&B run in the study's group (kdrl.study_wandb), as its jobs
+        log (offline by default; the declaration's ``wandb`` decides when set); not again while they
+        are unchanged (the fingerprint of the last logged run is kept in the index)."""
+        if os.environ.get("WANDB_MODE") == "disabled" or self.study.get("wandb") == "disabled":
+            return
+        from kdrl.study_wandb import log_study_tables
+
+        if self.wandb is None:
+            self.wandb = jobs_wandb(self.study)
+        if self.wandb["mode"] == "disabled":
+            return
+        rows = list(self.index.rows.values())
+        summary = {f"jobs/{k}": v for k, v in counts(rows, self.index.rows, False).items()}
+        summary["jobs/total"] = len(rows)
+        for stage in self.study["stages"]:
+            c = counts([r for r in rows if r["stage"] == stage], self.index.rows, False)
+            summary.update({f"jobs/{stage}/{k}": v for k, v in c.items()})
+        logged = log_study_tables(
+            self.study,
+            self.study_dir,
+            mode=self.wandb["mode"],
+            project=self.wandb["project"],
+            tags=self.wandb["tags"],
+            summary=summary,
+            last=self.index.meta.get("wandb_tables"),
+            say=self.say,
+        )
+        self.index.meta["wandb_tables"] = logged  # saved with the index (kdrl-study --tables: unless a runner owns it)
 
 
 # ---- tables ----------------------------------------------------------------------------------------------

@@ -12,3 +12,62 @@ def compose_cfg(config_name: str, overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose(config_name, overrides=overrides)
+
+
+def wandb_records(path):
+    """The records of an offline W&B run file (``offline-run-*/run-*.wandb``), read as ``wandb sync``
+    reads them: W&B's LevelDB-style log (a 7-byte ``:W&B`` header, then 32 KiB blocks of chunks, each
+    with a 7-byte header: crc32, length, type full/first/middle/last) of ``wandb_internal_pb2.Record``s
+    (wandb >= 0.2x ships no Python reader of its own)."""
+    import struct
+    from pathlib import Path
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    block = 32768
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B run file"
+    pos, buf = 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:  # zero padding to the block's end
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):  # full, last
+            record = pb.Record()
+            record.ParseFromString(buf)
+            yield record
+
+
+def wandb_run_summary(run_dir):
+    """An offline run dir's run record (project, group, job type, name), config, logged keys and
+    summary, from its ``run-*.wandb`` file: {"run": Record.run, "config": {key: json}, "history":
+    {key: json}, "summary": {key: json}}."""
+    import json
+    from pathlib import Path
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    out = {"run": None, "config": {}, "history": {}, "summary": {}}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = record.run
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif kind == "history":
+            out["history"].update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            )
+        elif kind == "summary":
+            out["summary"].update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
+            )
+    return out

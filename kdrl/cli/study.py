@@ -8,6 +8,8 @@
     kdrl-study --status outputs/demo                   # the same from the study dir alone
     kdrl-study study=demo --tables                     # only rewrite the tables from finished jobs
     kdrl-study study=cartpole_losses publish=true      # and copy them to their docs/ dirs
+    kdrl-study study=demo wandb=offline                # the tables as a W&B run in the jobs' group (default:
+                                                       # as the jobs log); wandb sync <dir>/wandb/offline-run-*
 
 Arguments: ``study=``, ``launcher=`` (local | joblib | submitit_local | slurm | ray), ``stage=``,
 ``status=true`` (= --status), ``tables=true`` (= --tables), ``publish=true``, ``poll_s=``;
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def body() -> None:
         nonlocal code
-        from kdrl.study import Index, Runner, StudyError, declaration_hash, load_study, status_report
+        from kdrl.study import Index, Runner, StudyError, declaration_hash, load_study, runner_alive, status_report
 
         args = parse(argv)
         if args["status"] and args["paths"] and "study" not in args:
@@ -141,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             runner.plan_only()
             for text in runner.write_tables(publish=args["publish"]):
                 print(text)
+            runner.log_tables()
+            if runner_alive(study_dir) is None:  # a running kdrl-study owns the index
+                runner.save()
         else:
             code = runner.run(args.get("stage"), publish=args["publish"])
 

@@ -1020,12 +1020,7 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
     def group(row: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         return row["stage"], tuple(o for o in row["overrides"] if not o.startswith("seed="))
 
-    by_dir = {str(Path(r)): i for i, r in enumerate(done["run_dir"])} if "run_dir" in done else {}
     templates: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
-    for row in index.rows.values():  # a finished job's row stands for its group
-        i = by_dir.get(str(index.study_dir / row["run_dir"]))
-        if i is not None:
-            templates.setdefault(group(row), done.iloc[i].to_dict())
     out, not_started = [], []
     for row in todo:
         run_dir = index.study_dir / row["run_dir"]
@@ -1039,6 +1034,15 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
                 out.append(body)
                 continue
         not_started.append(row)
+    needed = {group(r) for r in not_started} - set(templates)
+    if needed and "run_dir" in done:  # a finished job's row stands for its group
+        by_dir = {str(Path(r)): i for i, r in enumerate(done["run_dir"])}
+        for row in index.rows.values():
+            key = group(row)
+            if key in needed and key not in templates:
+                i = by_dir.get(str(index.study_dir / row["run_dir"]))
+                if i is not None:
+                    templates[key] = done.iloc[i].to_dict()
     for row in not_started:
         t = templates.get(group(row))
         if t is not None:

@@ -206,7 +206,9 @@ def tmpfs(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     point = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
     point.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     yield point

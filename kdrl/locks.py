@@ -279,3 +279,13 @@ def exclusive_lock(
         mine = seen is not None and seen.token == holder["token"]
         if not (mine and _remove_if_same(path, lambda moved: moved.token == holder["token"])) and not heartbeat.lost:
             log.error("lock %s was broken by another process while this one held it; left it as it is", path)
+
+
+def live_holder(path: str | Path, stale_after_s: float | None = None) -> dict[str, Any] | None:
+    """Who holds the lock file ``path`` now (its recorded holder), or None: no such file, or its holder
+    is gone (same host: the process ended; any host: no heartbeat for ``stale_after_s``)."""
+    seen = _read(Path(path))
+    if seen is None or seen.holder is None:
+        return None
+    stale = default_stale_after_s() if stale_after_s is None else float(stale_after_s)
+    return None if _stale_reason(seen, stale) is not None else dict(seen.holder)

@@ -34,9 +34,11 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from typing import Any
 from kdrl.errors import KdrlUserError
 
 INDEX_FILE = "index.json"
+JOB_LOCK = ".kdrl-job.lock"  # held by a running job in its run dir (kdrl.runs.job.job_lock)
 LOCK_FILE = ".kdrl-study.lock"
 APPS = {"train": "kdrl.cli.train", "distill": "kdrl.cli.distill", "multitask": "kdrl.cli.multitask"}
 STAGE_KINDS = (*APPS, "data")
@@ -406,8 +409,12 @@ class Index:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = {**self.meta, "updated": time.time(), "jobs": list(self.rows.values())}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(body, separators=(",", ":")))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(body, separators=(",", ":")))
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a full disk) the previous index stays whole
+            raise
 
     def merge(self, jobs: list[Job], study: dict[str, Any]) -> None:
         """Rows for the planned jobs: a known job keeps its status while its config hash holds; a
@@ -456,12 +463,16 @@ def update_row(study_dir: Path, row: dict[str, Any]) -> None:
     try:
         mtime = os.stat(run_dir / "results.json").st_mtime
     except OSError:
+        if row["status"] == "failed" and row.get("lost"):
+            return  # its process died without results.json (killed): failed until the next call reruns it
         row["status"] = "started" if run_dir.is_dir() else "pending"
         row.pop("mtime", None)
         return
     if mtime < float(row.get("since") or 0.0):
-        row["status"] = "started"  # results of an earlier config: the new one has not finished
+        if not (row["status"] == "failed" and row.get("lost")):
+            row["status"] = "started"  # results of an earlier config: the new one has not finished
         return
+    row.pop("lost", None)
     if row["status"] in DONE and row.get("mtime") == mtime:
         return
     try:
@@ -566,6 +577,113 @@ def status_report(study_dir: Path, max_failed: int = 50) -> tuple[str, int]:
     return "\n".join(lines), sum(v for k, v in all_c.items() if k != "ok")
 
 
+# ---- a stage's multirun: its own process group ------------------------------------------------------------
+# Each stage's multirun runs in a session (process group) of its own, recorded in .launch/<stage>.pid:
+# a stopped kdrl-study (SIGTERM, SIGHUP, Ctrl-C) stops the whole group (joblib's worker processes
+# included); a killed one (SIGKILL) takes its multirun along (PR_SET_PDEATHSIG), and the next call
+# waits for any job of the old group still running before it launches anything, so no job runs twice.
+HOST = socket.gethostname()
+
+
+def proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, process group, start time in ticks) of a local process from /proc, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return (fields[0], int(fields[2]), fields[19]) if len(fields) > 19 else None
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid`` on this host."""
+    out = []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
+        if entry.name.isdigit():
+            st = proc_stat(int(entry.name))
+            if st is not None and st[1] == pgid and st[0] not in ("Z", "X"):
+                out.append(int(entry.name))
+    return out
+
+
+def stop_group(pgid: int, grace_s: float = 30.0) -> None:
+    """SIGTERM to the group, then SIGKILL to what is left after ``grace_s``."""
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.time() + grace_s
+    while group_members(pgid) and time.time() < deadline:
+        time.sleep(0.2)
+    if group_members(pgid):
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """In the multirun child (preexec_fn): SIGTERM when the kdrl-study that started it dies (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def launch_record(study_dir: Path, stage: str) -> Path:
+    return Path(study_dir) / ".launch" / f"{stage}.pid"
+
+
+def leftover_multiruns(study_dir: Path) -> list[dict[str, Any]]:
+    """Multiruns an earlier kdrl-study started on this host whose process group still has live
+    processes (its driver was killed; a job in a worker process may still be running)."""
+    out = []
+    for path in sorted((Path(study_dir) / ".launch").glob("*.pid")):
+        try:
+            rec = json.loads(path.read_text())
+            pgid = int(rec["pgid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if rec.get("host") == HOST and rec.get("driver") != os.getpid() and group_members(pgid):
+            out.append({**rec, "path": str(path)})
+    return out
+
+
+class StudyStopped(KdrlUserError, RuntimeError):
+    """kdrl-study was stopped by a signal (SIGTERM, SIGHUP): its stage's multirun was stopped too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return (
+            f"stopped by {signal.Signals(self.signum).name}: the running stage's jobs were stopped, finished ones "
+            "are kept; rerun the same kdrl-study command to go on (unfinished jobs resume from their checkpoints)"
+        )
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise StudyStopped in the main thread (so the stage's multirun is stopped)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise StudyStopped(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 # ---- running ---------------------------------------------------------------------------------------------
 @dataclass
 class Runner:
@@ -609,7 +727,7 @@ class Runner:
             )
         self.study_dir.mkdir(parents=True, exist_ok=True)
         try:
-            with exclusive_lock(self.study_dir / LOCK_FILE, timeout_s=0.0, poll_s=0.1):
+            with exclusive_lock(self.study_dir / LOCK_FILE, timeout_s=0.0, poll_s=0.1), signals_raise():
                 return self._run(selected, publish)
         except LockTimeout:
             holder = runner_alive(self.study_dir) or {}
@@ -632,6 +750,7 @@ class Runner:
             f"({fmt_counts(c)}); {len(todo)} to run in stage(s) {', '.join(selected)} on launcher={self.launcher} "
             f"-> {self.study_dir}"
         )
+        self.wait_for_leftovers()
         for stage in selected:
             self.run_stage(stage)
             self.write_tables()
@@ -653,6 +772,41 @@ class Runner:
         if failed:
             self.say(f"  {len(failed)} failed job(s): the next kdrl-study call reruns them")
         return 0 if c["ok"] == len(rows) else 1
+
+    def running_elsewhere(self) -> dict[str, dict[str, Any]]:
+        """Unfinished jobs whose run dir lock (kdrl.runs.job.job_lock) has a live holder: still running
+        in a process this call did not start (a killed kdrl-study's multirun, a cluster job)."""
+        from kdrl.locks import live_holder
+
+        out = {}
+        for r in self.index.rows.values():
+            if r["status"] not in DONE:
+                holder = live_holder(self.study_dir / r["run_dir"] / JOB_LOCK)
+                if holder is not None:
+                    out[r["id"]] = holder
+        return out
+
+    def wait_for_leftovers(self) -> None:
+        """Jobs of an earlier kdrl-study's multirun may still run (it was killed): wait for them to end
+        (their results count) rather than start them a second time; then stop what is left of its
+        process group on this host (idle worker processes)."""
+        live = self.running_elsewhere()
+        if live:
+            first, h = next(iter(live.items()))
+            self.say(
+                f"{len(live)} job(s) of this study still run in another process ({first}: pid {h.get('pid')} on "
+                f"{h.get('host')}), left by a kdrl-study that was stopped: waiting for them to end, not running them twice"
+            )
+            t0 = time.time()
+            while live:
+                time.sleep(self.poll_s)
+                live = self.running_elsewhere()
+            self.index.refresh()
+            self.say(f"the earlier job(s) ended ({fmt_duration(time.time() - t0)})")
+        for rec in leftover_multiruns(self.study_dir):
+            stop_group(int(rec["pgid"]), grace_s=10.0)
+            Path(rec["path"]).unlink(missing_ok=True)
+        self.save()
 
     def run_stage(self, stage: str) -> None:
         rows = [r for r in self.index.rows.values() if r["stage"] == stage]
@@ -687,6 +841,7 @@ class Runner:
             if r["status"] == "failed":
                 r["since"] = now
             r["status"], r["error"] = "pending", None
+            r.pop("lost", None)
         self.say(
             f"stage {stage}: {len(ready)} job(s) as one kdrl-{app} multirun on launcher={self.launcher} (log: {log_path})"
         )
@@ -695,16 +850,39 @@ class Runner:
             log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
             log.flush()
             env = {**os.environ, "KDRL_NO_PROGRESS": "1"}
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=die_with_parent
+            )
+            record = launch_record(self.study_dir, stage)
+            body = {"stage": stage, "pgid": proc.pid, "host": HOST, "driver": os.getpid(), "started": time.time()}
+            record.write_text(json.dumps(body))
             try:
                 self.monitor(stage, proc, ready, t0)
             except BaseException:
-                proc.terminate()
+                stop_group(proc.pid)  # the multirun and its worker processes: no job goes on unwatched
                 with contextlib.suppress(Exception):
-                    proc.wait(timeout=30)
+                    proc.wait(timeout=5)
+                self.index.refresh(ready)
                 self.save()
                 raise
+        deadline = time.time() + 5.0  # idle worker processes left by the multirun
+        while group_members(proc.pid) and time.time() < deadline:
+            time.sleep(0.1)
+        if group_members(proc.pid):
+            stop_group(proc.pid, grace_s=10.0)
+        record.unlink(missing_ok=True)
         self.index.refresh(ready)
+        for r in ready:  # its process died without results.json: killed (the OOM killer, a signal, a node)
+            if r["status"] not in DONE:
+                started = (self.study_dir / r["run_dir"]).is_dir()
+                why = (
+                    "its process ended without writing results.json (killed: out of memory, a signal?)"
+                    if started
+                    else "never started"
+                )
+                r.update(
+                    status="failed", lost=True, error=f"{why}; the {stage} multirun {describe_exit(proc.returncode)}"
+                )
         c = counts(ready, self.index.rows, False)
         self.say(f"stage {stage}: {fmt_counts(c)} ({fmt_duration(time.time() - t0)})")
         if proc.returncode != 0:
@@ -747,6 +925,10 @@ class Runner:
         for name, spec in (self.study.get("tables") or {}).items():
             try:
                 text = write_table(self.study, self.index, name, spec or {}, publish)
+            except OSError as exc:  # a full disk: each file is written whole or not at all (kdrl.io.atomic_write)
+                from kdrl.errors import one_line
+
+                text = f"table {name}: not rewritten: {one_line(exc)[:300]}"
             except Exception as exc:
                 text = f"table {name}: not written yet ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
             if text:
@@ -809,6 +991,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     if not finished:
         return ""
     out.mkdir(parents=True, exist_ok=True)
+    write_text, write_csv = T.write_text_atomic, T.write_csv_atomic  # a full disk keeps the previous files
     files = {s: [index.study_dir / r["run_dir"] / "results.json" for r in finished if r["stage"] == s] for s in stages}
     if spec.get("kind") == "time_to_score":  # teachers: when each reached its env's score (issue 26)
         df = T.time_to_score([f for fs in files.values() for f in fs], spec.get("targets") or {})
@@ -820,7 +1003,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     elif spec.get("kind") == "multitask":
         df = T.collect_multitask([f for fs in files.values() for f in fs])
         body = T.multitask_report(df)
-        df.to_csv(out / "runs.csv", index=False)
+        write_csv(out / "runs.csv", df)
         text = head + body + "\n"
     else:
         frames = []
@@ -830,6 +1013,10 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
                 df["stage"] = stage
                 frames.append(df)
         df = pd.concat(frames, ignore_index=True)
+        rows_key, cols_key = spec.get("rows") or "method", spec.get("cols") or "width"
+        pending = unfinished_rows(index, [r for r in rows if r["status"] not in DONE], df, rows_key, cols_key)
+        if len(pending):
+            df = pd.concat([df, pending], ignore_index=True)
         kind = spec.get("kind") or "student"
         if kind != "all":
             df = df[df["kind"] == kind]
@@ -843,10 +1030,10 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         for col in (rows_key, cols_key, metric):
             if col not in df:
                 raise StudyError(f"table {name}: no column '{col}' in the results")
-        df.to_csv(out / "results.csv", index=False)
+        write_csv(out / "results.csv", df)
         summary = T.summary_table(df, rows_key, cols_key, metric)
-        (out / "table.tex").write_text(summary.latex)
-        summary.cells.to_csv(out / "table_cells.csv", index=False)
+        write_text(out / "table.tex", summary.latex)
+        write_csv(out / "table_cells.csv", summary.cells)
         text = head + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table writes it
         ref = spec.get("reference")
         if ref:
@@ -861,8 +1048,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             except ValueError as exc:  # e.g. no finite scores of a compared column yet
                 text += f"\n(aggregates not written yet: {exc})\n"
             else:
-                (out / "aggregate.md").write_text(ct.markdown + "\n")
-                ct.cells.to_csv(out / "aggregate.csv", index=False)
+                write_text(out / "aggregate.md", ct.markdown + "\n")
+                write_csv(out / "aggregate.csv", ct.cells)
                 text += "\n" + ct.markdown + "\n"
                 if spec.get("plots", True):
                     with contextlib.suppress(Exception):  # a plot never costs the table
@@ -876,7 +1063,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
                     plot_stage_curves(files, out)
             except Exception as exc:  # e.g. every score refused: nothing to put on a log axis
                 text += f"\n(plots not written: {type(exc).__name__}: {' '.join(str(exc).split())[:160]})\n"
-    (out / "table.md").write_text(text)
+    write_text(out / "table.md", text)
     if publish and spec.get("publish"):
         dest = Path(spec["publish"])
         dest.mkdir(parents=True, exist_ok=True)
@@ -885,6 +1072,51 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
                 shutil.copy2(f, dest / f.name)
         text += f"\n(published to {dest})\n"
     return text
+
+
+def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_key: str, cols_key: str) -> Any:
+    """Table rows (status ``unfinished``) for the study's jobs not finished yet, so their cells show
+    ``n=k of N`` and are marked incomplete: a started job from its run dir's config; one not started
+    from a job of its stage that differs only in its seed (a finished one's row, else a started one's)."""
+    import pandas as pd
+
+    from kdrl import tables as T
+
+    def group(row: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        return row["stage"], tuple(o for o in row["overrides"] if not o.startswith("seed="))
+
+    templates: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    out, not_started = [], []
+    for row in todo:
+        run_dir = index.study_dir / row["run_dir"]
+        if (run_dir / ".hydra" / "config.yaml").is_file():
+            try:
+                body = T.unfinished_row(run_dir)
+            except Exception:
+                body = None
+            if body is not None:
+                templates.setdefault(group(row), body)
+                out.append(body)
+                continue
+        not_started.append(row)
+    needed = {group(r) for r in not_started} - set(templates)
+    if needed and "run_dir" in done:  # a finished job's row stands for its group
+        by_dir = {str(Path(r)): i for i, r in enumerate(done["run_dir"])}
+        for row in index.rows.values():
+            key = group(row)
+            if key in needed and key not in templates:
+                i = by_dir.get(str(index.study_dir / row["run_dir"]))
+                if i is not None:
+                    templates[key] = done.iloc[i].to_dict()
+    for row in not_started:
+        t = templates.get(group(row))
+        if t is not None:
+            out.append({**t, "status": T.UNFINISHED, "run_dir": str(index.study_dir / row["run_dir"]), "error": None})
+    frame = pd.DataFrame(out)
+    for col in ("stage",):
+        if col not in frame and len(frame):
+            frame[col] = None
+    return frame
 
 
 def plot_stage_curves(files: dict[str, list[Path]], out: Path) -> None:

@@ -129,6 +129,117 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat([pd.DataFrame(rows), *frames], ignore_index=True) if frames else pd.DataFrame(rows)
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """A table file whole or not at all: written beside it, flushed, renamed over it (os.replace); on
+    an error (a full disk: kdrl.io.DiskFullError, one line) the previous file is kept."""
+    from kdrl.io import atomic_write
+
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_csv_atomic(path: str | Path, df: pd.DataFrame) -> Path:
+    from kdrl.io import atomic_write
+
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+UNFINISHED = "unfinished"  # a run dir Hydra made (.hydra/config.yaml) with no results.json yet: running, or not yet
+
+
+def job_config(run_dir: Path) -> dict[str, Any]:
+    """A run dir's .hydra/config.yaml as plain containers, resolved where it can be."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:  # an interpolation needing a resolver this process lacks
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def unfinished_row(run_dir: Path) -> dict[str, Any]:
+    """The table row a run will have, from its config (as kdrl.runs' jobs fill results.json), with
+    status ``unfinished``: it places the run in its cell before it ends."""
+    cfg = job_config(run_dir)
+    task = cfg.get("task")
+    res: dict[str, Any] = {
+        "kind": {"teacher": "teacher", "distill": "student"}.get(str(task), str(task)),
+        "env_id": (cfg.get("env") or {}).get("id"),
+        "seed": cfg.get("seed"),
+        "config": cfg,
+    }
+    if task in ("distill", "multitask"):
+        loss, student = cfg.get("loss") or {}, cfg.get("student") or {}
+        res.update(
+            loss="scratch" if cfg.get("baseline") == "scratch" else loss.get("name"),
+            temperature=loss.get("temperature") if isinstance(loss.get("temperature"), int | float) else None,
+            width=student.get("width"),
+            student_size=student.get("size"),
+            depth=student.get("depth"),
+            control=str(cfg.get("control")),
+            baseline=cfg.get("baseline"),
+        )
+    row = flatten(res)
+    row.update(status=UNFINISHED, run_dir=str(run_dir), error=None)
+    return row
+
+
+def find_unfinished(paths: Iterable[str | Path]) -> list[Path]:
+    """Run dirs under ``paths`` (dirs with .hydra/config.yaml) that have no results.json yet."""
+    found = set()
+    for p in map(Path, paths):
+        if not p.is_dir():
+            continue
+        for cfg in [p / ".hydra" / "config.yaml", *p.rglob(".hydra/config.yaml")]:
+            if cfg.is_file() and not (cfg.parent.parent / RESULTS_FILE).exists():
+                found.add(cfg.parent.parent)
+    return sorted(found)
+
+
+def collect_unfinished(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row (status ``unfinished``) per run under ``paths`` that has not written results.json."""
+    rows = []
+    for run_dir in find_unfinished(paths):
+        try:
+            rows.append(unfinished_row(run_dir))
+        except Exception:  # a config being written right now: the run is left out of the counts
+            continue
+    return pd.DataFrame(rows)
+
+
+INCOMPLETE = "⧗"
+
+
+def incomplete_legend() -> str:
+    return (
+        f"{INCOMPLETE} n=k of N: an incomplete cell, k of its N runs finished so far (the others still running or "
+        "not started): its numbers will change"
+    )
+
+
+def mark_incomplete(table: pd.DataFrame, df: pd.DataFrame, rows: str, cols: str) -> pd.DataFrame:
+    """``table`` (pivot()) with every cell that has unfinished runs marked ``⧗ n=k of N`` (k finished
+    runs of N, failed ones included); a cell with none finished yet shows the marker alone."""
+    todo = df[df["status"] == UNFINISHED]
+    if todo.empty:
+        return table
+    table = table.copy()
+    counted = df[df["status"] != "pruned"]
+    total = counted.groupby([rows, cols], dropna=False).size()
+    waiting = todo.groupby([rows, cols], dropna=False).size()
+    for (r, c), k in waiting.items():
+        n_all = int(total[(r, c)])
+        mark = f"{INCOMPLETE} n={n_all - int(k)} of {n_all}"
+        old = table.at[r, c] if r in table.index and c in table.columns else None
+        if c not in table.columns:
+            table[c] = None
+        table.loc[r, c] = f"{old} {mark}" if isinstance(old, str) else mark
+    try:
+        return table.sort_index().sort_index(axis=1)
+    except TypeError:  # mixed label types
+        return table
+
+
 def is_speed_metric(metric: str) -> bool:
     return metric.startswith("to_") and metric.endswith(("_env_steps", "_wall_s"))
 
@@ -225,6 +336,8 @@ def pivot(agg: pd.DataFrame, rows: str, cols: str, pct: bool) -> pd.DataFrame:
 def col_label(df: pd.DataFrame, cols: str, value: Any) -> str:
     if cols in ("width", "student_size") and "param_ratio" in df:
         ratio = df.loc[df[cols] == value, "param_ratio"].mean()
+        if not np.isfinite(ratio):  # only unfinished runs so far
+            return f"{'width ' if cols == 'width' else ''}{value}"
         return f"{'width ' if cols == 'width' else ''}{value} ({100 * ratio:.1f}% params)"
     return f"{cols} {value}"
 
@@ -329,11 +442,18 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     agg = aggregate(df, [rows, cols], metric)
     pct = is_fraction_of_teacher(metric)
     pruned = int((df["status"] == "pruned").sum())  # stopped by a search's pruner (kdrl.search): not failures
-    failed = int((df["status"] != "ok").sum()) - pruned
-    if agg.empty:  # every run failed (or none finished): say so instead of a table
+    unfinished = int((df["status"] == UNFINISHED).sum())  # still running (or not started): not failures
+    failed = int((df["status"] != "ok").sum()) - pruned - unfinished
+    waiting = f"; {unfinished} run(s) not finished yet ({incomplete_legend()})" if unfinished else ""
+    if agg.empty and not unfinished:  # every run failed (or none finished): say so instead of a table
         caption = f"{metric}: no ok runs ({failed} failed)"
         return SummaryTable(caption, f"_{caption}_", f"% {caption}\n", agg, pd.DataFrame())
-    table = pivot(agg, rows, cols, pct)
+    if agg.empty:
+        caption = f"{metric}: no ok runs yet ({failed} failed){waiting}"
+        table = mark_incomplete(pd.DataFrame(), df, rows, cols)
+        md = to_markdown(table, df, rows, cols)
+        return SummaryTable(caption, md, to_latex(table, df, rows, cols, caption), agg, pd.DataFrame())
+    table = mark_incomplete(pivot(agg, rows, cols, pct), df, rows, cols)
     n = sorted(agg["n"].unique().tolist())
     stat = "median (censored at the budget)" if is_speed_metric(metric) else "mean"
     refused = int(agg["refused"].sum())
@@ -344,6 +464,7 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
         f"{failed} failed"
         + (f", {pruned} pruned by a search (stopped early; not in the table)" if pruned else "")
         + (f", {refused} with the score refused (teacher not better than random)" if refused else "")
+        + waiting
     )
     caption += reference_note(df)
     md = to_markdown(table, df, rows, cols)

@@ -13,8 +13,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdrl.errors import OutputPathError, writable_dir
-from kdrl.tables import collect, cross_task, disk_use, plot_all, plot_profiles, summary_table
+import pandas as pd
+
+from kdrl.errors import OutputPathError, one_line, writable_dir
+from kdrl.tables import (
+    UNFINISHED,
+    collect,
+    collect_unfinished,
+    cross_task,
+    disk_use,
+    plot_all,
+    plot_profiles,
+    summary_table,
+    write_csv_atomic,
+    write_text_atomic,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     df = collect(args.paths)
+    # runs still going (a run dir without results.json): counted per cell, their cells marked incomplete
+    unfinished = collect_unfinished([p for p in args.paths if Path(p).is_dir()])
+    if df.empty and len(unfinished):
+        df = unfinished
+    elif len(unfinished):
+        df = pd.concat([df, unfinished], ignore_index=True)
     if df.empty:
         print("kdrl-table: no results.json found under " + ", ".join(args.paths), file=sys.stderr)
         return 1
@@ -76,15 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     except OutputPathError as exc:
         print(f"kdrl-table: error: {exc}", file=sys.stderr)
         return 1
-    df.to_csv(out / "results.csv", index=False)
-    try:
-        df.to_parquet(out / "results.parquet", index=False)
-    except ImportError:
-        pass  # parquet needs pyarrow; the CSV holds the same rows
     summary = summary_table(df, args.rows, args.cols, args.metric)
-    (out / "table.md").write_text(f"{summary.caption}\n\n{summary.markdown}\n")
-    (out / "table.tex").write_text(summary.latex)
-    summary.cells.to_csv(out / "table_cells.csv", index=False)
+    try:  # each file whole or not at all: a full disk keeps the previous table (kdrl.io.atomic_write)
+        write_csv_atomic(out / "results.csv", df)
+        try:
+            df.to_parquet(out / "results.parquet", index=False)
+        except ImportError:
+            pass  # parquet needs pyarrow; the CSV holds the same rows
+        write_text_atomic(out / "table.tex", summary.latex)
+        write_csv_atomic(out / "table_cells.csv", summary.cells)
+        write_text_atomic(out / "table.md", f"{summary.caption}\n\n{summary.markdown}\n")
+    except OSError as exc:
+        print(f"kdrl-table: error: {one_line(exc)}", file=sys.stderr)
+        return 1
     print(summary.caption + "\n\n" + summary.markdown)
     print("\nIQM:\n" + summary.iqm.to_string())
     if args.aggregate or args.compare:
@@ -102,13 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"kdrl-table: error: {exc}", file=sys.stderr)
             return 1
-        (out / "aggregate.md").write_text(ct.markdown + "\n")
-        ct.cells.to_csv(out / "aggregate.csv", index=False)
+        try:
+            write_text_atomic(out / "aggregate.md", ct.markdown + "\n")
+            write_csv_atomic(out / "aggregate.csv", ct.cells)
+        except OSError as exc:
+            print(f"kdrl-table: error: {one_line(exc)}", file=sys.stderr)
+            return 1
         print("\n" + ct.markdown)
         if not args.no_plots:
             for p in plot_profiles(ct, out, args.metric):
                 print(f"wrote {p}")
-    failed = df[~df["status"].isin(["ok", "pruned"])]  # pruned: stopped by a search's pruner, on purpose
+    failed = df[~df["status"].isin(["ok", "pruned", UNFINISHED])]  # pruned: stopped by a search's pruner, on purpose
     if len(failed):
         print(f"\n{len(failed)} failed run(s):")
         for _, r in failed.iterrows():

@@ -519,6 +519,35 @@ def run_job(job: Job) -> dict[str, Any]:
         return done
     # another config's unfinished run in this dir: refused before results.json or anything else is written
     check_resumable(config, out, "hydra.sweep.dir" if sweep_name() else "hydra.run.dir")
+    with job_lock(out):  # one process per run dir: a second one (a rerun driver, a requeue) refuses
+        return _run_job(job, config)
+
+
+JOB_LOCK = ".kdrl-job.lock"
+
+
+@contextmanager
+def job_lock(out: Path) -> Iterator[None]:
+    """Hold ``<run dir>/.kdrl-job.lock`` while the job runs (kdrl.locks: heartbeat, works across hosts);
+    a live holder elsewhere is refused in one line. kdrl-study reads it to wait for a job still
+    running rather than start it twice."""
+    from kdrl.locks import LockTimeout, exclusive_lock, live_holder
+
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(exclusive_lock(Path(out) / JOB_LOCK, timeout_s=0.0, poll_s=0.1))
+    except LockTimeout:
+        h = live_holder(Path(out) / JOB_LOCK) or {}
+        raise KdrlUserError(
+            f"another process is running the job in {out} (pid {h.get('pid', '?')} on host {h.get('host', '?')}): "
+            "wait for it to end, or stop it and rerun"
+        ) from None
+    with stack:
+        yield
+
+
+def _run_job(job: Job, config: dict[str, Any]) -> dict[str, Any]:
+    cfg, out = job.cfg, job.out
     fields = {**Job.fields(job), "config": config}  # every job's identity; its own fields once validated
     job_clock = Stopwatch()
     with recorded_job(out, fields):

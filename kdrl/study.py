@@ -460,10 +460,10 @@ def mark_lost(rows: list[dict[str, Any]], returncode: int | None, log_path: Path
     for row in rows:
         if row["status"] in DONE:
             continue
+        started = row["status"] == "started"  # its run dir exists
         row["status"], row["lost"] = "failed", True
-        row["error"] = (
-            f"killed or lost: no results.json after its stage's multirun exited (code {returncode}; log {log_path})"
-        )
+        what = "killed or lost: no results.json" if started else "never started"
+        row["error"] = f"{what} after its stage's multirun exited (code {returncode}; log {log_path})"
 
 
 def slurm_lost_tasks(stage_dir: Path, since: float) -> list[str]:

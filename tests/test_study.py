@@ -342,7 +342,7 @@ def test_debug_study_on_a_local_ray_resumes_a_job_killed_mid_way(tmp_path):
             p.send_signal(signal.SIGKILL)
         return "SIGKILL to Ray worker(s) " + ", ".join(f"{p.pid} ({p.name()})" for p in procs)
 
-    kill_mid_way_then_resume(tmp_path, "ray", kill, ["hydra.launcher.ray.remote.max_retries=0"], env=env)
+    kill_mid_way_then_resume(tmp_path, "ray", kill, ["+hydra.launcher.ray.remote.max_retries=0"], env=env)
 
 
 # ---- killed jobs: failed, not pending forever ----------------------------------------------------------------
@@ -362,6 +362,9 @@ def test_a_job_that_never_wrote_results_is_failed_until_it_runs_again(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "failed"] and rows[1]["error"].startswith("killed or lost")
     update_row(tmp_path, rows[1])
     assert rows[1]["status"] == "failed"  # still no results.json: still failed
+    never = {"id": "students/seed=2", "run_dir": "students/seed=2", "status": "pending", "since": 0.0}
+    mark_lost([never], 1, tmp_path / "logs" / "students.log")  # e.g. the multirun refused its overrides
+    assert never["status"] == "failed" and never["error"].startswith("never started")
     (tmp_path / "students" / "seed=1" / "results.json").write_text(json.dumps({"status": "ok"}))
     update_row(tmp_path, rows[1])
     assert rows[1]["status"] == "ok"  # it finished after all (a rerun, or a job its launcher lost sight of)
@@ -397,3 +400,11 @@ def test_slurm_tasks_that_no_longer_exist_without_a_result_are_lost(tmp_path, mo
     (sub / "7_1" / "7_1_0_result.pkl").write_bytes(b"")
     squeue.write_text("#!/bin/sh\n")
     assert slurm_lost_tasks(tmp_path / "students", since) == []  # every task returned
+
+
+def test_hydra_overrides_that_add_a_key_go_to_the_stages_multiruns():
+    from kdrl.cli.study import parse
+
+    args = parse(["study=debug", "+hydra.launcher.ray.remote.max_retries=0", "hydra.launcher.timeout_min=10", "seed=1"])
+    assert args["hydra"] == ["+hydra.launcher.ray.remote.max_retries=0", "hydra.launcher.timeout_min=10"]
+    assert args["overrides"] == ["seed=1"]

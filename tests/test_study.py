@@ -354,7 +354,9 @@ def test_a_job_that_never_wrote_results_is_failed_until_it_runs_again(tmp_path):
     (tmp_path / "students" / "seed=1" / "checkpoints").mkdir(parents=True)
     (tmp_path / "students" / "seed=0").mkdir(parents=True)
     (tmp_path / "students" / "seed=0" / "results.json").write_text(json.dumps({"status": "ok"}))
-    rows = [{"id": f"students/seed={s}", "run_dir": f"students/seed={s}", "status": "pending", "since": 0.0} for s in (0, 1)]
+    rows = [
+        {"id": f"students/seed={s}", "run_dir": f"students/seed={s}", "status": "pending", "since": 0.0} for s in (0, 1)
+    ]
     for r in rows:
         update_row(tmp_path, r)
     assert [r["status"] for r in rows] == ["ok", "started"]

@@ -463,8 +463,8 @@ def update_row(study_dir: Path, row: dict[str, Any]) -> None:
     try:
         mtime = os.stat(run_dir / "results.json").st_mtime
     except OSError:
-        if row["status"] == "failed" and row.get("lost"):
-            return  # its process died without results.json (killed): failed until the next call reruns it
+        if row.get("lost") and row["status"] == "failed":
+            return  # killed or lost by its launcher (mark_lost): failed until it runs again
         row["status"] = "started" if run_dir.is_dir() else "pending"
         row.pop("mtime", None)
         return
@@ -484,6 +484,51 @@ def update_row(study_dir: Path, row: dict[str, Any]) -> None:
     row.update(status=status, mtime=mtime, error=error)
     wall = res.get("job_wall_time_s") if isinstance(res, dict) else None
     row["wall_s"] = float(wall) if isinstance(wall, int | float) else None
+
+
+def mark_lost(rows: list[dict[str, Any]], returncode: int | None, log_path: Path) -> None:
+    """After a stage's multirun has exited, its jobs that never wrote results.json were killed (scancel,
+    a SIGKILLed Ray worker, the OOM killer) or lost by their launcher: failed, so the study lists them
+    and the next kdrl-study call reruns them (resuming from their checkpoints), instead of counting
+    them pending forever. ``lost`` keeps them failed while their run dir still has no results.json."""
+    for row in rows:
+        if row["status"] in DONE:
+            continue
+        started = row["status"] == "started"  # its run dir exists
+        row["status"], row["lost"] = "failed", True
+        what = (
+            "killed or lost: its process ended without writing results.json (killed: out of memory, a signal?)"
+            if started
+            else "never started"
+        )
+        row["error"] = f"{what}; its stage's multirun {describe_exit(returncode)} (log {log_path})"
+
+
+def slurm_lost_tasks(stage_dir: Path, since: float) -> list[str]:
+    """The SLURM array tasks a stage's multirun submitted (submitit's folders under
+    ``<stage dir>/.submitit``, written since ``since``) that never returned a result although SLURM
+    no longer queues or runs any of them: [] while one still exists, or squeue cannot answer.
+    (Submitit learns that a job ended without a result only from sacct: on a cluster without
+    accounting it waits for a killed job forever.)"""
+    tasks = []
+    for folder in (stage_dir / ".submitit").glob("*"):
+        submitted = list(folder.glob("*_submitted.pkl"))
+        with contextlib.suppress(OSError):
+            if submitted and submitted[0].stat().st_mtime >= since - 1.0:
+                tasks.append((folder.name, not any(folder.glob("*_result.pkl"))))
+    waiting = [name for name, no_result in tasks if no_result]
+    if not waiting:
+        return []
+    try:
+        queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if queue.returncode != 0:
+        return []
+    live = set(queue.stdout.split())
+    if any(name in live for name, _ in tasks):
+        return []
+    return sorted(waiting)
 
 
 # ---- status ----------------------------------------------------------------------------------------------
@@ -695,6 +740,8 @@ class Runner:
     hydra_args: Sequence[str] = ()
     poll_s: float = 2.0
     table_every_s: float = 120.0
+    slurm_check_s: float = 10.0  # launcher=slurm: how often squeue is asked whether the stage's jobs still exist
+    slurm_grace_s: float = 20.0  # ... and how long none may exist, some without a result, before the multirun ends
     say: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -872,17 +919,7 @@ class Runner:
             stop_group(proc.pid, grace_s=10.0)
         record.unlink(missing_ok=True)
         self.index.refresh(ready)
-        for r in ready:  # its process died without results.json: killed (the OOM killer, a signal, a node)
-            if r["status"] not in DONE:
-                started = (self.study_dir / r["run_dir"]).is_dir()
-                why = (
-                    "its process ended without writing results.json (killed: out of memory, a signal?)"
-                    if started
-                    else "never started"
-                )
-                r.update(
-                    status="failed", lost=True, error=f"{why}; the {stage} multirun {describe_exit(proc.returncode)}"
-                )
+        mark_lost(ready, proc.returncode, log_path)
         c = counts(ready, self.index.rows, False)
         self.say(f"stage {stage}: {fmt_counts(c)} ({fmt_duration(time.time() - t0)})")
         if proc.returncode != 0:
@@ -895,8 +932,21 @@ class Runner:
     def monitor(self, stage: str, proc: subprocess.Popen, rows: list[dict[str, Any]], t0: float) -> None:
         """Progress while the stage's multirun runs: done, running, failed and an ETA from the pace so far."""
         last_state, last_print, last_table, finished_before = None, 0.0, time.time(), 0
+        last_slurm_check, orphaned_since = 0.0, None
         while True:
             done = proc.poll() is not None
+            if self.launcher == "slurm" and not done and time.time() - last_slurm_check > self.slurm_check_s:
+                last_slurm_check = time.time()
+                lost = slurm_lost_tasks(self.study_dir / stage, since=t0)
+                orphaned_since = (orphaned_since or time.time()) if lost else None
+                if lost and time.time() - orphaned_since >= self.slurm_grace_s:
+                    self.say(
+                        f"stage {stage}: SLURM runs none of its jobs any more and {len(lost)} never returned "
+                        f"(killed? {', '.join(lost)}): ending the multirun, which would wait for them forever "
+                        "(submitit sees a job's end through sacct, and this cluster may keep no accounting)"
+                    )
+                    proc.terminate()
+                    orphaned_since = None
             self.index.refresh(rows)
             c = counts(rows, self.index.rows, True)
             finished = c["ok"] + c["failed"]

@@ -53,7 +53,12 @@ def wandb_run_summary(run_dir):
     import json
     from pathlib import Path
 
+    import time
+
     (path,) = Path(run_dir).glob("run-*.wandb")
+    deadline = time.time() + 60.0  # W&B's service may still be writing the file after finish() returned
+    while time.time() < deadline and not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+        time.sleep(0.2)
     out = {"run": None, "config": {}, "history": {}, "summary": {}}
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")

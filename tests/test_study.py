@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -195,21 +197,216 @@ def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_o
     assert {r["status"] for r in index["jobs"]} == {"ok"} and all(len(r["hash"]) == 12 for r in index["jobs"])
 
 
-@pytest.mark.slow
-def test_debug_study_on_a_real_slurm(slurm, tmp_path):
+# ---- a killed job on a real cluster -------------------------------------------------------------------
+# The students stage made long enough to be killed mid-way (a stage-level override of the declaration:
+# the same on the rerun, so the jobs' config hashes, and their checkpoints' configs, still agree).
+LONG_STUDENTS = "stages.students.overrides=[loss=kl,distill.total_timesteps=40000,eval.freq=2000]"
+KILLED = "students/seed=1"  # the last job of its stage's multirun: the launchers collect results in order
+
+
+def job_processes(run_dir: Path) -> list:
+    """The processes running a job: those with a file of its run dir open (its Hydra job log, its
+    metrics), the kdrl-study driver and its stage multirun excluded."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if "kdrl.cli.study" in " ".join(p.info["cmdline"] or []):
+                continue
+            if any(f.path.startswith(str(run_dir) + os.sep) for f in p.open_files()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    master = [p for p in found if " -m " in " ".join(p.cmdline()) and "kdrl.cli." in " ".join(p.cmdline())]
+    return [p for p in found if p not in master] or found
+
+
+def checkpoint_env_steps(ckpt: Path) -> int:
+    import torch
+
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["kdrl_stream"]["env_steps"])
+
+
+def started_at(run_dir: Path) -> float:
+    """When the job started: the time of the first line of its log (``[2026-12-03 12:34:14,863][...``)."""
+    first = next(iter(sorted(run_dir.glob("*.log")))).read_text().splitlines()[0]
+    stamp, ms = first[1:24].split(",")
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+
+
+def kill_mid_way_then_resume(tmp_path: Path, launcher: str, kill: Callable[[Path, list], str],
+                             hydra_args: Sequence[str] = (), env: dict | None = None) -> dict:  # fmt: skip
+    """``kdrl-study study=debug`` on ``launcher`` with long students; once students/seed=1 has written
+    a checkpoint past its first evaluation, ``kill`` kills it (the run dir and its processes; returns
+    what it did); the call reports the job failed. A second call resumes that job from its checkpoint,
+    runs nothing else and writes the table. Returns the figures."""
     sdir = tmp_path / "study"
-    proc = study("study=debug", f"dir={sdir}", "launcher=slurm", "hydra.launcher.timeout_min=10", timeout=1500)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "study debug: 4/4 ok" in proc.stdout
-    assert list((sdir / "students" / ".submitit").glob("*/*_log.out"))  # the jobs ran under SLURM
-    assert (sdir / "tables" / "main" / "table.md").is_file()
+    args = ["study=debug", f"dir={sdir}", f"launcher={launcher}", LONG_STUDENTS, "poll_s=0.5", *hydra_args]
+    log = open(tmp_path / "first.log", "w")
+    t0 = time.perf_counter()
+    first = subprocess.Popen([sys.executable, "-m", "kdrl.cli.study", *args], cwd=ROOT, env=env or ENV,
+                             stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    run_dir = sdir / KILLED
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    killed_at, how = None, None
+    deadline = time.time() + 900
+    try:
+        while first.poll() is None and time.time() < deadline:
+            if ckpt.exists():
+                try:
+                    steps = checkpoint_env_steps(ckpt)
+                except Exception:  # being replaced right now
+                    steps = 0
+                if steps >= 8000:
+                    procs = job_processes(run_dir)
+                    if procs:
+                        killed_at, how = steps, kill(run_dir, procs)
+                        break
+            time.sleep(0.2)
+        assert killed_at is not None, (tmp_path / "first.log").read_text()[-3000:]
+        first.wait(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    first_wall = time.perf_counter() - t0
+    out = (tmp_path / "first.log").read_text()
+    assert first.returncode == 1, out
+    assert not (run_dir / "results.json").exists()  # killed: it never wrote its results
+    assert f"failed {KILLED}: killed or lost" in out and "the next kdrl-study call reruns them" in out, out
+    index = {r["id"]: r for r in json.loads((sdir / "index.json").read_text())["jobs"]}
+    assert index[KILLED]["status"] == "failed"
+    assert {i: r["status"] for i, r in index.items() if i != KILLED} == dict.fromkeys(
+        ["teachers/env=cartpole,seed=0", "teachers/env=cartpole,seed=1", "students/seed=0"], "ok"
+    )
+    status = study("--status", sdir)
+    assert "4 jobs: 3/4 ok, 1 failed" in status.stdout and f"{KILLED}: killed or lost" in status.stdout, status.stdout
+    # stages in order: both teachers had finished before either student started
+    teachers_done = max((sdir / t / "results.json").stat().st_mtime for t in index if t.startswith("teachers/"))
+    students_started = min(started_at(sdir / s) for s in index if s.startswith("students/"))
+    assert teachers_done < students_started
+    # the rerun: only the killed job runs, from its checkpoint
+    before = mtimes(sdir)
+    t1 = time.perf_counter()
+    second = study(*args, env=env, timeout=900)
+    second_wall = time.perf_counter() - t1
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "study debug: 4/4 ok" in second.stdout and "stage teachers: all 2 jobs ok, nothing to run" in second.stdout
+    assert "stage students: 1 job(s)" in second.stdout  # only the killed one was launched
+    after = mtimes(sdir)
+    assert sorted(k for k in after if after.get(k) != before.get(k)) == [f"{KILLED}/results.json"]
+    res = results(run_dir)
+    assert res["status"] == "ok" and res["env_steps"] >= 40000
+    assert 0 < res["resumed_from_env_steps"] <= res["env_steps"]
+    assert res["resumed_from_env_steps"] >= killed_at  # the newest whole checkpoint at the kill, or a later one
+    table = (sdir / "tables" / "main" / "table.md").read_text()
+    assert "complete. Regenerate: `kdrl-study study=debug`" in table and "2 ok runs, 0 failed" in table
+    figures = {
+        "launcher": launcher, "killed": KILLED, "how": how, "killed_at_env_steps": killed_at,
+        "resumed_from_env_steps": res["resumed_from_env_steps"], "env_steps": res["env_steps"],
+        "first_call_s": round(first_wall, 1), "rerun_s": round(second_wall, 1),
+    }  # fmt: skip
+    print("FIGURES", json.dumps(figures))
+    (tmp_path.parent / f"figures_{launcher}.json").write_text(json.dumps(figures))
+    return figures
 
 
 @pytest.mark.slow
-def test_debug_study_on_a_local_ray(tmp_path):
+def test_debug_study_on_a_real_slurm_resumes_a_job_killed_mid_way(slurm, tmp_path):
+    """The debug study on a real single-node SLURM (array jobs via submitit): teachers first; the
+    student students/seed=1 is killed mid-way (SIGKILL to its process: no results.json, no submitit result); kdrl-study
+    lists it as failed, and the rerun resumes it from its checkpoint and writes the table."""
+
+    def kill(run_dir: Path, procs: list) -> str:
+        env = procs[0].environ()
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        task = f"{env.get('SLURM_ARRAY_JOB_ID')}_{env.get('SLURM_ARRAY_TASK_ID')}"
+        return f"SIGKILL to pid(s) {', '.join(str(p.pid) for p in procs)} of SLURM job {env['SLURM_JOB_ID']} (array task {task})"
+
+    kill_mid_way_then_resume(tmp_path, "slurm", kill, ["hydra.launcher.timeout_min=10"])
+    assert list((tmp_path / "study" / "students" / ".submitit").glob("*/*_log.out"))  # the jobs ran under SLURM
+
+
+@pytest.mark.slow
+def test_debug_study_on_a_local_ray_resumes_a_job_killed_mid_way(tmp_path):
+    """The same on a local Ray (started per stage by the launcher): the Ray worker running
+    students/seed=1 is SIGKILLed (Ray's task retries off, so the kill reaches kdrl-study; with Ray's
+    default retries the task reruns at once and resumes from the same checkpoint)."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     env = {k: v for k, v in ENV.items() if k != "KDRL_RAY_ADDRESS"}
-    sdir = tmp_path / "study"
-    proc = study("study=debug", f"dir={sdir}", "launcher=ray", env=env, timeout=1500)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "study debug: 4/4 ok" in proc.stdout and (sdir / "tables" / "main" / "table.md").is_file()
+
+    def kill(run_dir: Path, procs: list) -> str:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        return "SIGKILL to Ray worker(s) " + ", ".join(f"{p.pid} ({p.name()})" for p in procs)
+
+    kill_mid_way_then_resume(tmp_path, "ray", kill, ["+hydra.launcher.ray.remote.max_retries=0"], env=env)
+
+
+# ---- killed jobs: failed, not pending forever ----------------------------------------------------------------
+def test_a_job_that_never_wrote_results_is_failed_until_it_runs_again(tmp_path):
+    """After a stage's multirun has exited, a job without results.json was killed or lost: failed (so
+    --status lists it and the next call reruns it), and it stays failed on later reads of the index."""
+    from kdrl.study import mark_lost, update_row
+
+    (tmp_path / "students" / "seed=1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "students" / "seed=0").mkdir(parents=True)
+    (tmp_path / "students" / "seed=0" / "results.json").write_text(json.dumps({"status": "ok"}))
+    rows = [
+        {"id": f"students/seed={s}", "run_dir": f"students/seed={s}", "status": "pending", "since": 0.0} for s in (0, 1)
+    ]
+    for r in rows:
+        update_row(tmp_path, r)
+    assert [r["status"] for r in rows] == ["ok", "started"]
+    mark_lost(rows, 1, tmp_path / "logs" / "students.log")
+    assert [r["status"] for r in rows] == ["ok", "failed"] and rows[1]["error"].startswith("killed or lost")
+    update_row(tmp_path, rows[1])
+    assert rows[1]["status"] == "failed"  # still no results.json: still failed
+    never = {"id": "students/seed=2", "run_dir": "students/seed=2", "status": "pending", "since": 0.0}
+    mark_lost([never], 1, tmp_path / "logs" / "students.log")  # e.g. the multirun refused its overrides
+    assert never["status"] == "failed" and never["error"].startswith("never started")
+    (tmp_path / "students" / "seed=1" / "results.json").write_text(json.dumps({"status": "ok"}))
+    update_row(tmp_path, rows[1])
+    assert rows[1]["status"] == "ok"  # it finished after all (a rerun, or a job its launcher lost sight of)
+
+
+def test_slurm_tasks_that_no_longer_exist_without_a_result_are_lost(tmp_path, monkeypatch):
+    """Submitit's folders of this multirun's array tasks against squeue: lost only when SLURM queues
+    none of them and some never returned a result; older tasks (an earlier call's) do not count."""
+    from kdrl.study import slurm_lost_tasks
+
+    sub = tmp_path / "students" / ".submitit"
+    for name, result in (("7_0", True), ("7_1", False)):
+        (sub / name).mkdir(parents=True)
+        (sub / name / f"{name}_submitted.pkl").write_bytes(b"")
+        if result:
+            (sub / name / f"{name}_0_result.pkl").write_bytes(b"")
+    old = sub / "3_1"
+    old.mkdir()
+    (old / "3_1_submitted.pkl").write_bytes(b"")
+    os.utime(old / "3_1_submitted.pkl", (time.time() - 3600, time.time() - 3600))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    since = time.time() - 60
+    squeue.write_text("#!/bin/sh\necho 7_1\necho 99_0\n")
+    squeue.chmod(0o755)
+    assert slurm_lost_tasks(tmp_path / "students", since) == []  # 7_1 still runs
+    squeue.write_text("#!/bin/sh\necho 99_0\n")
+    assert slurm_lost_tasks(tmp_path / "students", since) == ["7_1"]  # gone without a result
+    squeue.write_text("#!/bin/sh\nexit 1\n")
+    assert slurm_lost_tasks(tmp_path / "students", since) == []  # squeue cannot answer: nothing is lost
+    (sub / "7_1" / "7_1_0_result.pkl").write_bytes(b"")
+    squeue.write_text("#!/bin/sh\n")
+    assert slurm_lost_tasks(tmp_path / "students", since) == []  # every task returned
+
+
+def test_hydra_overrides_that_add_a_key_go_to_the_stages_multiruns():
+    from kdrl.cli.study import parse
+
+    args = parse(["study=debug", "+hydra.launcher.ray.remote.max_retries=0", "hydra.launcher.timeout_min=10", "seed=1"])
+    assert args["hydra"] == ["+hydra.launcher.ray.remote.max_retries=0", "hydra.launcher.timeout_min=10"]
+    assert args["overrides"] == ["seed=1"]

@@ -99,7 +99,7 @@ def parse(argv: Sequence[str]) -> dict:
                 args["stage"] = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
             elif key in RUNNER_KEYS:
                 args[key] = value
-            elif key.startswith("hydra."):
+            elif key.lstrip("+~").startswith("hydra."):  # +hydra.launcher.ray.remote.max_retries=0 too
                 args["hydra"].append(arg)
             else:
                 args["overrides"].append(quoted_override_list(arg))

@@ -32,7 +32,7 @@ from kdrl.checkpoints import FileCheckpointIO as FileCheckpointIO  # (the job ru
 from kdrl.checkpoints import PolicyFiles, ResumeCheckpoint
 from kdrl.evaluation import Evaluated, EvaluationListener, GreedyFn, eval_seeds, evaluate_policy
 from kdrl.modules.base import NonFiniteLossError
-from kdrl.resources import process_age_s
+from kdrl.resources import job_age_s
 from kdrl.scores import mean_pcts, normalized_score, pct_of_teacher, teacher_beats_random
 
 
@@ -203,7 +203,7 @@ class GreedyEvaluation(PeriodicEvaluation):
             "grad_steps": pl_module.stream.grad_steps,
             "wall_s": wall,
             "train_wall_s": wall - self.eval_time_s,
-            "process_s": process_age_s(),  # since the process started: imports and setup included
+            "process_s": job_age_s(),  # since a process running this job alone started: imports, setup too
             "return_mean": mean,
             "return_std": std,
         }

@@ -76,6 +76,26 @@ def resource_report(net: nn.Module, obs_shape: tuple[int, ...]) -> dict[str, flo
     }
 
 
+_JOB_CLOCK: dict[str, float | None] = {}
+
+
+def start_job_clock() -> None:
+    """A job starts: the wait a user of a fresh process sees is this process's imports (its age when
+    its first job started; a reused launcher worker paid them once) plus the job's own time."""
+    if "imports_s" not in _JOB_CLOCK:
+        _JOB_CLOCK["imports_s"] = process_age_s()
+    _JOB_CLOCK["t0"] = time.perf_counter()
+
+
+def job_age_s() -> float | None:
+    """Seconds since a fresh process running this job alone would have started (``start_job_clock``;
+    before any job: the process's age)."""
+    imports, t0 = _JOB_CLOCK.get("imports_s"), _JOB_CLOCK.get("t0")
+    if t0 is None or imports is None:
+        return process_age_s()
+    return imports + time.perf_counter() - t0
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux /proc; None elsewhere): the time a user waits,
     interpreter start and imports included, which a timer started in the job cannot see."""

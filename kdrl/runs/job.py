@@ -550,6 +550,9 @@ def _run_job(job: Job, config: dict[str, Any]) -> dict[str, Any]:
     cfg, out = job.cfg, job.out
     fields = {**Job.fields(job), "config": config}  # every job's identity; its own fields once validated
     job_clock = Stopwatch()
+    from kdrl.resources import start_job_clock
+
+    start_job_clock()  # the eval history's process_s: this process's imports + this job's time
     with recorded_job(out, fields):
         validate_job(job, fields)
         seed_job(cfg.seed, cfg.torch_threads)

@@ -19,8 +19,22 @@ def test_minatar_fast_recipe_composes_on_every_game(env):
     assert cfg.algo.optimizer.name == "adam" and cfg.algo.double_dqn and cfg.net.dueling
     assert cfg.algo.train_freq == 4 and cfg.algo.total_timesteps == 1_000_000
     # Young & Tian's recipe is untouched beside it
-    yt = compose_cfg("train", [f"env={env}"])
+    yt = compose_cfg("train", [f"env={env}", "recipe=minatar"])
     assert yt.algo.optimizer.name == "rmsprop" and yt.algo.train_freq == 1 and not yt.net.dueling
+
+
+@pytest.mark.parametrize("env", MINATAR)
+def test_every_minatar_game_defaults_to_the_big_batch_recipe(env):
+    """issue 26: the recipe found by wall time to the score is what env=minatar_* gives, on the same
+    net as minatar_fast (so students and teachers of either recipe load each other's files)."""
+    cfg = compose_cfg("train", [f"env={env}"])
+    validate_common(cfg)
+    assert cfg.recipe_for.name == "minatar_big_batch"
+    assert (cfg.algo.batch_size, cfg.algo.train_freq, cfg.algo.gradient_steps) == (128, 32, 1)
+    assert cfg.algo.optimizer.lr == 2.3e-4 and cfg.algo.target_update_interval == 2000 and cfg.algo.n_step == 3
+    assert cfg.algo.total_timesteps == 1_000_000 and cfg.net.dueling and cfg.algo.double_dqn
+    fast = compose_cfg("train", [f"env={env}", "recipe=minatar_fast"])
+    assert fast.net == cfg.net and fast.distill == cfg.distill  # students unchanged
 
 
 def test_minatar_fast_recipe_trains(tmp_path):
@@ -54,7 +68,7 @@ def test_each_env_and_recipe_declares_its_family():
     "env,recipe,fitting",
     [
         ("cartpole", "minatar_fast", "acrobot, cartpole, lunarlander"),
-        ("minatar_breakout", "atari", "minatar, minatar_fast"),
+        ("minatar_breakout", "atari", "minatar, minatar_big_batch, minatar_fast"),
         ("atari_pong", "cartpole", "atari"),
     ],
 )

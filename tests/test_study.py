@@ -55,7 +55,7 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
     assert sizes["lunarlander"] == {"teachers": 1, "students": 10}
     assert sizes["multitask"] == {"teachers": 2, "distill": 10, "joint_dqn": 5}
     assert sizes["rusu2016"] == {"teachers": 4, "losses": 45, "compression": 60}
-    assert sizes["minatar"]["teachers"] == 5 and sizes["minatar"]["compression"] == 75
+    assert sizes["minatar"]["teachers"] == 15 and sizes["minatar"]["compression"] == 75
     # student seed s distils teacher seed s where the experiment says so (the scripts' seed_from_student)
     for name in ("demo", "cartpole_losses", "control"):
         for job in plan(load_study(name), Path("/S")):
@@ -63,7 +63,9 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
                 seed = next(o for o in job.overrides if o.startswith("seed="))[5:]
                 assert job.needs == [f"teachers/env=cartpole,seed={seed}"], (name, job.id)
     minatar = {j.id: j for j in plan(load_study("minatar"), Path("/S"))}
-    assert "recipe=minatar_fast" in minatar["teachers/env=minatar_asterix,seed=0"].overrides
+    assert "recipe=minatar_big_batch" in minatar["teachers/env=minatar_asterix,seed=1"].overrides
+    student = minatar["compression/env=minatar_asterix,student.size=rusu_7,seed=3"]
+    assert student.needs == ["teachers/env=minatar_asterix,seed=1"]  # the study's teacher seed for all students
     multi = next(j for j in plan(load_study("multitask"), Path("/S")) if j.stage == "joint_dqn")
     assert multi.needs == ["teachers/env=cartpole,seed=0", "teachers/env=acrobot,seed=0"]
 

@@ -222,7 +222,7 @@ def table_value(v: str):
         f = float(v)
     except ValueError:
         return v
-    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+    return int(f) if f.is_integer() and "e" not in v.lower() else f
 
 
 def table_fingerprint(results_csv: Path) -> dict:
@@ -230,7 +230,8 @@ def table_fingerprint(results_csv: Path) -> dict:
     body: dict = {}
     with open(results_csv) as fh:
         for row in csv.DictReader(fh):
-            name = ",".join(f"{k}={row[k]}" for k in TABLE_KEYS if row.get(k) not in ("", None))
+            # 256 and 256.0 name the same run (pandas writes an int column holding a NaN as floats)
+            name = ",".join(f"{k}={table_value(row[k])}" for k in TABLE_KEYS if row.get(k) not in ("", None))
             if name in body:
                 sys.exit(f"{results_csv}: two runs named {name}")
             body[name] = {k: table_value(row[k]) for k in TABLE_OUTCOMES if k in row}

@@ -6,6 +6,16 @@ compare them (every return, loss value, step count and table cell must match exa
     python scripts/fingerprint_runs.py record before.json [--demo]
     python scripts/fingerprint_runs.py compare before.json after.json
 
+A published table is checked the same way, run by run: ``table`` fingerprints the runs behind a
+results.csv (a committed docs/<table>/results.csv, or a study's <dir>/tables/<name>/results.csv), each
+run named by its axes (kind, env, loss, temperature, width, size, control, baseline, seed), and
+``compare --per-run out.csv`` writes one row per run and field (before, after, |difference|, equal
+exactly, equal as the tables print it):
+
+    python scripts/fingerprint_runs.py table docs/control/results.csv committed.json
+    python scripts/fingerprint_runs.py table outputs/study/control/tables/main/results.csv rerun.json
+    python scripts/fingerprint_runs.py compare committed.json rerun.json --per-run control.csv
+
 Each run goes to its own directory under --work (default outputs/fingerprint/<label>); commands are
 the console scripts, so whatever the apps compose is what is measured.
 """
@@ -185,6 +195,77 @@ def record(path: Path, work: Path, demo: bool, only: list[str] | None) -> None:
     print(f"wrote {path}")
 
 
+# A table run's identity (the axes a study sweeps) and its outcome columns (not timings or paths).
+TABLE_KEYS = ("kind", "env_id", "loss", "temperature", "width", "student_size", "control", "baseline", "seed")
+TABLE_OUTCOMES = (
+    "status",
+    "params",
+    "teacher_params",
+    "env_steps",
+    "grad_steps",
+    "eval_return_mean",
+    "eval_return_std",
+    "teacher_return_mean",
+    "random_return_mean",
+    "raw_return_ratio",
+    "normalized_score",
+    "action_agreement",
+)
+# How the tables print a field: normalized_score and raw ratios as % with one decimal, returns with one.
+PRINTED = {"normalized_score": (100, 1), "raw_return_ratio": (100, 1), "action_agreement": (100, 1)}
+
+
+def table_value(v: str):
+    if v in ("", None):
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "e" not in v.lower() else f
+
+
+def table_fingerprint(results_csv: Path) -> dict:
+    """{run name: its outcomes} for every run of a results.csv (one row per run, kdrl-table's columns)."""
+    body: dict = {}
+    with open(results_csv) as fh:
+        for row in csv.DictReader(fh):
+            # 256 and 256.0 name the same run (pandas writes an int column holding a NaN as floats)
+            name = ",".join(f"{k}={table_value(row[k])}" for k in TABLE_KEYS if row.get(k) not in ("", None))
+            if name in body:
+                sys.exit(f"{results_csv}: two runs named {name}")
+            body[name] = {k: table_value(row[k]) for k in TABLE_OUTCOMES if k in row}
+    return body
+
+
+def printed(field: str, v):
+    if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+        return v
+    scale, digits = PRINTED.get(field, (1, 1))
+    return f"{v * scale:.{digits}f}"
+
+
+def per_run_rows(a: dict, b: dict) -> list[dict]:
+    rows = []
+    for run in sorted(set(a) | set(b)):
+        ra, rb = a.get(run) or {}, b.get(run) or {}
+        for field in sorted(set(ra) | set(rb)):
+            x, y = ra.get(field), rb.get(field)
+            num = all(isinstance(v, (int, float)) for v in (x, y))
+            rows.append(
+                {
+                    "run": run,
+                    "field": field,
+                    "before": x,
+                    "after": y,
+                    "abs_diff": abs(x - y) if num else "",
+                    "identical": not diff(x, y),
+                    "identical_printed": printed(field, x) == printed(field, y),
+                }
+            )
+    return rows
+
+
 def diff(a, b, where: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -214,7 +295,16 @@ def main() -> None:
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
+    c.add_argument("--per-run", type=Path, default=None, help="one CSV row per run and field")
+    t = sub.add_parser("table", help="fingerprint the runs of a results.csv")
+    t.add_argument("results_csv", type=Path)
+    t.add_argument("out", type=Path)
     args = p.parse_args()
+    if args.cmd == "table":
+        body = table_fingerprint(args.results_csv)
+        args.out.write_text(json.dumps(body, indent=1, sort_keys=True))
+        print(f"{len(body)} runs -> {args.out}")
+        return
     if args.cmd == "record":
         record(args.out, args.work or Path("outputs/fingerprint") / args.out.stem, args.demo, args.only)
         return
@@ -226,6 +316,13 @@ def main() -> None:
     )
     for d in diffs[:40]:
         print("  " + d)
+    if args.per_run:
+        rows = per_run_rows(a, b)
+        with open(args.per_run, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.per_run} ({len(rows)} rows)")
     sys.exit(1 if diffs else 0)
 
 

@@ -53,7 +53,11 @@ LOCK_FILE = ".kdrl-study.lock"
 APPS = {"train": "kdrl.cli.train", "distill": "kdrl.cli.distill", "multitask": "kdrl.cli.multitask"}
 STAGE_KINDS = (*APPS, "data")
 # What a stage may declare (conf/base/study.yaml describes each)
-STAGE_KEYS = ("app", "envs", "seeds", "experiment", "axes", "overrides", "teacher", "tasks", "max_batch_size")
+STAGE_KEYS = (
+    "app", "envs", "seeds", "experiment", "axes", "overrides", "teacher", "tasks", "max_batch_size", "published",
+)  # fmt: skip
+# what a published job keeps (the policy, its reference returns, its results and learning curve): no checkpoints
+PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "csv/metrics.csv", "job.json")
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
@@ -504,6 +508,17 @@ def mark_lost(rows: list[dict[str, Any]], returncode: int | None, log_path: Path
         row["error"] = f"{what}; its stage's multirun {describe_exit(returncode)} (log {log_path})"
 
 
+def resolve_published(where: str) -> Path:
+    """A stage's ``published`` dir: absolute, else under the current dir if it is there, else under
+    the source checkout that holds conf/ (docs/minatar/teachers from any directory)."""
+    path = Path(where)
+    if path.is_absolute() or path.exists():
+        return path
+    from kdrl.config import CONF_DIR
+
+    return Path(CONF_DIR).parent / path
+
+
 def slurm_lost_tasks(stage_dir: Path, since: float) -> list[str]:
     """The SLURM array tasks a stage's multirun submitted (submitit's folders under
     ``<stage dir>/.submitit``, written since ``since``) that never returned a result although SLURM
@@ -799,10 +814,14 @@ class Runner:
         )
         self.wait_for_leftovers()
         for stage in selected:
+            self.adopt_published(stage)
             self.run_stage(stage)
             self.write_tables()
             self.log_tables()  # the study's W&B run, once a stage is done (unchanged tables: none)
         texts = self.write_tables(publish=publish)
+        if publish:
+            for stage in selected:
+                self.publish_jobs(stage)
         for text in texts:
             self.say("\n" + text)
         self.log_tables()
@@ -819,6 +838,60 @@ class Runner:
         if failed:
             self.say(f"  {len(failed)} failed job(s): the next kdrl-study call reruns them")
         return 0 if c["ok"] == len(rows) else 1
+
+    def published_dir(self, stage: str) -> Path | None:
+        where = self.study["stages"][stage].get("published")
+        return None if not where else resolve_published(str(where))
+
+    def adopt_published(self, stage: str) -> None:
+        """A stage with ``published: <dir>`` takes each unfinished job from <dir>/<job name>/ when the
+        published job was the same app with the same overrides (its job.json): the files are copied into
+        the run dir, so the students load the published teachers and nothing is trained again."""
+        src = self.published_dir(stage)
+        if src is None:
+            return
+        adopted = []
+        for row in self.index.rows.values():
+            if row["stage"] != stage or row["status"] == "ok":
+                continue
+            pub = src / row["name"]
+            try:
+                meta = json.loads((pub / "job.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("app") != row["app"] or list(meta.get("overrides") or []) != list(row["overrides"]):
+                self.say(f"stage {stage}: published {pub} was run with other overrides: not used")
+                continue
+            dest = self.study_dir / row["run_dir"]
+            if (dest / "results.json").exists():
+                continue  # a run of its own (failed, or another config): the study reruns it
+            for name in PUBLISHED_FILES:
+                if (pub / name).is_file():
+                    (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(pub / name, dest / name)
+            adopted.append(row)
+        if adopted:
+            self.index.refresh(adopted)
+            self.save()
+            ok = sum(r["status"] == "ok" for r in adopted)
+            self.say(f"stage {stage}: {ok} job(s) taken from the published {src}")
+
+    def publish_jobs(self, stage: str) -> None:
+        """``publish=true``: copy the stage's finished jobs (PUBLISHED_FILES, no checkpoints) to its
+        ``published`` dir, with job.json (app, overrides) to match them against a later declaration."""
+        dest_root = self.published_dir(stage)
+        if dest_root is None:
+            return
+        rows = [r for r in self.index.rows.values() if r["stage"] == stage and r["status"] == "ok"]
+        for row in rows:
+            src, dest = self.study_dir / row["run_dir"], dest_root / row["name"]
+            for name in PUBLISHED_FILES[:-1]:
+                if (src / name).is_file():
+                    (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src / name, dest / name)
+            (dest / "job.json").write_text(json.dumps({"app": row["app"], "overrides": row["overrides"]}, indent=1))
+        if rows:
+            self.say(f"stage {stage}: {len(rows)} job(s) published to {dest_root}")
 
     def running_elsewhere(self) -> dict[str, dict[str, Any]]:
         """Unfinished jobs whose run dir lock (kdrl.runs.job.job_lock) has a live holder: still running

@@ -412,3 +412,35 @@ def test_hydra_overrides_that_add_a_key_go_to_the_stages_multiruns():
     args = parse(["study=debug", "+hydra.launcher.ray.remote.max_retries=0", "hydra.launcher.timeout_min=10", "seed=1"])
     assert args["hydra"] == ["+hydra.launcher.ray.remote.max_retries=0", "hydra.launcher.timeout_min=10"]
     assert args["overrides"] == ["seed=1"]
+
+
+def test_published_teachers_are_taken_by_a_new_study_dir_instead_of_trained(tmp_path):
+    """issue 24: a stage's published jobs (publish=true writes them: policy, results, job.json, no
+    checkpoints) are copied into a fresh study dir and count as done when app and overrides match; a
+    published job of other overrides is not used."""
+    pub = tmp_path / "published"
+    first = study(
+        "study=debug", f"dir={tmp_path / 'a'}", "launcher=local", "stage=teachers", "publish=true",
+        f"+stages.teachers.published={pub}",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "stage teachers: 2 job(s) published to" in first.stdout
+    t0 = pub / "env=cartpole,seed=0"
+    assert sorted(p.name for p in t0.iterdir()) == [
+        "csv", "job.json", "results.json", "teacher.pt", "teacher.pt.reference.json",
+    ]  # fmt: skip
+    assert json.loads((t0 / "job.json").read_text())["app"] == "train"
+    second = study("study=debug", f"dir={tmp_path / 'b'}", "launcher=local", f"+stages.teachers.published={pub}")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "stage teachers: 2 job(s) taken from the published" in second.stdout
+    assert "stage teachers: all 2 jobs ok, nothing to run" in second.stdout, second.stdout
+    student = results(tmp_path / "b" / "students" / "seed=0")
+    assert student["status"] == "ok"
+    assert student["teacher_checkpoint"] == str(tmp_path / "b" / "teachers" / "env=cartpole,seed=0" / "teacher.pt")
+    assert not (tmp_path / "b" / "teachers" / "env=cartpole,seed=0" / "checkpoints").exists()  # not trained
+    # another teacher config: the published files do not stand for it
+    third = study(
+        "study=debug", f"dir={tmp_path / 'c'}", "launcher=local", "stage=teachers",
+        f"+stages.teachers.published={pub}", "+stages.teachers.overrides=[algo.optimizer.lr=0.002]",
+    )  # fmt: skip
+    assert "was run with other overrides: not used" in third.stdout, third.stdout + third.stderr

@@ -40,6 +40,21 @@ from kdrl.nets import QNetwork
 FORMATS = ("kdrl", "sb3", "cleanrl", "torchscript")
 NATURE = {"channels": [32, 64, 64], "kernels": [8, 4, 3], "strides": [4, 2, 1]}
 PIXEL_SCALE = 1.0 / 255.0
+# RL Zoo's tuned SB3 DQN settings for CartPole-v1 (rl-baselines3-zoo hyperparams/dqn.yml): the
+# SB3 teacher of scripts/bench_foreign_teachers.py and SB3's side of scripts/bench_cartpole.py.
+RL_ZOO_DQN_CARTPOLE = dict(
+    learning_rate=2.3e-3,
+    batch_size=64,
+    buffer_size=100_000,
+    learning_starts=1000,
+    gamma=0.99,
+    target_update_interval=10,
+    train_freq=256,
+    gradient_steps=128,
+    exploration_fraction=0.16,
+    exploration_final_eps=0.04,
+    policy_kwargs=dict(net_arch=[256, 256]),
+)
 
 
 @dataclass

@@ -48,7 +48,7 @@ from typing import Any
 from kdrl.errors import KdrlUserError
 
 INDEX_FILE = "index.json"
-JOB_LOCK = ".kdrl-job.lock"  # held by a running job in its run dir (kdrl.runs.job.job_lock)
+JOB_LOCK = ".kdrl-job.lock"  # held by a running job in its run dir (the job runner's job_lock)
 LOCK_FILE = ".kdrl-study.lock"
 APPS = {"train": "kdrl.cli.train", "distill": "kdrl.cli.distill", "multitask": "kdrl.cli.multitask"}
 STAGE_KINDS = (*APPS, "data")
@@ -894,7 +894,7 @@ class Runner:
             self.say(f"stage {stage}: {len(rows)} job(s) published to {dest_root}")
 
     def running_elsewhere(self) -> dict[str, dict[str, Any]]:
-        """Unfinished jobs whose run dir lock (kdrl.runs.job.job_lock) has a live holder: still running
+        """Unfinished jobs whose run dir lock (the job runner's job_lock) has a live holder: still running
         in a process this call did not start (a killed kdrl-study's multirun, a cluster job)."""
         from kdrl.locks import live_holder
 

@@ -158,7 +158,7 @@ def job_config(run_dir: Path) -> dict[str, Any]:
 
 
 def unfinished_row(run_dir: Path) -> dict[str, Any]:
-    """The table row a run will have, from its config (as kdrl.runs' jobs fill results.json), with
+    """The table row a run will have, from its config (as the job runner's jobs fill results.json), with
     status ``unfinished``: it places the run in its cell before it ends."""
     cfg = job_config(run_dir)
     task = cfg.get("task")

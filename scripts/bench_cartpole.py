@@ -28,26 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("KDRL_NO_PROGRESS", "1")
 
 from kdrl.evaluation import eval_seeds, evaluate_policy  # noqa: E402
-
-# RL-Zoo hyperparams/dqn.yml, CartPole-v1 (also scripts/bench_foreign_teachers.py's SB3 teacher)
-RL_ZOO_CARTPOLE = dict(
-    learning_rate=2.3e-3,
-    batch_size=64,
-    buffer_size=100_000,
-    learning_starts=1000,
-    gamma=0.99,
-    target_update_interval=10,
-    train_freq=256,
-    gradient_steps=128,
-    exploration_fraction=0.16,
-    exploration_final_eps=0.04,
-    policy_kwargs=dict(net_arch=[256, 256]),
-)
+from kdrl.foreign import RL_ZOO_DQN_CARTPOLE  # noqa: E402
 
 
 def run_plain_loop(script: str, args: list[str]) -> dict:
@@ -127,7 +112,7 @@ def sb3_time_to_threshold(seed: int, eval_freq: int, budget: int = 100_000) -> d
                 return False
             return True
 
-    model = DQN("MlpPolicy", "CartPole-v1", **RL_ZOO_CARTPOLE, seed=seed, verbose=0, device="cpu")
+    model = DQN("MlpPolicy", "CartPole-v1", **RL_ZOO_DQN_CARTPOLE, seed=seed, verbose=0, device="cpu")
     cb = EvalStop()
     cb.t0 = time.perf_counter()
     model.learn(total_timesteps=budget, callback=cb)

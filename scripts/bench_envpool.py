@@ -11,14 +11,12 @@ Prints a table and writes docs/envpool_bench.md.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def steps_per_s(env_id: str, backend: str, num_envs: int, steps: int) -> float:

@@ -17,11 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kdrl.foreign import RL_ZOO_DQN_CARTPOLE as ZOO
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from bench_cartpole import RL_ZOO_CARTPOLE as ZOO  # noqa: E402  (RL Zoo's CartPole DQN settings, one copy)
 
 
 def sb3_teacher(out: Path, steps: int, seed: int, normalize: bool) -> Path:

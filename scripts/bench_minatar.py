@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from kdrl.envs import env_spec, make_env
+from kdrl.evaluation import eval_seeds, evaluate_policy
 
-from kdrl.envs import env_spec, make_env  # noqa: E402
-from kdrl.evaluation import eval_seeds, evaluate_policy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FINAL_SEED, FINAL_EPISODES = 2_000_000, 20  # kdrl's held-out evaluation seeds
 

@@ -20,6 +20,18 @@ kdrl.statistics.mean_ci over episodes). Agreement: greedy actions equal to the f
 fp32 student visits (other seeds); on the same states, the largest |Q - Q_fp32| and the fp32 net's
 median gap between its two best actions (a net whose gaps are below its int8 error flips actions).
 Bytes: the .onnx file, and gzip -9 of it (where pruning's zeros show). Writes docs/quantisation.md and .csv.
+
+    python scripts/bench_quant.py --over-seeds            # int8 vs fp32 over 5 students per env
+    python scripts/bench_quant.py --over-seeds --report   # only rebuild that table from its committed CSV
+
+``--over-seeds``: int8 vs fp32 over 5 independently trained students per env (docs/protocol.md: n = 5
+seeds). For CartPole and LunarLander, 25% students (rusu_25) on seeds 0-4 distilled from the seed-0
+teacher (trained here when missing); for MinAtar Breakout, the five 25% students of `kdrl-study
+study=minatar`. Each is exported as fp32, int8 (kdrl-export onnx_int8) and int8 weights
+(onnx_int8_weights) and measured as above. Per student: the file's normalised score against its own
+fp32 (random = 0, fp32 = 1, so negative returns do not invert it) and its size ratio; per env: mean
+[95% bootstrap-t CI] over the 5 students, with failed trainings counted. Writes
+docs/quantisation_seeds.md and .csv.
 """
 
 from __future__ import annotations
@@ -35,7 +47,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 DEFAULT_ENVS = {"cartpole": "CartPole-v1", "lunarlander": "LunarLander-v3"}
 
@@ -163,16 +174,118 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---- --over-seeds: int8 vs fp32 over independently trained students ----------------------------
+TEACHERS = {
+    "cartpole": ".cache/kdrl/teachers/CartPole-v1-s0-53f7f1030803/teacher.pt",
+    "lunarlander": ".cache/kdrl/teachers/LunarLander-v3-s0-c5a016e0b39d/teacher.pt",
+}
+STUDY = "outputs/study/minatar/compression/env=minatar_breakout,student.size=rusu_25,seed={seed}"  # kdrl-study study=minatar
+
+
+def students(out: Path, seeds: list[int]) -> dict[str, list[Path | None]]:
+    runs: dict[str, list[Path | None]] = {}
+    for env, teacher in TEACHERS.items():
+        runs[env] = []
+        for seed in seeds:
+            overrides = [f"env={env}", "student.size=rusu_25", f"seed={seed}", f"teacher.checkpoint={ROOT / teacher}",
+                         "logger=csv", "trainer.enable_progress_bar=false"]  # fmt: skip
+            try:
+                runs[env].append(run_distill(out / f"{env}_rusu_25_t0_s{seed}", overrides))
+            except Exception as exc:  # counted as a failure, never dropped
+                print(f"{env} seed {seed}: training failed: {exc}", file=sys.stderr)
+                runs[env].append(None)
+    runs["minatar_breakout"] = [
+        ROOT / STUDY.format(seed=s) if (ROOT / STUDY.format(seed=s) / "student.pt").is_file() else None for s in seeds
+    ]
+    return runs
+
+
+HEADER = "env,seed,model,params,x_smaller,return_mean,fp32_return_mean,random_return,score_vs_fp32"
+
+
+def seeds_table(rows, seeds: int) -> str:
+    """The Markdown table from the CSV rows (one per student and file); a student with no row failed."""
+    import pandas as pd
+
+    from kdrl.statistics import mean_ci
+
+    df = pd.DataFrame(rows)
+    lines = [
+        "| env | file | n students (failed) | params | × smaller than fp32, mean | normalised score vs fp32, "
+        "mean [95% CI] | students with score ≥ 0.99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env, per_env in df.groupby("env", sort=False):
+        failed = seeds - per_env["seed"].nunique()
+        for model in ("int8", "int8 weights"):
+            got = per_env[per_env["model"] == model]
+            scores = got["score_vs_fp32"].astype(float).to_numpy()
+            cell = mean_ci(scores).text(".3f")
+            lines.append(
+                f"| {env} | {model} | {len(got)} ({failed}) | {int(got['params'].iloc[0]):,} | "
+                f"{got['x_smaller'].astype(float).mean():.2f} | {cell} | {int((scores >= 0.99).sum())} of {len(got) + failed} |"
+            )
+    return "\n".join(lines)
+
+
+def over_seeds(args: argparse.Namespace) -> None:
+    if args.report:
+        import pandas as pd
+
+        rows = pd.read_csv(args.docs.with_suffix(".csv")).to_dict("records")
+    else:
+        rows = []
+        for env, runs in students(args.out, args.seeds).items():
+            for seed, run in zip(args.seeds, runs):
+                if run is None:
+                    continue
+                measured = measure(f"{env}_s{seed}", {"": (run, INT8)}, args.out / "onnx", args.episodes)
+                fp32 = measured[0]["return_mean"]
+                rows += [{"env": env, "seed": seed, "fp32_return_mean": fp32, **r} for r in measured]
+        args.docs.with_suffix(".csv").write_text(
+            HEADER + "\n" + "".join(
+                f"{r['env']},{r['seed']},{r['model']},{r['params']},{r['x_smaller']:.4f},{r['return_mean']:.3f},"
+                f"{r['fp32_return_mean']:.3f},{r['random_return']:.3f},{r['score_vs_fp32']:.4f}\n" for r in rows
+            )
+        )  # fmt: skip
+    text = seeds_table(rows, len(args.seeds))
+    print(text)
+    args.docs.with_suffix(".md").write_text(
+        "# int8 vs fp32 over 5 students per env\n\nMade by `python scripts/bench_quant.py --over-seeds` (`--report` rebuilds "
+        f"the table from the CSV): 25% students, {args.episodes} held-out episodes per file (same seeds for every file of a "
+        "student); normalised score = (int8 return − random) / (fp32 return − random) on those episodes; CI over the "
+        "students: kdrl.statistics.mean_ci (‡: no reliable interval); a failed training counts against the last "
+        "column.\n\n" + text + "\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "quant")
+    ap.add_argument("--out", type=Path, default=None, help="default outputs/quant (--over-seeds: outputs/quant_seeds)")
     ap.add_argument("--student", action="append", default=[], help="NAME=RUN_DIR (its student.pt); repeatable")
     ap.add_argument("--size-row", action="append", default=[], help="NAME=RUN_DIR of a larger net; repeatable")
     ap.add_argument("--prune", type=float, default=0.5, help="pruned twins of the trained students (0: none)")
     ap.add_argument("--sizes", nargs="+", default=["rusu_7"], help="student sizes of the CartPole/LunarLander rows")
     ap.add_argument("--episodes", type=int, default=100, help="held-out episodes per model (paired seeds)")
-    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "quantisation")
+    ap.add_argument(
+        "--docs", type=Path, default=None, help="default docs/quantisation (--over-seeds: docs/quantisation_seeds)"
+    )
+    ap.add_argument(
+        "--over-seeds", action="store_true", help="int8 vs fp32 over independently trained students per env"
+    )
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="with --over-seeds: the students' seeds"
+    )
+    ap.add_argument(
+        "--report", action="store_true", help="with --over-seeds: only rebuild the table from the committed CSV"
+    )
     args = ap.parse_args()
+    suffix = "_seeds" if args.over_seeds else ""
+    args.out = args.out or ROOT / "outputs" / f"quant{suffix}"
+    args.docs = args.docs or ROOT / "docs" / f"quantisation{suffix}"
+    if args.over_seeds:
+        over_seeds(args)
+        return
     runs: dict[str, dict[str, tuple[Path, tuple[str, ...]]]] = {}
 
     def qat(dense: Path) -> list[str]:

@@ -27,7 +27,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 COMMON = ["launcher=joblib", "logger=csv", "trainer.enable_progress_bar=false"]
 PARTS = {

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 PRESET = "minatar_student_optuna"
 # the preset's fixed settings, for re-runs outside the search (kdrl-distill without hparams_search)

@@ -144,8 +144,6 @@ def part_p2(seeds: list[int], steps: int, work: Path) -> dict:
 def lightning_overhead(overrides: list[str], repeats: int) -> dict:
     """Trainer.fit vs a bare loop over the same module's stream, same process, interleaved."""
     import torch
-
-    sys.path.insert(0, str(ROOT))
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -207,8 +205,6 @@ def minatar_update_cost() -> dict:
     """One Young & Tian update (batch 32, Huber TD, centred RMSProp) through kdrl's DQN module, and
     its arithmetic at this CPU's measured matmul rate."""
     import torch
-
-    sys.path.insert(0, str(ROOT))
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

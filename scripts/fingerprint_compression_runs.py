@@ -13,20 +13,13 @@ weights in best_policy.pt and last_policy.pt (which checkpoint was chosen, and w
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fingerprint_runs as fr  # noqa: E402
+from kdrl import fingerprint as fp
 
 RESULTS = ("pretrain", "prune", "quantize")
 TIMINGS = ("train/actor_wait_s",)  # seconds waited for the actor process: a timing, not an outcome
@@ -35,11 +28,11 @@ TIMINGS = ("train/actor_wait_s",)  # seconds waited for the actor process: a tim
 def runs(work: Path) -> list[tuple[str, list[str]]]:
     t_cp = work / "teacher_cartpole"
     cp = f"teacher.checkpoint={t_cp}/teacher.pt"
-    student = lambda name, *args: (name, ["kdrl-distill", cp, *fr.SHORT_STUDENT, *args, f"hydra.run.dir={work}/{name}"])  # noqa: E731
+    student = lambda name, *args: (name, ["kdrl-distill", cp, *fp.SHORT_STUDENT, *args, f"hydra.run.dir={work}/{name}"])  # noqa: E731
     prune = lambda amount, at: [f"distill.prune.amount={amount}", f"distill.prune.at={at}"]  # noqa: E731
     int8 = lambda at: ["distill.quantize.int8=true", f"distill.quantize.at={at}"]  # noqa: E731
     return [
-        ("teacher_cartpole", ["kdrl-train", *fr.TINY_TEACHER, f"hydra.run.dir={t_cp}"]),
+        ("teacher_cartpole", ["kdrl-train", *fp.TINY_TEACHER, f"hydra.run.dir={t_cp}"]),
         student(
             "prune_int8_stop",
             "loss=kl",
@@ -68,29 +61,8 @@ def runs(work: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def weights_hash(path: Path) -> str:
-    """sha256 over a policy file's contents, tensors by their bytes (not the zip's layout)."""
-    h = hashlib.sha256()
-
-    def walk(x: Any) -> None:
-        if isinstance(x, torch.Tensor):
-            h.update(x.detach().cpu().contiguous().numpy().tobytes())
-        elif isinstance(x, dict):
-            for k in sorted(x, key=str):
-                h.update(str(k).encode())
-                walk(x[k])
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                walk(v)
-        else:
-            h.update(repr(x).encode())
-
-    walk(torch.load(path, weights_only=False, map_location="cpu"))
-    return h.hexdigest()
-
-
 def fingerprint(run_dir: Path) -> dict[str, Any]:
-    out = fr.fingerprint(run_dir)
+    out = fp.fingerprint(run_dir)
     for k in TIMINGS:
         out["metrics"].pop(k, None)
     res = json.loads((run_dir / "results.json").read_text())
@@ -100,7 +72,7 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
     ckpts = run_dir / "checkpoints"
     out["checkpoint_files"] = sorted(p.name for p in ckpts.iterdir())
     for name in ("best_policy.pt", "last_policy.pt"):
-        out[f"weights_{name}"] = weights_hash(ckpts / name)
+        out[f"weights_{name}"] = fp.weights_hash(ckpts / name)
     return out
 
 
@@ -108,14 +80,11 @@ def record(path: Path, work: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    env = {**os.environ, "WANDB_MODE": "disabled", "KDRL_NO_PROGRESS": "1", "KDRL_CACHE": str(work / "cache")}
+    env = fp.job_env(work)
     body: dict[str, Any] = {}
     for name, argv in runs(work):
         t0 = time.perf_counter()
-        proc = subprocess.run([str(fr.BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        body[name] = fingerprint(Path(argv[-1].split("=", 1)[1]))
+        body[name] = fingerprint(fp.run_job(name, argv, env))
         print(
             f"{name:20s} {time.perf_counter() - t0:6.1f} s  return {body[name].get('eval_return_mean')}  "
             f"env steps {body[name].get('env_steps')}",

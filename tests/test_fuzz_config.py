@@ -2,7 +2,7 @@
 key of each app's default config once, then derandomized hypothesis examples (1-3 keys, at most
 one config-group choice) on the validation path only. Each must pass, or be refused by Hydra's
 compact errors or in one kdrl line naming the key; never an error from deep code.
-scripts/fuzz_config.py is the long mode (more examples, every sweep value, the real CLI)."""
+`python tests/fuzz_config.py` is the long mode (more examples, every sweep value, the real CLI)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_fuzzed_overrides_are_accepted_or_refused_in_one_line(fz, app):
 
 # (app, overrides, what the one-line refusal says). Found by the fuzzer, where they were Hydra's traceback
 # or a TypeError, ValueError, AttributeError or OmegaConf error from deep code; the last five were one-line
-# errors only once training had started (the first three found by scripts/fuzz_config.py --run, the last
+# errors only once training had started (the first three found by tests/fuzz_config.py --run, the last
 # two seen in the code next to them).
 FOUND = [
     ("train", ["debug=null"], "config group 'debug' takes an option name (fast)"),

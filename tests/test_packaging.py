@@ -10,6 +10,7 @@ scripts from a temporary directory.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -98,6 +99,32 @@ def _build_wheel(tmp: Path, env: dict[str, str]) -> tuple[Path, Path]:
         _ok(_run([*pip, src], tmp, env, 300), "building the wheel")
     (wheel,) = dist.glob("kdrl-*.whl")
     return wheel, src
+
+
+def test_scripts_neither_patch_sys_path_nor_import_each_other():
+    """scripts/ holds standalone programs: kdrl comes from the installed package (no ``sys.path``
+    patch), and no script imports another script or a test helper (code two scripts share lives in
+    kdrl). Running a plain loop in its own process is not an import."""
+    scripts = ROOT / "scripts"
+    files = sorted(scripts.rglob("*.py"))
+    own = {p.stem for p in files} | {p.name for p in scripts.rglob("*") if p.is_dir()} | {"scripts", "tests"}
+    problems = []
+    for path in files:
+        text = path.read_text()
+        problems += [f"{path.relative_to(ROOT)}: {s}" for s in ("sys.path.insert", "sys.path.append") if s in text]
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["." * node.level + (node.module or "")]
+            else:
+                continue
+            problems += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: imports {n}"
+                for n in names
+                if n.startswith(".") or n.split(".")[0] in own
+            ]
+    assert files and not problems, "\n".join(problems)
 
 
 @pytest.mark.slow

@@ -1,0 +1,240 @@
+"""A run's fingerprint: the numbers it produced, for checking that a refactor or a rerun changes none.
+
+A refactor proves itself by identical outputs: fingerprint a fixed set of short jobs before and
+after (scripts/fingerprint_runs.py, scripts/fingerprint_compression_runs.py) and ``diff`` them: every
+return, loss value, step count and table cell must match exactly. A published table is checked run by
+run: ``table_fingerprint`` reads the runs behind a results.csv, each named by its axes, and
+``per_run_rows`` writes one row per run and field (exact, and as the tables print it).
+
+What is an outcome: the learning results of results.json and metrics.csv, never timings, paths or
+the composed config. The budgets below spell out every step count (no debug group), so a fingerprint
+means the same whatever the debug presets become.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# The console scripts (kdrl-train, kdrl-distill, ...) next to this interpreter.
+BIN = Path(sys.executable).parent
+# Results fields that are outcomes of learning (not timings, paths or the composed config).
+OUTCOMES = (
+    "eval_returns",
+    "teacher_returns",
+    "eval_return_mean",
+    "teacher_return_mean",
+    "random_return_mean",
+    "env_steps",
+    "grad_steps",
+    "episodes",
+    "params",
+    "teacher_params",
+    "action_agreement",
+    "teacher_periodic_return",
+    "return_ratio",
+    "normalized_return_ratio",
+    "mean_pct_of_teacher",
+    "geomean_pct_of_teacher",
+    "optimizer_steps",
+    "task_env_steps",
+    "best_periodic_eval",
+)
+
+# The fingerprinted jobs' budgets, every one spelled out.
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false"]
+TINY_TEACHER = [
+    "algo.total_timesteps=3000",
+    "algo.learning_starts=500",
+    "algo.buffer_size=5000",
+    "eval.freq=1500",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    *QUIET,
+]
+SHORT_STUDENT = [
+    "distill.total_timesteps=4000",
+    "distill.learning_starts=500",
+    "eval.freq=1000",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    "eval.generalisation_episodes=3",
+    "eval.agreement_states=1000",
+    *QUIET,
+]
+TINY_MULTITASK = [
+    "multitask.steps_per_task=1200",
+    "multitask.learning_starts=300",
+    "multitask.buffer_size=2000",
+    "multitask.batch_size=32",
+    "eval.freq=600",
+    "eval.episodes=2",
+    "eval.final_episodes=3",
+    *QUIET,
+]
+
+
+def job_env(work: Path) -> dict[str, str]:
+    """The environment of a fingerprinted job: no W&B, no progress bars, a teacher cache of its own."""
+    return {**os.environ, "WANDB_MODE": "disabled", "KDRL_NO_PROGRESS": "1", "KDRL_CACHE": str(work / "cache")}
+
+
+def run_job(name: str, argv: list[str], env: dict[str, str]) -> Path:
+    """Run one console-script job (``argv[0]`` is its name, the last argument ``hydra.run.dir=<dir>``)
+    and return its run dir; exits with the job's stderr when it fails."""
+    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return Path(argv[-1].split("=", 1)[1])
+
+
+def metrics_csv(run_dir: Path) -> dict[str, list[float]]:
+    """Every logged column of the run's csv/metrics.csv except speeds and wall times."""
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    cols: dict[str, list[float]] = {}
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            for k, v in row.items():
+                if v in ("", None) or k.endswith("sps") or "wall" in k:
+                    continue
+                cols.setdefault(k, []).append(float(v))
+    return cols
+
+
+def fingerprint(run_dir: Path) -> dict:
+    """A run dir's outcomes: results.json's OUTCOMES and status, its eval history without wall
+    times, per-task outcomes of a multi-task run, and its metrics.csv."""
+    res = json.loads((run_dir / "results.json").read_text())
+    out = {k: res[k] for k in OUTCOMES if k in res}
+    out["status"] = res.get("status")
+    out["eval_history"] = [{k: v for k, v in h.items() if "wall" not in k} for h in res.get("eval_history") or []]
+    if "tasks" in res:
+        out["tasks"] = {n: {k: t[k] for k in OUTCOMES if k in t} for n, t in res["tasks"].items()}
+    out["metrics"] = metrics_csv(run_dir)
+    return out
+
+
+def weights_hash(path: Path) -> str:
+    """sha256 over a policy file's contents, tensors by their bytes (not the zip's layout)."""
+    import torch
+
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        else:
+            h.update(repr(x).encode())
+
+    walk(torch.load(path, weights_only=False, map_location="cpu"))
+    return h.hexdigest()
+
+
+def diff(a, b, where: str = "") -> list[str]:
+    """Every difference between two fingerprints, one line each (NaN equals NaN)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                out.append(f"{where}/{k}: only in {'after' if k not in a else 'before'}")
+            else:
+                out += diff(a[k], b[k], f"{where}/{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} vs {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return []
+    return [] if a == b else [f"{where}: {a!r} vs {b!r}"]
+
+
+# A table run's identity (the axes a study sweeps) and its outcome columns (not timings or paths).
+TABLE_KEYS = ("kind", "env_id", "loss", "temperature", "width", "student_size", "control", "baseline", "seed")
+TABLE_OUTCOMES = (
+    "status",
+    "params",
+    "teacher_params",
+    "env_steps",
+    "grad_steps",
+    "eval_return_mean",
+    "eval_return_std",
+    "teacher_return_mean",
+    "random_return_mean",
+    "raw_return_ratio",
+    "normalized_score",
+    "action_agreement",
+)
+# How the tables print a field: normalized_score and raw ratios as % with one decimal, returns with one.
+PRINTED = {"normalized_score": (100, 1), "raw_return_ratio": (100, 1), "action_agreement": (100, 1)}
+
+
+def table_value(v: str):
+    if v in ("", None):
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "e" not in v.lower() else f
+
+
+def table_fingerprint(results_csv: Path) -> dict:
+    """{run name: its outcomes} for every run of a results.csv (one row per run, kdrl-table's columns).
+    Raises ValueError when two rows name the same run."""
+    body: dict = {}
+    with open(results_csv) as fh:
+        for row in csv.DictReader(fh):
+            # 256 and 256.0 name the same run (pandas writes an int column holding a NaN as floats)
+            name = ",".join(f"{k}={table_value(row[k])}" for k in TABLE_KEYS if row.get(k) not in ("", None))
+            if name in body:
+                raise ValueError(f"{results_csv}: two runs named {name}")
+            body[name] = {k: table_value(row[k]) for k in TABLE_OUTCOMES if k in row}
+    return body
+
+
+def printed(field: str, v):
+    """``v`` as the tables print ``field``."""
+    if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+        return v
+    scale, digits = PRINTED.get(field, (1, 1))
+    return f"{v * scale:.{digits}f}"
+
+
+def per_run_rows(a: dict, b: dict) -> list[dict]:
+    """One row per run and field of two table fingerprints: before, after, |difference|, equal
+    exactly, equal as printed."""
+    rows = []
+    for run in sorted(set(a) | set(b)):
+        ra, rb = a.get(run) or {}, b.get(run) or {}
+        for field in sorted(set(ra) | set(rb)):
+            x, y = ra.get(field), rb.get(field)
+            num = all(isinstance(v, (int, float)) for v in (x, y))
+            rows.append(
+                {
+                    "run": run,
+                    "field": field,
+                    "before": x,
+                    "after": y,
+                    "abs_diff": abs(x - y) if num else "",
+                    "identical": not diff(x, y),
+                    "identical_printed": printed(field, x) == printed(field, y),
+                }
+            )
+    return rows

@@ -808,7 +808,9 @@ def time_to_score(paths: Iterable[str | Path], targets: Mapping[str, float]) -> 
         secs = (
             np.nan
             if hit is None
-            else float(hit["process_s"]) if not approx else float(hit["wall_s"]) + float(res.get("setup_s") or 0.0)
+            else float(hit["process_s"])
+            if not approx
+            else float(hit["wall_s"]) + float(res.get("setup_s") or 0.0)
         )
         rows.append({
             "env_id": env_id, "seed": res.get("seed"), "target": float(targets[env_id]), "reached": hit is not None,

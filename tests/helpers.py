@@ -51,9 +51,8 @@ def wandb_run_summary(run_dir):
     summary, from its ``run-*.wandb`` file: {"run": Record.run, "config": {key: json}, "history":
     {key: json}, "summary": {key: json}}."""
     import json
-    from pathlib import Path
-
     import time
+    from pathlib import Path
 
     (path,) = Path(run_dir).glob("run-*.wandb")
     deadline = time.time() + 60.0  # W&B's service may still be writing the file after finish() returned

@@ -170,14 +170,19 @@ def test_c_a_job_killed_by_sigkill_is_marked_failed_and_the_next_call_reruns_it(
     os.kill(pid, signal.SIGKILL)  # as the OOM killer does
     assert drv.wait(timeout=300) == 1
     out = (tmp_path / "driver1.log").read_text()
-    assert "failed teachers/env=cartpole,seed=0: killed or lost: its process ended without writing results.json (killed" in out, out
+    assert (
+        "failed teachers/env=cartpole,seed=0: killed or lost: its process ended without writing results.json (killed"
+        in out
+    ), out
     rows = index_rows(sdir)
     row = rows["teachers/env=cartpole,seed=0"]
     assert row["status"] == "failed" and "was killed by SIGKILL" in row["error"], row
     status = subprocess.run(
         [sys.executable, "-m", "kdrl.cli.study", "--status", str(sdir)], capture_output=True, text=True, env=env(1)
     )
-    assert "teachers/env=cartpole,seed=0: killed or lost: its process ended without writing results.json" in status.stdout
+    assert (
+        "teachers/env=cartpole,seed=0: killed or lost: its process ended without writing results.json" in status.stdout
+    )
     assert "failed (" in status.stdout and "rerun by the next kdrl-study call" in status.stdout
     print(f"\n[c] SIGKILL to job pid {pid}; --status: {status.stdout.splitlines()[0]}")
     rerun = run(sdir, "[0,1]", 1)

@@ -143,7 +143,7 @@ def _search(tmp_path: Path, n_trials: int = 3, stale_after_s: float = 5.0):
 
 
 def test_stale_trials_are_failed_and_retried_with_their_parameters(tmp_path):
-    from kdrl.search.sweeper import RETRY_OF_ATTR, STALE_ATTR
+    from kdrl.search.storage import RETRY_OF_ATTR, STALE_ATTR
     from kdrl.search.trial import HEARTBEAT_ATTR
 
     s = _search(tmp_path)

@@ -29,6 +29,10 @@ log = logging.getLogger("kdrl.search")
 JOURNAL_PREFIX = "journal:"
 DEFAULT_JOURNAL = "optuna.journal"
 SETTINGS_ATTR = "kdrl"
+# a trial's user attributes, written by the sweeper and read by the report (kdrl.search.summary)
+STALE_ATTR = "kdrl:stale"
+RETRY_OF_ATTR = "kdrl:retry_of"
+WORKER_ATTR = "kdrl:worker"
 COMPARED = ("objective", "pruner")
 
 

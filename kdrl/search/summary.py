@@ -17,7 +17,7 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 def state_counts(trials: list[Any]) -> dict[str, int]:
     """Trials per state (stale ones, failed when their worker died, counted apart)."""
-    from kdrl.search.sweeper import STALE_ATTR
+    from kdrl.search.storage import STALE_ATTR
 
     counts = Counter(t.state.name for t in trials if not t.system_attrs.get(STALE_ATTR))
     out = {s: int(counts.get(s, 0)) for s in STATES}
@@ -69,7 +69,7 @@ def trials_frame(study: Any) -> Any:
     reported step, the trial's duration (ask to tell), its run dir, and why it failed."""
     import pandas as pd
 
-    from kdrl.search.sweeper import RETRY_OF_ATTR, STALE_ATTR
+    from kdrl.search.storage import RETRY_OF_ATTR, STALE_ATTR
 
     rows = []
     for t in study.get_trials(deepcopy=False):

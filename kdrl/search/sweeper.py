@@ -27,14 +27,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kdrl.search.objective import TIME_TO_SCORE, Objective
 from kdrl.search.space import SearchSpace, parse_space
-from kdrl.search.storage import create_or_load_study, record_settings, storage_url
+from kdrl.search.storage import (
+    RETRY_OF_ATTR,
+    STALE_ATTR,
+    WORKER_ATTR,
+    create_or_load_study,
+    record_settings,
+    storage_url,
+)
 from kdrl.search.trial import HEARTBEAT_ATTR, build_pruner
 
 log = logging.getLogger("kdrl.search")
 
-STALE_ATTR = "kdrl:stale"
-RETRY_OF_ATTR = "kdrl:retry_of"
-WORKER_ATTR = "kdrl:worker"
 # the periodic evaluation record's key that tracks an app's optimized_metric (kdrl.callbacks)
 PERIODIC_OF = {"normalized_score": "normalized_score", "eval_return_mean": "return_mean"}
 

@@ -230,3 +230,57 @@ def performance_profile(
     dist = frac(_stratified(tasks, np.random.default_rng(seed), reps))
     alpha = (1 - level) / 2
     return point, np.quantile(dist, alpha, axis=0), np.quantile(dist, 1 - alpha, axis=0)
+
+
+class Slope(NamedTuple):
+    slope: float  # per unit of x (for budgets: per doubling when x is log2 of the budget)
+    low: float
+    high: float
+    n: int  # runs the fit used
+
+    @property
+    def flat(self) -> bool:
+        """No rise or fall the runs can tell from zero (the 95% interval of the slope covers 0)."""
+        return bool(self.low <= 0.0 <= self.high)
+
+
+def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slope:
+    """Ordinary least squares slope of ``y`` on ``x`` (one point per run) with its Student-t interval;
+    nan where fewer than 3 runs or fewer than 2 distinct x."""
+    xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xv) & np.isfinite(yv)
+    xv, yv = xv[ok], yv[ok]
+    n = len(xv)
+    if n < 3 or len(np.unique(xv)) < 2:
+        return Slope(np.nan, np.nan, np.nan, n)
+    dx = xv - xv.mean()
+    sxx = float(dx @ dx)
+    b = float(dx @ (yv - yv.mean())) / sxx
+    resid = yv - yv.mean() - b * dx
+    se = np.sqrt(float(resid @ resid) / (n - 2) / sxx)
+    half = float(student_t.ppf(0.5 + level / 2, n - 2)) * se
+    return Slope(b, b - half, b + half, n)
+
+
+def plateau(budgets: Sequence[float], scores: Sequence[float], tail: float = 1 / 3) -> tuple[Slope, float | None]:
+    """Has the score stopped rising with the budget? ``budgets`` and ``scores``: one pair per run
+    (several seeds per budget point). Budgets grow geometrically, so the fit is on log2(budget).
+
+    Returns the slope over the last ``tail`` of the sweep (the budget points whose log2 lies in the
+    top ``tail`` of the log2 range, at least the two largest), and the cheapest budget on the plateau:
+    the smallest budget b such that the slope over every budget >= b is flat (None: none is)."""
+    raw = np.asarray(budgets, dtype=float)
+    b, y = np.log2(raw), np.asarray(scores, dtype=float)
+    values = np.unique(raw)
+    points = np.log2(values)
+    if len(points) < 2:
+        return Slope(np.nan, np.nan, np.nan, len(b)), None
+    cut = min(points.max() - tail * (points.max() - points.min()), points[-2])
+    last = slope_ci(b[b >= cut], y[b >= cut])
+    cheapest = None
+    for value, p in zip(values[:-1], points[:-1]):
+        s = slope_ci(b[b >= p], y[b >= p])
+        if s.flat:
+            cheapest = float(value)
+            break
+    return last, cheapest

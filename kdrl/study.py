@@ -61,7 +61,7 @@ PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "c
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
-    "reference", "publish", "targets", "note",
+    "reference", "publish", "targets", "note", "x", "groups",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -508,6 +508,12 @@ def mark_lost(rows: list[dict[str, Any]], returncode: int | None, log_path: Path
         row["error"] = f"{what}; its stage's multirun {describe_exit(returncode)} (log {log_path})"
 
 
+def run_shaping(overrides: Sequence[str]) -> list[str]:
+    """The overrides that shape a job's run: all but its W&B group (a teacher published by one study
+    serves another)."""
+    return [o for o in overrides if not o.startswith("wandb.group=")]
+
+
 def resolve_published(where: str) -> Path:
     """A stage's ``published`` dir: absolute, else under the current dir if it is there, else under
     the source checkout that holds conf/ (docs/minatar/teachers from any directory)."""
@@ -859,7 +865,9 @@ class Runner:
                 meta = json.loads((pub / "job.json").read_text())
             except (OSError, ValueError):
                 continue
-            if meta.get("app") != row["app"] or list(meta.get("overrides") or []) != list(row["overrides"]):
+            if meta.get("app") != row["app"] or run_shaping(meta.get("overrides") or []) != run_shaping(
+                row["overrides"]
+            ):
                 self.say(f"stage {stage}: published {pub} was run with other overrides: not used")
                 continue
             dest = self.study_dir / row["run_dir"]
@@ -1123,6 +1131,21 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         df.to_csv(out / "runs.csv", index=False)
         note = spec.get("note", "")
         text = head + (f"{note}\n\n" if note else "") + T.time_to_score_markdown(df) + "\n"
+    elif spec.get("kind") == "budget":  # students over a budget sweep: where the score stops rising (issue 26)
+        df = pd.concat([T.collect(fs) for fs in files.values() if fs], ignore_index=True)
+        df = df[df["kind"] == "student"]
+        groups = list(spec.get("groups") or ["env_id", "student_size"])
+        x, metric = spec.get("x") or "grad_steps", spec.get("metric") or "normalized_score"
+        if df.empty:
+            return ""
+        df.to_csv(out / "results.csv", index=False)
+        tab = T.budget_table(df, groups, x, metric)
+        tab.to_csv(out / "budget.csv", index=False)
+        note = spec.get("note", "")
+        text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric) + "\n"
+        if spec.get("plots", True):
+            with contextlib.suppress(Exception):  # a plot never costs the table
+                T.plot_budgets(df, groups[0], groups[-1], x, metric, out)
     elif spec.get("kind") == "multitask":
         df = T.collect_multitask([f for fs in files.values() for f in fs])
         body = T.multitask_report(df)

@@ -847,3 +847,74 @@ def time_to_score_markdown(df: pd.DataFrame) -> str:
             f"{g['job_wall_time_s'].median() / 60.0:.1f} min |"
         )
     return "\n".join(lines)
+
+
+# ---- budgets: has the score stopped rising? --------------------------------------------------------------
+def budget_table(
+    df: pd.DataFrame, groups: Sequence[str], x: str = "grad_steps", metric: str = "normalized_score"
+) -> pd.DataFrame:
+    """Per group (e.g. env x student size): the mean score at each budget point (``x``: one value per
+    run, e.g. its gradient updates), the slope per doubling over the last third of the sweep with its
+    95% interval (kdrl.statistics.plateau), whether that is flat, and the cheapest budget on the plateau."""
+    from kdrl.statistics import plateau
+
+    rows = []
+    for key, g in df.groupby(list(groups)):
+        key = key if isinstance(key, tuple) else (key,)
+        last, cheapest = plateau(g[x].astype(float), g[metric].astype(float))
+        means = g.groupby(x)[metric].agg(["mean", "count"])
+        wall = g.groupby(x)["job_wall_time_s"].median() if "job_wall_time_s" in g else None
+        rows.append({
+            **dict(zip(groups, key)),
+            "points": "; ".join(f"{int(b):,}: {m:.3f} (n={int(c)})" for b, (m, c) in means.iterrows()),
+            "slope_per_doubling": last.slope, "slope_low": last.low, "slope_high": last.high, "slope_n": last.n,
+            "plateau": last.flat, "cheapest_on_plateau": cheapest,
+            "job_wall_s_at_cheapest": None if cheapest is None or wall is None else float(wall.loc[cheapest]),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str) -> str:
+    head = f"| {' | '.join(groups)} | {metric} by budget (mean, n) | slope per doubling, last third [95% CI] | stopped rising | cheapest budget on the plateau | job wall there |"
+    lines = [head, "|" + "---|" * (len(groups) + 5)]
+    for _, r in tab.iterrows():
+        slope = "–" if not np.isfinite(r["slope_per_doubling"]) else (
+            f"{r['slope_per_doubling']:+.3f} [{r['slope_low']:+.3f}, {r['slope_high']:+.3f}] (n={r['slope_n']})"
+        )  # fmt: skip
+        cheap = "–" if pd.isna(r["cheapest_on_plateau"]) else f"{r['cheapest_on_plateau']:,.0f}"
+        wall = "–" if pd.isna(r["job_wall_s_at_cheapest"]) else f"{r['job_wall_s_at_cheapest'] / 60:.1f} min"
+        keys = " | ".join(str(r[g]) for g in groups)
+        lines.append(f"| {keys} | {r['points']} | {slope} | {'yes' if r['plateau'] else 'no'} | {cheap} | {wall} |")
+    return "\n".join(lines)
+
+
+def plot_budgets(df: pd.DataFrame, panel: str, line: str, x: str, metric: str, out: Path) -> Path:
+    """Score against budget (log2 axis): one panel per ``panel`` value, one line per ``line`` value,
+    mean and 95% CI over seeds at each budget point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted(df[panel].dropna().unique(), key=str)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        sub = df[df[panel] == p]
+        for name, g in sorted(sub.groupby(line), key=lambda kv: str(kv[0])):
+            pts = sorted(g[x].unique())
+            cis = [mean_ci(g.loc[g[x] == b, metric].astype(float).to_numpy()) for b in pts]
+            m = np.array([c.mean for c in cis])
+            lo = np.array([c.low if np.isfinite(c.low) else c.mean for c in cis])
+            hi = np.array([c.high if np.isfinite(c.high) else c.mean for c in cis])
+            ax.plot(pts, m, marker="o", label=str(name))
+            ax.fill_between(pts, lo, hi, alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(str(p))
+        ax.legend(fontsize=8, title=line)
+    fig.tight_layout()
+    path = Path(out) / "score_vs_budget.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

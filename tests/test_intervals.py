@@ -212,3 +212,25 @@ def test_aggregate_points_match_rliable(seed):
 def test_the_mean_across_tasks_weights_each_task_equally():
     # 4 runs of task a at 0 and 1 run of task b at 1: the mean over tasks is 0.5, not the pooled 0.2
     assert aggregate_ci({"a": [0.0] * 4, "b": [1.0]}, "mean")[0] == pytest.approx(0.5)
+
+
+def test_plateau_finds_where_the_score_stops_rising_with_the_budget():
+    """issue 26: a budget is enough only where the score has stopped rising: the slope per doubling
+    over the sweep's last third has a 95% interval covering 0; the cheapest budget on the plateau is
+    the first from which on the slope is flat."""
+    from kdrl.statistics import plateau, slope_ci
+
+    s = slope_ci([0, 1, 2, 3], [1.0, 3.0, 5.0, 7.0])  # exact line: zero-width interval
+    assert s.slope == pytest.approx(2.0) and s.low == pytest.approx(2.0) and not s.flat
+    noise = [0.01, -0.01, 0.0]
+    budgets, scores = [], []
+    for b, level in [(1, 0.5), (2, 0.7), (4, 0.85), (8, 0.9), (16, 0.9), (32, 0.9)]:
+        for e in noise:
+            budgets.append(b * 24_000)
+            scores.append(level + e)
+    last, cheapest = plateau(budgets, scores)
+    assert last.flat and last.n == 6  # 16x and 32x: log2 within the top third of the 5-doubling range
+    assert cheapest == pytest.approx(8 * 24_000)  # 4x still rises to 8x
+    rising = [0.1 * np.log2(b) + e for b, e in zip(budgets, noise * 6)]
+    last, cheapest = plateau(budgets, rising)
+    assert not last.flat and last.slope == pytest.approx(0.1, abs=0.01) and cheapest is None

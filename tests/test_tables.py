@@ -149,3 +149,24 @@ def test_time_to_score_reads_the_first_evaluation_at_the_score_and_counts_runs_t
     assert "| 3 (1, 2, 3) | 2/3 |" in breakout and "0.4 [0.3–0.4] min" in breakout  # median of 26 s and 19 s
     assert "38 [25–50]" in breakout and "9.3 [" in breakout  # steps; the final mean of 11, 13, 4
     assert "min ≈" in next(line for line in md.splitlines() if "Freeway" in line)
+
+
+def test_budget_table_names_the_cheapest_budget_on_the_plateau_and_plots_it(tmp_path):
+    import pandas as pd
+
+    from kdrl.tables import budget_markdown, budget_table, plot_budgets
+
+    rows = []
+    for size, levels in [("rusu_7", [0.5, 0.8, 0.9, 0.9]), ("rusu_4", [0.2, 0.4, 0.6, 0.8])]:
+        for k, level in enumerate(levels):
+            for e in (-0.01, 0.0, 0.01):
+                rows.append({"env_id": "MinAtar/Asterix-v1", "student_size": size, "grad_steps": 24_000 * 2**k,
+                             "normalized_score": level + e, "job_wall_time_s": 60.0 * 2**k})  # fmt: skip
+    df = pd.DataFrame(rows)
+    tab = budget_table(df, ["env_id", "student_size"]).set_index("student_size")
+    assert tab.loc["rusu_7", "plateau"] and tab.loc["rusu_7", "cheapest_on_plateau"] == 96_000
+    assert tab.loc["rusu_7", "job_wall_s_at_cheapest"] == 240.0
+    assert not tab.loc["rusu_4", "plateau"] and np.isnan(tab.loc["rusu_4", "cheapest_on_plateau"])
+    md = budget_markdown(tab.reset_index(), ["env_id", "student_size"], "normalized_score")
+    assert "| 96,000 | 4.0 min |" in md and "24,000: 0.500 (n=3)" in md
+    assert plot_budgets(df, "env_id", "student_size", "grad_steps", "normalized_score", tmp_path).is_file()

@@ -49,6 +49,8 @@ CASES = [
     ("distill", ["loss=kld"], "Could not find 'loss/kld'"),
     ("train", ["net=cnn"], "Could not find 'net/cnn'"),
     ("train", ["launcher=sge"], "Could not find 'launcher/sge'"),
+    # an option name longer than the file system allows (found by the config fuzzer): refused, not an OSError
+    ("distill", ["algo=" + "a" * 300], "Could not find 'algo/" + "a" * 300 + "'"),
     ("distill", ["experiment=nope"], "Could not find 'experiment/nope'"),
     ("distill", ["loss.temperature=0"], "loss.temperature must be in (0.0, inf], got 0"),
     ("distill", ["loss.temperature=-1"], "loss.temperature must be in (0.0, inf], got -1"),
@@ -172,7 +174,9 @@ def test_an_mlp_runs_on_minatar_grids(tmp_path):
     from kdrl.runs.teacher import train_teacher
     from tests.helpers import compose_cfg
 
-    cfg = compose_cfg("train", ["env=minatar_breakout", "net=mlp", "net.width=32", "debug=fast", "logger=none"])
+    cfg = compose_cfg(
+        "train", ["env=minatar_breakout", "recipe=minatar", "net=mlp", "net.width=32", "debug=fast", "logger=none"]
+    )  # recipe=minatar: a plain Q head (the default recipe has a dueling one)
     res = train_teacher(cfg, tmp_path)
     assert (
         res["status"] == "ok" and res["grad_steps"] > 0 and res["params"] == 400 * 32 + 32 + 32 * 32 + 32 + 32 * 3 + 3

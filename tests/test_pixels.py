@@ -29,7 +29,7 @@ def test_rusu_compression_family_param_counts():
 
 
 def test_minatar_presets_student_sizes_match_rusu_fractions():
-    cfg = compose_cfg("distill", ["env=minatar_breakout"])
+    cfg = compose_cfg("distill", ["env=minatar_breakout", "recipe=minatar"])  # Young & Tian's net as published
     spec = env_spec(make_env(cfg.env.id))
     teacher = count_params(
         ConvNet(spec.obs_shape, spec.n_actions, **{k: v for k, v in cfg.net.items() if k != "_target_"})
@@ -99,7 +99,15 @@ def test_minatar_teacher_then_compressed_student(tmp_path):
 
     t_cfg = compose_cfg(
         "train",
-        _tiny(["env=minatar_breakout", "algo.total_timesteps=4000", "algo.learning_starts=1000", "eval.freq=2000"]),
+        _tiny(
+            [
+                "env=minatar_breakout",
+                "recipe=minatar",
+                "algo.total_timesteps=4000",
+                "algo.learning_starts=1000",
+                "eval.freq=2000",
+            ]
+        ),
     )
     seed_job(t_cfg.seed, t_cfg.torch_threads)  # as train_teacher does: the same initial weights
     initial = {k: v.clone() for k, v in build_teacher(t_cfg)[0].q_net.state_dict().items()}
@@ -113,6 +121,7 @@ def test_minatar_teacher_then_compressed_student(tmp_path):
         _tiny(
             [
                 "env=minatar_breakout",
+                "recipe=minatar",
                 f"teacher.checkpoint={tmp_path / 'teacher' / 'teacher.pt'}",
                 "student.size=rusu_4",
                 "distill.total_timesteps=2000",

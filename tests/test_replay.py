@@ -90,7 +90,7 @@ def test_a_replay_that_cannot_fit_is_refused_up_front(monkeypatch):
     from tests.helpers import compose_cfg
 
     _gb_machine(monkeypatch, 64)
-    cfg = compose_cfg("train", ["env=minatar_breakout", "algo.buffer_size=2000000000"])
+    cfg = compose_cfg("train", ["env=minatar_breakout", "recipe=minatar", "algo.buffer_size=2000000000"])
     with pytest.raises(ConfigError) as err:
         validate_common(cfg)
     msg = str(err.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -308,7 +309,8 @@ def test_e_kdrl_table_of_a_running_sweep_shows_n_per_cell_and_marks_incomplete_c
     table = (tmp_path / "table" / "table.md").read_text()
     print(f"\n[e] {n_done} finished, {n_running} running:\n{table}")
     row = next(line for line in table.splitlines() if line.startswith("| CartPole-v1 |"))
-    started = len(job_dirs(sdir))  # run dirs Hydra made by then (the third may not have started)
-    assert f"⧗ n=1 of {started}" in row or "⧗ n=1 of 2" in row or "⧗ n=1 of 3" in row, row
+    # k of N finished, k < N: how far the jobs got while kdrl-table read them depends on the machine's load
+    marks = [(int(k), int(n)) for k, n in re.findall(r"⧗ n=(\d+) of (\d+)", row)]
+    assert len(marks) == 1 and 1 <= marks[0][0] < marks[0][1] <= 3, row
     assert "not finished yet (⧗ n=k of N: an incomplete cell" in table
     assert "0 failed" in table  # a running job is not a failure

@@ -92,7 +92,11 @@ def check_group_overrides(argv: list[str]) -> None:
         value = o.value()
         options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
         if isinstance(value, str):
-            if not (group / f"{value}.yaml").is_file() and not (group / value).is_dir():
+            try:
+                exists = (group / f"{value}.yaml").is_file() or (group / value).is_dir()
+            except OSError:  # e.g. a name longer than the file system allows: no such option either
+                exists = False
+            if not exists:
                 # Hydra's answer is a dozen lines (options, the config search path); this is one
                 close = difflib.get_close_matches(value, [p.stem for p in group.glob("*.yaml")], n=1)
                 hint = f"; did you mean {o.key_or_group}={close[0]}?" if close else ""

@@ -304,3 +304,31 @@ def test_shared_study_is_created_once_under_a_lock_before_the_sweepers(tmp_path,
         with context.Pool(4) as pool:
             assert pool.map(_start_sweeper, [(fresh, barrier)] * 4) == ["s"] * 4
     assert len(optuna.get_all_study_summaries(storage=fresh)) == 1
+
+
+def test_a_two_objective_report_names_its_front_even_when_one_trial_dominates():
+    """Found in CI: three trials, one better on both objectives, gave a front of one and the
+    report headed it '## Best'; a two-objective study's section is its Pareto front."""
+    import optuna
+
+    from kdrl.search.summary import build_report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="front")
+    for score, seconds in [(0.9, 10.0), (0.5, 20.0), (0.4, 30.0)]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": score}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                values=[score, seconds],
+            )
+        )  # fmt: skip
+    text = build_report(study).markdown()
+    assert "## Pareto front" in text and "## Best" not in text
+    assert "- trial 0: 0.9, 10" in text and "- trial 1:" not in text
+    single = optuna.create_study(direction="maximize", study_name="one")
+    single.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)}, value=0.5
+        )
+    )
+    assert "## Best" in build_report(single).markdown()

@@ -124,7 +124,8 @@ class SearchReport:
             f"Compute: {c['env_steps']:,.0f} env steps, {c['job_s'] / 60:.1f} min of job wall time "
             f"({c['trial_s'] / 60:.1f} min from ask to tell) over {c['trials']} finished trials."
         )
-        lines += ["", "## Best" if len(self.best) == 1 else "## Pareto front", ""]
+        # a multi-objective study's front is a front even when one trial dominates all the others
+        lines += ["", "## Best" if len(self.directions) == 1 else "## Pareto front", ""]
         for b in self.best:
             vals = ", ".join(f"{v:.4g}" for v in b["values"])
             params = " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())

@@ -229,7 +229,8 @@ class EvalTask:
 
 
 class MultiTaskEvaluation(PeriodicEvaluation):
-    """Every ``freq`` per-task env steps: each task's head, greedy, on ``episodes`` fixed seeds.
+    """Every ``freq`` per-task env steps: each task's head, greedy (``epsilon``-greedy if set, as its
+    teachers' reference is played), on ``episodes`` fixed seeds.
 
     Logs per-task returns and % of teacher (against the teachers' and a random policy's returns on
     the same seeds); its policy files (kdrl.checkpoints.BestPctPolicy) keep the best mean % over
@@ -247,16 +248,21 @@ class MultiTaskEvaluation(PeriodicEvaluation):
         teacher_returns: Sequence[float],
         random_returns_: Sequence[float],
         listeners: Sequence[EvaluationListener] = (),
+        epsilon: float = 0.0,
     ) -> None:
         super().__init__(freq, episodes, seed, policies, checkpoint, listeners)
         self.tasks = list(tasks)
         self.teacher_returns, self.random_returns = list(teacher_returns), list(random_returns_)
+        self.epsilon = float(epsilon)
 
     def progress(self, pl_module: Any) -> int:
         return int(pl_module.task_env_steps)  # per-task env steps: freq means what it means for one task
 
     def task_returns(self, greedy: Sequence[GreedyFn]) -> list[float]:
-        return [float(np.mean(evaluate_policy(g, t.env_id, self.seeds, t.kwargs))) for g, t in zip(greedy, self.tasks)]
+        return [
+            float(np.mean(evaluate_policy(g, t.env_id, self.seeds, t.kwargs, epsilon=self.epsilon)))
+            for g, t in zip(greedy, self.tasks)
+        ]
 
     def measure(self, pl_module: Any) -> Evaluated:
         returns = self.timed_greedy(

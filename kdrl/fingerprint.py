@@ -18,8 +18,11 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,29 @@ def run_job(name: str, argv: list[str], env: dict[str, str]) -> Path:
     return Path(argv[-1].split("=", 1)[1])
 
 
+def record_jobs(
+    jobs: list[tuple[str, list[str]]],
+    work: Path,
+    fingerprint_of: Callable[[Path], dict],
+    only: list[str] | None = None,
+    note: Callable[[dict], str] = lambda f: f"return {f.get('eval_return_mean')}",
+) -> dict[str, dict]:
+    """Run ``jobs`` (name, argv; in order, later ones may use earlier ones' files) each in its own
+    dir under a fresh ``work``, and return each one's fingerprint by name; one line printed per job."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = job_env(work)
+    body: dict[str, dict] = {}
+    for name, argv in jobs:
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        body[name] = fingerprint_of(run_job(name, argv, env))
+        print(f"{name:20s} {time.perf_counter() - t0:6.1f} s  {note(body[name])}", flush=True)
+    return body
+
+
 def metrics_csv(run_dir: Path) -> dict[str, list[float]]:
     """Every logged column of the run's csv/metrics.csv except speeds and wall times."""
     path = run_dir / "csv" / "metrics.csv"
@@ -110,13 +136,18 @@ def metrics_csv(run_dir: Path) -> dict[str, list[float]]:
     return cols
 
 
+def is_timing(key: str) -> bool:
+    """An eval-history field that is a clock reading (wall_s, train_wall_s, process_s), not an outcome."""
+    return "wall" in key or key == "process_s"
+
+
 def fingerprint(run_dir: Path) -> dict:
     """A run dir's outcomes: results.json's OUTCOMES and status, its eval history without wall
     times, per-task outcomes of a multi-task run, and its metrics.csv."""
     res = json.loads((run_dir / "results.json").read_text())
     out = {k: res[k] for k in OUTCOMES if k in res}
     out["status"] = res.get("status")
-    out["eval_history"] = [{k: v for k, v in h.items() if "wall" not in k} for h in res.get("eval_history") or []]
+    out["eval_history"] = [{k: v for k, v in h.items() if not is_timing(k)} for h in res.get("eval_history") or []]
     if "tasks" in res:
         out["tasks"] = {n: {k: t[k] for k in OUTCOMES if k in t} for n, t in res["tasks"].items()}
     out["metrics"] = metrics_csv(run_dir)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +75,12 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
 
 
 def record(path: Path, work: Path) -> None:
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    env = fp.job_env(work)
-    body: dict[str, Any] = {}
-    for name, argv in runs(work):
-        t0 = time.perf_counter()
-        body[name] = fingerprint(fp.run_job(name, argv, env))
-        print(
-            f"{name:20s} {time.perf_counter() - t0:6.1f} s  return {body[name].get('eval_return_mean')}  "
-            f"env steps {body[name].get('env_steps')}",
-            flush=True,
-        )
+    body = fp.record_jobs(
+        runs(work),
+        work,
+        fingerprint,
+        note=lambda f: f"return {f.get('eval_return_mean')}  env steps {f.get('env_steps')}",
+    )
     path.write_text(json.dumps(body, indent=1, sort_keys=True))
     print(f"wrote {path}")
 

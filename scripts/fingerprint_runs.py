@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from kdrl.fingerprint import (
     fingerprint,
     job_env,
     per_run_rows,
-    run_job,
+    record_jobs,
     table_fingerprint,
 )
 
@@ -91,24 +90,14 @@ def runs(work: Path) -> list[tuple[str, list[str]]]:
 
 
 def record(path: Path, work: Path, demo: bool, only: list[str] | None) -> None:
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    env = job_env(work)
-    body: dict = {}
-    for name, argv in runs(work):
-        if only and name not in only:
-            continue
-        t0 = time.perf_counter()
-        body[name] = fingerprint(run_job(name, argv, env))
-        print(f"{name:20s} {time.perf_counter() - t0:6.1f} s  return {body[name].get('eval_return_mean')}", flush=True)
+    body: dict = record_jobs(runs(work), work, fingerprint, only)
     if demo:
         t0 = time.perf_counter()
         demo_dir = work / "demo"
         # `make demo`'s command (the Makefile would build its own venv in a fresh clone): the declared study
         subprocess.run(
             [sys.executable, "-m", "kdrl.cli.study", "study=demo", "launcher=joblib", f"dir={demo_dir}"],
-            env=env,
+            env=job_env(work),
             check=True,
             capture_output=True,
         )

@@ -232,6 +232,7 @@ class MultiTaskJob(Job):
             ResumeCheckpoint(self.out / "checkpoints"),
             [float(np.mean(x)) for x in periodic_t],
             [float(np.mean(x)) for x in periodic_r],
+            epsilon=float(cfg.eval.epsilon),  # as the teachers' reference above was played
         )
         return module, evaluation
 

@@ -13,6 +13,8 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 
 # two pytest-xdist workers: this machine's two cores (the cluster tests share one worker: tests/conftest.py)
 TEST_WORKERS ?= 2
+# more pytest options, e.g. PYTEST_ARGS="--durations=0 --junitxml=suite.xml"
+PYTEST_ARGS ?=
 
 .PHONY: setup demo lint test bench mutation clean
 
@@ -39,7 +41,7 @@ lint: setup
 
 test: setup lint
 	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15 \
-	  -n $(TEST_WORKERS) --dist loadgroup
+	  -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(PIP) install -e ".[dev,bench]" $(QUIET_PIP)

@@ -16,7 +16,7 @@ TEST_WORKERS ?= 2
 # more pytest options, e.g. PYTEST_ARGS="--durations=0 --junitxml=suite.xml"
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint test bench mutation clean
+.PHONY: setup demo lint test test-slow bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,17 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+PYTEST := WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15 \
+	  -n $(TEST_WORKERS) --dist loadgroup
+
+# the suite without the tests marked slow (cluster kill-and-resume scenarios of a minute or more, each
+# with a faster sibling here): under 10 minutes on a quiet 2-core machine
 test: setup lint
-	WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=15 \
-	  -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+# the slow ones: a real SLURM and a local Ray killing jobs mid-way, SLURM requeues, a killed search (~7 min)
+test-slow: setup
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 bench: setup
 	$(PIP) install -e ".[dev,bench]" $(QUIET_PIP)

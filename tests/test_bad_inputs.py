@@ -12,6 +12,7 @@ import torch
 
 from kdrl.io import save_policy
 from kdrl.nets import MLP
+from tests.zygote import run_app
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["debug=fast"]
@@ -106,14 +107,7 @@ def test_bad_input(app, overrides, expected, ckpts, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
     flags = [o for o in overrides if o.startswith("-")]
     overrides = [o for o in overrides if not o.startswith("-")]
-    proc = subprocess.run(
-        [sys.executable, "-m", f"kdrl.cli.{app}", *flags, *FAST, *overrides, *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
+    proc = run_app(app, [*flags, *FAST, *overrides, *extra], env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-2000:]
     assert expected in out, out[-2000:]
@@ -127,6 +121,19 @@ def test_bad_input(app, overrides, expected, ckpts, tmp_path):
 
 def test_catalogue_size():
     assert len(CASES) >= 20
+
+
+def test_a_warm_forked_run_says_what_a_fresh_interpreter_says(tmp_path):
+    """The catalogue runs each app in a forked child of a warm process (tests/zygote.py); a fresh
+    interpreter gives the same exit code and the same words, to the byte."""
+    args = [*FAST, "env.num_envs=0", f"hydra.run.dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
+    fresh = subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.train", *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+    warm = run_app("train", args, env=env)
+    assert (warm.returncode, warm.stdout, warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert fresh.returncode == 2 and "env.num_envs must be an integer >= 1, got 0" in fresh.stderr
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -226,14 +233,7 @@ def test_round_two_mistake_is_one_line(module, args, expected, scratch, ckpts, t
     if module in ("train", "distill", "multitask"):
         args = [*FAST, *args, f"hydra.run.dir={tmp_path / 'run'}"]
     env = {k: v for k, v in os.environ.items() if k not in ("KDRL_DEBUG", "HYDRA_FULL_ERROR")}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"kdrl.cli.{module}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
+    proc = run_app(module, args, env=env)
     said = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in said, said[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

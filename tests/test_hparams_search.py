@@ -108,6 +108,7 @@ def test_pruned_trials_stop_at_an_evaluation_and_are_recorded_as_pruned(tmp_path
     assert report.returncode == 0 and "complete 1, pruned 2" in report.stdout, report.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_search_rerun_continues_its_study_and_resumes_the_killed_trial(tmp_path):
     """Kill a worker (its whole process group: the sweeper and its job) while a trial trains; rerun
     the same command: the same study goes on, the killed trial is failed as stale and retried with its

@@ -127,7 +127,6 @@ def test_scripts_neither_patch_sys_path_nor_import_each_other():
     assert files and not problems, "\n".join(problems)
 
 
-@pytest.mark.slow
 def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(

@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +118,7 @@ def _check_resumed(name: str, res: dict, ref: dict, interrupted_at: int) -> None
     assert abs(res["eval_return_mean"] - ref["eval_return_mean"]) <= FINAL_TOL, name
 
 
+@pytest.mark.slow
 def test_requeued_slurm_jobs_resume_from_their_last_checkpoint_and_match_an_unbroken_run(slurm, tmp_path):
     t0 = time.monotonic()
     deadline = t0 + TIMEOUT_S

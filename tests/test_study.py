@@ -148,7 +148,6 @@ def mtimes(study_dir: Path) -> dict[str, float]:
     return {str(p.relative_to(study_dir)): p.stat().st_mtime for p in study_dir.glob("*/*/results.json")}
 
 
-@pytest.mark.slow
 def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_ones(tmp_path):
     """conf/study/debug.yaml on launcher=joblib: the teacher stage, then the students loading its files
     (a student made to fail by a damaged teacher file is listed by --status and rerun by the next

@@ -95,7 +95,6 @@ def index_rows(sdir: Path) -> dict[str, dict]:
 
 
 # ---- a. the driver killed mid-stage and rerun ------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL])
 def test_a_driver_killed_mid_stage_then_rerun_trains_nothing_twice_and_loses_nothing(tmp_path, sig):
     """4 teachers, 2 worker processes. The driver is killed once the first job has finished and the third
@@ -137,7 +136,6 @@ def test_a_driver_killed_mid_stage_then_rerun_trains_nothing_twice_and_loses_not
 
 
 # ---- b. two drivers on one study dir ------------------------------------------------------------------
-@pytest.mark.slow
 def test_b_a_second_driver_refuses_in_one_line_naming_the_first_and_sigterm_stops_the_stage(tmp_path):
     sdir = tmp_path / "study"
     first = start(sdir, "[0,1]", 1, tmp_path / "driver1.log")
@@ -161,7 +159,6 @@ def test_b_a_second_driver_refuses_in_one_line_naming_the_first_and_sigterm_stop
 
 
 # ---- c. a job killed by the kernel ------------------------------------------------------------------------
-@pytest.mark.slow
 def test_c_a_job_killed_by_sigkill_is_marked_failed_and_the_next_call_reruns_it(tmp_path):
     sdir = tmp_path / "study"
     drv = start(sdir, "[0,1]", 1, tmp_path / "driver1.log")
@@ -291,7 +288,6 @@ def test_d_a_study_table_on_a_full_disk_keeps_the_previous_table(tmp_path, monke
 
 
 # ---- e. kdrl-table on a sweep whose jobs are still running ------------------------------------------------
-@pytest.mark.slow
 def test_e_kdrl_table_of_a_running_sweep_shows_n_per_cell_and_marks_incomplete_cells(tmp_path):
     sdir = tmp_path / "study"
     drv = start(sdir, "[0,1,2]", 1, tmp_path / "driver1.log")

@@ -117,7 +117,6 @@ def test_the_study_run_logs_as_its_jobs_do_unless_its_declaration_says():
         load_study("debug", ["wandb=maybe"])
 
 
-@pytest.mark.slow
 def test_a_studys_jobs_and_its_tables_run_share_one_offline_wandb_group(offline):
     """The debug study with its jobs on W&B offline: four job runs and one tables run, all in group
     'debug'; a second call on the finished study logs no new run."""

@@ -184,6 +184,7 @@ def part_p3(repeats: int) -> dict:
         ],
         "MinAtar Breakout, Young & Tian (1 env)": [
             "env=minatar_breakout",
+            "recipe=minatar",  # Young & Tian as published (the default recipe for env=minatar_* is minatar_big_batch)
             "env.num_envs=1",
             "algo.total_timesteps=12000",
         ],
@@ -215,7 +216,15 @@ def minatar_update_cost() -> dict:
     torch.set_num_threads(1)
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["env=minatar_breakout", "env.num_envs=1", "logger=none"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "env=minatar_breakout",
+                "recipe=minatar",  # Young & Tian as published (the default recipe for env=minatar_* is minatar_big_batch)
+                "env.num_envs=1",
+                "logger=none",
+            ],
+        )
     module, _ = build_teacher(cfg)
     opt = module.configure_optimizers()
     g = torch.Generator().manual_seed(0)
@@ -261,6 +270,7 @@ def student_loop_speed(work: Path) -> dict:
     cmd = [
         str(BIN / "kdrl-distill"),
         "env=minatar_breakout",
+        "recipe=minatar",  # Young & Tian as published (the default recipe for env=minatar_* is minatar_big_batch)
         "debug=fast",
         "loss=kl",
         "control=student",
@@ -286,6 +296,7 @@ def part_p9(repeats: int, steps: int, seeds: list[int], work: Path) -> dict:
     for r in range(repeats):
         common = [
             "env=minatar_breakout",
+            "recipe=minatar",  # Young & Tian as published (the default recipe for env=minatar_* is minatar_big_batch)
             "env.num_envs=1",
             f"seed={r}",
             f"algo.total_timesteps={steps}",
@@ -320,6 +331,7 @@ def part_p9(repeats: int, steps: int, seeds: list[int], work: Path) -> dict:
                 )["return"]
             ov = [
                 "env=minatar_breakout",
+                "recipe=minatar",  # Young & Tian as published (the default recipe for env=minatar_* is minatar_big_batch)
                 "env.num_envs=1",
                 f"seed={seed}",
                 f"algo.total_timesteps={steps}",

@@ -63,6 +63,7 @@ def runs(work: Path) -> list[tuple[str, list[str]]]:
             [
                 "kdrl-train",
                 "env=minatar_breakout",
+                "recipe=minatar",  # pinned: what env=minatar_* gave when the fingerprints began
                 *TINY_TEACHER,
                 "algo.total_timesteps=4000",
                 "eval.freq=2000",
@@ -74,6 +75,7 @@ def runs(work: Path) -> list[tuple[str, list[str]]]:
             [
                 "kdrl-distill",
                 "env=minatar_breakout",
+                "recipe=minatar",  # pinned: what env=minatar_* gave when the fingerprints began
                 f"teacher.checkpoint={t_mb}/teacher.pt",
                 *SHORT_STUDENT,
                 "distill.total_timesteps=3000",

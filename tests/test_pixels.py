@@ -44,6 +44,27 @@ def test_minatar_presets_student_sizes_match_rusu_fractions():
     assert fractions["rusu_4"] == pytest.approx(0.037, abs=0.005)
 
 
+@pytest.mark.parametrize(
+    "game", ["minatar_asterix", "minatar_breakout", "minatar_freeway", "minatar_seaquest", "minatar_space_invaders"]
+)
+def test_the_rusu_regime_recipe_is_as_over_parameterised_as_their_teacher(game):
+    """issue 27: recipe=minatar_rusu_regime widens Young & Tian's hidden layer until the teacher has
+    Rusu et al.'s 1.69M params (+-2%) and its 7% student >= 100k; the sizes keep their fractions."""
+    cfg = compose_cfg("distill", [f"env={game}", "recipe=minatar_rusu_regime"])
+    spec = env_spec(make_env(cfg.env.id))
+    base = {k: v for k, v in cfg.net.items() if k != "_target_"}
+    teacher = count_params(ConvNet(spec.obs_shape, spec.n_actions, **base))
+    size = {
+        n: count_params(ConvNet(spec.obs_shape, spec.n_actions, **{**base, **s})) for n, s in cfg.student_sizes.items()
+    }
+    assert teacher == pytest.approx(1_693_362, rel=0.02) and size["full"] == teacher
+    assert size["rusu_7"] >= 100_000
+    assert size["rusu_25"] / teacher == pytest.approx(0.253, abs=0.005)
+    assert size["rusu_7"] / teacher == pytest.approx(0.067, abs=0.002)
+    assert size["rusu_4"] / teacher == pytest.approx(0.037, abs=0.002)
+    assert cfg.algo.batch_size == 128 and cfg.algo.train_freq == 32  # minatar_big_batch's DQN, the net widened
+
+
 def test_minatar_and_atari_observations_are_channels_first_uint8():
     for env_id, shape in [("MinAtar/Breakout-v1", (4, 10, 10)), ("ALE/Pong-v5", (4, 84, 84))]:
         env = make_env(env_id)

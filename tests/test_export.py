@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 from kdrl.envs import make_env
 from kdrl.io import save_policy
 from kdrl.nets import MLP
+from tests.zygote import run_app
 
 ROOT = Path(__file__).resolve().parents[1]
 NET_CFG = {"_target_": "kdrl.nets.MLP", "width": 64, "depth": 2, "dueling": False, "hidden": None}
@@ -148,13 +147,7 @@ def test_bad_files_fail_in_one_line_exit_2(tmp_path, capsys):
 
 def test_bad_file_console_script_no_traceback(tmp_path):
     (tmp_path / "notes.pt").write_text("not a checkpoint\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "kdrl.cli.export", str(tmp_path / "notes.pt"), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = run_app("export", [str(tmp_path / "notes.pt"), "--out", str(tmp_path)], timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "cannot load checkpoint" in proc.stderr
 

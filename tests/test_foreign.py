@@ -19,6 +19,7 @@ from kdrl.runs.distill import distill_student
 from kdrl.teachers import load_teacher_net, mismatch_warning
 from tests.helpers import compose_cfg
 from tests.test_distill import FAST_STUDENT
+from tests.zygote import run_app
 
 sb3 = pytest.importorskip("stable_baselines3")
 
@@ -180,9 +181,6 @@ def test_a_torchscript_teacher_runs_its_code_only_with_the_opt_in(tmp_path):
     by default. Without teacher.trust_code=true it is refused in one line saying why and how; with it,
     it loads."""
     import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from kdrl.foreign import UntrustedCodeError
 
@@ -204,12 +202,10 @@ def test_a_torchscript_teacher_runs_its_code_only_with_the_opt_in(tmp_path):
     net, state = load_teacher_net(path, "CartPole-v1", (4,), 2, trust_code=True)
     assert state["format"] == "torchscript"
     # the CLI, as a user runs it: one line, exit 2, nothing trained, the teacher cache key unchanged
-    cmd = [sys.executable, "-m", "kdrl.cli.distill", "debug=fast", f"teacher.checkpoint={path}"]
     env = {k: v for k, v in os.environ.items() if k != "KDRL_DEBUG"}
-    proc = subprocess.run(
-        [*cmd, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300, env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    )  # fmt: skip
+    proc = run_app(
+        "distill", ["debug=fast", f"teacher.checkpoint={path}", f"hydra.run.dir={tmp_path / 'run'}"], env=env
+    )
     said = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in said, said[-3000:]
     lines = [line for line in said.splitlines() if "kdrl-distill: error:" in line]

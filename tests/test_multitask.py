@@ -8,8 +8,6 @@ distillation run and still check that the student gets most of the way to each t
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from kdrl.nets import MLP, MultiTaskQNetwork, TaskView, build_multitask_net, cou
 from kdrl.runs.multitask import multitask_job
 from kdrl.scores import mean_pcts, pct_of_teacher, teacher_beats_random
 from tests.helpers import compose_cfg
+from tests.zygote import run_app
 
 TINY = ["debug=fast", "student.width=32", "trainer.enable_progress_bar=false"]
 
@@ -162,12 +161,7 @@ def test_table_has_a_row_per_method_and_a_column_per_task(tiny_runs, capsys):
 
 
 def test_bad_mode_fails_in_one_line():
-    proc = subprocess.run(
-        [sys.executable, "-m", "kdrl.cli.multitask", "mode=dagger", "logger=none"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_app("multitask", ["mode=dagger", "logger=none"], timeout=120)
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ import pytest
 from kdrl.cli.table import main as table_main
 from kdrl.statistics import bootstrap_ci, iqm
 from kdrl.tables import aggregate, collect
+from tests.zygote import run_app
 
 
 def test_iqm_by_hand():
@@ -102,7 +101,7 @@ def test_kdrl_table_fails_in_one_line_when_nothing_is_readable(tmp_path, good_re
     sweep = _results_dirs(tmp_path, good_result)
     (sweep / "good" / "results.json").unlink()
     for args in ([str(sweep)], [str(tmp_path / "nowhere")]):
-        done = subprocess.run([sys.executable, "-m", "kdrl.cli.table", *args], capture_output=True, text=True)
+        done = run_app("table", args)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("kdrl-table: error: none of the")
 

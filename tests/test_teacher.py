@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from kdrl.evaluation import evaluate_policy
 from kdrl.io import CheckpointError, load_policy
 from kdrl.runs.teacher import build_teacher, train_teacher
 from tests.helpers import compose_cfg
+from tests.zygote import run_app
 
 
 def test_target_sync_happens_every_interval_env_steps():
@@ -75,12 +74,7 @@ def test_short_cartpole_training_beats_random(tmp_path):
 
 def test_cli_writes_results_contract_and_safe_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "seed=1", f"hydra.run.dir={out}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_app("train", ["debug=fast", "seed=1", f"hydra.run.dir={out}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     for key in (
@@ -139,7 +133,6 @@ def test_a_run_starts_without_lightnings_srun_hint_or_the_leafspec_warning(tmp_p
     here) and torch's LeafSpec deprecation from pytorch_lightning/utilities/_pytree.py. Run without
     PYTHONWARNINGS=ignore (which `make test` sets), as a user runs it."""
     import os
-    from pathlib import Path
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -147,10 +140,9 @@ def test_a_run_starts_without_lightnings_srun_hint_or_the_leafspec_warning(tmp_p
     (bin_dir / "srun").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS" and not k.startswith("SLURM_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "algo.total_timesteps=1000", "eval.freq=500",
-         "eval.reference_episodes=3", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300, env=env,
+    proc = run_app(
+        "train", ["debug=fast", "algo.total_timesteps=1000", "eval.freq=500", "eval.reference_episodes=3",
+                  "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], env=env,
     )  # fmt: skip
     said = proc.stdout + proc.stderr
     assert proc.returncode == 0, said[-3000:]

@@ -39,6 +39,7 @@ def test_minatar_presets_student_sizes_match_rusu_fractions():
         net_cfg = {**{k: v for k, v in cfg.net.items() if k != "_target_"}, **size}
         fractions[name] = count_params(ConvNet(spec.obs_shape, spec.n_actions, **net_cfg)) / teacher
     assert teacher == 132_179  # Young & Tian's net on Breakout's 4 channels, 3 actions
+    assert fractions["half"] == pytest.approx(0.5, abs=0.01)
     assert fractions["rusu_25"] == pytest.approx(0.253, abs=0.01)
     assert fractions["rusu_7"] == pytest.approx(0.067, abs=0.01)
     assert fractions["rusu_4"] == pytest.approx(0.037, abs=0.005)
@@ -59,6 +60,7 @@ def test_the_rusu_regime_recipe_is_as_over_parameterised_as_their_teacher(game):
     }
     assert teacher == pytest.approx(1_693_362, rel=0.02) and size["full"] == teacher
     assert size["rusu_7"] >= 100_000
+    assert size["half"] / teacher == pytest.approx(0.5, abs=0.005)
     assert size["rusu_25"] / teacher == pytest.approx(0.253, abs=0.005)
     assert size["rusu_7"] / teacher == pytest.approx(0.067, abs=0.002)
     assert size["rusu_4"] / teacher == pytest.approx(0.037, abs=0.002)

@@ -143,6 +143,8 @@ def check_declaration(study: dict[str, Any]) -> None:
                 raise StudyError(f"{where}: its teacher stage '{ref}' is {later}: teachers run first")
             if ref is not None and stages[ref].get("app") != "train":
                 raise StudyError(f"{where}: its teacher stage '{ref}' is not a train stage")
+            if teacher.get("seed") == "cycle" and not (st.get("seeds") and ref and stages[ref].get("seeds")):
+                raise StudyError(f"{where}: teacher seed 'cycle' needs seeds declared in this stage and in its teacher stage")
         seen.append(sname)
     if study.get("wandb") not in (None, "offline", "online", "disabled"):
         raise StudyError(f"study '{name}': wandb must be offline, online, disabled or null, got {study['wandb']!r}")
@@ -295,11 +297,18 @@ def stage_axes(st: dict[str, Any], base: Any) -> dict[str, list[str]]:
     return axes
 
 
-def teacher_seed(rule: Any, student_seed: int, values: dict[str, str], base: Any) -> int:
-    """``rule``: an int, ``student`` (the job's own seed), or null: as the job's config says
-    (``teacher.seed_from_student`` -> its seed, else ``teacher.seed``), as kdrl-distill would."""
+def teacher_seed(
+    rule: Any, student_seed: int, values: dict[str, str], base: Any, cycle: tuple[list, list] = ([], [])
+) -> int:
+    """``rule``: an int, ``student`` (the job's own seed), ``cycle`` (``cycle`` = (the stage's seeds, its
+    teacher stage's seeds): the i-th student seed takes teacher seed i mod their count, so 5 student seeds
+    over 3 teachers spread 2, 2, 1 and the interval covers teacher variance), or null: as the job's config
+    says (``teacher.seed_from_student`` -> its seed, else ``teacher.seed``), as kdrl-distill would."""
     if rule == "student":
         return student_seed
+    if rule == "cycle":
+        students, teachers = [int(s) for s in cycle[0]], [int(s) for s in cycle[1]]
+        return teachers[students.index(student_seed) % len(teachers)]
     if rule is not None:
         return int(rule)
     from_student = values.get("teacher.seed_from_student", base.teacher.get("seed_from_student", False))
@@ -338,7 +347,8 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
                 )
             elif teacher and teacher.get("stage"):
                 ref = teacher["stage"]
-                tseed = teacher_seed(teacher.get("seed"), seed, values, base)
+                cycle = (list(st.get("seeds") or []), list(study["stages"][ref].get("seeds") or []))
+                tseed = teacher_seed(teacher.get("seed"), seed, values, base, cycle)
                 names = list(st.get("tasks") or base.get("tasks") or []) if app == "multitask" else [env]
                 found = []
                 for task in names:

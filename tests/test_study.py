@@ -78,12 +78,26 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         ("stages.students.app=fit", "app must be one of train, distill, multitask, data"),
         ("name=???", "name is required"),
         ("stages.students.seeds=[7]", "needs a teacher env=cartpole seed=7 that stage 'teachers' does not train"),
+        ("stages.teachers.seeds=null", "teacher seed 'cycle' needs seeds declared in this stage and in its teacher"),
     ],
 )
 def test_a_bad_declaration_is_one_line(tmp_path, override, message):
+    extra = ["stages.students.teacher.seed=cycle"] if "cycle" in message else []
     with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        decl = load_study("debug", [override, f"dir={tmp_path}"])
+        decl = load_study("debug", [override, *extra, f"dir={tmp_path}"])
         plan(decl, tmp_path)
+
+
+def test_cycled_teacher_seeds_spread_the_student_seeds_over_every_teacher(tmp_path):
+    """issue 27: 5 student seeds over 3 teacher seeds (teacher: {seed: cycle}) take teachers 4, 5, 6, 4, 5
+    in the order of the students' seeds, so the interval over students covers teacher variance."""
+    decl = load_study(
+        "debug", ["stages.teachers.seeds=[4,5,6]", "stages.students.seeds=[9,1,2,3,0]", "stages.students.teacher.seed=cycle"]
+    )  # fmt: skip
+    needs = {j.id: j.needs for j in plan(decl, tmp_path) if j.stage == "students"}
+    assert needs == {
+        f"students/seed={s}": [f"teachers/env=cartpole,seed={t}"] for s, t in [(9, 4), (1, 5), (2, 6), (3, 4), (0, 5)]
+    }
 
 
 def test_the_cli_refuses_an_unknown_study_in_one_line(tmp_path):

@@ -143,8 +143,15 @@ def check_declaration(study: dict[str, Any]) -> None:
                 raise StudyError(f"{where}: its teacher stage '{ref}' is {later}: teachers run first")
             if ref is not None and stages[ref].get("app") != "train":
                 raise StudyError(f"{where}: its teacher stage '{ref}' is not a train stage")
-            if teacher.get("seed") == "cycle" and not (st.get("seeds") and ref and stages[ref].get("seeds")):
-                raise StudyError(f"{where}: teacher seed 'cycle' needs seeds declared in this stage and in its teacher stage")
+            rule = teacher.get("seed")
+            if not (
+                rule is None or rule in ("student", "cycle") or (isinstance(rule, int) and not isinstance(rule, bool))
+            ):
+                raise StudyError(f"{where}: teacher seed must be null, student, cycle or an integer, got {rule!r}")
+            if rule == "cycle" and not (st.get("seeds") and ref and stages[ref].get("seeds")):
+                raise StudyError(
+                    f"{where}: teacher seed 'cycle' needs seeds declared in this stage and in its teacher stage"
+                )
         seen.append(sname)
     if study.get("wandb") not in (None, "offline", "online", "disabled"):
         raise StudyError(f"study '{name}': wandb must be offline, online, disabled or null, got {study['wandb']!r}")

@@ -79,10 +79,11 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         ("name=???", "name is required"),
         ("stages.students.seeds=[7]", "needs a teacher env=cartpole seed=7 that stage 'teachers' does not train"),
         ("stages.teachers.seeds=null", "teacher seed 'cycle' needs seeds declared in this stage and in its teacher"),
+        ("stages.students.teacher.seed=cylce", "teacher seed must be null, student, cycle or an integer, got 'cylce'"),
     ],
 )
 def test_a_bad_declaration_is_one_line(tmp_path, override, message):
-    extra = ["stages.students.teacher.seed=cycle"] if "cycle" in message else []
+    extra = ["stages.students.teacher.seed=cycle"] if message.startswith("teacher seed 'cycle'") else []
     with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
         decl = load_study("debug", [override, *extra, f"dir={tmp_path}"])
         plan(decl, tmp_path)

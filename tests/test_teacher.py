@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,9 +143,10 @@ def test_a_run_starts_without_lightnings_srun_hint_or_the_leafspec_warning(tmp_p
     (bin_dir / "srun").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS" and not k.startswith("SLURM_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    proc = run_app(
-        "train", ["debug=fast", "algo.total_timesteps=1000", "eval.freq=500", "eval.reference_episodes=3",
-                  "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], env=env,
+    proc = subprocess.run(  # a fresh interpreter, not tests/zygote.py: import-time warnings are the subject
+        [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "algo.total_timesteps=1000", "eval.freq=500",
+         "eval.reference_episodes=3", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     said = proc.stdout + proc.stderr
     assert proc.returncode == 0, said[-3000:]

@@ -243,6 +243,17 @@ class Slope(NamedTuple):
         """No rise or fall the runs can tell from zero (the 95% interval of the slope covers 0)."""
         return bool(self.low <= 0.0 <= self.high)
 
+    def stopped_rising(self, margin: float) -> bool | None:
+        """True: the 95% interval rules out a rise above ``margin`` (a one-sided equivalence test: more
+        budget adds at most ``margin``); False: it rules out no rise (still rising); None: neither, the
+        runs are too few to tell. An interval merely covering 0 (``flat``) is not enough: with 3 seeds it
+        covers 0 for rises of +0.3 per doubling."""
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            return None
+        if self.high <= margin:
+            return True
+        return False if self.low > 0 else None
+
 
 def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slope:
     """Ordinary least squares slope of ``y`` on ``x`` (one point per run) with its Student-t interval;
@@ -262,13 +273,16 @@ def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slo
     return Slope(b, b - half, b + half, n)
 
 
-def plateau(budgets: Sequence[float], scores: Sequence[float], tail: float = 1 / 3) -> tuple[Slope, float | None]:
+def plateau(
+    budgets: Sequence[float], scores: Sequence[float], tail: float = 1 / 3, margin: float = 0.05
+) -> tuple[Slope, float | None]:
     """Has the score stopped rising with the budget? ``budgets`` and ``scores``: one pair per run
     (several seeds per budget point). Budgets grow geometrically, so the fit is on log2(budget).
 
     Returns the slope over the last ``tail`` of the sweep (the budget points whose log2 lies in the
     top ``tail`` of the log2 range, at least the two largest), and the cheapest budget on the plateau:
-    the smallest budget b such that the slope over every budget >= b is flat (None: none is)."""
+    the smallest budget b such that the slope over every budget >= b has stopped rising (its 95%
+    interval rules out a rise above ``margin`` per doubling; None: from no budget on it does)."""
     raw = np.asarray(budgets, dtype=float)
     b, y = np.log2(raw), np.asarray(scores, dtype=float)
     values = np.unique(raw)
@@ -280,7 +294,7 @@ def plateau(budgets: Sequence[float], scores: Sequence[float], tail: float = 1 /
     cheapest = None
     for value, p in zip(values[:-1], points[:-1]):
         s = slope_ci(b[b >= p], y[b >= p])
-        if s.flat:
+        if s.stopped_rising(margin):
             cheapest = float(value)
             break
     return last, cheapest

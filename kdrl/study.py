@@ -61,7 +61,7 @@ PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "c
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
-    "reference", "publish", "targets", "note", "x", "groups",
+    "reference", "publish", "targets", "note", "x", "groups", "margin",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -1156,10 +1156,11 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         if df.empty:
             return ""
         df.to_csv(out / "results.csv", index=False)
-        tab = T.budget_table(df, groups, x, metric)
+        margin = float(spec.get("margin", 0.05))
+        tab = T.budget_table(df, groups, x, metric, margin)
         tab.to_csv(out / "budget.csv", index=False)
         note = spec.get("note", "")
-        text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric) + "\n"
+        text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric, margin) + "\n"
         if spec.get("plots", True):
             with contextlib.suppress(Exception):  # a plot never costs the table
                 T.plot_budgets(df, groups[0], groups[-1], x, metric, out)

@@ -851,31 +851,37 @@ def time_to_score_markdown(df: pd.DataFrame) -> str:
 
 # ---- budgets: has the score stopped rising? --------------------------------------------------------------
 def budget_table(
-    df: pd.DataFrame, groups: Sequence[str], x: str = "grad_steps", metric: str = "normalized_score"
+    df: pd.DataFrame,
+    groups: Sequence[str],
+    x: str = "grad_steps",
+    metric: str = "normalized_score",
+    margin: float = 0.05,
 ) -> pd.DataFrame:
     """Per group (e.g. env x student size): the mean score at each budget point (``x``: one value per
     run, e.g. its gradient updates), the slope per doubling over the last third of the sweep with its
-    95% interval (kdrl.statistics.plateau), whether that is flat, and the cheapest budget on the plateau."""
+    95% interval (kdrl.statistics.plateau), whether it has stopped rising (True: a rise above
+    ``margin`` per doubling is ruled out; False: still rising; None: too few runs to tell), and the
+    cheapest budget on the plateau."""
     from kdrl.statistics import plateau
 
     rows = []
     for key, g in df.groupby(list(groups)):
         key = key if isinstance(key, tuple) else (key,)
-        last, cheapest = plateau(g[x].astype(float), g[metric].astype(float))
+        last, cheapest = plateau(g[x].astype(float), g[metric].astype(float), margin=margin)
         means = g.groupby(x)[metric].agg(["mean", "count"])
         wall = g.groupby(x)["job_wall_time_s"].median() if "job_wall_time_s" in g else None
         rows.append({
             **dict(zip(groups, key)),
             "points": "; ".join(f"{int(b):,}: {m:.3f} (n={int(c)})" for b, (m, c) in means.iterrows()),
             "slope_per_doubling": last.slope, "slope_low": last.low, "slope_high": last.high, "slope_n": last.n,
-            "plateau": last.flat, "cheapest_on_plateau": cheapest,
+            "plateau": last.stopped_rising(margin), "cheapest_on_plateau": cheapest,
             "job_wall_s_at_cheapest": None if cheapest is None or wall is None else float(wall.loc[cheapest]),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str) -> str:
-    head = f"| {' | '.join(groups)} | {metric} by budget (mean, n) | slope per doubling, last third [95% CI] | stopped rising | cheapest budget on the plateau | job wall there |"
+def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str, margin: float = 0.05) -> str:
+    head = f"| {' | '.join(groups)} | {metric} by budget (mean, n) | slope per doubling, last third [95% CI] | stopped rising (rise ≤ {margin:g} per doubling) | cheapest budget on the plateau | job wall there |"
     lines = [head, "|" + "---|" * (len(groups) + 5)]
     for _, r in tab.iterrows():
         slope = "–" if not np.isfinite(r["slope_per_doubling"]) else (
@@ -884,7 +890,8 @@ def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str) -> st
         cheap = "–" if pd.isna(r["cheapest_on_plateau"]) else f"{r['cheapest_on_plateau']:,.0f}"
         wall = "–" if pd.isna(r["job_wall_s_at_cheapest"]) else f"{r['job_wall_s_at_cheapest'] / 60:.1f} min"
         keys = " | ".join(str(r[g]) for g in groups)
-        lines.append(f"| {keys} | {r['points']} | {slope} | {'yes' if r['plateau'] else 'no'} | {cheap} | {wall} |")
+        said = {True: "yes", False: "no: still rising"}.get(r["plateau"], "can't tell: too few runs")
+        lines.append(f"| {keys} | {r['points']} | {slope} | {said} | {cheap} | {wall} |")
     return "\n".join(lines)
 
 

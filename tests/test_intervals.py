@@ -230,7 +230,28 @@ def test_plateau_finds_where_the_score_stops_rising_with_the_budget():
             scores.append(level + e)
     last, cheapest = plateau(budgets, scores)
     assert last.flat and last.n == 6  # 16x and 32x: log2 within the top third of the 5-doubling range
-    assert cheapest == pytest.approx(8 * 24_000)  # 4x still rises to 8x
+    assert cheapest == pytest.approx(4 * 24_000)  # from 4x on: +0.015 per doubling, below the 0.05 margin
+    assert plateau(budgets, scores, margin=0.01)[1] == pytest.approx(8 * 24_000)  # a stricter margin: 8x
     rising = [0.1 * np.log2(b) + e for b, e in zip(budgets, noise * 6)]
     last, cheapest = plateau(budgets, rising)
     assert not last.flat and last.slope == pytest.approx(0.1, abs=0.01) and cheapest is None
+    assert last.stopped_rising(0.05) is False  # still rising
+
+
+def test_an_interval_covering_zero_is_not_a_plateau_when_it_also_covers_a_real_rise():
+    """Found on the first budget sweep (3 seeds, SpaceInvaders 7%): +0.27 per doubling, 95% CI
+    [-0.08, +0.63], covers 0, so 'flat'; but a rise of +0.6 a doubling is as compatible with the runs.
+    Stopped rising means the interval rules out a rise above the margin; else it is 'can't tell'."""
+    from kdrl.statistics import Slope, plateau
+
+    assert Slope(0.27, -0.08, 0.63, 6).flat and Slope(0.27, -0.08, 0.63, 6).stopped_rising(0.05) is None
+    assert Slope(0.01, -0.02, 0.04, 6).stopped_rising(0.05) is True
+    assert Slope(-0.3, -0.5, -0.1, 6).stopped_rising(0.05) is True  # falling: more budget does not help
+    assert Slope(0.2, 0.1, 0.3, 6).stopped_rising(0.05) is False
+    assert Slope(np.nan, np.nan, np.nan, 2).stopped_rising(0.05) is None
+    budgets = [b for b in (1, 2, 4, 8) for _ in range(3)]
+    noisy = [0.5, 0.6, 0.4, 0.55, 0.6, 0.5, 0.6, 0.8, 0.55, 1.0, 0.9, 0.7]  # rising under wide seed noise
+    last, cheapest = plateau(budgets, noisy)
+    assert last.flat and last.stopped_rising(0.05) is None and cheapest is None
+    last, cheapest = plateau(budgets, noisy, margin=1.0)  # a margin that wide calls it flat from the start
+    assert last.stopped_rising(1.0) is True and cheapest == 1

@@ -165,7 +165,9 @@ def test_budget_table_names_the_cheapest_budget_on_the_plateau_and_plots_it(tmp_
     tab = budget_table(df, ["env_id", "student_size"]).set_index("student_size")
     assert tab.loc["rusu_7", "plateau"] and tab.loc["rusu_7", "cheapest_on_plateau"] == 96_000
     assert tab.loc["rusu_7", "job_wall_s_at_cheapest"] == 240.0
-    assert not tab.loc["rusu_4", "plateau"] and np.isnan(tab.loc["rusu_4", "cheapest_on_plateau"])
+    assert tab.loc["rusu_4", "plateau"] is not None and not tab.loc["rusu_4", "plateau"]  # still rising
+    assert np.isnan(tab.loc["rusu_4", "cheapest_on_plateau"])
     md = budget_markdown(tab.reset_index(), ["env_id", "student_size"], "normalized_score")
-    assert "| 96,000 | 4.0 min |" in md and "24,000: 0.500 (n=3)" in md
+    assert "| yes | 96,000 | 4.0 min |" in md and "24,000: 0.500 (n=3)" in md and "| no: still rising |" in md
+    assert "stopped rising (rise ≤ 0.05 per doubling)" in md
     assert plot_budgets(df, "env_id", "student_size", "grad_steps", "normalized_score", tmp_path).is_file()

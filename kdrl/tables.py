@@ -897,7 +897,7 @@ def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str, margi
 
 def plot_budgets(df: pd.DataFrame, panel: str, line: str, x: str, metric: str, out: Path) -> Path:
     """Score against budget (log2 axis): one panel per ``panel`` value, one line per ``line`` value,
-    mean and 95% CI over seeds at each budget point."""
+    mean and 95% CI over seeds at each budget point (a hollow marker and no band below 3 runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -909,12 +909,17 @@ def plot_budgets(df: pd.DataFrame, panel: str, line: str, x: str, metric: str, o
         sub = df[df[panel] == p]
         for name, g in sorted(sub.groupby(line), key=lambda kv: str(kv[0])):
             pts = sorted(g[x].unique())
-            cis = [mean_ci(g.loc[g[x] == b, metric].astype(float).to_numpy()) for b in pts]
+            runs = [g.loc[g[x] == b, metric].astype(float).to_numpy() for b in pts]
+            cis = [mean_ci(r) for r in runs]
             m = np.array([c.mean for c in cis])
-            lo = np.array([c.low if np.isfinite(c.low) else c.mean for c in cis])
-            hi = np.array([c.high if np.isfinite(c.high) else c.mean for c in cis])
-            ax.plot(pts, m, marker="o", label=str(name))
-            ax.fill_between(pts, lo, hi, alpha=0.2)
+            # a band only where 3+ runs give one: a 2-run t interval (t = 12.7) would flatten every other line
+            few = np.array([len(r) < 3 for r in runs])
+            lo = np.array([np.nan if f else (c.low if np.isfinite(c.low) else c.mean) for c, f in zip(cis, few)])
+            hi = np.array([np.nan if f else (c.high if np.isfinite(c.high) else c.mean) for c, f in zip(cis, few)])
+            (drawn,) = ax.plot(pts, m, marker="o", label=str(name))
+            if few.any():  # hollow markers: fewer than 3 runs so far
+                ax.plot(np.array(pts)[few], m[few], "o", mfc="white", color=drawn.get_color())
+            ax.fill_between(pts, lo, hi, alpha=0.2, color=drawn.get_color())
         ax.set_xscale("log", base=2)
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(metric.replace("_", " "))

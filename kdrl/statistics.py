@@ -232,6 +232,10 @@ def performance_profile(
     return point, np.quantile(dist, alpha, axis=0), np.quantile(dist, 1 - alpha, axis=0)
 
 
+# the budget tables' plateau margin: a doubling of updates must add at most this much normalised score
+PLATEAU_MARGIN = 0.05
+
+
 class Slope(NamedTuple):
     slope: float  # per unit of x (for budgets: per doubling when x is log2 of the budget)
     low: float
@@ -245,7 +249,7 @@ class Slope(NamedTuple):
 
     def stopped_rising(self, margin: float) -> bool | None:
         """True: the 95% interval rules out a rise above ``margin`` (a one-sided equivalence test: more
-        budget adds at most ``margin``); False: it rules out no rise (still rising); None: neither, the
+        budget adds at most ``margin``); False: it excludes 0 from below (still rising); None: neither, the
         runs are too few to tell. An interval merely covering 0 (``flat``) is not enough: with 3 seeds it
         covers 0 for rises of +0.3 per doubling."""
         if not (np.isfinite(self.low) and np.isfinite(self.high)):
@@ -274,7 +278,7 @@ def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slo
 
 
 def plateau(
-    budgets: Sequence[float], scores: Sequence[float], tail: float = 1 / 3, margin: float = 0.05
+    budgets: Sequence[float], scores: Sequence[float], tail: float = 1 / 3, margin: float = PLATEAU_MARGIN
 ) -> tuple[Slope, float | None]:
     """Has the score stopped rising with the budget? ``budgets`` and ``scores``: one pair per run
     (several seeds per budget point). Budgets grow geometrically, so the fit is on log2(budget).

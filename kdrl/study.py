@@ -1156,7 +1156,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         if df.empty:
             return ""
         df.to_csv(out / "results.csv", index=False)
-        margin = float(spec.get("margin", 0.05))
+        margin = float(spec["margin"]) if spec.get("margin") is not None else None  # None: the statistics default
         tab = T.budget_table(df, groups, x, metric, margin)
         tab.to_csv(out / "budget.csv", index=False)
         note = spec.get("note", "")

@@ -855,15 +855,16 @@ def budget_table(
     groups: Sequence[str],
     x: str = "grad_steps",
     metric: str = "normalized_score",
-    margin: float = 0.05,
+    margin: float | None = None,
 ) -> pd.DataFrame:
     """Per group (e.g. env x student size): the mean score at each budget point (``x``: one value per
     run, e.g. its gradient updates), the slope per doubling over the last third of the sweep with its
     95% interval (kdrl.statistics.plateau), whether it has stopped rising (True: a rise above
     ``margin`` per doubling is ruled out; False: still rising; None: too few runs to tell), and the
     cheapest budget on the plateau."""
-    from kdrl.statistics import plateau
+    from kdrl.statistics import PLATEAU_MARGIN, plateau
 
+    margin = PLATEAU_MARGIN if margin is None else margin
     rows = []
     for key, g in df.groupby(list(groups)):
         key = key if isinstance(key, tuple) else (key,)
@@ -880,7 +881,10 @@ def budget_table(
     return pd.DataFrame(rows)
 
 
-def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str, margin: float = 0.05) -> str:
+def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str, margin: float | None = None) -> str:
+    from kdrl.statistics import PLATEAU_MARGIN
+
+    margin = PLATEAU_MARGIN if margin is None else margin
     head = f"| {' | '.join(groups)} | {metric} by budget (mean, n) | slope per doubling, last third [95% CI] | stopped rising (rise ≤ {margin:g} per doubling) | cheapest budget on the plateau | job wall there |"
     lines = [head, "|" + "---|" * (len(groups) + 5)]
     for _, r in tab.iterrows():
@@ -910,6 +914,7 @@ def plot_budgets(df: pd.DataFrame, panel: str, line: str, x: str, metric: str, o
         for name, g in sorted(sub.groupby(line), key=lambda kv: str(kv[0])):
             pts = sorted(g[x].unique())
             runs = [g.loc[g[x] == b, metric].astype(float).to_numpy() for b in pts]
+            runs = [r[np.isfinite(r)] for r in runs]  # a failed run has no score: not one of the runs
             cis = [mean_ci(r) for r in runs]
             m = np.array([c.mean for c in cis])
             # a band only where 3+ runs give one: a 2-run t interval (t = 12.7) would flatten every other line

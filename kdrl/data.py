@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset
 from kdrl.actor import ActorCollector
 from kdrl.collector import EnvCollector, GreedyFn
 from kdrl.envs import EnvSpec, make_vector_env
-from kdrl.replay import Transitions, make_replay
+from kdrl.replay import Replay, Transitions, make_replay
 from kdrl.seeding import Key, seed_ints
 
 
@@ -169,6 +169,20 @@ class StreamConfig:
         )
 
 
+def stream_replay(spec: EnvSpec, data: StreamConfig, num_envs: int, seed: int, key: tuple[Key, ...] = ()) -> Replay:
+    """The replay of a stream: ``data``'s kind, capacity and n-step returns, on its own stream of run ``seed``."""
+    return make_replay(
+        data.replay,
+        data.buffer_size,
+        spec.obs_shape,
+        spec.obs_dtype,
+        num_envs,
+        seed=seed_ints(seed, *key, "replay")[0],
+        n_step=data.n_step,
+        gamma=data.gamma,
+    )
+
+
 def build_stream(
     env: Mapping[str, Any],
     spec: EnvSpec,
@@ -186,17 +200,7 @@ def build_stream(
     envs = make_vector_env(
         env["id"], int(env["num_envs"]), seed, env.get("kwargs"), env.get("vectorization", "sync"), key=key
     )
-    replay_seed = seed_ints(seed, *key, "replay")[0]
-    buffer = make_replay(
-        data.replay,
-        data.buffer_size,
-        spec.obs_shape,
-        spec.obs_dtype,
-        envs.num_envs,
-        seed=replay_seed,
-        n_step=data.n_step,
-        gamma=data.gamma,
-    )
+    buffer = stream_replay(spec, data, envs.num_envs, seed, key)
     actor = str(env.get("actor", "inline"))
     if actor == "process":
         if acting_nets is None:

@@ -257,6 +257,7 @@ class StudentResult(RunResult):
     teacher_checkpoint: str | None = entry()
     teacher_seed: int | None = entry()  # the on-demand teacher's seed (None: given as a file)
     teacher_wall_time_s: float | None = entry(column=26)  # the teacher's training time; None if given as a file
+    dataset: dict[str, Any] | None = entry()  # distill.dataset (kdrl.datasets): path, sha256, env_steps, epsilon, seed
     pretrain: dict[str, float] | None = entry()  # QDagger's offline phase: teacher_steps, updates, wall_s (None: none)
     prune: dict[str, float] | None = entry()  # distill.prune: amount, at_env_step, nonzero params (None: not pruned)
     quantize: dict[str, Any] | None = entry()  # distill.quantize: at_env_step, int8_representable (None: float)
@@ -267,6 +268,20 @@ class StudentResult(RunResult):
     @classmethod
     def _read(cls, name: str, value: Any) -> Any:
         return _read_reference(name, value)
+
+
+@dataclass(kw_only=True)
+class DatasetResult(RunResult):
+    """kdrl-data: a teacher dataset (kdrl.datasets), the teacher's epsilon-greedy play with its Q-values."""
+
+    KIND: ClassVar[str] = "dataset"
+    kind: str | None = entry(KIND, column=0)
+    teacher_checkpoint: str | None = entry()
+    epsilon: float | None = entry()  # the teacher's exploration while recording
+    num_envs: int | None = entry()
+    episodes: int | None = entry()  # episodes that ended within the recording
+    episode_return_mean: float | None = entry()  # their mean return (the teacher's epsilon-greedy play)
+    dataset: dict[str, Any] | None = entry()  # path, sha256, bytes
 
 
 @dataclass(kw_only=True)

@@ -50,11 +50,17 @@ from kdrl.errors import KdrlUserError
 INDEX_FILE = "index.json"
 JOB_LOCK = ".kdrl-job.lock"  # held by a running job in its run dir (the job runner's job_lock)
 LOCK_FILE = ".kdrl-study.lock"
-APPS = {"train": "kdrl.cli.train", "distill": "kdrl.cli.distill", "multitask": "kdrl.cli.multitask"}
-STAGE_KINDS = (*APPS, "data")
+APPS = {
+    "train": "kdrl.cli.train",
+    "distill": "kdrl.cli.distill",
+    "multitask": "kdrl.cli.multitask",
+    "data": "kdrl.cli.data",
+}
+STAGE_KINDS = tuple(APPS)
 # What a stage may declare (conf/base/study.yaml describes each)
 STAGE_KEYS = (
-    "app", "envs", "seeds", "experiment", "axes", "overrides", "teacher", "tasks", "max_batch_size", "published",
+    "app", "envs", "seeds", "experiment", "axes", "overrides", "teacher", "dataset", "tasks", "max_batch_size",
+    "published",
 )  # fmt: skip
 # what a published job keeps (the policy, its reference returns, its results and learning curve): no checkpoints
 PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "csv/metrics.csv", "job.json")
@@ -133,25 +139,9 @@ def check_declaration(study: dict[str, Any]) -> None:
             raise StudyError(f"{where}: unknown key(s) {', '.join(unknown)} (a stage takes {', '.join(STAGE_KEYS)})")
         if st.get("app") not in STAGE_KINDS:
             raise StudyError(f"{where}: app must be one of {', '.join(STAGE_KINDS)}, got {st.get('app')!r}")
-        teacher = st.get("teacher")
-        if teacher is not None:
-            if not isinstance(teacher, dict) or set(teacher) - set(TEACHER_KEYS):
-                raise StudyError(f"{where}: teacher takes {', '.join(TEACHER_KEYS)}, got {teacher!r}")
-            ref = teacher.get("stage")
-            if ref is not None and ref not in seen:
-                later = "a later stage" if ref in stages else "no stage of this study"
-                raise StudyError(f"{where}: its teacher stage '{ref}' is {later}: teachers run first")
-            if ref is not None and stages[ref].get("app") != "train":
-                raise StudyError(f"{where}: its teacher stage '{ref}' is not a train stage")
-            rule = teacher.get("seed")
-            if not (
-                rule is None or rule in ("student", "cycle") or (isinstance(rule, int) and not isinstance(rule, bool))
-            ):
-                raise StudyError(f"{where}: teacher seed must be null, student, cycle or an integer, got {rule!r}")
-            if rule == "cycle" and not (st.get("seeds") and ref and stages[ref].get("seeds")):
-                raise StudyError(
-                    f"{where}: teacher seed 'cycle' needs seeds declared in this stage and in its teacher stage"
-                )
+        for link, producer in (("teacher", "train"), ("dataset", "data")):
+            if st.get(link) is not None:
+                check_link(where, sname, st, link, producer, stages, seen)
         seen.append(sname)
     if study.get("wandb") not in (None, "offline", "online", "disabled"):
         raise StudyError(f"study '{name}': wandb must be offline, online, disabled or null, got {study['wandb']!r}")
@@ -162,6 +152,37 @@ def check_declaration(study: dict[str, Any]) -> None:
         for s in (t or {}).get("stages") or []:
             if s not in stages:
                 raise StudyError(f"study '{name}', table '{tname}': no stage '{s}'")
+
+
+LINK_KEYS = {"teacher": TEACHER_KEYS, "dataset": ("stage", "seed")}
+
+
+def check_link(
+    where: str, sname: str, st: dict[str, Any], link: str, producer: str, stages: dict[str, Any], seen: list[str]
+) -> None:
+    """A stage's ``teacher`` (or ``dataset``) link: its keys, a stage run before it of the producing app
+    (train, or data), and the seed rule that picks one of that stage's jobs."""
+    value = st[link]
+    if not isinstance(value, dict) or set(value) - set(LINK_KEYS[link]):
+        raise StudyError(f"{where}: {link} takes {', '.join(LINK_KEYS[link])}, got {value!r}")
+    if link == "dataset":
+        if st.get("app") != "distill":
+            raise StudyError(
+                f"{where}: a dataset link is for a distill stage (its students), not app {st.get('app')!r}"
+            )
+        if not value.get("stage"):
+            raise StudyError(f"{where}: dataset names the data stage that records it: dataset: {{stage: <name>}}")
+    ref = value.get("stage")
+    if ref is not None and ref not in seen:
+        later = "a later stage" if ref in stages else "no stage of this study"
+        raise StudyError(f"{where}: its {link} stage '{ref}' is {later}: {link}s run first")
+    if ref is not None and stages[ref].get("app") != producer:
+        raise StudyError(f"{where}: its {link} stage '{ref}' is not a {producer} stage")
+    rule = value.get("seed")
+    if not (rule is None or rule in ("student", "cycle") or (isinstance(rule, int) and not isinstance(rule, bool))):
+        raise StudyError(f"{where}: {link} seed must be null, student, cycle or an integer, got {rule!r}")
+    if rule == "cycle" and not (st.get("seeds") and ref and stages[ref].get("seeds")):
+        raise StudyError(f"{where}: {link} seed 'cycle' needs seeds declared in this stage and in its {link} stage")
 
 
 def declaration_hash(study: dict[str, Any]) -> str:
@@ -327,13 +348,10 @@ def teacher_seed(
 def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
     """Every job of every stage, in stage order."""
     jobs: list[Job] = []
-    teachers: dict[str, dict[tuple[str, int], Job | None]] = {}  # stage -> (env, seed) -> job (None: ambiguous)
+    # train and data stages: stage -> (env, seed) -> job (None: ambiguous), what a teacher or dataset link picks
+    produced: dict[str, dict[tuple[str, int], Job | None]] = {}
     for sname, st in study["stages"].items():
         app = st["app"]
-        if app == "data":
-            raise StudyError(
-                f"stage '{sname}': app 'data' (teacher datasets) is reserved in the declaration but not implemented yet"
-            )
         fixed = stage_overrides(study, st)
         base = stage_base(app, deduplicated(fixed))
         axes = stage_axes(st, base)
@@ -359,9 +377,9 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
                 names = list(st.get("tasks") or base.get("tasks") or []) if app == "multitask" else [env]
                 found = []
                 for task in names:
-                    tjob = teachers[ref].get((str(task), tseed), "missing")
+                    tjob = produced[ref].get((str(task), tseed), "missing")
                     if tjob == "missing":
-                        have = sorted(f"env={e} seed={s}" for e, s in teachers[ref])
+                        have = sorted(f"env={e} seed={s}" for e, s in produced[ref])
                         raise StudyError(
                             f"stage '{sname}' job {safe_name(values)} needs a teacher env={task} seed={tseed} that "
                             f"stage '{ref}' does not train (it has: {', '.join(have)})"
@@ -383,19 +401,38 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
                     overrides.append(f"teacher.checkpoint={quote(paths[env])}")
             elif app == "multitask" and st.get("tasks"):
                 overrides.append(f"tasks=[{','.join(map(str, st['tasks']))}]")
+            if st.get("dataset"):
+                ref = st["dataset"]["stage"]
+                cycle = (list(st.get("seeds") or []), list(study["stages"][ref].get("seeds") or []))
+                rule = st["dataset"].get("seed")
+                dseed = teacher_seed("student" if rule is None else rule, seed, values, base, cycle)
+                djob = produced[ref].get((str(env), dseed), "missing")
+                if djob == "missing":
+                    have = sorted(f"env={e} seed={s}" for e, s in produced[ref])
+                    raise StudyError(
+                        f"stage '{sname}' job {safe_name(values)} needs a dataset env={env} seed={dseed} that "
+                        f"stage '{ref}' does not record (it has: {', '.join(have)})"
+                    )
+                if djob is None:
+                    raise StudyError(
+                        f"stage '{ref}' has several jobs for env={env} seed={dseed}: stage '{sname}' cannot name one "
+                        "dataset; split it into stages"
+                    )
+                needs.append(djob.id)
+                overrides.append(f"distill.dataset={quote(str(study_dir / djob.id / 'dataset.npz'))}")
             overrides = deduplicated(
                 [*overrides, f"wandb.group={study['name']}"]
             )  # every job joins the study's W&B group
             job = Job(sname, app, safe_name(values), overrides, needs)
             job.hash = job_hash(app, overrides, study_dir)
             jobs.append(job)
-            if app == "train":
+            if app in ("train", "data"):
                 key = (str(env), seed)
                 seen[key] = None if key in seen else job
         names = [j.name for j in jobs if j.stage == sname]
         if len(set(names)) != len(names):
             raise StudyError(f"stage '{sname}': two jobs with the same axis values")
-        teachers[sname] = seen
+        produced[sname] = seen
     return jobs
 
 
@@ -1116,7 +1153,7 @@ class Runner:
 
 # ---- tables ----------------------------------------------------------------------------------------------
 def table_jobs(study: dict[str, Any], index: Index, spec: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    stages = list(spec.get("stages") or [s for s, st in study["stages"].items() if st["app"] != "train"])
+    stages = list(spec.get("stages") or [s for s, st in study["stages"].items() if st["app"] not in ("train", "data")])
     return stages, [r for r in index.rows.values() if r["stage"] in stages]
 
 

@@ -582,6 +582,17 @@ def validate_distill(cfg: DictConfig | Config) -> None:
     _student(cfg)
     _teacher(cfg)
     _one_of(cfg, "control", ("teacher", "student", "mixed"))
+    dataset = _get(cfg, "distill.dataset")
+    if dataset is not _ABSENT and dataset is not None:
+        _check(isinstance(dataset, str) and dataset.strip() != "", "distill.dataset", "null or a path", dataset)
+        if scratch:
+            raise ConfigError("distill.dataset is a teacher's play to distil from: not for baseline=scratch")
+        if _num(cfg, "control") != "teacher":
+            raise ConfigError(
+                f"distill.dataset is the teacher's play: control must be teacher, got control={_num(cfg, 'control')!r}"
+            )
+        if (_num(cfg, "distill.pretrain.updates") or 0) > 0:
+            raise ConfigError("distill.dataset and distill.pretrain (QDagger's own teacher data) do not combine")
     if _num(cfg, "env.actor") == "process" and _num(cfg, "control") != "student" and not scratch:
         # the teacher's and the mixed policy's acting keep counters (and an RNG) in the learner
         raise ConfigError(
@@ -606,6 +617,19 @@ def validate_distill(cfg: DictConfig | Config) -> None:
         pretrain = _num(cfg, "distill.pretrain.teacher_steps")
         steps = student_steps + pretrain if _is_int(student_steps) and _is_int(pretrain) else student_steps
         _replay_fits(cfg, "distill", [env], steps)
+
+
+def validate_data(cfg: DictConfig | Config) -> None:
+    """kdrl-data's config: the env and the teacher's keys (validate_common), the dataset's size and epsilon,
+    and a teacher file to play."""
+    cfg = resolved(cfg)
+    validate_common(cfg, teacher_replay=False)
+    _int_at_least(cfg, "dataset.steps", 1)
+    _in_range(cfg, "dataset.epsilon", 0.0, 1.0)
+    _text(cfg, "teacher.checkpoint", nullable=True)
+    _bool(cfg, "teacher.trust_code")
+    if _num(cfg, "teacher.checkpoint") is None:
+        raise ConfigError("kdrl-data needs the teacher that plays: set teacher.checkpoint=<a teacher.pt>")
 
 
 def _student(cfg: Config) -> None:

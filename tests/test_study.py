@@ -46,9 +46,10 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         sizes[name] = {s: sum(j.stage == s for j in jobs) for s in decl["stages"]}
         for job in jobs:
             assert f"wandb.group={name}" in job.overrides  # every job joins the study's W&B group
-            for need in job.needs:  # a student loads a file of an earlier (train) stage's job
-                assert ids[need].app == "train" and jobs.index(ids[need]) < jobs.index(job)
-                assert any(f"/S/{need}/teacher.pt" in o for o in job.overrides)
+            for need in job.needs:  # a job loads a file of an earlier (train or data) stage's job
+                assert ids[need].app in ("train", "data") and jobs.index(ids[need]) < jobs.index(job)
+                produced = "teacher.pt" if ids[need].app == "train" else "dataset.npz"
+                assert any(f"/S/{need}/{produced}" in o for o in job.overrides)
     assert sizes["demo"] == {"teachers": 5, "students": 40}
     assert sizes["cartpole_losses"] == {"teachers": 5, "students": 60}
     assert sizes["control"] == {"teachers": 5, "students": 15}

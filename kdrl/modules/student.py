@@ -8,6 +8,8 @@ Who acts (``control``): the teacher (Rusu et al.), the student (teacher labels t
 student visits; DAgger-like, Czarnecki et al. 2019) or a mix (teacher with probability beta).
 QDagger (Agarwal et al. 2022) adds an offline phase (``distill.pretrain``): the teacher's rollouts
 fill the replay and the student takes ``updates`` gradient steps on them before it acts at all.
+Rusu et al.'s data protocol (``distill.dataset``): the transitions come from a shared teacher dataset
+(kdrl.datasets) instead of envs the student steps, at the same update schedule.
 Pruning (``distill.prune``) and int8 training (``distill.quantize``) are components the student
 composes (kdrl.modules.components), called through ``StudentComponent``'s hooks.
 """
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 
 from kdrl.collector import collect_rollouts, greedy_actions
-from kdrl.data import StreamConfig
+from kdrl.data import ReplayStream, StreamConfig
+from kdrl.datasets import TeacherDataset, dataset_stream
 from kdrl.envs import EnvSpec
 from kdrl.losses import StudentLoss, hint_loss
 from kdrl.modules.base import RLModule
@@ -79,9 +82,12 @@ class DistillStudent(RLModule):
         optimizer: OptimizerFactory,
         seed: int = 0,
         log_interval: int = 250,
+        dataset: TeacherDataset | None = None,
     ) -> None:
         if control not in CONTROLS:
             raise ValueError(f"unknown control '{control}' (expected one of {', '.join(CONTROLS)})")
+        if dataset is not None and control != "teacher":
+            raise ValueError(f"a teacher dataset is the teacher's play: control must be teacher, got '{control}'")
         super().__init__(
             student,
             spec,
@@ -94,6 +100,7 @@ class DistillStudent(RLModule):
             distill.get("max_grad_norm"),
         )
         self.teacher = teacher.requires_grad_(False).eval()
+        self.dataset = dataset
         self.objective, self.control = loss, control
         self.projection = torch.nn.Linear(student.feature_dim, teacher.feature_dim) if loss.feature_weight > 0 else None
         if loss.hybrid:
@@ -113,6 +120,12 @@ class DistillStudent(RLModule):
 
     def frozen(self) -> list[torch.nn.Module]:
         return [self.teacher]
+
+    def build_stream(self) -> ReplayStream:
+        if self.dataset is None:
+            return super().build_stream()
+        assert self.spec is not None and self.data is not None
+        return dataset_stream(self.dataset, self.spec, self.data, self.seed)
 
     # ---- acting -------------------------------------------------------------------------------
     def teacher_greedy(self, obs: np.ndarray) -> np.ndarray:
@@ -248,9 +261,12 @@ class DistillStudent(RLModule):
     # ---- logging and resuming -------------------------------------------------------------------
     def flush_metrics(self) -> None:
         if self.control != "student":
+            acted = (
+                self.env_steps if self.dataset is not None else self.teacher_acted
+            )  # a dataset is the teacher's play
             self.log_env_metrics(
                 {
-                    "train/teacher_action_fraction": self.teacher_acted / max(self.env_steps, 1),
+                    "train/teacher_action_fraction": acted / max(self.env_steps, 1),
                     "train/beta": self.beta(self.env_steps) if self.control == "mixed" else 1.0,
                 }
             )

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from kdrl.callbacks import GreedyEvaluation
 from kdrl.collector import GreedyFn, greedy_actions
+from kdrl.datasets import DATASET_FILE, TeacherDataset, check_dataset, check_teacher, file_sha256, load_dataset
 from kdrl.envs import EnvSpec, perturbation_wrappers, probe_spec
 from kdrl.errors import one_line
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns, rollout_states
@@ -133,9 +134,12 @@ def fitted_to_budget(algo: dict[str, Any], total: int) -> dict[str, Any]:
     }
 
 
-def build_student_module(cfg: DictConfig, spec: EnvSpec, teacher_net: torch.nn.Module, net_cfg: dict) -> RLModule:
-    """The distilling student, or with ``baseline=scratch`` the same net trained by plain DQN with the
-    teacher's settings fitted to the student's budget."""
+def build_student_module(
+    cfg: DictConfig, spec: EnvSpec, teacher_net: torch.nn.Module, net_cfg: dict, dataset: TeacherDataset | None = None
+) -> RLModule:
+    """The distilling student (on a teacher ``dataset``'s transitions when given), or with
+    ``baseline=scratch`` the same net trained by plain DQN with the teacher's settings fitted to the
+    student's budget."""
     if cfg.baseline == "scratch":
         return build_dqn(cfg, spec, net_cfg, fitted_to_budget(plain(cfg.algo), int(cfg.distill.total_timesteps)))
     student_net = instantiate(net_cfg, obs_shape=spec.obs_shape, n_actions=spec.n_actions)
@@ -150,7 +154,33 @@ def build_student_module(cfg: DictConfig, spec: EnvSpec, teacher_net: torch.nn.M
         build_optimizer(**plain(cfg.distill.optimizer)),
         seed=cfg.seed,
         log_interval=cfg.log_interval,
+        dataset=dataset,
     )
+
+
+def teacher_dataset(
+    cfg: DictConfig, spec: EnvSpec, teacher: torch.nn.Module
+) -> tuple[TeacherDataset | None, dict | None]:
+    """``distill.dataset`` loaded and checked against the env, the budget and the teacher (its stored
+    Q-values must be this teacher's), with what results.json records of it; (None, None) without one."""
+    source = cfg.distill.get("dataset")
+    if not source:
+        return None, None
+    path = Path(str(source))
+    path = path / DATASET_FILE if path.is_dir() else path
+    data = load_dataset(path)
+    check_dataset(data, spec, int(cfg.distill.total_timesteps), str(path))
+    q_diff = check_teacher(data, teacher, str(path))
+    meta = data.meta
+    return data, {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "env_steps": data.env_steps,
+        "num_envs": data.num_envs,
+        "epsilon": meta["epsilon"],
+        "seed": meta["seed"],
+        "max_q_difference": q_diff,
+    }
 
 
 def greedy_of(net: torch.nn.Module) -> GreedyFn:
@@ -289,7 +319,8 @@ class DistillJob(Job):
         # a TorchScript teacher names no net family: the student is the job's own `net` at student sizes
         self.net_cfg = student_net_cfg(tstate["net"] or plain(cfg.net), student_sizes(cfg))
         fields["width"], fields["depth"] = self.net_cfg.get("width"), self.net_cfg.get("depth")  # as built
-        module = build_student_module(cfg, spec, self.teacher, self.net_cfg)
+        dataset, self.dataset_fields = teacher_dataset(cfg, spec, self.teacher)
+        module = build_student_module(cfg, spec, self.teacher, self.net_cfg, dataset)
         # the teacher and a random policy on the student's periodic seeds (which never selected the
         # teacher's checkpoint): the reference of speed thresholds and QDagger's lambda
         seeds, kwargs = eval_seeds(cfg.eval.seed, cfg.eval.episodes), plain(cfg.env.kwargs)
@@ -328,6 +359,7 @@ class DistillJob(Job):
             "teacher_checkpoint": str(self.teacher_path),
             "teacher_seed": None if self.cfg.teacher.checkpoint else teacher_seed(self.cfg),
             "teacher_wall_time_s": self.teacher_wall_time_s,
+            "dataset": self.dataset_fields,
             "pretrain": module.pretrain_report if isinstance(module, DistillStudent) else None,
             "prune": self.prune_fields(module, student),
             "quantize": self.quantize_fields(module, student),

@@ -30,6 +30,8 @@ def evaluate_policy(
     All episodes run side by side: each step does one forward over the envs still running, so
     an evaluation costs about one episode's worth of forwards instead of N.
     """
+    if len(seeds) == 0:
+        return []
     envs = [make_env(env_id, kwargs, wrappers) for _ in seeds]
     obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
     returns = np.zeros(len(envs))

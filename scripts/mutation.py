@@ -64,7 +64,7 @@ ROOMS: dict[str, Room] = {
     ),
     "evaluation": Room(
         ("kdrl/evaluation.py",),
-        ("tests/test_protocol.py", "tests/test_results_schema.py", *NEW),
+        ("tests/test_protocol.py", "tests/test_results_schema.py", "tests/test_survivors_evaluation.py", *NEW),
     ),
     "scores": Room(("kdrl/scores.py", "kdrl/tables.py"), ("tests/test_tables.py", "tests/test_results_schema.py")),
     "statistics": Room(

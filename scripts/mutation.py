@@ -66,7 +66,10 @@ ROOMS: dict[str, Room] = {
         ("kdrl/evaluation.py",),
         ("tests/test_protocol.py", "tests/test_results_schema.py", "tests/test_survivors_evaluation.py", *NEW),
     ),
-    "scores": Room(("kdrl/scores.py", "kdrl/tables.py"), ("tests/test_tables.py", "tests/test_results_schema.py")),
+    "scores": Room(
+        ("kdrl/scores.py", "kdrl/tables.py"),
+        ("tests/test_tables.py", "tests/test_results_schema.py", "tests/test_survivors_scores.py"),
+    ),
     "statistics": Room(
         ("kdrl/statistics.py",),
         (

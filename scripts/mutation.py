@@ -78,7 +78,10 @@ ROOMS: dict[str, Room] = {
             "tests/test_statistics_by_hand.py",
         ),
     ),
-    "replay": Room(("kdrl/replay.py",), ("tests/test_replay.py", "tests/test_nstep.py", "tests/test_frame_replay.py")),
+    "replay": Room(
+        ("kdrl/replay.py",),
+        ("tests/test_replay.py", "tests/test_nstep.py", "tests/test_frame_replay.py", "tests/test_survivors_replay.py"),
+    ),
     "data": Room(
         ("kdrl/data.py", "kdrl/actor.py"),
         ("tests/test_envs_and_collector.py", "tests/test_td_and_schedules.py", "tests/test_fast_loop.py", *NEW),

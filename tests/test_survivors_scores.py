@@ -91,6 +91,12 @@ def test_teacher_beats_random_edges():
     assert not teacher_beats_random([0.0, 1.0], [2.0, 3.0])  # worse
     assert teacher_beats_random([500.0, 500.0, 500.0], [22.0, 22.0])  # both deterministic, the teacher higher
     assert teacher_beats_random([500.0] * 20, [20.0 + i % 5 for i in range(20)])  # a constant teacher
+    assert teacher_beats_random([500.0, 500.0], [22.0, 22.0])  # two episodes each are enough
+    assert not teacher_beats_random([5.0], [0.0, 0.0])  # one teacher episode: no test even when both are constant
+    # the shortcut is for two constant samples only; otherwise Welch's test decides (here: not clear)
+    assert not teacher_beats_random([1.0, 1.0, 1.0], [0.0, 2.0, 0.0, 1.8])  # constant teacher, noisy random
+    assert not teacher_beats_random([1.2, 1.2], [0.0, 2.0])  # random's std exactly 1
+    assert not teacher_beats_random([1.0, 3.0], [0.0, 0.0, 0.0])  # noisy teacher (std exactly 1), constant random
 
 
 @pytest.mark.parametrize(
@@ -121,5 +127,7 @@ def test_normalized_bounds_map_the_return_range_through_each_runs_teacher_and_ra
     low, high = normalized_bounds("MinAtar/Breakout-v1", [10.0, 8.0], [0.5, 1.0])  # [0, inf)
     assert low == pytest.approx(min(-0.5 / 9.5, -1.0 / 7.0)) and high == INF
     assert normalized_bounds("LunarLander-v3", [200.0], [-150.0]) == (-INF, INF)
+    assert normalized_bounds("CartPole-v1", [1.5], [1.0]) == ((0.0 - 1.0) / 0.5, (500.0 - 1.0) / 0.5)  # a gap below 1
+    assert normalized_bounds("CartPole-v1", [0.0], [0.0]) == (-INF, INF)  # no gap: unbounded, not nan
     for teacher, random in (([], []), ([5.0, 1.0], [1.0, 1.0]), ([5.0, 0.5], [1.0, 1.0]), ([math.nan], [0.0])):
         assert normalized_bounds("CartPole-v1", teacher, random) == (-INF, INF), (teacher, random)

@@ -947,6 +947,14 @@ class Runner:
         rows = [r for r in self.index.rows.values() if r["stage"] == stage and r["status"] == "ok"]
         for row in rows:
             src, dest = self.study_dir / row["run_dir"], dest_root / row["name"]
+            try:  # already published as this job (e.g. taken from there by another study): leave it as it is
+                meta = json.loads((dest / "job.json").read_text())
+                if meta.get("app") == row["app"] and run_shaping(meta.get("overrides") or []) == run_shaping(
+                    row["overrides"]
+                ):
+                    continue
+            except (OSError, ValueError):
+                pass
             for name in PUBLISHED_FILES[:-1]:
                 if (src / name).is_file():
                     (dest / name).parent.mkdir(parents=True, exist_ok=True)

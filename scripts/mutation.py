@@ -76,6 +76,7 @@ ROOMS: dict[str, Room] = {
             "tests/test_intervals.py",
             "tests/test_protocol.py::test_mean_ci_covers_at_least_93_percent_at_the_published_n",
             "tests/test_statistics_by_hand.py",
+            "tests/test_survivors_plateau.py",
         ),
     ),
     "replay": Room(

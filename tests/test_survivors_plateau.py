@@ -1,0 +1,98 @@
+"""The budget plateau rule by hand (kdrl.statistics: slope_ci, Slope, plateau; the statistics room of
+docs/mutation.md): the slope's interval against scipy's regression, the one-sided stopping rule at its
+edges, and the plateau's tail and cheapest budget against a loop written here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import linregress
+from scipy.stats import t as student_t
+
+from kdrl.statistics import PLATEAU_MARGIN, Slope, plateau, slope_ci
+
+
+def by_scipy(x, y, level=0.95):
+    fit = linregress(np.asarray(x, float), np.asarray(y, float))
+    half = student_t.ppf(0.5 + level / 2, len(x) - 2) * fit.stderr
+    return fit.slope, fit.slope - half, fit.slope + half
+
+
+@pytest.mark.parametrize("level", [0.95, 0.9])
+def test_slope_ci_is_ols_with_students_t(level):
+    x = [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0]
+    y = [0.10, 0.30, 0.35, 0.20, 0.60, 0.50, 0.71]
+    s = slope_ci(x, y, level) if level != 0.95 else slope_ci(x, y)
+    assert s.n == 7
+    np.testing.assert_allclose((s.slope, s.low, s.high), by_scipy(x, y, level), rtol=1e-12, atol=1e-12)
+
+
+def test_slope_ci_drops_non_finite_runs_and_needs_three_runs_over_two_budgets():
+    s = slope_ci([0.0, 1.0, 2.0, math.nan, 3.0], [0.1, 0.2, 0.4, 0.5, math.inf])
+    assert s.n == 3
+    np.testing.assert_allclose((s.slope, s.low, s.high), by_scipy([0, 1, 2], [0.1, 0.2, 0.4]), rtol=1e-12)
+    for x, y in (([0.0, 1.0], [0.1, 0.2]), ([1.0, 1.0, 1.0], [0.1, 0.2, 0.3])):
+        s = slope_ci(x, y)
+        assert s.n == len(x) and all(math.isnan(v) for v in (s.slope, s.low, s.high))
+
+
+def test_stopped_rising_is_a_one_sided_rule_at_its_edges():
+    assert Slope(0.0, -0.02, 0.05, 9).stopped_rising(0.05) is True  # the high end at the margin counts
+    assert Slope(0.0, -0.02, 0.0500001, 9).stopped_rising(0.05) is None
+    assert Slope(0.2, 0.1, 0.3, 9).stopped_rising(0.05) is False  # still rising: the interval excludes 0
+    assert Slope(0.2, 0.0, 0.3, 9).stopped_rising(0.05) is None  # touching 0 is not excluding it
+    assert Slope(0.04, 0.01, 0.06, 9).stopped_rising(0.05) is False
+    assert Slope(0.04, 0.01, 0.06, 9).stopped_rising(0.1) is True
+    for bad in (Slope(math.nan, math.nan, math.nan, 2), Slope(0.0, -math.inf, 0.01, 3), Slope(0.0, -0.1, math.inf, 3)):
+        assert bad.stopped_rising(0.05) is None
+    assert Slope(0.0, 0.0, 0.1, 3).flat and Slope(0.0, -0.1, 0.0, 3).flat and not Slope(0.1, 0.01, 0.2, 3).flat
+
+
+def plateau_by_loop(budgets, scores, tail=1 / 3, margin=0.05):
+    b, y = np.log2(np.asarray(budgets, float)), np.asarray(scores, float)
+    pts = sorted(set(b.tolist()))
+    cut = min(pts[-1] - tail * (pts[-1] - pts[0]), pts[-2])
+    keep = [i for i in range(len(b)) if b[i] >= cut]
+    last = by_scipy(b[keep], y[keep])
+    cheapest = None
+    for p in pts[:-1]:
+        idx = [i for i in range(len(b)) if b[i] >= p]
+        if len(idx) >= 3 and len(set(b[idx].tolist())) >= 2:
+            _, _, high = by_scipy(b[idx], y[idx])
+            if high <= margin:
+                cheapest = 2.0**p
+                break
+    return last, cheapest
+
+
+def test_plateau_fits_the_last_third_and_names_the_cheapest_flat_budget():
+    budgets = [b for b in (1, 2, 4, 8, 16, 32) for _ in range(3)]
+    noise = [0.01, -0.02, 0.015] * 6
+    scores = [0.2 * min(math.log2(b), 3) + e for b, e in zip(budgets, noise)]  # rises to 8, flat after
+    last, cheapest = plateau(budgets, scores)
+    want_last, want_cheapest = plateau_by_loop(budgets, scores)
+    np.testing.assert_allclose((last.slope, last.low, last.high), want_last, rtol=1e-10, atol=1e-12)
+    assert last.n == 6  # log2 range 0..5: the last third is budgets >= 2 ** (5 - 5/3), i.e. 16 and 32
+    assert cheapest == want_cheapest == 8.0
+    assert PLATEAU_MARGIN == 0.05
+    assert plateau(budgets, scores, margin=PLATEAU_MARGIN) == plateau(budgets, scores)
+    # a looser margin finds the plateau earlier, a longer tail fits more points
+    assert plateau(budgets, scores, margin=0.5)[1] == plateau_by_loop(budgets, scores, margin=0.5)[1] == 1.0
+    wide, _ = plateau(budgets, scores, tail=0.8)
+    np.testing.assert_allclose(
+        (wide.slope, wide.low, wide.high), plateau_by_loop(budgets, scores, tail=0.8)[0], rtol=1e-10
+    )
+    assert wide.n == 15
+
+
+def test_plateau_of_a_still_rising_sweep_and_of_two_or_one_budgets():
+    budgets = [b for b in (1, 2, 4, 8) for _ in range(3)]
+    rising = [0.25 * math.log2(b) + e for b, e in zip(budgets, [0.01, -0.01, 0.0] * 4)]
+    last, cheapest = plateau(budgets, rising)
+    assert cheapest is None and last.stopped_rising(PLATEAU_MARGIN) is False
+    two = plateau([4, 4, 8, 8], [0.5, 0.52, 0.5, 0.51])  # two points: the tail is both
+    assert two[0].n == 4 and two[1] == plateau_by_loop([4, 4, 8, 8], [0.5, 0.52, 0.5, 0.51])[1]
+    one, none = plateau([8, 8, 8], [0.1, 0.2, 0.3])
+    assert none is None and one.n == 3 and math.isnan(one.slope)

@@ -95,4 +95,5 @@ def test_plateau_of_a_still_rising_sweep_and_of_two_or_one_budgets():
     two = plateau([4, 4, 8, 8], [0.5, 0.52, 0.5, 0.51])  # two points: the tail is both
     assert two[0].n == 4 and two[1] == plateau_by_loop([4, 4, 8, 8], [0.5, 0.52, 0.5, 0.51])[1]
     one, none = plateau([8, 8, 8], [0.1, 0.2, 0.3])
-    assert none is None and one.n == 3 and math.isnan(one.slope)
+    assert none is None and one.n == 3 and all(math.isnan(v) for v in one[:3])
+    assert one.stopped_rising(PLATEAU_MARGIN) is None

@@ -345,6 +345,33 @@ def teacher_seed(
     return int(values.get("teacher.seed", base.teacher.get("seed", 0)))
 
 
+def linked_job(
+    produced: dict[str, dict[tuple[str, int], Job | None]],
+    ref: str,
+    env: str,
+    seed: int,
+    what: str,
+    sname: str,
+    values: dict[str, str],
+) -> Job:
+    """The job of stage ``ref`` (a train or data stage) for ``env`` and ``seed`` that a link names: its
+    ``what`` (teacher or dataset); a StudyError in one line when there is none, or more than one."""
+    job = produced[ref].get((env, seed), "missing")
+    if job == "missing":
+        have = sorted(f"env={e} seed={s}" for e, s in produced[ref])
+        verb = "train" if what == "teacher" else "record"
+        raise StudyError(
+            f"stage '{sname}' job {safe_name(values)} needs a {what} env={env} seed={seed} that "
+            f"stage '{ref}' does not {verb} (it has: {', '.join(have)})"
+        )
+    if job is None:
+        raise StudyError(
+            f"stage '{ref}' has several jobs for env={env} seed={seed} (axes besides envs and "
+            f"seeds): stage '{sname}' cannot name one {what}; split it into stages"
+        )
+    return job
+
+
 def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
     """Every job of every stage, in stage order."""
     jobs: list[Job] = []
@@ -377,18 +404,7 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
                 names = list(st.get("tasks") or base.get("tasks") or []) if app == "multitask" else [env]
                 found = []
                 for task in names:
-                    tjob = produced[ref].get((str(task), tseed), "missing")
-                    if tjob == "missing":
-                        have = sorted(f"env={e} seed={s}" for e, s in produced[ref])
-                        raise StudyError(
-                            f"stage '{sname}' job {safe_name(values)} needs a teacher env={task} seed={tseed} that "
-                            f"stage '{ref}' does not train (it has: {', '.join(have)})"
-                        )
-                    if tjob is None:
-                        raise StudyError(
-                            f"stage '{ref}' has several jobs for env={task} seed={tseed} (axes besides envs and "
-                            f"seeds): stage '{sname}' cannot name one teacher; split it into stages"
-                        )
+                    tjob = linked_job(produced, ref, str(task), tseed, "teacher", sname, values)
                     found.append((task, tjob))
                     needs.append(tjob.id)
                 paths = {task: str(study_dir / tjob.id / "teacher.pt") for task, tjob in found}
@@ -406,18 +422,7 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
                 cycle = (list(st.get("seeds") or []), list(study["stages"][ref].get("seeds") or []))
                 rule = st["dataset"].get("seed")
                 dseed = teacher_seed("student" if rule is None else rule, seed, values, base, cycle)
-                djob = produced[ref].get((str(env), dseed), "missing")
-                if djob == "missing":
-                    have = sorted(f"env={e} seed={s}" for e, s in produced[ref])
-                    raise StudyError(
-                        f"stage '{sname}' job {safe_name(values)} needs a dataset env={env} seed={dseed} that "
-                        f"stage '{ref}' does not record (it has: {', '.join(have)})"
-                    )
-                if djob is None:
-                    raise StudyError(
-                        f"stage '{ref}' has several jobs for env={env} seed={dseed}: stage '{sname}' cannot name one "
-                        "dataset; split it into stages"
-                    )
+                djob = linked_job(produced, ref, str(env), dseed, "dataset", sname, values)
                 needs.append(djob.id)
                 overrides.append(f"distill.dataset={quote(str(study_dir / djob.id / 'dataset.npz'))}")
             overrides = deduplicated(

@@ -93,40 +93,57 @@ class PlainRows:
         return ret, self.rows[h], self.gamma**m
 
 
+def sampled(buf, b: int, stack: int | None) -> Transitions:
+    """``sample(b)``, or ``sample_stack(stack, b)`` checked and flattened to one batch."""
+    if not stack:
+        return buf.sample(b)
+    batch = buf.sample_stack(stack, b)
+    check_minibatches(batch, stack, b)
+    return flatten(batch, stack, b)
+
+
+def check_discount_dtype(batch: Transitions, n: int) -> None:
+    if n == 1:
+        assert batch.discounts is None
+    else:
+        assert batch.discounts.dtype == torch.float32
+
+
+def check_row(batch: Transitions, j: int, got: tuple, want_obs, action: int, expected: tuple, ref) -> int:
+    """Row j of a sample (``got``: its observation and next observation as arrays) against the reference's
+    transition: observations, action, n-step return, end and discount; returns the number of rewards the
+    return summed."""
+    ret, last, disc = expected
+    np.testing.assert_array_equal(got[0], want_obs)
+    np.testing.assert_array_equal(got[1], last["next"])
+    assert batch.actions[j].item() == action
+    assert batch.rewards[j].item() == pytest.approx(ret, abs=1e-5)
+    assert batch.terminated[j].item() == last["term"]
+    if ref.n > 1:
+        assert batch.discounts[j].item() == pytest.approx(disc, rel=1e-6)
+    return round(np.log(disc) / np.log(ref.gamma))
+
+
 def check_plain(buf: ReplayBuffer, ref: PlainRows, gen: torch.Generator, b: int, stack: int | None = None) -> None:
     total = len(ref.rows)
     size = min(total, buf.capacity)
     first = total - size
     assert len(buf) == size and buf.pos == total % buf.capacity
     draws = torch.randint(0, size, ((stack or 1) * b,), generator=gen, device=buf.device).cpu().numpy()
-    if stack:
-        batch = buf.sample_stack(stack, b)
-        check_minibatches(batch, stack, b)
-        batch = flatten(batch, stack, b)
-    else:
-        batch = buf.sample(b)
+    batch = sampled(buf, b, stack)
     for t in batch:
         assert t is None or t.device == buf.device
     assert batch.obs.dtype == buf.obs.dtype and batch.next_obs.dtype == buf.obs.dtype
     assert batch.actions.dtype == torch.int64
     assert batch.rewards.dtype == torch.float32 and batch.terminated.dtype == torch.float32
-    if ref.n == 1:
-        assert batch.discounts is None
-    else:
-        assert batch.discounts.dtype == torch.float32
+    check_discount_dtype(batch, ref.n)
     obs, nxt = batch.obs.float().cpu().numpy(), batch.next_obs.float().cpu().numpy()
     summed = set()
     for j, row in enumerate(draws):
         g = first + (row - first) % buf.capacity  # the global row held at ring row `row`
-        ret, last, disc = ref.expected(g)
-        np.testing.assert_array_equal(obs[j], ref.rows[g]["obs"])
-        np.testing.assert_array_equal(nxt[j], last["next"])
-        assert batch.actions[j].item() == ref.rows[g]["action"]
-        assert batch.rewards[j].item() == pytest.approx(ret, abs=1e-5)
-        assert batch.terminated[j].item() == last["term"]
-        if ref.n > 1:
-            assert batch.discounts[j].item() == pytest.approx(disc, rel=1e-6)
-        summed.add(round(np.log(disc) / np.log(ref.gamma)))
+        summed.add(
+            check_row(batch, j, (obs[j], nxt[j]), ref.rows[g]["obs"], ref.rows[g]["action"], ref.expected(g), ref)
+        )
     return summed
 
 
@@ -385,33 +402,20 @@ class FrameRef:
 
 
 def check_frames(buf, stream: FrameStream, ref: FrameRef, rng, b: int, stack: int | None = None) -> None:
-    if stack:
-        batch = buf.sample_stack(stack, b)
-        check_minibatches(batch, stack, b)
-        batch = flatten(batch, stack, b)
-    else:
-        batch = buf.sample(b)
+    batch = sampled(buf, b, stack)
     picks = ref.draws(rng, (stack or 1) * b)
     k = ref.k
     assert batch.obs.shape == (len(picks), k, *stream.frame_shape) == batch.next_obs.shape
     assert batch.obs.dtype == torch.uint8 and batch.actions.dtype == torch.int64
     assert batch.rewards.dtype == torch.float32 and batch.terminated.dtype == torch.float32
-    if ref.n == 1:
-        assert batch.discounts is None
-    else:
-        assert batch.discounts.dtype == torch.float32
+    check_discount_dtype(batch, ref.n)
     summed = set()
     for j, (e, p) in enumerate(picks):
         t = ref.trans[e][ref.at_slot[e][p]]
         ret, last, disc = ref.expected(e, ref.at_slot[e][p])
-        np.testing.assert_array_equal(batch.obs[j].numpy(), stream.pixels(t["obs"]))
-        np.testing.assert_array_equal(batch.next_obs[j].numpy(), stream.pixels(last["next"]))
-        assert batch.actions[j].item() == t["action"]
-        assert batch.rewards[j].item() == pytest.approx(ret, abs=1e-5)
-        assert batch.terminated[j].item() == last["term"]
-        if ref.n > 1:
-            assert batch.discounts[j].item() == pytest.approx(disc, rel=1e-6)
-        summed.add(round(np.log(disc) / np.log(ref.gamma)))
+        pixels = {**last, "next": stream.pixels(last["next"])}  # the reference's frames as the replay stacks them
+        got = (batch.obs[j].numpy(), batch.next_obs[j].numpy())
+        summed.add(check_row(batch, j, got, stream.pixels(t["obs"]), t["action"], (ret, pixels, disc), ref))
     return summed
 
 

@@ -20,6 +20,10 @@ surviving mutants' names and diffs, the list to triage in docs/mutation.md), and
     room td: 147 mutants, 120 killed, 3 timeout, 20 survived, 4 no tests; score 84.4% in 312 s
 
 score = (killed + timeout) / (mutants - skipped): a mutant no test reaches counts as survived.
+Code that runs where mutmut cannot trace it (the actor's forked child) has a room's `untraced`
+tests: its "no tests" mutants are retested with them after the mutmut run.
+
+    python scripts/mutation.py data --untraced-only build/mutation/data-full   # that pass alone, on a finished run
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ NEW = ("tests/test_wiring.py", "tests/test_refusals.py", "tests/test_survivors.p
 class Room:
     sources: tuple[str, ...]
     tests: tuple[str, ...]  # test files (or node ids) that guard the room
+    # Tests for the code mutmut cannot see them reach: a forked child's (the actor process) records
+    # its coverage in the child, so its mutants come out "no tests". Each such mutant is retested
+    # with these (pytest -x, in this order: the quickest strong check first).
+    untraced: tuple[str, ...] = ()
 
 
 # Test files are chosen per room so that a mutant's tests take seconds: the slow end-to-end files
@@ -84,8 +92,24 @@ ROOMS: dict[str, Room] = {
         ("tests/test_replay.py", "tests/test_nstep.py", "tests/test_frame_replay.py", "tests/test_survivors_replay.py"),
     ),
     "data": Room(
-        ("kdrl/data.py", "kdrl/actor.py"),
-        ("tests/test_envs_and_collector.py", "tests/test_td_and_schedules.py", "tests/test_fast_loop.py", *NEW),
+        ("kdrl/data.py", "kdrl/collector.py", "kdrl/actor.py"),
+        (
+            "tests/test_envs_and_collector.py",
+            "tests/test_td_and_schedules.py",
+            "tests/test_fast_loop.py",
+            "tests/test_survivors_data.py",
+            *NEW,
+        ),
+        untraced=(
+            "tests/test_fast_loop.py::test_actor_process_collects_the_in_process_data_when_the_policy_is_fixed",
+            "tests/test_wiring.py::test_actor_process_feeds_epsilon_the_env_steps_of_each_step_of_a_round",
+            "tests/test_survivors_data.py",
+            "tests/test_fast_loop.py::test_actor_process_runs_are_reproducible_and_learn",
+            "tests/test_fast_loop.py::test_actor_process_stopped_early_ends_where_the_inline_run_does",
+            "tests/test_fast_loop.py::test_actor_process_reports_env_errors_in_one_line",
+            "tests/test_fast_loop.py::test_conv_nets_act_through_torch_in_the_actor_process",
+            "tests/test_fast_loop.py::test_actor_child_leaves_the_jobs_signals_to_the_parent",
+        ),
     ),
     "validation": Room(("kdrl/validate.py",), ("tests/test_bad_inputs.py", *NEW)),
     "runs": Room(
@@ -172,6 +196,41 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
+def retest_untraced(room: str, spec: Room, workdir: Path, env: dict, timeout_s: float = 300) -> int:
+    """Retest the room's "no tests" mutants with ``spec.untraced``, as mutmut tests a mutant (the
+    mutated copy in mutants/ imported, ``MUTANT_UNDER_TEST`` naming the mutant, pytest -x), and
+    write each outcome into mutmut's result files: exit 1 = killed, 0 = survived, past the
+    timeout = timeout. Returns the number retested."""
+    done = 0
+    for meta in sorted((workdir / "mutants" / "kdrl").rglob("*.py.meta")):
+        rel = meta.relative_to(workdir / "mutants").as_posix()[: -len(".meta")]
+        if not any(Path(rel).match(pattern) for pattern in spec.sources):
+            continue
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        for name in sorted(n for n, c in codes.items() if status(c) == "no tests"):
+            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *spec.untraced]
+            try:
+                code = subprocess.run(
+                    cmd,
+                    cwd=workdir / "mutants",
+                    env={**env, "MUTANT_UNDER_TEST": name},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=timeout_s,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = 36  # mutmut's timeout code
+            if code not in (0, 1, 36):
+                raise SystemExit(f"room {room}: pytest exited {code} on {name}: the untraced tests did not run")
+            codes[name] = code
+            data["exit_code_by_key"] = codes
+            meta.write_text(json.dumps(data))  # after each: an interrupted pass keeps what it did
+            done += 1
+            print(f"room {room}: untraced {name}: {status(code)}", flush=True)
+    return done
+
+
 def summarise(room: str, spec: Room, workdir: Path, wall_s: float, tests: list[str]) -> dict:
     """Counts per status from mutmut's result files, and the survivors' diffs."""
     codes: dict[str, int | None] = {}
@@ -236,9 +295,12 @@ def run_room(room: str, args: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     log = open(workdir / "mutmut.log", "w")
     proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
     if proc.returncode != 0:
         print(f"room {room}: mutmut exited {proc.returncode}; see {workdir / 'mutmut.log'}")
+    for r in rooms:
+        if ROOMS[r].untraced and proc.returncode == 0:
+            retest_untraced(r, ROOMS[r], workdir, env)
+    wall = time.perf_counter() - t0
     out = []
     for r in rooms:
         s = summarise(r, ROOMS[r], workdir, wall, tests)
@@ -271,7 +333,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, help="test only this many of the room's mutants, drawn at random")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
     p.add_argument("--tag", help="suffix of the working directory (build/mutation/<room>-<tag>)")
+    p.add_argument("--untraced-only", metavar="DIR", help="only retest the untraced mutants of a finished run in DIR")
     args = p.parse_args(argv)
+    if args.untraced_only:
+        workdir, (room,) = Path(args.untraced_only).resolve(), args.rooms
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(WANDB_MODE="disabled", KDRL_NO_PROGRESS="1", KDRL_NO_PIN="1", PYTHONWARNINGS="ignore")
+        t0 = time.perf_counter()
+        n = retest_untraced(room, ROOMS[room], workdir, env)
+        s = summarise(room, ROOMS[room], workdir, time.perf_counter() - t0, list(ROOMS[room].tests))
+        print(
+            f"room {room}: {n} untraced mutants retested in {time.perf_counter() - t0:.0f} s; now "
+            f"{s['killed']} killed, {s['timeout']} timeout, {s['survived']} survived, {s['no tests']} no tests"
+        )
+        return 0
     rooms = args.rooms or list(ROOMS)
     unknown = [r for room in rooms for r in room.split("+") if r not in ROOMS]
     if unknown:

@@ -27,6 +27,16 @@ KDRL = Path(kdrl.seeding.__file__).resolve().parent
 SEEDING = Path(kdrl.seeding.__file__).resolve()
 
 
+def _unmutated_name(qualname: str) -> str:
+    """A function's own qualified name, also when mutmut runs a copy of it: ``C.xǁCǁf__mutmut_orig``
+    (or ``__mutmut_12``) is ``C.f``, and ``x_f__mutmut_3`` is ``f``."""
+    head, _, last = qualname.rpartition(".")
+    if "__mutmut_" in last:
+        last = last.split("__mutmut_")[0]
+        last = last.split("ǁ")[-1] if "ǁ" in last else last.removeprefix("x_")
+    return f"{head}.{last}" if head else last
+
+
 def _inside_the_factory(filename: str) -> bool:
     """kdrl/seeding.py itself, or the trampolines mutation testing wraps its functions in (mutmut)."""
     path = Path(filename).resolve()
@@ -206,7 +216,7 @@ def recording(mp: pytest.MonkeyPatch) -> Iterator[Recording]:
             StreamCall(
                 int(seed),
                 tuple(key),
-                f"{where}:{frame.f_code.co_qualname}",
+                f"{where}:{_unmutated_name(frame.f_code.co_qualname)}",
                 None if owner is None else id(owner),
             )
         )

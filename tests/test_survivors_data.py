@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kdrl.actor import ActorCollector
-from kdrl.collector import EnvCollector
+from kdrl.collector import EnvCollector, EnvStepError
 from kdrl.data import MultiTaskStream, ReplayStream, StreamConfig, build_stream, stream_replay
 from kdrl.envs import EnvSpec, env_spec, make_env, make_vector_env
 from kdrl.schedules import LinearSchedule
@@ -161,3 +161,222 @@ def test_a_stream_resumes_from_its_state():
     assert fresh.streams[0].grad_steps == 10
     for s in (first, second, *multi.streams[1:], *fresh.streams):
         close(s)
+
+
+# ---- collect_rollouts: QDagger's teacher data ---------------------------------------------------
+class RecordingReplay:
+    """A replay that records the order of its writes and stream ends (and keeps the rows)."""
+
+    def __init__(self, replay):
+        self.replay, self.calls = replay, []
+
+    def add(self, *rows):
+        self.calls.append("add")
+        self.replay.add(*rows)
+
+    def end_streams(self):
+        self.calls.append("end")
+        self.replay.end_streams()
+
+
+def random_policy(n_actions: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return lambda obs: rng.integers(n_actions, size=len(obs))
+
+
+@pytest.mark.parametrize("clip", [False, True, None])
+def test_collect_rollouts_writes_what_a_collector_of_its_arguments_writes(monkeypatch, clip):
+    """The env config (id, num_envs, kwargs, vectorization), seed, key, epsilon and reward_clip
+    (default off) reach the envs and the collector; the step count is the budget rounded up to
+    whole vector steps; the buffer's streams are ended before and after."""
+    import kdrl.collector
+
+    env = {"id": "LunarLander-v3", "num_envs": 2, "kwargs": {"max_episode_steps": 9}, "vectorization": "async"}
+    made = []
+    real_make = kdrl.collector.make_vector_env
+    monkeypatch.setattr(kdrl.collector, "make_vector_env", lambda *a, **kw: made.append((a, kw)) or real_make(*a, **kw))
+    spec = env_spec(make_env("LunarLander-v3"))
+    buffer = RecordingReplay(stream_replay(spec, config(n_step=1), 2, seed=0))
+    kw = {} if clip is None else {"reward_clip": clip}
+    steps = kdrl.collector.collect_rollouts(env, buffer, random_policy(4, 1), 0.4, 31, 5, ("pretrain",), **kw)
+    assert made == [(("LunarLander-v3", 2, 5, {"max_episode_steps": 9}, "async"), {"key": ("pretrain",)})]
+    assert steps == 32 and buffer.replay.size == 32
+    assert buffer.calls == ["end"] + ["add"] * 16 + ["end"]
+    # the same rows from a collector built here with the same arguments
+    envs = real_make("LunarLander-v3", 2, 5, {"max_episode_steps": 9}, key=("pretrain",))
+    ref = stream_replay(spec, config(n_step=1), 2, seed=0)
+    c = EnvCollector(envs, ref, random_policy(4, 1), lambda t: 0.4, seed=5, reward_clip=bool(clip), key=("pretrain",))
+    while c.env_steps < 31:
+        c.step()
+    envs.close()
+    for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        assert torch.equal(getattr(buffer.replay, name)[:32], getattr(ref, name)[:32]), name
+    assert np.array_equal(buffer.replay.dones[:30], ref.dones[:30])  # episodes of 9 steps (kwargs) end alike
+    assert buffer.replay.dones[30:32].all()  # ... and the last rows end their streams
+    rewards = buffer.replay.rewards[:32]
+    assert bool(torch.all(rewards.abs() == 1.0) if clip else torch.any((rewards.abs() != 1.0) & (rewards != 0)))
+
+
+def test_collect_rollouts_stops_at_a_budget_of_whole_vector_steps():
+    from kdrl.collector import collect_rollouts
+
+    buffer = stream_replay(CARTPOLE, config(n_step=1), 2, seed=0)
+    assert collect_rollouts({"id": "CartPole-v1", "num_envs": 2}, buffer, push_left, 0.0, 4, 0, ("p",)) == 4
+    assert buffer.size == 4
+
+
+# ---- the actor process (kdrl.actor) ---------------------------------------------------------------
+def test_pin_plan_takes_the_two_lowest_cpus_unless_told_not_to(monkeypatch):
+    from kdrl import actor
+
+    monkeypatch.delenv("KDRL_NO_PIN", raising=False)
+    monkeypatch.setattr(actor.os, "sched_getaffinity", lambda pid: {9, 5, 2})
+    assert actor.pin_plan() == (2, 5)
+    monkeypatch.setattr(actor.os, "sched_getaffinity", lambda pid: {4})
+    assert actor.pin_plan() is None
+    monkeypatch.setattr(actor.os, "sched_getaffinity", lambda pid: {4, 6})
+    monkeypatch.setenv("KDRL_NO_PIN", "1")
+    assert actor.pin_plan() is None
+    monkeypatch.delenv("KDRL_NO_PIN")
+    assert actor.pin_plan() == (4, 6)
+    monkeypatch.delattr(actor.os, "sched_getaffinity")
+    assert actor.pin_plan() is None
+
+
+def test_the_child_ignores_the_jobs_notices_and_takes_the_default_for_other_python_handlers():
+    import signal
+
+    from kdrl.actor import child_signal_plan
+
+    mine = lambda *_: None
+    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGTRAP, signal.SIGUSR1)}
+    try:
+        for s in saved:
+            signal.signal(s, mine)
+        plan = child_signal_plan()
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert plan[signal.SIGINT] == plan[signal.SIGUSR1] == plan[signal.SIGUSR2] == signal.SIG_IGN
+    assert plan[signal.SIGHUP] == plan[signal.SIGTERM] == signal.SIG_DFL  # before and after the notices
+    assert signal.SIGTRAP not in plan  # a synchronous signal keeps its handler
+    assert signal.SIGKILL not in plan and signal.SIGSTOP not in plan
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((3, 2), np.int64), ((0, 3), np.int64), ((5,), np.bool_)])
+def test_shared_arrays_are_zeroed_with_their_shape_and_dtype(shape, dtype):
+    from kdrl.actor import shared_array
+
+    a = shared_array(shape, dtype)
+    assert a.shape == shape and a.dtype == np.dtype(dtype) and not a.any()
+
+
+def actor_stream(epsilon: float = 0.5) -> ReplayStream:
+    net = torch.nn.Linear(4, 2)
+    data = config(n_step=1, total_timesteps=1000)
+    return build_stream(
+        {"id": "CartPole-v1", "num_envs": 2, "actor": "process"},
+        CARTPOLE,
+        data,
+        push_left,
+        lambda t: epsilon,
+        3,
+        acting_nets=lambda: [net],
+    )
+
+
+def test_a_checkpoint_takes_the_rng_state_of_the_last_joined_round():
+    stream = actor_stream()
+    c = stream.collector
+    try:
+        c.launch(4)
+        before = c._rng_before_round
+        assert (
+            c.committed_rng_state() == before != c.rng.bit_generator.state
+        )  # in flight: its draws are not the run's yet
+        c.join()
+        assert c.committed_rng_state() == c.rng.bit_generator.state != before  # joined: they are
+    finally:
+        close(stream)
+
+
+def test_a_dead_actor_is_reported_with_how_it_died_and_a_dropped_collector_kills_its_child():
+    import signal
+    import struct
+
+    stream = actor_stream()
+    c = stream.collector
+    try:
+        c.step()
+        proc = c._proc
+        c._conn.send_bytes(struct.pack("ii", 2, 0))  # a clean stop: exit code 0, no signal to name
+        proc.join(5)
+        assert str(c._died()) == "env 'CartPole-v1': the actor process died at env step 2"
+    finally:
+        close(stream)
+    stream = actor_stream()
+    c = stream.collector
+    c.step()
+    proc = c._proc
+    proc.kill()
+    proc.join(5)
+    with pytest.raises(EnvStepError, match=r"^env 'CartPole-v1': the actor process died \(SIGKILL\) at env step 2$"):
+        c.step()
+    c._proc = None
+    close(stream)
+    stream = actor_stream()
+    c = stream.collector
+    c.step()
+    proc = c._proc
+    c.__del__()  # what the garbage collector does with a collector nobody closed
+    proc.join(5)
+    assert proc.exitcode == -signal.SIGKILL
+    c._proc = None
+    close(stream)
+
+
+def test_an_alive_actor_that_stopped_answering_is_reported_without_an_exit_code():
+    stream = actor_stream()
+    c = stream.collector
+    try:
+        c.step()
+        assert str(c._died()) == "env 'CartPole-v1': the actor process died at env step 2"  # after its 1 s wait
+        assert c._proc.is_alive()
+    finally:
+        close(stream)
+
+
+# ---- multi-task: the collectors seen as one, the streams in lockstep -------------------------------
+def test_a_collector_group_sums_the_counters_and_pools_no_returns():
+    from kdrl.data import CollectorGroup
+
+    a = stream_of({"id": "CartPole-v1", "num_envs": 2}, config())
+    b = stream_of({"id": "CartPole-v1", "num_envs": 1}, config(), key=("task", "c"))
+    for _ in range(30):
+        a.collector.step()
+    for _ in range(7):
+        b.collector.step()
+    group = CollectorGroup([a.collector, b.collector])
+    assert (group.env_steps, group.episodes) == (67, a.collector.episodes + b.collector.episodes)
+    assert group.epsilon == pytest.approx((a.collector.epsilon + b.collector.epsilon) / 2)
+    assert list(group.recent_returns) == [] and group.recent_returns.maxlen == 1
+    close(a)
+    close(b)
+
+
+def test_multitask_streams_end_together_and_a_cut_round_is_undone():
+    """The first task to spend its budget ends the iteration; the minibatches the other tasks
+    were handed in that cut round are taken back, so each stream's count is what was yielded."""
+    first = stream_of({"id": "CartPole-v1", "num_envs": 1}, config(total_timesteps=300))
+    second = stream_of({"id": "CartPole-v1", "num_envs": 1}, config(total_timesteps=100), key=("task", "c"))
+    multi = MultiTaskStream([first, second])
+    assert multi.total_timesteps == 400
+    yielded = [0, 0]
+    for batches in multi:
+        for i, b in enumerate(batches):
+            yielded[i] += int(b.actions.shape[0])
+    assert second.collector.env_steps == 100
+    assert [first.grad_steps, second.grad_steps] == yielded and yielded[0] == yielded[1] > 0
+    assert multi.grad_steps == sum(yielded)
+    close(first)
+    close(second)

@@ -151,10 +151,13 @@ source_paths = ["kdrl"]
 only_mutate = {toml_list(spec.sources)}
 also_copy = ["conf"]
 pytest_add_cli_args_test_selection = {toml_list(tests)}
-pytest_add_cli_args = ["-p", "no:cacheprovider"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "--timeout", "300"]
 use_git_change_detection = false
 timeout_multiplier = 10.0
 """
+    # mutmut's own timeout limits CPU time, which a mutant that deadlocks (a parent waiting on a pipe to its
+    # actor child) never spends: pytest-timeout's wall clock (300 s) fails such a test, so the mutant counts
+    # as killed instead of holding the run forever
     (workdir / "pyproject.toml").write_text(project + config)
 
 
@@ -209,7 +212,18 @@ def retest_untraced(room: str, spec: Room, workdir: Path, env: dict, timeout_s: 
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
         for name in sorted(n for n, c in codes.items() if status(c) == "no tests"):
-            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *spec.untraced]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-x",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--timeout",
+                "300",
+                *spec.untraced,
+            ]
             try:
                 code = subprocess.run(
                     cmd,

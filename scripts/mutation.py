@@ -114,7 +114,15 @@ ROOMS: dict[str, Room] = {
     "validation": Room(("kdrl/validate.py",), ("tests/test_bad_inputs.py", *NEW)),
     "runs": Room(
         ("kdrl/runs/*.py", "kdrl/modules/*.py", "kdrl/callbacks.py"),
-        ("tests/test_protocol.py", "tests/test_distill.py", "tests/test_multitask.py", *NEW),
+        (
+            "tests/test_protocol.py",
+            "tests/test_distill.py",
+            "tests/test_multitask.py",
+            "tests/test_survivors_runs.py",
+            "tests/test_student_resume.py",
+            "tests/test_hparams_search.py::test_shared_study_is_created_once_under_a_lock_before_the_sweepers",
+            *NEW,
+        ),
     ),
 }
 

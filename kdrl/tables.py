@@ -227,9 +227,11 @@ def mark_incomplete(table: pd.DataFrame, df: pd.DataFrame, rows: str, cols: str)
     counted = df[df["status"] != "pruned"]
     total = counted.groupby([rows, cols], dropna=False).size()
     waiting = todo.groupby([rows, cols], dropna=False).size()
-    for (r, c), k in waiting.items():
-        n_all = int(total[(r, c)])
-        mark = f"{INCOMPLETE} n={n_all - int(k)} of {n_all}"
+    # aligned, not looked up: a run without a value in rows or cols (a width-given student has no size) is a nan
+    # key, which total[(r, c)] cannot find
+    counts = pd.concat({"total": total, "waiting": waiting}, axis=1).dropna(subset=["waiting"])
+    for (r, c), n_all, k in zip(counts.index, counts["total"].astype(int), counts["waiting"].astype(int)):
+        mark = f"{INCOMPLETE} n={n_all - k} of {n_all}"
         old = table.at[r, c] if r in table.index and c in table.columns else None
         if c not in table.columns:
             table[c] = None
@@ -460,7 +462,7 @@ def summary_table(df: pd.DataFrame, rows: str, cols: str, metric: str) -> Summar
     caption = (
         f"{metric}{' (% of teacher)' if pct else ''}: {stat} [95% CI] over n = {'/'.join(map(str, n))} seeds; CI: "
         f"{'percentile bootstrap' if is_speed_metric(metric) else CI_NAME}; † n < {MIN_SEEDS}; ‡ no reliable interval "
-        f"(most seeds tied at a bound of the score, e.g. CartPole's 500, or no spread); {len(df) - failed - pruned} ok runs, "
+        f"(most seeds tied at a bound of the score, e.g. CartPole's 500, or no spread); {len(df) - failed - pruned - unfinished} ok runs, "
         f"{failed} failed"
         + (f", {pruned} pruned by a search (stopped early; not in the table)" if pruned else "")
         + (f", {refused} with the score refused (teacher not better than random)" if refused else "")

@@ -560,7 +560,8 @@ def mark_lost(rows: list[dict[str, Any]], returncode: int | None, log_path: Path
         started = row["status"] == "started"  # its run dir exists
         row["status"], row["lost"] = "failed", True
         what = (
-            "killed or lost: its process ended without writing results.json (killed: out of memory, a signal?)"
+            "killed, lost or refused: its process ended without writing results.json (killed: out of memory, a "
+            "signal? refused: a job that could not start says why in the stage's log)"
             if started
             else "never started"
         )

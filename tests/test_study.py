@@ -291,7 +291,7 @@ def kill_mid_way_then_resume(tmp_path: Path, launcher: str, kill: Callable[[Path
     out = (tmp_path / "first.log").read_text()
     assert first.returncode == 1, out
     assert not (run_dir / "results.json").exists()  # killed: it never wrote its results
-    assert f"failed {KILLED}: killed or lost" in out and "the next kdrl-study call reruns them" in out, out
+    assert f"failed {KILLED}: killed, lost or refused" in out and "the next kdrl-study call reruns them" in out, out
     index = {r["id"]: r for r in json.loads((sdir / "index.json").read_text())["jobs"]}
     assert index[KILLED]["status"] == "failed"
     assert {i: r["status"] for i, r in index.items() if i != KILLED} == dict.fromkeys(

@@ -169,7 +169,7 @@ def test_c_a_job_killed_by_sigkill_is_marked_failed_and_the_next_call_reruns_it(
     assert drv.wait(timeout=300) == 1
     out = (tmp_path / "driver1.log").read_text()
     assert (
-        "failed teachers/env=cartpole,seed=0: killed or lost: its process ended without writing results.json (killed"
+        "failed teachers/env=cartpole,seed=0: killed, lost or refused: its process ended without writing results.json (killed"
         in out
     ), out
     rows = index_rows(sdir)
@@ -179,7 +179,7 @@ def test_c_a_job_killed_by_sigkill_is_marked_failed_and_the_next_call_reruns_it(
         [sys.executable, "-m", "kdrl.cli.study", "--status", str(sdir)], capture_output=True, text=True, env=env(1)
     )
     assert (
-        "teachers/env=cartpole,seed=0: killed or lost: its process ended without writing results.json" in status.stdout
+        "teachers/env=cartpole,seed=0: killed, lost or refused: its process ended without writing results.json" in status.stdout
     )
     assert "failed (" in status.stdout and "rerun by the next kdrl-study call" in status.stdout
     print(f"\n[c] SIGKILL to job pid {pid}; --status: {status.stdout.splitlines()[0]}")

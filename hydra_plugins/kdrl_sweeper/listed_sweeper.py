@@ -72,4 +72,19 @@ class ListedSweeper(Sweeper):
         returns = []
         for start in range(0, len(batch), size):
             returns.append(self.launcher.launch(batch[start : start + size], initial_job_idx=start))
+        for ret in (r for launched in returns for r in (launched or ())):
+            report_failure(ret)
         return returns
+
+
+def report_failure(ret: Any) -> None:
+    """One log line (the stage's log) for a job that raised: Hydra keeps its exception in the JobReturn and
+    shows it nowhere in a multirun, and a job refused before it wrote results.json (a resume conflict, a
+    lock held elsewhere) left no other trace of why."""
+    from hydra.core.utils import JobStatus
+
+    if getattr(ret, "status", None) != JobStatus.FAILED:
+        return
+    from kdrl.errors import one_line
+
+    log.error("a job failed (%s): %s", " ".join(ret.overrides or ()), one_line(ret._return_value))

@@ -380,12 +380,24 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every leaf that shapes the run (all but RESUME_FREE_KEYS and
     the task's TASK_RESUME_FREE_KEYS) and differs; ``(absent)`` where one config lacks the key."""
-    free = (*RESUME_FREE_KEYS, *TASK_RESUME_FREE_KEYS.get(str(new.get("task")), ()))
+    free = [*RESUME_FREE_KEYS, *TASK_RESUME_FREE_KEYS.get(str(new.get("task")), ())]
+    # of the student size presets only the ones the two runs name shape them: a preset added by a newer
+    # kdrl (or changed, and used by neither) leaves this run as it was
+    used = {str((c.get("student") or {}).get("size")) for c in (old, new) if isinstance(c.get("student"), dict)}
+    free += [
+        f"student_sizes.{name}"
+        for name in {**(old.get("student_sizes") or {}), **(new.get("student_sizes") or {})}
+        if name not in used
+    ]
     a, b = _leaves(old), _leaves(new)
+
+    def differ(x: Any, y: Any) -> bool:  # a key a newer kdrl added as null (off) is the setting the run had
+        return not ((x is _ABSENT and y is None) or (x is None and y is _ABSENT)) and x != y
+
     return [
         (k, a.get(k, _ABSENT), b.get(k, _ABSENT))
         for k in sorted(set(a) | set(b))
-        if not any(k == f or k.startswith(f + ".") for f in free) and a.get(k, _ABSENT) != b.get(k, _ABSENT)
+        if not any(k == f or k.startswith(f + ".") for f in free) and differ(a.get(k, _ABSENT), b.get(k, _ABSENT))
     ]
 
 

@@ -111,7 +111,7 @@ ROOMS: dict[str, Room] = {
             "tests/test_fast_loop.py::test_actor_child_leaves_the_jobs_signals_to_the_parent",
         ),
     ),
-    "validation": Room(("kdrl/validate.py",), ("tests/test_bad_inputs.py", *NEW)),
+    "validation": Room(("kdrl/validate.py",), ("tests/test_bad_inputs.py", "tests/test_survivors_validation.py", *NEW)),
     "runs": Room(
         ("kdrl/runs/*.py", "kdrl/modules/*.py", "kdrl/callbacks.py"),
         (

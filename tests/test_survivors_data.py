@@ -21,6 +21,17 @@ CARTPOLE = env_spec(make_env("CartPole-v1"))
 KEY = ("task", "b")
 
 
+@pytest.fixture(autouse=True)
+def _keep_this_process_placement():
+    """A test that drops an actor without closing it (``c._proc = None``) leaves the learner pinned
+    (kdrl.actor.pin_plan, when KDRL_NO_PIN is unset); the next test starts from the placement before."""
+    import os
+
+    before = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, before)
+
+
 def push_left(obs: np.ndarray) -> np.ndarray:
     return np.zeros(len(obs), dtype=np.int64)
 
@@ -380,3 +391,373 @@ def test_multitask_streams_end_together_and_a_cut_round_is_undone():
     assert multi.grad_steps == sum(yielded)
     close(first)
     close(second)
+
+
+# ---- the triage of the room's full run (survivors-data.txt): the collector's acting and counting ----
+def test_epsilon_greedy_hands_out_int64_actions_and_copies_nothing_it_need_not():
+    from kdrl.collector import epsilon_greedy
+
+    obs = np.arange(6, dtype=np.float32).reshape(3, 2)
+    seen = []
+    greedy = lambda o: seen.append(o) or np.full(len(o), 1, dtype=np.int32)  # noqa: E731
+    out = epsilon_greedy(obs, None, np.zeros(0, dtype=np.int64), greedy)
+    assert out.dtype == np.int64 and out.tolist() == [1, 1, 1]
+    # nobody explores this step: the greedy net sees the observations themselves, not a masked copy
+    out = epsilon_greedy(obs, np.zeros(3, dtype=bool), np.zeros(0, dtype=np.int64), greedy)
+    assert seen[-1] is obs and out.tolist() == [1, 1, 1]
+    # everybody explores: the random actions are the step's actions, as they are
+    draws = np.array([0, 1, 0], dtype=np.int64)
+    out = epsilon_greedy(obs, np.ones(3, dtype=bool), draws, greedy)
+    assert out is draws and len(seen) == 2
+
+
+class FakeNet(torch.nn.Module):
+    """A net whose numpy path answers ``answer`` (None: it declines) and whose torch path answers
+    zeros and records the device it was handed."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer, self.devices = answer, []
+
+    def numpy_greedy(self, obs):
+        return self.answer
+
+    def greedy(self, x):
+        self.devices.append(x.device)
+        return torch.zeros(len(x), dtype=torch.int64)
+
+
+def test_greedy_actions_takes_the_numpy_path_on_cpu_and_the_torch_path_on_the_given_device():
+    from kdrl.collector import greedy_actions
+
+    obs = np.zeros((2, 4), dtype=np.float32)
+    answer = np.array([1, 1])
+    net = FakeNet(answer)
+    assert greedy_actions(net, obs, torch.device("cpu")) is answer and net.devices == []
+    declines = FakeNet(None)
+    assert greedy_actions(declines, obs, torch.device("cpu")).tolist() == [0, 0]
+    assert declines.devices == [torch.device("cpu")]
+    off_cpu = FakeNet(answer)  # not on the CPU: the torch path, on that device
+    assert greedy_actions(off_cpu, obs, torch.device("meta")).tolist() == [0, 0]
+    assert [d.type for d in off_cpu.devices] == ["meta"]
+
+
+def test_an_env_collector_defaults_to_seed_0_and_no_clipping_and_names_an_unnamed_env():
+    buf = stream_replay(CARTPOLE, config(n_step=1), 2, seed=0)
+    default = EnvCollector(make_vector_env("CartPole-v1", 2, 0), buf, push_left, lambda t: 0.5)
+    seeded = EnvCollector(make_vector_env("CartPole-v1", 2, 0), buf, push_left, lambda t: 0.5, seed=0)
+    assert default.rng.bit_generator.state == seeded.rng.bit_generator.state
+    assert np.array_equal(default.obs, seeded.obs) and default.reward_clip is False
+    unnamed = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")])
+    assert unnamed.spec is None
+    c = EnvCollector(unnamed, stream_replay(CARTPOLE, config(n_step=1), 1, seed=0), push_left, lambda t: 0.0)
+    assert c.env_id == "?"
+
+    def boom(actions):
+        raise RuntimeError("boom")
+
+    c.envs.step = boom
+    with pytest.raises(EnvStepError, match=r"^env '\?' raised at env step 0: RuntimeError\('boom'\)$"):
+        c.step()
+    for x in (default, seeded, c):
+        x.envs.close()
+
+
+def two_env_collector(epsilon=lambda t: 0.5, seed=3) -> EnvCollector:
+    buf = stream_replay(CARTPOLE, config(n_step=1), 2, seed=0)
+    return EnvCollector(make_vector_env("CartPole-v1", 2, seed, key=KEY), buf, push_left, epsilon, seed=seed, key=KEY)
+
+
+def test_count_round_carries_each_envs_return_and_length_into_the_episode_that_ends():
+    c = two_env_collector()
+    try:
+        c.count(np.array([0.125, 0.0625]), np.zeros(2, dtype=bool))  # a step before the round counts too
+        c.count_round(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), np.zeros((3, 2), dtype=bool))
+        assert c.env_steps == 8 and c.finished == []
+        c.count_round(np.array([[0.5, 0.25]]), np.array([[True, True]]))
+        assert c.finished == [(10, 9.625, 5), (10, 12.3125, 5)]
+        assert list(c.recent_returns) == [9.625, 12.3125] and c.episodes == 2
+    finally:
+        c.envs.close()
+
+
+def test_recent_returns_keep_the_last_100_episodes():
+    c = two_env_collector()
+    try:
+        for i in range(60):
+            c.count(np.array([float(i), i + 0.5]), np.array([True, True]))
+        expected = [r for i in range(60) for r in (float(i), i + 0.5)][-100:]
+        assert c.recent_returns.maxlen == 100 and list(c.recent_returns) == expected
+    finally:
+        c.envs.close()
+
+
+def test_exploration_at_epsilon_0_draws_nothing_and_explores_only_strictly_below_epsilon():
+    c = two_env_collector(epsilon=lambda t: 0.0)
+    try:
+        before = c.rng.bit_generator.state
+        explore, random_actions = c.exploration()
+        assert explore is None and len(random_actions) == 0 and c.rng.bit_generator.state == before
+        u = generator(3, *KEY, "collector").random(2)  # the collector's next uniform draws
+        c.epsilon_fn = lambda t: float(u[0])  # epsilon exactly at sub-env 0's draw: it does not explore
+        explore, _ = c.exploration()
+        assert explore.tolist() == [False, bool(u[1] < u[0])]
+    finally:
+        c.envs.close()
+
+
+# ---- build_stream and the round lengths -------------------------------------------------------------
+def test_build_stream_passes_the_env_kwargs_and_seeds_the_action_space_on_its_key():
+    stream = stream_of({"id": "CartPole-v1", "num_envs": 2, "kwargs": {"max_episode_steps": 5}}, config())
+    ref = make_vector_env("CartPole-v1", 2, 7, key=KEY)
+    try:
+        c = stream.collector
+        for _ in range(5):
+            c.step()
+        assert c.episodes == 2 and [f[2] for f in c.finished] == [5, 5]
+        samples = [c.envs.action_space.sample().tolist() for _ in range(20)]
+        assert samples == [ref.action_space.sample().tolist() for _ in range(20)]
+    finally:
+        close(stream)
+        ref.close()
+
+
+def test_build_stream_says_what_an_actor_process_needs():
+    with pytest.raises(ValueError, match=r"^env.actor=process needs the module's acting nets$"):
+        build_stream(
+            {"id": "CartPole-v1", "num_envs": 1, "actor": "process"}, CARTPOLE, config(), push_left, lambda t: 0.1, 0
+        )
+
+
+def test_steps_to_next_round_is_whole_vector_steps_to_the_next_update_or_the_budget():
+    # learning_starts 40, train_freq 4, 2 updates per update period, a budget of 400 env steps
+    stream = stream_of({"id": "CartPole-v1", "num_envs": 2}, config())
+    c = stream.collector
+    try:
+        cases = [  # (env_steps, grad_steps) -> vector steps
+            ((33, 0), 4),  # 7 env steps to the first update: 4 vector steps
+            ((40, 0), 1),  # due now: one vector step
+            ((43, 4), 3),  # due at 40 + 2 * 4 = 48
+            ((397, 400), 2),  # the budget first: 3 env steps left
+            ((400, 400), 0),
+        ]
+        for (steps, grads), expected in cases:
+            c.env_steps, stream.grad_steps = steps, grads
+            got = stream.steps_to_next_round()
+            assert (got, type(got)) == (expected, int), (steps, grads)
+    finally:
+        close(stream)
+
+
+# ---- the actor process: what it stages is what an in-process collector records ----------------------
+LUNAR = env_spec(make_env("LunarLander-v3"))
+LUNAR_ENV = ("LunarLander-v3", 2, 3, {"max_episode_steps": 9})  # real-valued rewards, truncations
+
+
+class PlainReplay:
+    """A replay that is not a ``ReplayBuffer`` (the actor records it step by step)."""
+
+    def __init__(self, replay):
+        self.replay = replay
+
+    def add(self, *rows):
+        self.replay.add(*rows)
+
+
+def fire_main(obs: np.ndarray) -> np.ndarray:
+    return np.full(len(obs), 2, dtype=np.int64)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("clip", [False, True])
+def test_an_actor_records_what_an_in_process_collector_of_its_arguments_records(clip, plain):
+    """Rounds of 8 steps in the child, epsilon 0.5 (some sub-envs explore, some exploit), reward
+    clipping on/off, an n-step replay that needs the episode ends, one written per round or step by step."""
+    rows, acting = {}, [torch.nn.Linear(8, 4)]
+    for kind in ("actor", "inline"):
+        replay = stream_replay(LUNAR, config(n_step=3), 2, seed=0)
+        buf = PlainReplay(replay) if plain else replay
+        envs = make_vector_env(*LUNAR_ENV, key=KEY)
+        if kind == "actor":
+            c = ActorCollector(envs, buf, fire_main, lambda t: 0.5, lambda: acting, 8, 3, clip, KEY)
+            for _ in range(3):
+                c.launch(8)
+                c.join()
+            c.close()
+        else:
+            c = EnvCollector(envs, buf, fire_main, lambda t: 0.5, seed=3, reward_clip=clip, key=KEY)
+            for _ in range(24):
+                c.step()
+        envs.close()
+        names = ("obs", "actions", "rewards", "next_obs", "terminated")
+        rows[kind] = [getattr(replay, n)[:48].clone() for n in names], np.array(replay.dones[:48]), c
+    (a_rows, a_dones, a), (i_rows, i_dones, i) = rows["actor"], rows["inline"]
+    for x, y in zip(a_rows, i_rows):
+        assert torch.equal(x, y)
+    assert np.array_equal(a_dones, i_dones) and a_dones.sum() > 0
+    assert not torch.equal(i_rows[4], torch.as_tensor(i_dones).to(i_rows[4].dtype))  # truncations are no terminations
+    assert (a.env_steps, a.episodes, a.finished) == (i.env_steps, i.episodes, i.finished) == (48, 4, i.finished)
+    assert a.rng.bit_generator.state == i.rng.bit_generator.state
+    assert bool(torch.all(i_rows[2].abs() <= 1)) is clip and set(i_rows[1].tolist()) > {2}
+
+
+def test_an_actors_defaults_and_its_shared_staging():
+    calls = []
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    buf = stream_replay(CARTPOLE, config(n_step=1), 2, seed=0)
+    c = ActorCollector(
+        make_vector_env("CartPole-v1", 2, 0), buf, push_left, lambda t: 0.5, lambda: calls.append(1) or [net], 0
+    )
+    ref = EnvCollector(make_vector_env("CartPole-v1", 2, 0), buf, push_left, lambda t: 0.5, seed=0)
+    try:
+        assert c.rng.bit_generator.state == ref.rng.bit_generator.state and np.array_equal(c.obs, ref.obs)
+        assert (c.max_round, c.pending, c.wait_s, c.in_process, c.reward_clip) == (1, 0, 0.0, False, False)
+        assert type(c.pending) is int and c.in_process is False and c.reward_clip is False
+        c.start()
+        dtypes = {name: a.dtype for name, a in c._staged.items()}
+        assert dtypes == {
+            "obs": np.float32,
+            "next_obs": np.float32,
+            "actions": np.int64,
+            "rewards": np.float64,
+            "terminated": np.bool_,
+            "done": np.bool_,
+            "explore": np.bool_,
+            "has_draws": np.bool_,
+            "random_actions": np.int64,
+        }
+        assert c._proc.daemon is True
+        c.launch(1)  # the snapshot the child acts with: every parameter in its own slot
+        assert [w.dtype for w in c._weights] == [torch.float32] * 4
+        assert all(torch.equal(w, p) for w, p in zip(c._weights, net.parameters()))
+        c.join()
+        c.step()
+        assert len(calls) == 1  # the acting nets are asked for once
+        proc = c._proc
+    finally:
+        c.close()
+        ref.envs.close()
+        c.envs.close()
+    assert proc.exitcode == 0 and c.pending == 0 and type(c.pending) is int
+    c.__del__()  # closed: nothing to kill
+    ActorCollector.__new__(ActorCollector).__del__()  # never initialised: nothing to kill
+
+
+def test_the_learners_wait_for_the_actor_adds_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from kdrl import actor
+
+    stream = actor_stream()
+    c = stream.collector
+    clock = iter([1.0, 3.0, 10.0, 15.0])
+    monkeypatch.setattr(actor, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    try:
+        for _ in range(2):
+            c.launch(2)
+            c.join()
+        assert c.wait_s == 7.0
+    finally:
+        close(stream)
+
+
+def test_a_launch_refuses_a_second_round_and_a_round_out_of_range():
+    stream = actor_stream()
+    c = stream.collector
+    try:
+        with pytest.raises(ValueError, match=rf"^a round is 1\.\.{c.max_round} vector steps, got 0$"):
+            c.launch(0)
+        c.launch(1)
+        with pytest.raises(RuntimeError, match=r"^a round is already in flight; join it first$"):
+            c.launch(1)
+        c.join()
+    finally:
+        close(stream)
+
+
+def test_an_acting_net_off_the_cpu_steps_in_process_and_says_so(caplog):
+    import logging
+
+    net = torch.nn.Linear(4, 2, bias=False, device="meta")
+    buf = stream_replay(CARTPOLE, config(n_step=1), 2, seed=0)
+    c = ActorCollector(make_vector_env("CartPole-v1", 2, 0), buf, push_left, lambda t: 0.5, lambda: [net], 4)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kdrl.actor"):
+            c.launch(3)
+        assert [r.getMessage() for r in caplog.records] == [
+            "env.actor=process: the acting net is on meta; the envs step in-process, as env.actor=inline"
+        ]
+        assert c.in_process and c._proc is None and c.pending == 3 and c.env_steps == 0
+        c.close()  # the launched round is dropped
+        assert c.pending == 0 and type(c.pending) is int and c.env_steps == 0
+    finally:
+        c.envs.close()
+
+
+def test_the_child_acts_on_one_torch_thread():
+    threads = lambda obs: np.full(len(obs), torch.get_num_threads() - 1, dtype=np.int64)  # noqa: E731
+    buf = stream_replay(CARTPOLE, config(n_step=1), 2, seed=0)
+    net = torch.nn.Linear(4, 2)
+    c = ActorCollector(make_vector_env("CartPole-v1", 2, 0), buf, threads, lambda t: 0.0, lambda: [net], 4)
+    try:
+        c.launch(4)
+        c.join()
+        assert buf.size == 8 and not bool(buf.actions[:8].any())
+    finally:
+        c.close()
+        c.envs.close()
+
+
+def test_the_learner_and_the_actor_are_pinned_to_their_cpus_and_the_learner_unpinned_after(monkeypatch):
+    import os
+
+    from kdrl import actor
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    monkeypatch.delenv("KDRL_NO_PIN", raising=False)
+    real = os.sched_getaffinity
+    asked = []
+    monkeypatch.setattr(actor.os, "sched_getaffinity", lambda pid: asked.append(pid) or real(pid))
+    before = real(0)
+    stream = actor_stream()
+    c = stream.collector
+    try:
+        c.step()  # the child has set its own placement before it answered
+        assert real(0) == {cpus[0]} and real(c._proc.pid) == {cpus[1]}
+    finally:
+        close(stream)
+        after = real(0)
+        os.sched_setaffinity(0, before)
+    assert after == before and set(asked) == {0}
+
+
+def test_pin_plan_asks_about_this_process(monkeypatch):
+    from kdrl import actor
+
+    monkeypatch.delenv("KDRL_NO_PIN", raising=False)
+    monkeypatch.setattr(actor.os, "sched_getaffinity", lambda pid: {0: {5, 2}}[pid])
+    assert actor.pin_plan() == (2, 5)
+
+
+def test_a_signal_whose_handler_cannot_be_read_is_skipped_not_the_rest(monkeypatch):
+    import signal
+
+    from kdrl import actor
+
+    real = signal.getsignal
+
+    def getsignal(sig):
+        if sig == signal.SIGHUP:
+            raise ValueError("unreadable")
+        return real(sig)
+
+    saved = real(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        monkeypatch.setattr(actor.signal, "getsignal", getsignal)
+        plan = actor.child_signal_plan()
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert signal.SIGHUP not in plan and plan[signal.SIGTERM] == signal.SIG_DFL

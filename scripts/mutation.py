@@ -76,7 +76,12 @@ ROOMS: dict[str, Room] = {
     ),
     "scores": Room(
         ("kdrl/scores.py", "kdrl/tables.py"),
-        ("tests/test_tables.py", "tests/test_results_schema.py", "tests/test_survivors_scores.py"),
+        (
+            "tests/test_tables.py",
+            "tests/test_results_schema.py",
+            "tests/test_survivors_scores.py",
+            "tests/test_survivors_tables.py",
+        ),
     ),
     "statistics": Room(
         ("kdrl/statistics.py",),

@@ -75,3 +75,17 @@ def wandb_run_summary(run_dir):
                 {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
             )
     return out
+
+
+def budget_frame():
+    """A budget sweep's results: two student sizes at four budgets (24k to 192k updates), three seeds a point
+    (the level -0.01, +0, +0.01), one rising to a plateau (rusu_7) and one still rising (rusu_4)."""
+    import pandas as pd
+
+    rows = []
+    for size, levels in [("rusu_7", [0.5, 0.8, 0.9, 0.9]), ("rusu_4", [0.2, 0.4, 0.6, 0.8])]:
+        for k, level in enumerate(levels):
+            for e in (-0.01, 0.0, 0.01):
+                rows.append({"env_id": "MinAtar/Asterix-v1", "student_size": size, "grad_steps": 24_000 * 2**k,
+                             "normalized_score": level + e, "job_wall_time_s": 60.0 * 2**k})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -28,6 +28,7 @@ from kdrl.statistics import (  # noqa: E402
     plateau,
     probability_of_improvement,
 )
+from tests.helpers import budget_frame  # noqa: E402
 
 INF = math.inf
 UNB = (-INF, INF)
@@ -794,18 +795,10 @@ def test_time_to_score_markdown_of_an_env_no_run_reached(tmp_path):
 
 
 # ---- budgets -----------------------------------------------------------------------------------------------
-def _budget_df():
-    rows = []
-    for size, levels in [("rusu_7", [0.5, 0.8, 0.9, 0.9]), ("rusu_4", [0.2, 0.4, 0.6, 0.8])]:
-        for k, level in enumerate(levels):
-            for e in (-0.01, 0.0, 0.01):
-                rows.append({"env_id": "MinAtar/Asterix-v1", "student_size": size, "grad_steps": 24_000 * 2**k,
-                             "normalized_score": level + e, "job_wall_time_s": 60.0 * 2**k})  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 def test_budget_table_with_a_margin_and_without_wall_times():
-    df = _budget_df()
+    df = budget_frame()
     tab = T.budget_table(df, ["student_size"], margin=0.5).set_index("student_size")
     g = df[df["student_size"] == "rusu_4"]
     last, cheapest = plateau(g["grad_steps"].astype(float), g["normalized_score"].astype(float), margin=0.5)

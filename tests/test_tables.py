@@ -151,17 +151,11 @@ def test_time_to_score_reads_the_first_evaluation_at_the_score_and_counts_runs_t
 
 
 def test_budget_table_names_the_cheapest_budget_on_the_plateau_and_plots_it(tmp_path):
-    import pandas as pd
 
     from kdrl.tables import budget_markdown, budget_table, plot_budgets
+    from tests.helpers import budget_frame
 
-    rows = []
-    for size, levels in [("rusu_7", [0.5, 0.8, 0.9, 0.9]), ("rusu_4", [0.2, 0.4, 0.6, 0.8])]:
-        for k, level in enumerate(levels):
-            for e in (-0.01, 0.0, 0.01):
-                rows.append({"env_id": "MinAtar/Asterix-v1", "student_size": size, "grad_steps": 24_000 * 2**k,
-                             "normalized_score": level + e, "job_wall_time_s": 60.0 * 2**k})  # fmt: skip
-    df = pd.DataFrame(rows)
+    df = budget_frame()
     tab = budget_table(df, ["env_id", "student_size"]).set_index("student_size")
     assert tab.loc["rusu_7", "plateau"] and tab.loc["rusu_7", "cheapest_on_plateau"] == 96_000
     assert tab.loc["rusu_7", "job_wall_s_at_cheapest"] == 240.0

@@ -179,7 +179,8 @@ def test_c_a_job_killed_by_sigkill_is_marked_failed_and_the_next_call_reruns_it(
         [sys.executable, "-m", "kdrl.cli.study", "--status", str(sdir)], capture_output=True, text=True, env=env(1)
     )
     assert (
-        "teachers/env=cartpole,seed=0: killed, lost or refused: its process ended without writing results.json" in status.stdout
+        "teachers/env=cartpole,seed=0: killed, lost or refused: its process ended without writing results.json"
+        in status.stdout
     )
     assert "failed (" in status.stdout and "rerun by the next kdrl-study call" in status.stdout
     print(f"\n[c] SIGKILL to job pid {pid}; --status: {status.stdout.splitlines()[0]}")

@@ -298,7 +298,9 @@ def kill_mid_way_then_resume(tmp_path: Path, launcher: str, kill: Callable[[Path
         ["teachers/env=cartpole,seed=0", "teachers/env=cartpole,seed=1", "students/seed=0"], "ok"
     )
     status = study("--status", sdir)
-    assert "4 jobs: 3/4 ok, 1 failed" in status.stdout and f"{KILLED}: killed or lost" in status.stdout, status.stdout
+    assert "4 jobs: 3/4 ok, 1 failed" in status.stdout and f"{KILLED}: killed, lost or refused" in status.stdout, (
+        status.stdout
+    )
     # stages in order: both teachers had finished before either student started
     teachers_done = max((sdir / t / "results.json").stat().st_mtime for t in index if t.startswith("teachers/"))
     students_started = min(started_at(sdir / s) for s in index if s.startswith("students/"))
@@ -378,7 +380,7 @@ def test_a_job_that_never_wrote_results_is_failed_until_it_runs_again(tmp_path):
         update_row(tmp_path, r)
     assert [r["status"] for r in rows] == ["ok", "started"]
     mark_lost(rows, 1, tmp_path / "logs" / "students.log")
-    assert [r["status"] for r in rows] == ["ok", "failed"] and rows[1]["error"].startswith("killed or lost")
+    assert [r["status"] for r in rows] == ["ok", "failed"] and rows[1]["error"].startswith("killed, lost or refused")
     update_row(tmp_path, rows[1])
     assert rows[1]["status"] == "failed"  # still no results.json: still failed
     never = {"id": "students/seed=2", "run_dir": "students/seed=2", "status": "pending", "since": 0.0}

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -395,3 +396,398 @@ def test_sweep_index_lists_each_jobs_overrides_space_separated(tmp_path):
             (tmp_path / job / "results.json").write_text(json.dumps({"status": status}))
     rows = list(csv.reader(write_sweep_index(tmp_path).read_text().splitlines()))
     assert rows == [["job", "status", "overrides"], ["2", "missing", "seed=0"], ["10", "ok", "seed=1 loss=nll"]]
+
+
+# ---- the seed-1 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 1) ---------------------------
+class _Evaluated(nn.Module):
+    """What an evaluation callback reads of a module: counters and the train/eval switch."""
+
+    def __init__(self, env_steps: int, grad_steps: int, task_env_steps: int | None = None) -> None:
+        super().__init__()
+        self.env_steps, self.task_env_steps = env_steps, task_env_steps
+        self.stream = SimpleNamespace(grad_steps=grad_steps)
+        self.greedy = self.greedy_fn = None
+        self.told: list[tuple[float, float, float]] = []
+
+    def on_greedy_evaluation(self, student: float, teacher: float, random: float) -> None:
+        self.told.append((student, teacher, random))
+
+
+def test_a_student_evaluation_logs_its_normalised_score(monkeypatch):
+    """(kdrl.callbacks.xǁGreedyEvaluationǁmeasure__mutmut_72: the metric's key upper-cased) the score
+    goes to the loggers as eval/normalized_score, the key the W&B plots and the search read."""
+    import kdrl.callbacks as cb
+
+    monkeypatch.setattr(cb, "evaluate_policy", lambda *a, **k: [30.0, 50.0])
+    ev = cb.GreedyEvaluation("CartPole-v1", None, 100, 2, 0, None, None, reference=([90.0] * 20, [10.0] * 20))
+    result = ev.measure(_Evaluated(200, 7))
+    assert result.record["normalized_score"] == pytest.approx(0.375)  # (40 - 10) / (90 - 10)
+    assert result.metrics == {
+        "eval/return_mean": 40.0,
+        "eval/return_std": 10.0,
+        "eval/return_min": 30.0,
+        "eval/normalized_score": pytest.approx(0.375),
+    }
+
+
+def test_a_multitask_evaluation_records_per_task_steps_and_its_wall_time(monkeypatch):
+    """(kdrl.callbacks.xǁMultiTaskEvaluationǁmeasure__mutmut_30 / _35: task_env_steps and wall_s
+    recorded under other keys) the record keeps the per-task env steps (results' history) and the
+    wall time a resumed run restarts its clock from (PeriodicEvaluation.on_train_start)."""
+    from kdrl.callbacks import EvalTask, MultiTaskEvaluation
+
+    tasks = [EvalTask("cartpole", "CartPole-v1", {}), EvalTask("acrobot", "Acrobot-v1", {})]
+    ev = MultiTaskEvaluation(tasks, 100, 2, 0, None, None, [100.0, -100.0], [20.0, -500.0])
+    monkeypatch.setattr(ev, "task_returns", lambda greedy: [60.0, -300.0])
+    module = _Evaluated(600, 9, task_env_steps=300)
+    module.greedy_fn = lambda i: None
+    record = ev.measure(module).record
+    assert set(record) == {
+        "env_steps", "task_env_steps", "grad_steps", "wall_s", "train_wall_s", "return_mean",
+        "pct_of_teacher", "mean_pct_of_teacher", "geomean_pct_of_teacher",
+    }  # fmt: skip
+    assert (record["env_steps"], record["task_env_steps"], record["grad_steps"]) == (600, 300, 9)
+    assert record["wall_s"] >= record["train_wall_s"] >= 0
+    assert record["pct_of_teacher"] == {"cartpole": pytest.approx(50.0), "acrobot": pytest.approx(50.0)}
+    ev.history.append(record)
+    ev.on_train_start(None, module)  # a resumed run's clock goes on from the recorded wall time
+    assert ev.t_start <= time.perf_counter() - record["wall_s"]
+
+
+def test_the_progress_bar_shows_the_latest_evaluation():
+    """(kdrl.callbacks.xǁEnvStepProgressBarǁ_update__mutmut_19: the key upper-cased)"""
+    from kdrl.callbacks import GreedyEvaluation
+
+    ev = GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None)
+    ev.history.append({"return_mean": 123.45})
+    pb = EnvStepProgressBar()
+    pb.bar = tqdm(total=1000, file=io.StringIO())
+    module = SimpleNamespace(
+        env_steps=40,
+        sps=10.0,
+        collector=SimpleNamespace(recent_returns=[], epsilon=0.05),
+        trainer=SimpleNamespace(callbacks=[ev]),
+    )
+    pb._update(module)
+    assert pb.bar.postfix == "sps=10, eps=0.050, eval=123.5"
+    pb.bar.close()
+
+
+def test_metrics_are_summed_over_the_updates_of_a_log_interval():
+    """(kdrl.modules.base.xǁRLModuleǁaccumulate__mutmut_3: each update replaced the sum) the logged
+    mean is over every update since the last flush, not the last one's value."""
+    m = _rl_module()
+    m.log_interval = 3
+    flushed: list[dict[str, float]] = []
+    m.flush_metrics = lambda: flushed.append({k: (v / m._count).item() for k, v in m._sums.items()})
+    for loss in (1.0, 2.0, 6.0):
+        m.accumulate(loss=torch.tensor(loss))
+    assert flushed == [{"loss": 3.0}]
+
+
+def test_dqn_takes_gradient_clipping_and_double_dqn_from_its_config():
+    """(kdrl.modules.dqn.xǁDQNǁ__init____mutmut_20: max_grad_norm not passed; x_td_term__mutmut_21:
+    double_dqn's default False) algo.max_grad_norm reaches the update; a config without double_dqn
+    gets Double DQN, as conf/algo/dqn.yaml documents."""
+    from kdrl.modules.dqn import DQN, td_term
+
+    algo = plain(compose_cfg("train", QUIET).algo)
+    assert algo["max_grad_norm"] == 10.0
+    module = DQN(MLP((4,), 2, width=8), CARTPOLE, {"id": "CartPole-v1"}, algo, lambda ps: torch.optim.SGD(ps, lr=0.1))
+    assert module.max_grad_norm == 10.0
+    module = DQN(
+        MLP((4,), 2, width=8), CARTPOLE, {"id": "CartPole-v1"}, {**algo, "max_grad_norm": None}, torch.optim.SGD
+    )
+    assert module.max_grad_norm is None
+    assert (
+        td_term({"gamma": 0.9}).double_dqn is True and td_term({"gamma": 0.9, "double_dqn": False}).double_dqn is False
+    )
+
+
+def _student_job(tmp_path: Path, overrides: list[str] = ()) -> tuple[DistillJob, RLModule, dict]:
+    teacher = constant_teacher(tmp_path / "teacher.pt", 0)
+    cfg = compose_cfg(
+        "distill",
+        [
+            *QUIET,
+            f"teacher.checkpoint={teacher}",
+            f"teacher.cache_dir={tmp_path / 'cache'}",
+            "student.width=8",
+            *overrides,
+        ],
+    )
+    job = DistillJob(cfg, tmp_path / "run", choices={})
+    fields: dict = {}
+    module, _ = job.build(fields)
+    return job, module, fields
+
+
+@pytest.mark.parametrize("control", ["student", "teacher"])
+def test_who_acted_is_logged_unless_the_student_alone_acts(tmp_path, monkeypatch, control):
+    """(kdrl.modules.student.xǁDistillStudentǁflush_metrics__mutmut_3: ``"STUDENT"``: the teacher's
+    share logged, as 0, for a student acting alone) control=teacher logs the share of env steps the
+    teacher acted in and beta 1; control=student logs neither."""
+    monkeypatch.setattr(RLModule, "flush_metrics", lambda self: None)
+    _, module, _ = _student_job(tmp_path, [f"control={control}"])
+    logged: list[dict] = []
+    module.log_env_metrics = logged.append
+    module.collector = SimpleNamespace(env_steps=200)
+    module.teacher_acted = 150
+    module.flush_metrics()
+    expected = [] if control == "student" else [{"train/teacher_action_fraction": 0.75, "train/beta": 1.0}]
+    assert logged == expected
+
+
+def test_a_resumed_student_gets_its_offline_phase_report_back(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁload_extra_state__mutmut_29: read under another key)
+    results.json's ``pretrain`` block of a QDagger student resumed after its offline phase is the
+    phase's report, read back from the checkpoint."""
+    _, module, fields = _student_job(tmp_path)
+    assert fields["width"] == 8 and fields["depth"] == 2  # (xǁDistillJobǁbuild__mutmut_86: depth under "DEPTH")
+    state = module.extra_state()
+    assert "pretrain_report" not in state
+    report = {"teacher_steps": 600, "updates": 300, "wall_s": 1.5, "mean_distill_loss": 0.25}
+    module.load_extra_state({**state, "pretrain_report": report})
+    assert module.pretrain_report == report and module.extra_state()["pretrain_report"] == report
+
+
+def test_the_offline_phase_reports_the_mean_loss_and_agreement(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁpretrain_offline__mutmut_79: the distillation loss
+    left out of the report) QDagger's offline phase reports its mean distillation loss, TD loss and
+    agreement with the teacher over its updates."""
+    offline = ["experiment=qdagger", "distill.pretrain.teacher_steps=200", "distill.pretrain.updates=64"]
+    _, module, _ = _student_job(tmp_path, offline)
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    module.optimizers = lambda use_pl_optimizer=True: opt  # driven without a Trainer
+    module.pretrain_offline()
+    report = module.pretrain_report
+    assert (report["teacher_steps"], report["updates"]) == (200, 64)
+    assert {"mean_distill_loss", "mean_td_loss", "mean_agreement"} <= set(report)
+    assert report["mean_distill_loss"] > 0 and report["mean_td_loss"] > 0 and 0 <= report["mean_agreement"] <= 1
+
+
+def test_a_data_job_records_its_wall_time_and_fills_its_progress_bar(tmp_path, monkeypatch):
+    """(kdrl.runs.dataset.x_record_teacher_data__mutmut_119: wall_time_s left out; __mutmut_60: the
+    bar advanced by None) results.json has the recording's wall time, and sps = env steps / it; the
+    bar ends at the number of steps recorded."""
+    import kdrl.runs.dataset as ds
+
+    bars: list[tqdm] = []
+    monkeypatch.setattr(
+        ds, "progress_bar", lambda total, on: bars.append(tqdm(total=total, file=io.StringIO())) or bars[-1]
+    )
+    teacher = constant_teacher(tmp_path / "teacher.pt", 0)
+    cfg = compose_cfg("data", [*QUIET, f"teacher.checkpoint={teacher}", "dataset.steps=200", "env.num_envs=2"])
+    res = record_teacher_data(cfg, tmp_path / "data")
+    assert res["status"] == "ok" and res["wall_time_s"] > 0
+    assert res["sps"] == pytest.approx(res["env_steps"] / res["wall_time_s"])
+    assert len(bars) == 1 and bars[0].n == 200 == res["env_steps"]
+
+
+def test_a_scratch_baselines_schedule_needs_no_exploration_delay():
+    """(kdrl.runs.distill.x_fitted_to_budget__mutmut_26: ``delay_steps``'s default dropped) an
+    exploration block without delay_steps (every algo config but MinAtar's) starts decaying at once."""
+    from kdrl.runs.distill import fitted_to_budget
+
+    algo = {
+        "total_timesteps": 1000,
+        "learning_starts": 500,
+        "exploration": {"start": 1.0, "end": 0.05, "decay_steps": 600},
+    }
+    fitted = fitted_to_budget(algo, 500)
+    assert fitted["total_timesteps"] == 500 and fitted["learning_starts"] == 50
+    assert fitted["exploration"] == {"start": 1.0, "end": 0.05, "delay_steps": 0, "decay_steps": 250}
+
+
+def test_a_student_whose_on_demand_teacher_failed_says_why(tmp_path):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_14: the message dropped) the student's error
+    names the failure of its teacher's job, in one line."""
+    from kdrl.runs.distill import TeacherNotTrained
+
+    cfg = compose_cfg("distill", [*QUIET, "teacher.checkpoint=null", f"teacher.cache_dir={tmp_path}"])
+    job = DistillJob(cfg, tmp_path / "run", choices={"env": "cartpole"})
+    job.teacher_error = RuntimeError("out of memory\nwhile training")
+    with pytest.raises(TeacherNotTrained) as exc:
+        job.build({})
+    assert str(exc.value) == "its on-demand teacher's job failed: RuntimeError: out of memory while training"
+
+
+def test_the_raw_return_ratio_of_a_teacher_returning_zero_is_nan(tmp_path):
+    """(kdrl.runs.distill.x_final_evaluation__mutmut_238: the zero check dropped: ZeroDivisionError)
+    a teacher whose reference return is 0 (Sutton-Barto CartPole: 0 a step) gives no raw ratio, and
+    the student's results are still written."""
+    from kdrl.runs.distill import final_evaluation
+
+    cfg = compose_cfg("distill", [*QUIET, "eval.final_episodes=2", "eval.agreement_states=50", "env.perturbations=[]"])
+    net = MLP((4,), 2, width=8)
+    ref = {"mean": 0.0, "std": 0.0, "se": 0.0, "returns": [0.0] * 20}
+    rnd = {"mean": -1.0, "std": 0.0, "se": 0.0, "returns": [-1.0] * 20}
+    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    out = final_evaluation(cfg, net, net, CARTPOLE, [], reference)
+    assert np.isnan(out["raw_return_ratio"]) and out["normalized_score"] == pytest.approx(
+        (out["eval_return_mean"] + 1.0) / 1.0
+    )
+    ref["mean"] = 50.0
+    assert final_evaluation(cfg, net, net, CARTPOLE, [], reference)["raw_return_ratio"] == pytest.approx(
+        out["eval_return_mean"] / 50.0
+    )
+
+
+def test_a_job_stopped_by_the_searchs_pruner_is_pruned_and_says_when(tmp_path, monkeypatch, caplog):
+    """(kdrl.runs.job.x__run_job__mutmut_96: the log line's time argument dropped) a pruned trial's
+    results.json says pruned, with its counters, and no final evaluation; the log line gives env
+    step and seconds."""
+    import kdrl.search.trial as trial
+    from kdrl.runs.teacher import train_teacher
+
+    monkeypatch.setattr(trial, "trial_pruned", lambda callbacks: True)
+    cfg = compose_cfg("train", [*QUIET, "algo.total_timesteps=600", "eval.freq=300", "eval.episodes=1"])
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        res = train_teacher(cfg, tmp_path)
+    assert res["status"] == "pruned" and res["env_steps"] == 600 and "eval_return_mean" not in res
+    said = [r.getMessage() for r in caplog.records if "pruned" in r.msg]
+    assert len(said) == 1 and said[0].startswith("teacher pruned at env step 600 (") and said[0].endswith(" s)")
+
+
+def test_a_run_logs_to_csv_unless_told_not_to(tmp_path):
+    """(kdrl.runs.job.x_build_loggers__mutmut_8: csv's default False) a logger config that does not
+    mention csv still writes metrics.csv: the curves of every run."""
+    from kdrl.runs.job import build_loggers
+
+    loggers = build_loggers(OmegaConf.create({"logger": {"wandb": "disabled"}}), tmp_path, "teacher")
+    assert [type(x) for x in loggers] == [pl.loggers.CSVLogger] and Path(loggers[0].log_dir) == tmp_path / "csv"
+    assert build_loggers(OmegaConf.create({"logger": {"csv": False, "wandb": "disabled"}}), tmp_path, "teacher") == []
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_an_offline_wandb_run_is_finished_with_its_sync_command(tmp_path, monkeypatch, caplog, mode):
+    """(kdrl.runs.job.x_finish_wandb__mutmut_11: the run's settings never read: never offline)"""
+    import sys
+
+    from kdrl.runs.job import finish_wandb
+
+    finished: list[bool] = []
+    fake = SimpleNamespace(
+        run=SimpleNamespace(settings=SimpleNamespace(mode=mode)), finish=lambda: finished.append(True)
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        finish_wandb(tmp_path)
+    said = [r.getMessage() for r in caplog.records if "wandb sync" in r.getMessage()]
+    assert finished == [True]
+    expected = [f"W&B offline run saved; upload with: wandb sync {tmp_path}/wandb/offline-run-*"]
+    assert said == (expected if mode == "offline" else [])
+
+
+def test_under_slurm_lightning_does_not_requeue_the_job_itself(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_make_trainer__mutmut_20: no SLURMEnvironment given: Lightning's own, which
+    requeues on SIGUSR2 beside submitit) in a SLURM job the trainer's cluster environment is SLURM's
+    with auto-requeue off."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    from kdrl.runs.job import make_trainer
+
+    for k, v in {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "kdrl", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    monkeypatch.setenv("SLURM_NODEID", "0")
+    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": False}})
+    trainer = make_trainer(cfg, [], [], tmp_path)
+    env = trainer._accelerator_connector.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
+
+
+def test_quiet_lightning_quiets_lightnings_loggers_and_not_the_root(monkeypatch):
+    """(kdrl.runs.job.x_quiet_lightning__mutmut_8: the root logger set to WARNING instead)"""
+    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", None)
+    before = {n: logging.getLogger(n).level for n in names}
+    try:
+        logging.getLogger().setLevel(logging.INFO)
+        for n in names[:3]:
+            logging.getLogger(n).setLevel(logging.INFO)
+        with warnings.catch_warnings():
+            quiet_lightning()
+        assert [logging.getLogger(n).level for n in names] == [logging.WARNING] * 3 + [logging.INFO]
+    finally:
+        for n, level in before.items():
+            logging.getLogger(n).setLevel(level)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The 'train_dataloader' does not have many workers which may be a bottleneck.",
+        "Your `IterableDataset` has `__len__` defined.",
+        "GPU available but not used. You can set it by doing `Trainer(accelerator='gpu')`.",
+        "Checkpoint directory /x/checkpoints exists and is not empty.",
+        "Found `dataloader_iter` argument in the `training_step`.",
+        "You are using the `dataloader_iter` step flavor.",
+        "Found 1 module(s) in eval mode at the start of training.",
+    ],
+)
+def test_quiet_lightning_silences_each_of_its_warnings(message):
+    """(kdrl.runs.job.x_quiet_lightning__mutmut_41: a pattern wrapped in XX: matches nothing)"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn(message, UserWarning, stacklevel=1)
+        assert len(caught) == 1  # shown before
+        del caught[:]
+        quiet_lightning()
+        warnings.warn(message, UserWarning, stacklevel=1)
+        assert caught == []
+
+
+def test_an_unfinished_runs_config_is_read_and_a_finished_ones_is_not(tmp_path):
+    """(kdrl.runs.job.x_unfinished_run_config__mutmut_15: ``!=``: only finished runs read) a failed
+    attempt's checkpoint gives the config it started with; once results.json says ok, nothing."""
+    from kdrl.runs.job import unfinished_run_config
+
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: {"seed": 3}}, tmp_path / "checkpoints" / "last.ckpt")
+    assert unfinished_run_config(tmp_path) == {"seed": 3}
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "config": {"seed": 4}}))
+    assert unfinished_run_config(tmp_path) == {"seed": 3}
+    (tmp_path / "results.json").write_text(json.dumps({"status": "ok", "config": {"seed": 3}}))
+    assert unfinished_run_config(tmp_path) is None
+
+
+def test_an_unusable_checkpoint_is_named_with_what_happens_instead(tmp_path, caplog):
+    """(kdrl.runs.job.x_resume_checkpoint__mutmut_55: the warning's format None)"""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        assert resume_checkpoint(OmegaConf.create({"resume": True}), tmp_path) is None
+    said = [r.getMessage() for r in caplog.records if r.name == "kdrl"]
+    assert len(said) == 1 and said[0].startswith(f"unusable checkpoint {tmp_path / 'checkpoints' / 'last.ckpt'}: ")
+    assert said[0].endswith("; set aside as last.ckpt.corrupt; no whole checkpoint left: starting afresh")
+
+
+def test_a_failed_on_demand_teacher_of_a_multitask_job_is_logged_by_task(tmp_path, monkeypatch, caplog):
+    """(kdrl.runs.multitask.x_multitask_job__mutmut_25: the log line's format dropped) the job
+    stops obtaining teachers at the first failure, says which task's, and runs (to fail in one line)."""
+    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={tmp_path}"])
+    asked: list[str] = []
+
+    def fail(name, *a):
+        asked.append(name)
+        raise RuntimeError("diverged\nat step 9")
+
+    monkeypatch.setattr(mt, "missing_teachers", lambda job: ["cartpole", "acrobot"])
+    monkeypatch.setattr(mt, "obtain_teacher", fail)
+    monkeypatch.setattr(mt, "run_job", lambda job: {"error": job.teacher_error})
+    with caplog.at_level(logging.ERROR, logger="kdrl"):
+        res = mt.multitask_job(cfg, tmp_path / "run", choices={"debug": "fast"})
+    assert asked == ["cartpole"] and str(res["error"]) == "diverged\nat step 9"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said == ["the on-demand teacher of task cartpole failed: RuntimeError: diverged at step 9"]
+
+
+def test_a_multitask_jobs_fields_name_its_adapter_and_update(tmp_path):
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁfields__mutmut_40: the adapter recorded as "None")"""
+    for adapter, update in (("linear", "interleave"), ("pad", "sum")):
+        cfg = compose_cfg("multitask", [*QUIET, f"student.adapter={adapter}", f"multitask.update={update}"])
+        fields = mt.MultiTaskJob(cfg, tmp_path, choices={}).fields()
+        assert (fields["adapter"], fields["update"], fields["width"], fields["depth"]) == (
+            adapter, update, cfg.student.width, cfg.student.depth,
+        )  # fmt: skip

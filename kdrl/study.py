@@ -1193,12 +1193,16 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     write_text, write_csv = T.write_text_atomic, T.write_csv_atomic  # a full disk keeps the previous files
     files = {s: [index.study_dir / r["run_dir"] / "results.json" for r in finished if r["stage"] == s] for s in stages}
     if spec.get("kind") == "time_to_score":  # teachers: when each reached its env's score (issue 26)
-        df = T.time_to_score([f for fs in files.values() for f in fs], spec.get("targets") or {})
+        frames = [T.time_to_score(fs, spec.get("targets") or {}).assign(stage=s) for s, fs in files.items() if fs]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if df.empty:
             return ""
         df.to_csv(out / "runs.csv", index=False)
         note = spec.get("note", "")
         text = head + (f"{note}\n\n" if note else "") + T.time_to_score_markdown(df) + "\n"
+        if spec.get("plots", True):
+            with contextlib.suppress(Exception):  # a plot never costs the table
+                T.plot_time_to_score(df, out)
     elif spec.get("kind") == "budget":  # students over a budget sweep: where the score stops rising (issue 26)
         df = pd.concat([T.collect(fs) for fs in files.values() if fs], ignore_index=True)
         df = df[df["kind"] == "student"]

@@ -825,12 +825,17 @@ def time_to_score(paths: Iterable[str | Path], targets: Mapping[str, float]) -> 
 
 def time_to_score_markdown(df: pd.DataFrame) -> str:
     """Per env: seeds, how many reached the score, the median time to it [min–max] over those that did,
-    the env steps to it, and the final held-out return (mean [95% CI] over seeds)."""
+    the env steps to it, and the final held-out return (mean [95% CI] over seeds). With a ``stage``
+    column naming more than one stage (recipes side by side), one row per stage and env."""
+    by_stage = "stage" in df and df["stage"].nunique() > 1
     head = (
         "| env | target | seeds | reached | time to score, median [min–max] | env steps to score, median "
         "[min–max] | final return, mean [95% CI] | job wall, median |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    lines = [("| stage " if by_stage else "") + head, "|---" * (8 + by_stage) + "|"]
+    keys = ["stage", "env_id"] if by_stage else ["env_id"]
+    if by_stage:  # stages in the order given (the study's declaration order), not alphabetical
+        df = df.assign(stage=pd.Categorical(df["stage"], list(dict.fromkeys(df["stage"]))))
 
     def spread(x: pd.Series, fmt: str) -> str:
         x = x.dropna()
@@ -838,17 +843,50 @@ def time_to_score_markdown(df: pd.DataFrame) -> str:
             return "–"
         return f"{format(x.median(), fmt)} [{format(x.min(), fmt)}–{format(x.max(), fmt)}]"
 
-    for env_id, g in df.sort_values(["env_id", "seed"]).groupby("env_id"):
+    for key, g in df.sort_values([*keys, "seed"]).groupby(keys, sort=False, observed=True):
+        env_id = key[-1]
         hit = g[g["reached"]]
         t = spread(hit["time_to_score_s"] / 60.0, ".1f") + (" min" if len(hit) else "")
         t += " ≈" if bool(hit["approx"].any()) else ""
         final = mean_ci(g["final_return"].astype(float).to_numpy()).text(".1f")
         lines.append(
-            f"| {env_id} | {g['target'].iloc[0]:g} | {len(g)} ({', '.join(str(s) for s in g['seed'])}) | "
+            (f"| {key[0]} " if by_stage else "")
+            + f"| {env_id} | {g['target'].iloc[0]:g} | {len(g)} ({', '.join(str(s) for s in g['seed'])}) | "
             f"{len(hit)}/{len(g)} | {t} | {spread(hit['steps_to_score'], ',.0f')} | {final} | "
             f"{g['job_wall_time_s'].median() / 60.0:.1f} min |"
         )
     return "\n".join(lines)
+
+
+def plot_time_to_score(df: pd.DataFrame, out: Path) -> Path:
+    """Every run's periodic return against env steps (one line per run, one colour per stage), the
+    env's target dashed: a score reached by a jump on some seeds and never on others shows as such,
+    which a mean over seeds would hide. One panel per env; ``df``: time_to_score's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted(df["env_id"].unique(), key=str)
+    stages = list(dict.fromkeys(df["stage"])) if "stage" in df else [None]
+    fig, axes = plt.subplots(1, len(envs), figsize=(6.0 * len(envs), 3.8), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for i, stage in enumerate(stages):
+            runs = df[(df["env_id"] == env) & ((df["stage"] == stage) if stage is not None else True)]
+            for j, (_, r) in enumerate(runs.sort_values("seed").iterrows()):
+                hist = json.loads((Path(r["run_dir"]) / "results.json").read_text()).get("eval_history") or []
+                ax.plot([h["env_steps"] for h in hist], [h["return_mean"] for h in hist], color=f"C{i}", lw=1,
+                        alpha=0.85, label=None if j else (stage or "runs"))  # fmt: skip
+        ax.axhline(float(df.loc[df["env_id"] == env, "target"].iloc[0]), ls="--", color="k", lw=1, label="target")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("greedy return (periodic eval)")
+        ax.set_title(str(env))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # ---- budgets: has the score stopped rising? --------------------------------------------------------------

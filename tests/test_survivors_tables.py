@@ -1320,3 +1320,45 @@ def test_task_scores_are_floats_even_from_an_integer_column():
     df = pd.DataFrame({"status": ["ok"] * 3, "m": ["x"] * 3, "env": ["A", "A", "B"], "steps": [3, 5, 8]})
     got = T.task_scores(df, "env", "m", "steps")
     assert got["x"]["A"].dtype == float and got["x"]["A"].tolist() == [3.0, 5.0] and got["x"]["B"].tolist() == [8.0]
+
+
+def test_time_to_score_markdown_of_two_stages_has_a_row_per_stage_in_their_order():
+    """Recipes side by side (study minatar_seaquest): one row per stage and env, stages in the order
+    given, never pooled into one row."""
+    rows = [
+        ("z_default", 0, False, np.nan, 6.0),
+        ("z_default", 1, True, 600.0, 30.0),
+        ("a_more_updates", 0, True, 1200.0, 20.0),
+        ("a_more_updates", 1, True, 1800.0, 30.0),
+    ]
+    df = pd.DataFrame([{"stage": st, "env_id": "E", "seed": s, "target": 20.0, "reached": r, "time_to_score_s": t,
+                        "approx": False, "steps_to_score": t * 100, "final_return": f, "job_wall_time_s": 60.0}
+                       for st, s, r, t, f in rows])  # fmt: skip
+    md = T.time_to_score_markdown(df).split("\n")
+    assert md[0].startswith("| stage | env | target |") and md[1] == "|---" * 9 + "|"
+    assert md[2].startswith("| z_default | E | 20 | 2 (0, 1) | 1/2 | 10.0 [10.0–10.0] min | 60,000 [60,000–60,000] |")
+    assert md[3].startswith("| a_more_updates | E | 20 | 2 (0, 1) | 2/2 | 25.0 [20.0–30.0] min |")
+    assert len(md) == 4
+    one = T.time_to_score_markdown(df[df["stage"] == "z_default"]).split("\n")  # one stage: no stage column
+    assert one[0].startswith("| env | target |") and one[2].startswith("| E | 20 | 2 (0, 1) | 1/2 |")
+
+
+def test_time_to_score_plot_draws_every_run_of_every_stage(tmp_path, monkeypatch):
+    """Each run's periodic returns are read from its results.json and drawn, one colour per stage."""
+    drawn: list[tuple[list, list, str]] = []
+    import matplotlib.axes
+
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "plot",
+        lambda self, x, y, **kw: drawn.append((list(x), list(y), kw.get("color"))) or real_plot(self, x, y, **kw),
+    )
+    rows = []
+    for stage, seed, returns in (("slow", 0, [1.0, 2.0]), ("slow", 1, [3.0, 30.0]), ("fast", 0, [5.0, 25.0])):
+        d = tmp_path / f"{stage}{seed}"
+        write_json(d, {"eval_history": [{"env_steps": 10 * (i + 1), "return_mean": r} for i, r in enumerate(returns)]})
+        rows.append({"stage": stage, "env_id": "E", "seed": seed, "target": 20.0, "run_dir": str(d)})
+    path = T.plot_time_to_score(pd.DataFrame(rows), tmp_path)
+    assert path == tmp_path / "curves.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert drawn == [([10, 20], [1.0, 2.0], "C0"), ([10, 20], [3.0, 30.0], "C0"), ([10, 20], [5.0, 25.0], "C1")]

@@ -394,7 +394,9 @@ def test_sweep_index_lists_each_jobs_overrides_space_separated(tmp_path):
         (tmp_path / job / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         if status:
             (tmp_path / job / "results.json").write_text(json.dumps({"status": status}))
-    rows = list(csv.reader(write_sweep_index(tmp_path).read_text().splitlines()))
+    index = write_sweep_index(tmp_path)
+    assert index == tmp_path / "index.csv"  # (x_write_sweep_index__mutmut_58: the file named INDEX.CSV)
+    rows = list(csv.reader(index.read_text().splitlines()))
     assert rows == [["job", "status", "overrides"], ["2", "missing", "seed=0"], ["10", "ok", "seed=1 loss=nll"]]
 
 
@@ -646,6 +648,7 @@ def test_a_job_stopped_by_the_searchs_pruner_is_pruned_and_says_when(tmp_path, m
     with caplog.at_level(logging.INFO, logger="kdrl"):
         res = train_teacher(cfg, tmp_path)
     assert res["status"] == "pruned" and res["env_steps"] == 600 and "eval_return_mean" not in res
+    assert res["config"]["algo"]["total_timesteps"] == 600  # (x__run_job__mutmut_4: the config under another key)
     said = [r.getMessage() for r in caplog.records if "pruned" in r.msg]
     assert len(said) == 1 and said[0].startswith("teacher pruned at env step 600 (") and said[0].endswith(" s)")
 
@@ -791,3 +794,215 @@ def test_a_multitask_jobs_fields_name_its_adapter_and_update(tmp_path):
         assert (fields["adapter"], fields["update"], fields["width"], fields["depth"]) == (
             adapter, update, cfg.student.width, cfg.student.depth,
         )  # fmt: skip
+
+
+# ---- the seed-2 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 2) ---------------------------
+def test_teardown_closes_the_modules_collector():
+    """(kdrl.modules.base.xǁRLModuleǁteardown__mutmut_11: the method looked up under another name:
+    an actor process outlives its fit)"""
+    m = _rl_module()
+    closed: list[bool] = []
+    m.collector = SimpleNamespace(close=lambda: closed.append(True))
+    m.teardown("fit")
+    assert closed == [True]
+    _rl_module().teardown("fit")  # no collector yet (a fit that failed in setup): nothing to close
+
+
+@pytest.mark.parametrize("update, steps", [("sum", 1), ("interleave", 2)])
+def test_a_multitask_round_steps_once_on_the_summed_losses_or_once_per_task(update, steps):
+    """(kdrl.modules.multitask.xǁMultiTaskModuleǁrun_round__mutmut_26: the summed loss read under
+    another key) update=sum takes one optimiser step on the sum of the tasks' losses; interleave one
+    per task. The sum step equals a hand-made step on the summed loss."""
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import JointMultiTaskDQN
+    from kdrl.nets import build_multitask_net
+
+    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
+    specs = [CARTPOLE, EnvSpec("Acrobot-v1", (6,), 3)]
+    tasks = [TaskEnv(n, s, {"id": s.env_id, "num_envs": 1}) for n, s in zip(("cartpole", "acrobot"), specs)]
+    torch.manual_seed(0)
+    net = build_multitask_net({"width": 8, "depth": 1}, specs)
+    dqn = {**plain(cfg.dqn), "max_grad_norm": None}
+    module = JointMultiTaskDQN(
+        net, tasks, plain(cfg.multitask), dqn, lambda ps: torch.optim.SGD(ps, lr=0.1), update=update
+    )
+    module.setup("fit")
+    for c in module.collectors:
+        while c.buffer.size < 64:
+            c.step()
+    due = [(i, c.buffer.sample_stack(1, 16).at(0)) for i, c in enumerate(module.collectors)]
+    expected = None
+    if update == "sum":
+        twin = build_multitask_net({"width": 8, "depth": 1}, specs)
+        twin.load_state_dict(net.state_dict())
+        sgd = torch.optim.SGD(twin.parameters(), lr=0.1)
+        saved = module.q_net
+        module.q_net = twin  # the same losses, on the twin (the target net is the module's own)
+        torch.stack([module.task_loss(i, b)["loss"] for i, b in due]).sum().backward()
+        module.q_net = saved
+        sgd.step()
+        expected = twin.state_dict()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    module.run_round(opt, due)
+    assert module.optimizer_steps == steps
+    if expected is not None:
+        assert all(torch.allclose(net.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_a_student_takes_gradient_clipping_and_the_mixed_schedule_from_its_config(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁ__init____mutmut_38: max_grad_norm not read; _94:
+    beta_end read under another key) distill.max_grad_norm reaches the update; under control=mixed the
+    teacher's share decays from beta_start to distill.mixed.beta_end."""
+    overrides = [
+        "distill.max_grad_norm=2.5",
+        "control=mixed",
+        "distill.mixed.beta_end=0.2",
+        "distill.mixed.decay_steps=100",
+    ]
+    _, module, _ = _student_job(tmp_path, overrides)
+    assert module.max_grad_norm == 2.5
+    assert module.beta(0) == 1.0 and module.beta(50) == pytest.approx(0.6) and module.beta(10_000) == pytest.approx(0.2)
+
+
+def test_a_data_job_records_a_trusted_torchscript_teacher(tmp_path):
+    """(kdrl.runs.dataset.x_record_teacher_data__mutmut_42: teacher.trust_code not passed: always
+    refused) with teacher.trust_code=true a TorchScript teacher records its dataset."""
+    path = scripted_teacher(tmp_path / "teacher.ts", 1)
+    base = [*QUIET, f"teacher.checkpoint={path}", "dataset.steps=40", "env.num_envs=2"]
+    res = record_teacher_data(compose_cfg("data", [*base, "teacher.trust_code=true"]), tmp_path / "data")
+    assert res["status"] == "ok" and res["env_steps"] == 40
+    with pytest.raises(Exception, match="(?i)trust_code"):
+        record_teacher_data(compose_cfg("data", [*base, "teacher.trust_code=false"]), tmp_path / "refused")
+
+
+class _FakeWandb(SimpleNamespace):
+    """wandb as kdrl calls it: init (recorded, or raising), Settings (its keywords kept)."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        super().__init__(inits=[], fail=fail, Settings=lambda **kw: SimpleNamespace(**kw))
+
+    def init(self, **kw):
+        if self.fail is not None:
+            raise self.fail
+        self.inits.append(kw)
+        return "run"
+
+
+def test_an_online_wandb_run_is_started_online_with_its_init_timeout(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x__online_wandb_run__mutmut_12 / _19: the timeout's settings dropped, the mode
+    upper-cased; "no tests": no test started an online run)"""
+    import sys
+
+    from kdrl.runs.job import _online_wandb_run
+
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "7")
+    assert _online_wandb_run(tmp_path, {"project": "p", "group": "g"}) == "run"
+    [kw] = fake.inits
+    assert kw["dir"] == str(tmp_path) and kw["mode"] == "online" and kw["settings"].init_timeout == 7.0
+    assert (kw["project"], kw["group"]) == ("p", "g")
+
+
+def test_an_unreachable_online_wandb_falls_back_to_offline_and_says_so(tmp_path, monkeypatch, caplog):
+    """(kdrl.runs.job.x__online_wandb_run__mutmut_35 / _36: the warning's words changed, its %s broken)"""
+    import os
+    import sys
+
+    from kdrl.runs.job import _online_wandb_run
+
+    monkeypatch.setitem(sys.modules, "wandb", _FakeWandb(fail=RuntimeError("no\napi key")))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        assert _online_wandb_run(tmp_path, {}) is None
+    assert [r.getMessage() for r in caplog.records if r.name == "kdrl"] == [
+        f"W&B online unreachable (no api key); continuing with W&B offline in {tmp_path}/wandb "
+        "(upload later with `wandb sync`)"
+    ]
+    assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_an_offline_wandb_logger_joins_the_configured_group(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_80: the group left out: a study's jobs in no group)"""
+    import pytorch_lightning.loggers as pl_loggers
+
+    from kdrl.runs.job import build_loggers
+
+    made: list[dict] = []
+    monkeypatch.setattr(pl_loggers, "WandbLogger", lambda **kw: made.append(kw) or "wandb-logger")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = OmegaConf.create({
+        "logger": {"csv": False, "wandb": "offline"}, "wandb": {"project": "kdrl", "group": "study-a", "tags": ["t"]},
+        "env": {"id": "CartPole-v1"}, "seed": 4,
+    })  # fmt: skip
+    assert build_loggers(cfg, tmp_path, "teacher") == ["wandb-logger"]
+    [kw] = made
+    assert (kw["group"], kw["project"], kw["job_type"], kw["name"], kw["tags"]) == (
+        "study-a", "kdrl", "teacher", "teacher-CartPole-v1-s4", ["t"],
+    )  # fmt: skip
+    assert kw["offline"] is True and kw["config"]["seed"] == 4
+
+
+def test_a_resume_conflict_with_seven_differences_says_one_more(tmp_path):
+    """(kdrl.runs.job.x_check_resumable__mutmut_38: ``> 7``: the seventh difference never mentioned)"""
+    old = {"resume": True, **{f"k{i}": 0 for i in range(8)}}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: old}, tmp_path / "checkpoints" / "last.ckpt")
+    for changed, tail in ((6, "k5: 0 -> 1)"), (7, "k5: 0 -> 1; and 1 more)")):
+        new = {**old, **{f"k{i}": 1 for i in range(changed)}}
+        with pytest.raises(ResumeConflict) as exc:
+            check_resumable(new, tmp_path)
+        assert tail in str(exc.value)
+
+
+def test_the_fit_is_one_epoch_over_the_stream(tmp_path):
+    """(kdrl.runs.job.x_make_trainer__mutmut_32: max_epochs None: Lightning's 1,000 epochs, the stream
+    iterated again after its budget)"""
+    from kdrl.runs.job import make_trainer
+
+    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": False}})
+    assert make_trainer(cfg, [], [], tmp_path).max_epochs == 1
+
+
+def test_a_failed_attempt_is_resumed_and_a_finished_run_is_not(tmp_path):
+    """(kdrl.runs.job.x_resume_checkpoint__mutmut_20: ``!=``: every failed attempt restarted afresh)"""
+    path = _whole_checkpoint(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "error": "killed"}))
+    assert resume_checkpoint(OmegaConf.create({"resume": True}), tmp_path) == str(path)
+    (tmp_path / "results.json").write_text(json.dumps({"status": "ok"}))
+    assert resume_checkpoint(OmegaConf.create({"resume": True}), tmp_path) is None
+
+
+def test_a_multitask_task_without_trust_code_refuses_a_torchscript_teacher(tmp_path):
+    """(kdrl.runs.multitask.x_load_task__mutmut_47: trust_code's default True) a config without the
+    key trusts nothing, as conf/multitask.yaml's default (false) says."""
+    path = scripted_teacher(tmp_path / "cartpole.ts", 1)
+    base = [*QUIET, f"teacher.checkpoints={{cartpole:{path}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}"]
+    cfg = compose_cfg("multitask", [*base, "~teacher.trust_code"])
+    assert "trust_code" not in cfg.teacher
+    with pytest.raises(Exception, match="(?i)trust_code"):
+        mt.load_task(cfg, "cartpole", {"debug": "fast"})
+
+
+def test_a_multitask_task_result_has_the_students_spread(tmp_path):
+    """(kdrl.runs.multitask.x_task_result__mutmut_31: eval_return_std under another key)"""
+    net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
+    module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
+    ref = {"mean": 100.0, "std": 0.0, "se": 0.0, "returns": [100.0] * 20}
+    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    task = mt.TaskSetup("cartpole", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
+    out = mt.task_result(task, module, 0, [40.0, 80.0], [100.0, 100.0], [20.0, 20.0])
+    assert out["eval_return_mean"] == 60.0 and out["eval_return_std"] == 20.0 and out["eval_returns"] == [40.0, 80.0]
+    assert out["pct_of_teacher"] == pytest.approx(50.0) and (out["env_steps"], out["episodes"]) == (300, 7)
+
+
+def test_a_multitask_job_whose_on_demand_teacher_failed_says_why(tmp_path):
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁbuild__mutmut_4: the failure dropped from the message)"""
+    from kdrl.runs.distill import TeacherNotTrained
+
+    job = mt.MultiTaskJob(compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={tmp_path}"]), tmp_path, choices={})
+    job.teacher_error = RuntimeError("diverged\nat step 9")
+    with pytest.raises(TeacherNotTrained) as exc:
+        job.build({})
+    assert str(exc.value) == "an on-demand teacher's job failed: RuntimeError: diverged at step 9"

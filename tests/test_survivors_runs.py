@@ -569,19 +569,31 @@ def test_the_offline_phase_reports_the_mean_loss_and_agreement(tmp_path):
     assert report["mean_distill_loss"] > 0 and report["mean_td_loss"] > 0 and 0 <= report["mean_agreement"] <= 1
 
 
-def test_a_data_job_records_its_wall_time_and_fills_its_progress_bar(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "bar_override, shown", [("trainer.enable_progress_bar=false", False), ("~trainer.enable_progress_bar", True)]
+)
+def test_a_data_job_records_its_wall_time_and_fills_its_progress_bar(tmp_path, monkeypatch, bar_override, shown):
     """(kdrl.runs.dataset.x_record_teacher_data__mutmut_119: wall_time_s left out; __mutmut_60: the
     bar advanced by None) results.json has the recording's wall time, and sps = env steps / it; the
     bar ends at the number of steps recorded."""
     import kdrl.runs.dataset as ds
 
     bars: list[tqdm] = []
+    asked: list[bool] = []
     monkeypatch.setattr(
-        ds, "progress_bar", lambda total, on: bars.append(tqdm(total=total, file=io.StringIO())) or bars[-1]
+        ds,
+        "progress_bar",
+        lambda total, on: asked.append(on) or bars.append(tqdm(total=total, file=io.StringIO())) or bars[-1],
     )
     teacher = constant_teacher(tmp_path / "teacher.pt", 0)
-    cfg = compose_cfg("data", [*QUIET, f"teacher.checkpoint={teacher}", "dataset.steps=200", "env.num_envs=2"])
+    overrides = [*QUIET[:2], bar_override, f"teacher.checkpoint={teacher}", "dataset.steps=200", "env.num_envs=2"]
+    cfg = compose_cfg("data", overrides)
     res = record_teacher_data(cfg, tmp_path / "data")
+    # shown unless trainer.enable_progress_bar=false (x_record_teacher_data__mutmut_51 / _55: never shown when
+    # the key is absent); the results name their config, so a rerun skips them (_7: config None)
+    assert asked == [shown] and res["config"]["dataset"]["steps"] == 200
+    again = record_teacher_data(cfg, tmp_path / "data")  # skipped: the finished results, nothing recorded again
+    assert again["wall_time_s"] == res["wall_time_s"] and again["config"] == res["config"] and len(asked) == 1
     assert res["status"] == "ok" and res["wall_time_s"] > 0
     assert res["sps"] == pytest.approx(res["env_steps"] / res["wall_time_s"])
     assert len(bars) == 1 and bars[0].n == 200 == res["env_steps"]
@@ -644,11 +656,15 @@ def test_a_job_stopped_by_the_searchs_pruner_is_pruned_and_says_when(tmp_path, m
     from kdrl.runs.teacher import train_teacher
 
     monkeypatch.setattr(trial, "trial_pruned", lambda callbacks: True)
+    given: list = []
+    monkeypatch.setattr(trial, "trial_callbacks", lambda evaluation: given.append(evaluation) or [])
     cfg = compose_cfg("train", [*QUIET, "algo.total_timesteps=600", "eval.freq=300", "eval.episodes=1"])
     with caplog.at_level(logging.INFO, logger="kdrl"):
         res = train_teacher(cfg, tmp_path)
     assert res["status"] == "pruned" and res["env_steps"] == 600 and "eval_return_mean" not in res
     assert res["config"]["algo"]["total_timesteps"] == 600  # (x__run_job__mutmut_4: the config under another key)
+    # the search's reporter follows the job's own evaluation (x__run_job__mutmut_24: given None)
+    assert len(given) == 1 and type(given[0]).__name__ == "GreedyEvaluation" and given[0].history
     said = [r.getMessage() for r in caplog.records if "pruned" in r.msg]
     assert len(said) == 1 and said[0].startswith("teacher pruned at env step 600 (") and said[0].endswith(" s)")
 
@@ -845,6 +861,8 @@ def test_a_multitask_round_steps_once_on_the_summed_losses_or_once_per_task(upda
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     module.run_round(opt, due)
     assert module.optimizer_steps == steps
+    # logged per task, and the mean loss (xǁJointMultiTaskDQNǁtask_loss__mutmut_31, xǁMultiTaskModuleǁrun_round__mutmut_33)
+    assert set(module._sums) == {"loss", *(f"{t}/{k}" for t in ("cartpole", "acrobot") for k in ("td_loss", "q_mean"))}
     if expected is not None:
         assert all(torch.allclose(net.state_dict()[k], v) for k, v in expected.items())
 
@@ -902,6 +920,9 @@ def test_an_online_wandb_run_is_started_online_with_its_init_timeout(tmp_path, m
     [kw] = fake.inits
     assert kw["dir"] == str(tmp_path) and kw["mode"] == "online" and kw["settings"].init_timeout == 7.0
     assert (kw["project"], kw["group"]) == ("p", "g")
+    monkeypatch.delenv("WANDB_INIT_TIMEOUT")
+    _online_wandb_run(tmp_path, {})
+    assert fake.inits[-1]["settings"].init_timeout == 30.0  # (x__online_wandb_run__mutmut_9: 31 by default)
 
 
 def test_an_unreachable_online_wandb_falls_back_to_offline_and_says_so(tmp_path, monkeypatch, caplog):
@@ -1006,3 +1027,91 @@ def test_a_multitask_job_whose_on_demand_teacher_failed_says_why(tmp_path):
     with pytest.raises(TeacherNotTrained) as exc:
         job.build({})
     assert str(exc.value) == "an on-demand teacher's job failed: RuntimeError: diverged at step 9"
+
+
+# ---- the seed-3 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 3) ---------------------------
+class _NoState:
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def test_an_evaluation_resumed_before_its_first_evaluation_has_no_earlier_wall_time():
+    """(kdrl.callbacks.xǁPeriodicEvaluationǁload_state_dict__mutmut_15: the empty-history check
+    dropped: IndexError on a checkpoint written before the first evaluation; "no tests")"""
+    ev = PeriodicEvaluation(100, 1, 0, policies=_NoState(), checkpoint=_NoState())
+    fresh = PeriodicEvaluation(100, 1, 0, policies=_NoState(), checkpoint=_NoState())
+    fresh.load_state_dict(ev.state_dict())
+    assert fresh.resumed_wall_s == 0.0 and fresh.history == [] and fresh.next_eval == 100
+    ev.history.append({"wall_s": 12.5})
+    fresh.load_state_dict(ev.state_dict())
+    assert fresh.resumed_wall_s == 12.5
+
+
+def test_a_module_without_its_data_settings_refuses_to_build_a_stream():
+    """(kdrl.modules.base.xǁRLModuleǁbuild_stream__mutmut_1: ``or``: a module with an env spec but no
+    data settings went on to build a stream from None)"""
+    m = RLModule(nn.Linear(4, 2), CARTPOLE, {"id": "CartPole-v1"}, None, torch.optim.SGD, lambda t: 0.0)
+    with pytest.raises(AssertionError):
+        m.build_stream()
+
+
+def test_a_pruned_students_results_count_the_nonzero_weights_of_its_policy(tmp_path):
+    """(kdrl.runs.distill.xǁDistillJobǁprune_fields__mutmut_9: counted on None) the pruning report
+    plus the non-zero parameters of the chosen policy; None for a student that is not pruned."""
+    from kdrl.prune import nonzero_params
+
+    _, module, _ = _student_job(tmp_path, ["distill.prune.amount=0.5"])
+    module.collector = SimpleNamespace(env_steps=100)
+    module.pruning.apply(module)
+    fields = DistillJob.prune_fields(module, module.q_net)
+    assert fields["nonzero_params"] == float(nonzero_params(module.q_net)) < module.params
+    assert {k: v for k, v in fields.items() if k != "nonzero_params"} == module.pruning.report
+    _, plain_student, _ = _student_job(tmp_path / "plain")
+    assert DistillJob.prune_fields(plain_student, plain_student.q_net) is None
+
+
+def test_a_teachers_final_evaluation_is_on_its_final_seeds_and_names_its_best_periodic_return(tmp_path):
+    """(kdrl.runs.teacher.xǁTeacherJobǁfinish__mutmut_26: the seeds left out of the final evaluation;
+    _82: best_periodic_eval under another key)"""
+    from kdrl.io import load_policy
+    from kdrl.runs.teacher import train_teacher
+
+    cfg = compose_cfg("train", [*QUIET, "algo.total_timesteps=600", "eval.freq=300", "eval.episodes=2",
+                                "eval.final_episodes=3", "net.width=8"])  # fmt: skip
+    res = train_teacher(cfg, tmp_path)
+    assert res["status"] == "ok"
+    net = MLP((4,), 2, width=8, depth=int(cfg.net.depth))
+    net.load_state_dict(load_policy(tmp_path / "teacher.pt")["state_dict"])
+    greedy = lambda obs: greedy_actions(net.eval(), obs, torch.device("cpu"))  # noqa: E731
+    seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
+    assert res["eval_returns"] == evaluate_policy(greedy, "CartPole-v1", seeds) and len(seeds) == 3
+    assert res["best_periodic_eval"] == max(h["return_mean"] for h in res["eval_history"])
+
+
+@pytest.mark.parametrize("tensorboard", [False, True])
+def test_tensorboard_is_written_to_the_run_dir_when_asked(tmp_path, tensorboard):
+    """(kdrl.runs.job.x_build_loggers__mutmut_24: the key misspelt: never; _37: a version subdirectory)"""
+    from kdrl.runs.job import build_loggers
+
+    cfg = OmegaConf.create({"logger": {"csv": False, "tensorboard": tensorboard, "wandb": "disabled"}})
+    loggers = build_loggers(cfg, tmp_path, "teacher")
+    assert [type(x) for x in loggers] == ([pl.loggers.TensorBoardLogger] if tensorboard else [])
+    if tensorboard:
+        assert Path(loggers[0].log_dir) == tmp_path / "tensorboard"
+
+
+def test_a_size_preset_a_run_uses_still_refuses_a_resume_when_changed():
+    """(kdrl.runs.job.x_config_differences__mutmut_14: the student's size read under another key:
+    every preset counted as unused)"""
+    from kdrl.runs.job import config_differences
+
+    old = {
+        "task": "distill",
+        "student": {"size": "rusu_7"},
+        "student_sizes": {"rusu_7": {"width": 8}, "rusu_4": {"width": 4}},
+    }
+    new = {**old, "student_sizes": {"rusu_7": {"width": 9}, "rusu_4": {"width": 5}}}
+    assert config_differences(old, new) == [("student_sizes.rusu_7.width", 8, 9)]

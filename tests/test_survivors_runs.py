@@ -39,8 +39,8 @@ from kdrl.modules.components import (
 )
 from kdrl.nets import MLP, MultiTaskQNetwork, TaskView
 from kdrl.runs import multitask as mt
-from kdrl.runs.dataset import record_teacher_data
-from kdrl.runs.distill import DistillJob, first_reaching, teacher_dataset
+from kdrl.runs.dataset import progress_bar, record_teacher_data
+from kdrl.runs.distill import DistillJob, first_reaching, student_sizes, teacher_dataset
 from kdrl.runs.job import (
     CONFIG_IN_CHECKPOINT,
     ResumeConflict,
@@ -1075,7 +1075,8 @@ def test_a_pruned_students_results_count_the_nonzero_weights_of_its_policy(tmp_p
 
 def test_a_teachers_final_evaluation_is_on_its_final_seeds_and_names_its_best_periodic_return(tmp_path):
     """(kdrl.runs.teacher.xǁTeacherJobǁfinish__mutmut_26: the seeds left out of the final evaluation;
-    _82: best_periodic_eval under another key)"""
+    _82: best_periodic_eval under another key; kdrl.runs.job.x__run_job__mutmut_42: setup_s under
+    another key, outside the results schema)"""
     from kdrl.io import load_policy
     from kdrl.runs.teacher import train_teacher
 
@@ -1089,6 +1090,8 @@ def test_a_teachers_final_evaluation_is_on_its_final_seeds_and_names_its_best_pe
     seeds = eval_seeds(cfg.eval.final_seed, cfg.eval.final_episodes)
     assert res["eval_returns"] == evaluate_policy(greedy, "CartPole-v1", seeds) and len(seeds) == 3
     assert res["best_periodic_eval"] == max(h["return_mean"] for h in res["eval_history"])
+    assert 0 < res["setup_s"] < res["job_wall_time_s"] and "SETUP_S" not in res
+    assert json.loads((tmp_path / "results.json").read_text())["setup_s"] == res["setup_s"]
 
 
 @pytest.mark.parametrize("tensorboard", [False, True])
@@ -1115,3 +1118,159 @@ def test_a_size_preset_a_run_uses_still_refuses_a_resume_when_changed():
     }
     new = {**old, "student_sizes": {"rusu_7": {"width": 9}, "rusu_4": {"width": 5}}}
     assert config_differences(old, new) == [("student_sizes.rusu_7.width", 8, 9)]
+
+
+# ---- the seed-4 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 4) ---------------------------
+class _Trainer(SimpleNamespace):
+    is_global_zero = True
+
+
+def test_the_env_step_bar_starts_at_the_modules_env_steps_and_follows_the_terminals_width(monkeypatch):
+    """(kdrl.callbacks.xǁEnvStepProgressBarǁon_train_start__mutmut_19: ``dynamic_ncols=False``: the bar
+    kept the width it started with; "no tests": no test started the bar) a resumed run's bar starts at
+    its env steps, over the stream's budget, and re-reads the terminal's width; KDRL_NO_PROGRESS=1
+    disables it, and a disabled callback or another rank makes none."""
+    monkeypatch.delenv("KDRL_NO_PROGRESS", raising=False)
+    module = SimpleNamespace(stream=SimpleNamespace(total_timesteps=5000), env_steps=1200)
+    pb = EnvStepProgressBar()
+    pb.on_train_start(_Trainer(), module)
+    bar = pb.bar
+    assert (bar.total, bar.n, bar.unit, bar.disable) == (5000, 1200, "step", False)
+    assert bar.dynamic_ncols  # tqdm keeps the screen-width reader it calls at every refresh (False when off)
+    bar.close()
+    monkeypatch.setenv("KDRL_NO_PROGRESS", "1")
+    pb.on_train_start(_Trainer(), module)
+    assert pb.bar.disable is True
+    pb.bar.close()
+    off = EnvStepProgressBar()
+    off.disable()
+    off.on_train_start(_Trainer(), module)
+    other_rank = EnvStepProgressBar()
+    other_rank.on_train_start(_Trainer(is_global_zero=False), module)
+    assert off.bar is None and other_rank.bar is None
+
+
+def test_training_ends_with_an_evaluation_unless_one_was_just_made():
+    """(kdrl.callbacks.xǁPeriodicEvaluationǁon_train_end__mutmut_7: ``==``: the final env step never
+    evaluated, the last one evaluated twice) a run whose budget ends between evaluations is evaluated
+    at its last env step; one that ends on an evaluation is not evaluated again."""
+    ev = PeriodicEvaluation(100, 1, 0, policies=None, checkpoint=None)
+    made: list[int] = []
+    ev.evaluate = lambda trainer, m: made.append(m.env_steps) or ev.history.append({"env_steps": m.env_steps})
+    ev.on_train_end(None, SimpleNamespace(env_steps=40))  # no evaluation yet
+    ev.history.append({"env_steps": 100})
+    ev.on_train_end(None, SimpleNamespace(env_steps=100))  # ended on an evaluation
+    ev.on_train_end(None, SimpleNamespace(env_steps=150))  # ended between two
+    assert made == [40, 150]
+
+
+def test_episode_metrics_are_the_mean_return_and_length_of_the_finished_episodes():
+    """(kdrl.modules.base.xǁRLModuleǁepisode_metrics__mutmut_2: the check inverted: no episode metrics
+    when episodes finished, nan ones when none did)"""
+    m = _rl_module()
+    finished = [[(0, 10.0, 20), (1, 30.0, 60)], []]
+    m.collector = SimpleNamespace(drain_finished=lambda: finished.pop(0))
+    assert m.episode_metrics() == {"train/episodic_return": 20.0, "train/episodic_length": 40.0}
+    assert m.episode_metrics() == {}
+
+
+def test_the_stream_is_served_pinned_only_to_a_cuda_module(monkeypatch):
+    """(kdrl.modules.base.xǁRLModuleǁtrain_dataloader__mutmut_12: ``"CUDA"``: never pinned) with CUDA
+    present, the DataLoader pins its batches for a module on a CUDA device, and not for a CPU one
+    (the device is only named: nothing is moved)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    m = _rl_module()
+    m.stream = []
+    loader = m.train_dataloader()
+    assert (loader.pin_memory, loader.batch_size, loader.num_workers) == (False, None, 0)
+    m._device = torch.device("cuda", 0)
+    assert m.train_dataloader().pin_memory is True
+
+
+def test_the_data_jobs_progress_bar_is_made_only_when_enabled():
+    """(kdrl.runs.dataset.x_progress_bar__mutmut_1: the check inverted: a bar when disabled, none when
+    enabled; the data job's test replaces progress_bar)"""
+    assert progress_bar(300, False) is None
+    bar = progress_bar(300, True)
+    assert (bar.total, bar.desc, bar.unit) == (300, "recording", "step")
+    bar.close()
+
+
+def test_a_student_without_a_size_key_is_its_student_block():
+    """(kdrl.runs.distill.x_student_sizes__mutmut_6: ``pop("size")`` without a default: KeyError for a
+    student block without the key, a config written before named sizes)"""
+    cfg = OmegaConf.create({"student": {"width": 8, "depth": 2}, "student_sizes": {"s": {"width": 4}}})
+    assert student_sizes(cfg) == {"width": 8, "depth": 2}
+    cfg.student.size = "s"
+    assert student_sizes(cfg) == {"width": 4}
+
+
+def test_a_hybrid_students_fields_record_its_lambda_schedule(tmp_path):
+    """(kdrl.runs.distill.xǁDistillJobǁfields__mutmut_31: ``and False``: lambda always None) a loss
+    with a TD term records its lambda schedule without its _target_; a pure distillation loss None."""
+    cfg = compose_cfg("distill", [*QUIET, "loss=hybrid"])
+    fields = DistillJob(cfg, tmp_path, choices={}).fields()
+    assert fields["lambda"] == {"kind": "linear", "value": 1.0, "end": 0.0, "decay_steps": 20000}
+    assert (fields["loss"], fields["temperature"], fields["feature_weight"]) == ("hybrid", 1.0, 0.0)
+    assert DistillJob(compose_cfg("distill", [*QUIET, "loss=kl"]), tmp_path, choices={}).fields()["lambda"] is None
+
+
+def test_a_resume_conflict_names_the_run_dir_key_by_default(tmp_path):
+    """(kdrl.runs.job.x_check_resumable__mutmut_1: the default dir_key mangled) called without dir_key
+    (kdrl-data, a single run), the way out names hydra.run.dir."""
+    old = {"resume": True, "seed": 0}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: old}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(ResumeConflict) as exc:
+        check_resumable({**old, "seed": 1}, tmp_path)
+    assert "(seed: 0 -> 1); " in str(exc.value) and ": give another hydra.run.dir, or resume=false " in str(exc.value)
+
+
+def test_numbered_checkpoints_are_resume_candidates_newest_first(tmp_path):
+    """(kdrl.runs.job.x_checkpoint_candidates__mutmut_12: the glob mangled: checkpoint.keep_last's
+    numbered checkpoints never found) last.ckpt, prev.ckpt, then step-*.ckpt from the newest."""
+    from kdrl.runs.job import checkpoint_candidates
+
+    d = tmp_path / "checkpoints"
+    assert checkpoint_candidates(d) == []  # no dir yet
+    d.mkdir()
+    for name in ("step-0000000100.ckpt", "step-0000000300.ckpt", "step-0000000200.ckpt", "prev.ckpt", "x.pt"):
+        (d / name).write_bytes(b"x")
+    expected = [d / n for n in ("prev.ckpt", "step-0000000300.ckpt", "step-0000000200.ckpt", "step-0000000100.ckpt")]
+    assert checkpoint_candidates(d) == expected
+    (d / "last.ckpt").write_bytes(b"x")
+    assert checkpoint_candidates(d) == [d / "last.ckpt", *expected]
+
+
+def test_a_multitask_task_result_has_rusus_raw_return_ratio():
+    """(kdrl.runs.multitask.x_task_result__mutmut_68: raw_return_ratio under another key) the student's
+    mean over the teacher reference's, nan for a teacher whose reference mean is not positive."""
+
+    def result(teacher_mean: float) -> dict:
+        net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
+        module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
+        ref = {"mean": teacher_mean, "std": 0.0, "se": 0.0, "returns": [teacher_mean] * 20}
+        rnd = {"mean": -200.0, "std": 0.0, "se": 0.0, "returns": [-200.0] * 20}
+        reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+        task = mt.TaskSetup("t", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
+        return mt.task_result(task, module, 0, [40.0, 80.0], [100.0, 100.0], [20.0, 20.0])
+
+    assert result(200.0)["raw_return_ratio"] == pytest.approx(0.3)  # 60 / 200
+    assert np.isnan(result(-100.0)["raw_return_ratio"])
+
+
+def test_a_multitask_jobs_results_give_its_size_as_a_share_of_its_teachers(tmp_path, monkeypatch):
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁfinish__mutmut_46: ``params * t_params``) param_ratio is the
+    student's parameters over the teachers' summed; the chosen policy is copied to student.pt."""
+    per_task = {"cartpole": {"pct_of_teacher": 80.0}, "acrobot": {"pct_of_teacher": 20.0}}
+    monkeypatch.setattr(mt, "final_evaluation", lambda cfg, tasks, module, chosen: per_task)
+    job = mt.MultiTaskJob(OmegaConf.create({}), tmp_path, choices={})
+    job.tasks = [SimpleNamespace(teacher=nn.Linear(4, 2)), SimpleNamespace(teacher=nn.Linear(6, 3))]  # 10 + 21
+    chosen = tmp_path / "best.pt"
+    chosen.write_bytes(b"policy")
+    module = SimpleNamespace(q_net=nn.Linear(3, 2), task_env_steps=500, optimizer_steps=40)  # 8 params
+    res = job.finish(module, None, chosen)
+    assert (res["params"], res["teacher_params"], res["param_ratio"]) == (8, 31, pytest.approx(8 / 31))
+    assert (res["mean_pct_of_teacher"], res["normalized_score"]) == (50.0, 0.5)
+    assert (res["task_env_steps"], res["optimizer_steps"]) == (500, 40)
+    assert res["checkpoint"] == str(tmp_path / "student.pt") and (tmp_path / "student.pt").read_bytes() == b"policy"

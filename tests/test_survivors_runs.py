@@ -38,6 +38,7 @@ from kdrl.modules.components import (
     compression_components,
 )
 from kdrl.nets import MLP, MultiTaskQNetwork, TaskView
+from kdrl.replay import Transitions
 from kdrl.runs import multitask as mt
 from kdrl.runs.dataset import progress_bar, record_teacher_data
 from kdrl.runs.distill import DistillJob, first_reaching, student_sizes, teacher_dataset
@@ -1274,3 +1275,247 @@ def test_a_multitask_jobs_results_give_its_size_as_a_share_of_its_teachers(tmp_p
     assert (res["mean_pct_of_teacher"], res["normalized_score"]) == (50.0, 0.5)
     assert (res["task_env_steps"], res["optimizer_steps"]) == (500, 40)
     assert res["checkpoint"] == str(tmp_path / "student.pt") and (tmp_path / "student.pt").read_bytes() == b"policy"
+
+
+# ---- the seed-5 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 5) ---------------------------
+def _module_view(env_steps: int = 40) -> SimpleNamespace:
+    return SimpleNamespace(
+        env_steps=env_steps,
+        sps=10.0,
+        collector=SimpleNamespace(recent_returns=[], epsilon=0.05),
+        trainer=SimpleNamespace(callbacks=[]),
+    )
+
+
+def test_the_env_step_bar_is_redrawn_by_its_own_update_and_not_again_for_its_postfix():
+    """(kdrl.callbacks.xǁEnvStepProgressBarǁ_update__mutmut_28: ``set_postfix`` without
+    ``refresh=False``: a second redraw at every update) the postfix is set without drawing; the bar
+    is drawn by its own ``update``, at most every tqdm ``mininterval``."""
+    out = io.StringIO()
+    pb = EnvStepProgressBar()
+    pb.bar = tqdm(total=1000, file=out, mininterval=1e9)  # drawn once when made, never again by update
+    drawn = out.getvalue()
+    pb._update(_module_view(40))
+    assert pb.bar.n == 40 and pb.bar.postfix == "sps=10, eps=0.050"
+    assert out.getvalue() == drawn  # nothing drawn: the postfix waits for the next update's redraw
+    pb.bar.close()
+
+
+def test_the_env_step_bar_is_refreshed_once_its_interval_has_passed(monkeypatch):
+    """(kdrl.callbacks.xǁEnvStepProgressBarǁon_train_batch_end__mutmut_4: ``<=``: a refresh exactly
+    refresh_s after the last one skipped; "no tests": no test ended a batch with a bar) with
+    refresh_s = 0.25 the bar follows the module once 0.25 s have passed since its last refresh, not
+    sooner; without a bar nothing happens."""
+    import kdrl.callbacks as callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    pb = EnvStepProgressBar(refresh_s=0.25)
+    pb.on_train_batch_end(None, _module_view(5), None, None, 0)  # no bar yet: nothing
+    pb.bar = tqdm(total=1000, file=io.StringIO())
+    seen = []
+    for t, steps in ((0.125, 10), (0.25, 20), (0.375, 30), (0.5, 40), (0.75, 50)):
+        clock[0] = t
+        pb.on_train_batch_end(None, _module_view(steps), None, None, 0)
+        seen.append(pb.bar.n)
+    assert seen == [0, 20, 20, 40, 50]  # refreshed at 0.25, 0.5 and 0.75: each 0.25 after the last
+    pb.bar.close()
+
+
+def test_the_actor_processs_wait_is_logged_with_the_training_metrics():
+    """(kdrl.modules.base.xǁRLModuleǁflush_metrics__mutmut_43: the collector's ``WAIT_S`` looked for:
+    train/actor_wait_s never logged) a collector that has wait_s (the actor process) has it logged;
+    the in-process collector has none."""
+    logged: list[dict] = []
+    for collector in (
+        SimpleNamespace(epsilon=0.1, episodes=3, env_steps=90, wait_s=2.5, drain_finished=lambda: []),
+        SimpleNamespace(epsilon=0.1, episodes=3, env_steps=90, drain_finished=lambda: []),
+    ):
+        m = _rl_module()
+        m.collector, m.stream = collector, SimpleNamespace(grad_steps=7)
+        m.log_env_metrics = logged.append
+        m.flush_metrics()
+    assert [x.get("train/actor_wait_s") for x in logged] == [2.5, None]
+    assert all((x["train/epsilon"], x["train/episodes"], x["train/grad_steps"]) == (0.1, 3, 7) for x in logged)
+
+
+def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():
+    """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁ__init____mutmut_12: ``n_step``'s default 1 dropped:
+    TypeError for a dqn block without the key, e.g. a config written before n-step returns) the
+    tasks' replays get n_step 1 and the dqn block's gamma; a given n_step is passed on."""
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import JointMultiTaskDQN
+    from kdrl.nets import build_multitask_net
+
+    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
+    tasks = [TaskEnv("cartpole", CARTPOLE, {"id": "CartPole-v1", "num_envs": 1})]
+    dqn = {k: v for k, v in plain(cfg.dqn).items() if k != "n_step"}
+    for extra, n_step in (({}, 1), ({"n_step": 3}, 3)):
+        net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE])
+        module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), {**dqn, **extra, "gamma": 0.9}, torch.optim.SGD)
+        assert (module.data.n_step, module.data.gamma) == (n_step, 0.9)
+
+
+def test_a_hybrid_students_loss_reports_its_terms_lambda_and_total(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁloss__mutmut_50: lambda under another key; __mutmut_66:
+    the summed loss under another key) a hybrid student's loss returns, for logging, its distillation
+    and TD terms, the lambda weighting them (0.5 halfway through its linear decay from 1 to 0 over
+    20,000 env steps), the agreement and the total it returns: td_loss + lambda * distill_loss."""
+    _, module, _ = _student_job(tmp_path, ["loss=hybrid"])
+    module.collector = SimpleNamespace(env_steps=10_000)
+    torch.manual_seed(0)
+    batch = Transitions(torch.randn(8, 4), torch.randint(0, 2, (8,)), torch.ones(8), torch.randn(8, 4), torch.zeros(8))
+    total, out = module.loss(batch)
+    assert set(out) == {"distill_loss", "td_loss", "lambda", "agreement", "loss"}
+    assert out["loss"] is total and float(out["lambda"]) == 0.5
+    assert float(total) == pytest.approx(float(out["td_loss"] + 0.5 * out["distill_loss"]))
+    _, plain_kl, _ = _student_job(tmp_path / "kl", ["loss=kl"])
+    plain_kl.collector = SimpleNamespace(env_steps=10_000)
+    total, out = plain_kl.loss(batch)
+    assert set(out) == {"distill_loss", "agreement", "loss"} and out["loss"] is total is out["distill_loss"]
+
+
+def test_the_offline_phase_makes_exactly_its_updates_and_reports_its_wall_time(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁpretrain_offline__mutmut_40: ``updates + done``: a phase
+    of 260 updates made 512, two whole chunks of 256; __mutmut_75: the report's wall_s under another
+    key) the phase takes exactly distill.pretrain.updates optimiser steps, and its report and log
+    give them with the phase's wall time."""
+    offline = ["experiment=qdagger", "distill.pretrain.teacher_steps=200", "distill.pretrain.updates=260"]
+    _, module, _ = _student_job(tmp_path, [*offline, "distill.batch_size=4"])
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    module.optimizers = lambda use_pl_optimizer=True: opt  # driven without a Trainer
+    logged: list[dict] = []
+    module.log_env_metrics = logged.append
+    t0 = time.perf_counter()
+    module.pretrain_offline()
+    wall = time.perf_counter() - t0
+    report = module.pretrain_report
+    assert (report["teacher_steps"], report["updates"], module.optimizer_steps) == (200, 260, 260)
+    assert 0 < report["wall_s"] <= wall
+    [metrics] = logged
+    assert metrics["pretrain/updates"] == 260 and metrics["pretrain/wall_s"] == report["wall_s"]
+
+
+def test_the_data_jobs_progress_bar_follows_the_terminals_width():
+    """(kdrl.runs.dataset.x_progress_bar__mutmut_5: ``dynamic_ncols=None``: the width the bar started with)"""
+    bar = progress_bar(300, True)
+    assert callable(bar.dynamic_ncols)  # tqdm keeps the screen-width reader it calls at every refresh (None when off)
+    bar.close()
+
+
+def test_a_students_final_returns_are_played_with_eval_epsilon_like_its_teachers(tmp_path, monkeypatch):
+    """(kdrl.runs.distill.x_final_evaluation__mutmut_22: the student's final held-out returns played
+    greedily, the teacher's with eval.epsilon: the two not on the same terms, the wiring bug of issue 29;
+    __mutmut_158: the teacher's actions taken as one argmax over the whole batch) the student and the
+    teacher play the same final seeds with eval.epsilon (and the perturbed envs too); a student that is
+    its teacher agrees with it on every held-out state."""
+    import kdrl.runs.distill as distill
+
+    played: list[tuple[list[int], float]] = []
+
+    def spy(greedy, env_id, seeds, kwargs=None, wrappers=(), epsilon=0.0):
+        played.append((list(seeds), epsilon))
+        return evaluate_policy(greedy, env_id, seeds, kwargs, wrappers, epsilon=epsilon)
+
+    monkeypatch.setattr(distill, "evaluate_policy", spy)
+    cfg = compose_cfg(
+        "distill",
+        [*QUIET, "eval.final_episodes=2", "eval.generalisation_episodes=1", "eval.agreement_states=200",
+         "eval.epsilon=0.2"],
+    )  # fmt: skip
+    teacher = nn.Linear(4, 2)  # a CartPole balancer: acts 1 when 3 * angle + angular velocity > 0
+    with torch.no_grad():
+        teacher.weight.copy_(torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0, 0.0, 3.0, 1.0]]))
+        teacher.bias.zero_()
+    ref = {"mean": 200.0, "std": 0.0, "se": 0.0, "returns": [200.0] * 20}
+    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.2, "teacher": ref, "random": rnd}
+    out = distill.final_evaluation(cfg, teacher, teacher, CARTPOLE, [], reference)
+    final = list(eval_seeds(cfg.eval.final_seed, 2))
+    n_pert = len(cfg.env.perturbations)
+    assert n_pert == 3  # long_pole, heavy_pole, obs_noise: each played by both
+    assert played[:2] == [(final, 0.2), (final, 0.2)]  # the student's, then the teacher's
+    assert len(played) == 2 + 2 * n_pert and all(eps == 0.2 for _, eps in played)
+    assert out["eval_returns"] == out["teacher_returns"]  # the same policy, seeds and epsilon
+    assert out["agreement_states"] == 200 and out["action_agreement"] == 1.0
+
+
+def test_an_unknown_student_size_is_refused_with_the_recipes_sizes():
+    """(kdrl.runs.distill.x_student_sizes__mutmut_18: ``and False``: the refusal never lists the
+    recipe's sizes) the refusal names the sizes the recipe defines, or says it defines none."""
+    cfg = OmegaConf.create({"student": {"size": "huge"}, "student_sizes": {"s": {"width": 4}, "m": {"width": 8}}})
+    with pytest.raises(ConfigError) as exc:
+        student_sizes(cfg)
+    assert str(exc.value) == "student.size 'huge' is not in the recipe's student_sizes (s, m)"
+    with pytest.raises(ConfigError) as exc:
+        student_sizes(OmegaConf.create({"student": {"size": "huge"}}))
+    assert str(exc.value) == "student.size 'huge' is not in the recipe's student_sizes (none defined by this recipe)"
+
+
+def test_a_resume_conflict_shortens_a_long_value(tmp_path):
+    """(kdrl.runs.job.x__short__mutmut_7: ``-`` for ``+``: TypeError instead of the refusal for a value
+    longer than 40 characters) a value's repr over 40 characters is cut to its first 37 and "..."."""
+    old = {"resume": True, "note": "a" * 50}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: old}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(ResumeConflict) as exc:
+        check_resumable({**old, "note": "b" * 38}, tmp_path)  # repr: 40 characters, shown whole
+    assert f"(note: '{'a' * 36}... -> '{'b' * 38}')" in str(exc.value)
+
+
+def test_an_offline_wandb_logger_writes_into_the_run_dir(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_114: the offline logger without ``save_dir``: W&B's files
+    in the working directory, where finish_wandb's sync hint does not look)"""
+    import pytorch_lightning.loggers as pl_loggers
+
+    from kdrl.runs.job import build_loggers
+
+    made: list[dict] = []
+    monkeypatch.setattr(pl_loggers, "WandbLogger", lambda **kw: made.append(kw) or "wandb-logger")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = OmegaConf.create({
+        "logger": {"csv": False, "wandb": "offline"}, "wandb": {"project": "kdrl"}, "env": {"id": "CartPole-v1"},
+        "seed": 0,
+    })  # fmt: skip
+    build_loggers(cfg, tmp_path, "teacher")
+    [kw] = made
+    assert kw["save_dir"] == str(tmp_path) and kw["offline"] is True and kw["settings"].mode == "offline"
+
+
+def test_resume_free_keys_are_free_alongside_unused_size_presets():
+    """(kdrl.runs.job.x_config_differences__mutmut_19: ``free =`` for ``free +=``: the resume-free keys
+    dropped once a config has student sizes) a changed logger, log interval or unused preset is no
+    difference; the preset the run uses is."""
+    from kdrl.runs.job import config_differences
+
+    old = {
+        "task": "distill",
+        "log_interval": 100,
+        "logger": {"csv": True},
+        "student": {"size": "s"},
+        "student_sizes": {"s": {"width": 4}, "m": {"width": 8}},
+        "seed": 0,
+    }
+    new = {
+        **old,
+        "log_interval": 500,
+        "logger": {"csv": False},
+        "student_sizes": {"s": {"width": 4}, "m": {"width": 9}},
+    }
+    assert config_differences(old, new) == []
+    assert config_differences(old, {**new, "seed": 1}) == [("seed", 0, 1)]
+    assert config_differences({**old, "student": {}}, {**new, "student": {}}) == []  # no size: every preset free
+
+
+def test_a_multitask_jobs_fields_name_its_loss_and_method():
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁfields__mutmut_24: ``loss`` under another key) a distill-mode
+    job records its loss and temperature, a joint DQN one the loss joint_dqn and no temperature."""
+    from kdrl.tables import method_name
+
+    for overrides, loss in ((["loss=kl"], "kl"), (["loss=mse"], "mse"), (["mode=joint_dqn"], "joint_dqn")):
+        cfg = compose_cfg("multitask", [*QUIET, *overrides])
+        fields = mt.MultiTaskJob(cfg, Path("."), choices={}).fields()
+        temp = None if loss == "joint_dqn" else cfg.loss.temperature
+        assert (fields["loss"], fields["temperature"]) == (loss, temp)
+        assert fields["method"] == method_name({"loss": loss, "temperature": temp})

@@ -23,7 +23,7 @@ def test_minatar_fast_recipe_composes_on_every_game(env):
     assert yt.algo.optimizer.name == "rmsprop" and yt.algo.train_freq == 1 and not yt.net.dueling
 
 
-@pytest.mark.parametrize("env", MINATAR)
+@pytest.mark.parametrize("env", [e for e in MINATAR if e != "minatar_seaquest"])
 def test_every_minatar_game_defaults_to_the_big_batch_recipe(env):
     """issue 26: the recipe found by wall time to the score is what env=minatar_* gives, on the same
     net as minatar_fast (so students and teachers of either recipe load each other's files)."""
@@ -35,6 +35,26 @@ def test_every_minatar_game_defaults_to_the_big_batch_recipe(env):
     assert cfg.algo.total_timesteps == 1_000_000 and cfg.net.dueling and cfg.algo.double_dqn
     fast = compose_cfg("train", [f"env={env}", "recipe=minatar_fast"])
     assert fast.net == cfg.net and fast.distill == cfg.distill  # students unchanged
+
+
+def test_seaquest_defaults_to_big_batch_with_young_and_tians_exploration_floor():
+    """issue 26: at epsilon 0.01 one Seaquest seed in five learned to surface within 3M env steps, at 0.1 all five
+    (docs/minatar/seaquest); the floor cost Asterix its score, so only Seaquest's default has it."""
+    cfg = compose_cfg("train", ["env=minatar_seaquest"])
+    validate_common(cfg)
+    big = compose_cfg("train", ["env=minatar_seaquest", "recipe=minatar_big_batch"])
+    assert cfg.recipe_for.name == "minatar_seaquest" and big.recipe_for.name == "minatar_big_batch"
+    assert cfg.algo.exploration.eps_end == 0.1 and big.algo.exploration.eps_end == 0.01
+    assert cfg.algo.total_timesteps == 3_000_000 and big.algo.total_timesteps == 1_000_000
+    # everything else is the family's default: the same net, DQN and students
+    from omegaconf import OmegaConf
+
+    algo, big_algo = (OmegaConf.to_container(c.algo, resolve=True) for c in (cfg, big))
+    for key in ("exploration", "total_timesteps"):
+        algo.pop(key), big_algo.pop(key)
+    assert algo == big_algo and cfg.net == big.net and cfg.distill == big.distill
+    breakout = compose_cfg("train", ["env=minatar_breakout"])
+    assert breakout.algo.exploration.eps_end == 0.01  # the other games keep the family's floor
 
 
 def test_minatar_fast_recipe_trains(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
 
@@ -1519,3 +1519,166 @@ def test_a_multitask_jobs_fields_name_its_loss_and_method():
         temp = None if loss == "joint_dqn" else cfg.loss.temperature
         assert (fields["loss"], fields["temperature"]) == (loss, temp)
         assert fields["method"] == method_name({"loss": loss, "temperature": temp})
+
+
+# ---- the seed-6 sample (build/mutation/runs-s60g) ---------------------------------------------------------------------
+def _stepping_module(n_items: int, step_seconds: float, watchers: list) -> tuple[RLModule, list[int]]:
+    """An RLModule whose stream is ``n_items`` numbered items and whose ``learn`` records them, on a
+    stand-in trainer holding ``watchers`` as its callbacks."""
+    m = _rl_module()
+    m.stream = list(range(1, n_items + 1))
+    learned: list[int] = []
+    m.optimizers = lambda use_pl_optimizer=False: None
+    m.learn = lambda opt, batch: learned.append(batch)
+    m.step_seconds = step_seconds
+    m.trainer = SimpleNamespace(callbacks=watchers, should_stop=False)
+    return m, learned
+
+
+def test_a_training_step_ends_at_the_round_a_callback_is_due():
+    """(kdrl.modules.base.xǁRLModuleǁtraining_step__mutmut_11: the callbacks looked for by ``XXdueXX``:
+    no watcher ever found, so a step ran its whole ``step_seconds`` past every evaluation) with an hour
+    to spend, a step ends right after the item at which a callback with ``due`` is due; a callback
+    without ``due`` is not asked; the next step resumes the same stream; a spent stream stops the trainer."""
+    due_at = {3, 5}
+    asked: list[int] = []
+
+    class Watcher:
+        def due(self, module):
+            asked.append(len(learned))
+            return len(learned) in due_at
+
+    m, learned = _stepping_module(6, 3600.0, [object(), Watcher()])
+    m.training_step(None)
+    assert learned == [1, 2, 3] and asked == [1, 2, 3] and m.trainer.should_stop is False
+    m.training_step(None)
+    assert learned == [1, 2, 3, 4, 5]
+    m.training_step(None)
+    assert learned == [1, 2, 3, 4, 5, 6] and m.trainer.should_stop is True
+
+
+def test_a_training_step_ends_once_exactly_its_step_seconds_have_passed(monkeypatch):
+    """(kdrl.modules.base.xǁRLModuleǁtraining_step__mutmut_49: ``>`` for ``>=``: a step that reached its
+    deadline exactly went on for another item) on a clock that moves 0.5 s a reading, a step of
+    1 s learns two items (deadline 1.0 read at 0.5 and 1.0), not three."""
+    import kdrl.modules.base as base
+
+    clock = [0.0]
+
+    def tick() -> float:
+        now = clock[0]
+        clock[0] += 0.5
+        return now
+
+    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=tick))
+    m, learned = _stepping_module(10, 1.0, [])
+    m.training_step(None)  # deadline 0.0 + 1.0; after item 1 the clock reads 0.5, after item 2 1.0
+    assert learned == [1, 2]
+    m.training_step(None)  # deadline 1.5 + 1.0: items read at 2.0 and 2.5
+    assert learned == [1, 2, 3, 4]
+
+
+def test_a_students_failed_on_demand_teacher_is_logged_with_its_env_and_seed(tmp_path, monkeypatch, caplog):
+    """(kdrl.runs.distill.x_distill_student__mutmut_11: the log line's format None: a logging error
+    instead of the message) the failure of the teacher job is logged in one line naming its env and
+    seed, and the student's job runs with the error."""
+    from kdrl.runs import distill
+
+    def fail():
+        raise RuntimeError("diverged\nat step 9")
+
+    monkeypatch.setattr(distill, "missing_teacher", lambda job: SimpleNamespace(env="cartpole", seed=3, obtain=fail))
+    monkeypatch.setattr(distill, "run_job", lambda job: {"error": job.teacher_error})
+    cfg = compose_cfg("distill", [*QUIET, "teacher.checkpoint=null", f"teacher.cache_dir={tmp_path}"])
+    with caplog.at_level(logging.ERROR, logger="kdrl"):
+        res = distill.distill_student(cfg, tmp_path / "run", choices={"env": "cartpole"})
+    assert str(res["error"]) == "diverged\nat step 9"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said == ["the on-demand teacher (env=cartpole seed=3) failed: RuntimeError: diverged at step 9"]
+
+
+def test_a_student_of_a_teacher_no_better_than_random_has_a_nan_normalised_score(tmp_path):
+    """(kdrl.runs.distill.x_final_evaluation__mutmut_232: ``float(None)``: TypeError) a teacher whose
+    reference returns do not beat random's gets no normalised score (nan), and the rest is still written."""
+    from kdrl.runs.distill import final_evaluation
+
+    cfg = compose_cfg("distill", [*QUIET, "eval.final_episodes=2", "eval.agreement_states=50", "env.perturbations=[]"])
+    net = MLP((4,), 2, width=8)
+    ref = {"mean": 10.0, "std": 0.0, "se": 0.0, "returns": [10.0] * 20}
+    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    out = final_evaluation(cfg, net, net, CARTPOLE, [], reference)
+    assert out["teacher_beats_random"] is False and np.isnan(out["normalized_score"])
+    assert out["raw_return_ratio"] == pytest.approx(out["eval_return_mean"] / 10.0)
+
+
+def test_a_run_whose_results_were_never_written_resumes_from_its_last_checkpoint(tmp_path):
+    """(kdrl.runs.job.x__run_job__mutmut_48: ``ckpt_path`` dropped: every rerun trained afresh) a run
+    dir holding a whole checkpoint and no results (a run killed before it finished) is resumed: the
+    rerun starts at the checkpoint's env step and records it."""
+    from kdrl.runs.teacher import train_teacher
+
+    cfg = compose_cfg("train", [*QUIET, "algo.total_timesteps=600", "eval.freq=300", "eval.episodes=1"])
+    first = train_teacher(cfg, tmp_path)
+    assert first["status"] == "ok" and first["resumed_from_env_steps"] is None
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    (tmp_path / "results.json").unlink()  # as if killed after its last checkpoint, before its results
+    again = train_teacher(cfg, tmp_path)
+    assert again["status"] == "ok" and again["resumed_from_env_steps"] == 600 and again["env_steps"] == 600
+
+
+def test_a_trainer_without_the_progress_bar_has_none_at_all(tmp_path):
+    """(kdrl.runs.job.x_make_trainer__mutmut_40: ``enable_progress_bar=None``, Lightning's default:
+    its own progress bar added when kdrl's was switched off) trainer.enable_progress_bar=false leaves the
+    trainer with no progress bar; true gives kdrl's env-step bar and only it."""
+    from kdrl.runs.job import make_trainer
+
+    off = make_trainer(
+        OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": False}}), [], [], tmp_path
+    )
+    assert off.progress_bar_callback is None
+    assert not [cb for cb in off.callbacks if isinstance(cb, pl.callbacks.ProgressBar)]
+    on = make_trainer(
+        OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": True}}), [], [], tmp_path
+    )
+    bars = [cb for cb in on.callbacks if isinstance(cb, pl.callbacks.ProgressBar)]
+    assert len(bars) == 1 and isinstance(bars[0], EnvStepProgressBar) and on.progress_bar_callback is bars[0]
+
+
+def test_a_multitask_tasks_cached_teacher_is_looked_up_with_its_overrides(tmp_path, monkeypatch):
+    """(kdrl.runs.multitask.x_load_task__mutmut_22: ``cached_teacher`` called without the teacher
+    overrides) a task without a given checkpoint takes the cache entry of its name, the teacher seed,
+    the task's teacher overrides and the cache dir, and records the cached job's wall time."""
+    from kdrl.teachers import teacher_overrides
+
+    path = constant_teacher(tmp_path / "teacher.pt", 1)
+    asked: list[tuple] = []
+
+    def cached(*args):
+        asked.append(args)
+        return path, {"wall_time_s": 12.5}
+
+    monkeypatch.setattr(mt, "cached_teacher", cached)
+    monkeypatch.setattr(mt, "teacher_reference", lambda *a: {"mean": 1.0})
+    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={tmp_path}", "teacher.seed=4"])
+    cfg.teacher.checkpoints = {}
+    choices = {"debug": "fast"}
+    task = mt.load_task(cfg, "cartpole", choices)
+    overrides = teacher_overrides(cfg, choices)
+    assert asked == [("cartpole", 4, overrides, str(tmp_path))]
+    assert overrides[0].startswith("budget=") and "debug=fast" in overrides
+    assert task.teacher_path == path and task.teacher_wall_time_s == 12.5
+
+
+def test_a_teachers_periodic_evaluation_plays_its_env_kwargs(tmp_path):
+    """(kdrl.runs.teacher.x_greedy_evaluation__mutmut_7 and _26: the env's kwargs given as None /
+    ``plain(None)``: the periodic evaluation played the env without them) the evaluation callback
+    holds the config's env id, kwargs, frequency, episodes, seed and epsilon."""
+    from kdrl.runs.teacher import greedy_evaluation
+
+    cfg = compose_cfg("train", [*QUIET, "eval.freq=300", "eval.epsilon=0.05"])
+    with open_dict(cfg):
+        cfg.env.kwargs = {"sutton_barto_reward": True}
+    ev = greedy_evaluation(cfg, tmp_path, {"width": 8})
+    assert ev.env_id == "CartPole-v1" and ev.env_kwargs == {"sutton_barto_reward": True}
+    assert ev.epsilon == 0.05

@@ -56,7 +56,8 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
     assert sizes["lunarlander"] == {"teachers": 1, "students": 10}
     assert sizes["multitask"] == {"teachers": 2, "distill": 10, "joint_dqn": 5}
     assert sizes["rusu2016"] == {"teachers": 4, "losses": 45, "compression": 60}
-    assert sizes["minatar"]["teachers"] == 15 and sizes["minatar"]["compression"] == 75
+    assert sizes["minatar"]["teachers"] + sizes["minatar"]["teachers_seaquest"] == 15
+    assert sizes["minatar"]["compression"] + sizes["minatar"]["compression_seaquest"] == 75
     # student seed s distils teacher seed s where the experiment says so (the scripts' seed_from_student)
     for name in ("demo", "cartpole_losses", "control"):
         for job in plan(load_study(name), Path("/S")):
@@ -65,8 +66,13 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
                 assert job.needs == [f"teachers/env=cartpole,seed={seed}"], (name, job.id)
     minatar = {j.id: j for j in plan(load_study("minatar"), Path("/S"))}
     assert "recipe=minatar_big_batch" in minatar["teachers/env=minatar_asterix,seed=1"].overrides
-    student = minatar["compression/env=minatar_asterix,student.size=rusu_7,seed=3"]
-    assert student.needs == ["teachers/env=minatar_asterix,seed=1"]  # the study's teacher seed for all students
+    # student seeds 0-4 distil teacher seeds 1, 2, 3, 1, 2 (seed: cycle), Seaquest's from its own recipe's teachers
+    for seed, tseed in zip(range(5), (1, 2, 3, 1, 2)):
+        student = minatar[f"compression/env=minatar_asterix,student.size=rusu_7,seed={seed}"]
+        assert student.needs == [f"teachers/env=minatar_asterix,seed={tseed}"]
+        student = minatar[f"compression_seaquest/env=minatar_seaquest,student.size=rusu_4,seed={seed}"]
+        assert student.needs == [f"teachers_seaquest/env=minatar_seaquest,seed={tseed}"]
+    assert "algo.exploration.eps_end=0.1" in minatar["teachers_seaquest/env=minatar_seaquest,seed=2"].overrides
     multi = next(j for j in plan(load_study("multitask"), Path("/S")) if j.stage == "joint_dqn")
     assert multi.needs == ["teachers/env=cartpole,seed=0", "teachers/env=acrobot,seed=0"]
 

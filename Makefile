@@ -47,7 +47,8 @@ PYTEST := WANDB_MODE=disabled KDRL_NO_PROGRESS=1 $(PY) -m pytest -q -p no:cachep
 test: setup lint
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
-# the slow ones: a real SLURM and a local Ray killing jobs mid-way, SLURM requeues, a killed search (~7 min)
+# the slow ones: a real SLURM and a local Ray killing jobs mid-way, SLURM requeues, a killed search, the search
+# through a local Ray and two SLURM workers (~8 min)
 test-slow: setup
 	$(PYTEST) -m slow $(PYTEST_ARGS)
 

@@ -206,6 +206,7 @@ def test_multi_objective_search_reports_its_pareto_front(tmp_path):
     assert (tmp_path / "sweep" / "pareto_front.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # its sibling on joblib, the same search: test_pruned_trials_stop_at_an_evaluation_and_are_recorded_as_pruned
 def test_search_through_a_local_ray(tmp_path):
     """Trials as Ray tasks, two in flight from one worker (Ray started once, before the slots)."""
     env = {k: v for k, v in os.environ.items() if k != "KDRL_RAY_ADDRESS"}
@@ -228,6 +229,8 @@ def test_teacher_search_preset_composes_with_its_objective():
     assert cfg.optimized_metric == "eval_return_mean"
 
 
+@pytest.mark.slow  # siblings: test_shared_study_is_created_once_under_a_lock_before_the_sweepers (two sweepers, one
+# study), test_pruned_trials_stop_at_an_evaluation_and_are_recorded_as_pruned, tests/test_launchers.py's real SLURM sweep
 def test_two_workers_on_slurm_share_one_study_with_pruned_trials(slurm, tmp_path):
     """The cluster recipe of the preset: two worker processes, each launching its trials as SLURM jobs,
     take their trials from, report to and are pruned against one study in a journal file; every trial

@@ -171,13 +171,13 @@ def mtimes(study_dir: Path) -> dict[str, float]:
 
 
 def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_ones(tmp_path):
-    """conf/study/debug.yaml on launcher=joblib: the teacher stage, then the students loading its files
+    """conf/study/debug.yaml on launcher=local (joblib: tests/test_study_wandb.py): the teacher stage, then the students loading its files
     (a student made to fail by a damaged teacher file is listed by --status and rerun by the next
     call once the file is whole again); a call on a finished study runs nothing."""
     sdir = tmp_path / "study"
     elsewhere = tmp_path / "elsewhere"  # configs come from the package, not the current directory
     elsewhere.mkdir()
-    teachers = study("study=debug", f"dir={sdir}", "launcher=joblib", "stage=teachers", cwd=elsewhere)
+    teachers = study("study=debug", f"dir={sdir}", "launcher=local", "stage=teachers", cwd=elsewhere)
     assert teachers.returncode == 0, teachers.stdout + teachers.stderr
     assert sorted(mtimes(sdir)) == [
         "teachers/env=cartpole,seed=0/results.json",
@@ -187,7 +187,7 @@ def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_o
     t1 = sdir / "teachers" / "env=cartpole,seed=1" / "teacher.pt"
     shutil.copy2(t1, tmp_path / "teacher1.pt")
     t1.write_bytes(t1.read_bytes()[:100])
-    first = study("study=debug", f"dir={sdir}", "launcher=joblib", cwd=elsewhere)
+    first = study("study=debug", f"dir={sdir}", "launcher=local", cwd=elsewhere)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "stage teachers: all 2 jobs ok, nothing to run" in first.stdout
     assert "1 failed job(s): the next kdrl-study call reruns them" in first.stdout
@@ -202,7 +202,7 @@ def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_o
     # the damaged file whole again: only the failed job runs
     shutil.copy2(tmp_path / "teacher1.pt", t1)
     before = mtimes(sdir)
-    second = study("study=debug", f"dir={sdir}", "launcher=joblib", cwd=elsewhere)
+    second = study("study=debug", f"dir={sdir}", "launcher=local", cwd=elsewhere)
     assert second.returncode == 0, second.stdout + second.stderr
     after = mtimes(sdir)
     changed = sorted(k for k in after if after[k] != before[k])
@@ -213,7 +213,7 @@ def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_o
     assert "2 ok runs, 0 failed" in table and "| kl (tau=0.01) |" in table
     assert "| kl (tau=0.01) |" in second.stdout  # printed, as make demo prints its table
     # a finished study: nothing runs, nothing is rewritten
-    third = study("study=debug", f"dir={sdir}", "launcher=joblib", cwd=elsewhere)
+    third = study("study=debug", f"dir={sdir}", "launcher=local", cwd=elsewhere)
     assert third.returncode == 0 and mtimes(sdir) == after
     assert "0 to run" in third.stdout and "multirun" not in third.stdout
     index = json.loads((sdir / "index.json").read_text())

@@ -7,6 +7,7 @@ Each test runs CartPole teachers at debug=fast sizes (seconds per job on a free 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -19,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from kdrl.locks import live_holder
@@ -294,11 +296,21 @@ def test_e_kdrl_table_of_a_running_sweep_shows_n_per_cell_and_marks_incomplete_c
     drv = start(sdir, "[0,1,2]", 1, tmp_path / "driver1.log")
     try:
         wait_for(lambda: len(finished(sdir)) == 1 and running(sdir), what="one job finished and one running", proc=drv)
-        proc = kdrl_table(
-            str(sdir / "teachers"), "--kind", "teacher", "--rows", "env_id", "--cols", "kind",
-            "--metric", "eval_return_mean", "--no-plots", "--out", str(tmp_path / "table"),
-        )  # fmt: skip
-        n_done, n_running = len(finished(sdir)), len(running(sdir))
+        # the driver and its jobs frozen while kdrl-table reads them: on a loaded machine the last jobs would
+        # otherwise finish before it does (the sweep is then complete, and the race is the test's, not kdrl's)
+        frozen = [psutil.Process(drv.pid), *psutil.Process(drv.pid).children(recursive=True)]
+        for p in frozen:
+            p.suspend()
+        try:
+            proc = kdrl_table(
+                str(sdir / "teachers"), "--kind", "teacher", "--rows", "env_id", "--cols", "kind",
+                "--metric", "eval_return_mean", "--no-plots", "--out", str(tmp_path / "table"),
+            )  # fmt: skip
+            n_done, n_running = len(finished(sdir)), len(running(sdir))
+        finally:
+            for p in frozen:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.resume()
     finally:
         drv.send_signal(signal.SIGTERM)
         drv.wait(timeout=60)

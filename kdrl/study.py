@@ -685,11 +685,16 @@ def status_report(study_dir: Path, max_failed: int = 50) -> tuple[str, int]:
     by_stage: dict[str, list[dict[str, Any]]] = {}
     for row in index.rows.values():
         by_stage.setdefault(row["stage"], []).append(row)
+    total_s = 0.0
     for stage, rows in by_stage.items():
         c = counts(rows, index.rows, runner is not None)
         walls = [r["wall_s"] for r in rows if r["status"] == "ok" and r.get("wall_s")]
-        mean = f"; {fmt_duration(sum(walls) / len(walls))} per job" if walls else ""
+        total_s += sum(walls)
+        # core-hours: the ok jobs' walls summed (one core a job; a published job counts its own run's wall)
+        mean = f"; {fmt_duration(sum(walls) / len(walls))} per job, {sum(walls) / 3600:.2f} core-h" if walls else ""
         lines.append(f"  stage {stage} ({rows[0]['app']}): {fmt_counts(c)}{mean}")
+    if total_s:
+        lines.insert(1, f"ok jobs' walls: {total_s / 3600:.2f} core-hours in all")
     failed = [r for r in index.rows.values() if r["status"] == "failed"]
     if failed:
         lines.append(f"failed ({len(failed)}; rerun by the next kdrl-study call):")

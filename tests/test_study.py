@@ -127,6 +127,8 @@ def test_status_of_a_10000_job_study_takes_under_5_s_and_sees_jobs_finished_sinc
              "hash": f"{i:012x}", "run_dir": f"{stage}/{name}", "overrides": [f"seed={i}", "loss=kl", "debug=fast"],
              "needs": [] if i < 100 else [f"teachers/env=cartpole,seed={i % 100}"], "status": "ok", "since": 0.0}
         )  # fmt: skip
+        if i < 100:
+            rows[-1]["wall_s"] = 36.0 + (i % 2)  # the teachers: 100 jobs, 3,650 s of one core
     for r in rows[-30:-10]:
         r["status"] = "pending"
     for r in rows[-10:]:  # failed jobs: their results.json says so
@@ -150,6 +152,9 @@ def test_status_of_a_10000_job_study_takes_under_5_s_and_sees_jobs_finished_sinc
     out = proc.stdout
     assert "10000 jobs: 9971/10000 ok, 11 failed, 18 pending" in out, out  # no runner: a started job is pending
     assert "stage students (distill): 9871/9900 ok, 11 failed, 18 pending" in out
+    # the ok jobs' walls summed, per stage and in all (the students here record none)
+    assert "stage teachers (train): 100/100 ok; 36s per job, 1.01 core-h" in out, out
+    assert out.splitlines()[1] == "ok jobs' walls: 1.01 core-hours in all"
     assert "failed (11; rerun by the next kdrl-study call):" in out and "ValueError: boom" in out
     text, not_ok = status_report(tmp_path)
     assert not_ok == 29 and text.splitlines()[0] == out.splitlines()[0]

@@ -237,6 +237,8 @@ def mark_incomplete(table: pd.DataFrame, df: pd.DataFrame, rows: str, cols: str)
             table[c] = None
         table.loc[r, c] = f"{old} {mark}" if isinstance(old, str) else mark
     try:
+        if cols == "student_size":  # named sizes: pivot()'s largest-first order stays (a-z would put rusu_4 first)
+            return table.sort_index()
         return table.sort_index().sort_index(axis=1)
     except TypeError:  # mixed label types
         return table

@@ -445,6 +445,21 @@ def test_mark_incomplete_counts_finished_runs_of_each_cell():
     assert list(table.columns) == [64, 256]  # the input is not changed
 
 
+def test_mark_incomplete_keeps_named_sizes_largest_first():
+    """A partial compression table (one run still going) keeps pivot()'s order 25%, 7%, 4%, not a-z."""
+    rows = [
+        {"status": "ok", "env_id": "E", "student_size": size, "normalized_score": 0.5, "param_ratio": ratio}
+        for size, ratio in (("rusu_25", 0.25), ("rusu_7", 0.065), ("rusu_4", 0.037))
+        for _ in range(2)
+    ] + [{"status": "unfinished", "env_id": "E", "student_size": "rusu_7", "param_ratio": 0.065}]
+    df = pd.DataFrame(rows)
+    table = T.pivot(T.aggregate(df[df["status"] == "ok"], ["env_id", "student_size"], "normalized_score"),
+                    "env_id", "student_size", True)  # fmt: skip
+    assert list(table.columns) == ["rusu_25", "rusu_7", "rusu_4"]
+    marked = T.mark_incomplete(table, df, "env_id", "student_size")
+    assert list(marked.columns) == ["rusu_25", "rusu_7", "rusu_4"] and "⧗ n=2 of 3" in marked.at["E", "rusu_7"]
+
+
 def test_mark_incomplete_leaves_mixed_labels_unsorted():
     table = pd.DataFrame({"b": ["x"]}, index=["r"])
     df = pd.DataFrame([{"status": "unfinished", "m": "r", "c": 1}, {"status": "ok", "m": "r", "c": "b"}])

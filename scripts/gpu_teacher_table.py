@@ -22,13 +22,24 @@ import sys
 import time
 from pathlib import Path
 
-TARGETS = {  # Young & Tian (2019)'s DQN at 5M frames, as conf/study/minatar.yaml's teachers_time table
-    "minatar_breakout": ("MinAtar/Breakout-v1", 10),
-    "minatar_asterix": ("MinAtar/Asterix-v1", 17),
-    "minatar_freeway": ("MinAtar/Freeway-v1", 50),
-    "minatar_seaquest": ("MinAtar/Seaquest-v1", 20),
-    "minatar_space_invaders": ("MinAtar/SpaceInvaders-v1", 43),
-}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def young_tian_targets() -> dict[str, tuple[str, float]]:
+    """game (conf/env/minatar_*.yaml) -> (env id, Young & Tian (2019)'s DQN score at 5M frames), the targets
+    that conf/study/minatar.yaml's teachers_time table declares (one declaration of them)."""
+    import yaml
+
+    targets = yaml.safe_load((CONF / "study" / "minatar.yaml").read_text())["tables"]["teachers_time"]["targets"]
+    games = {}
+    for f in sorted((CONF / "env").glob("minatar_*.yaml")):
+        env_id = yaml.safe_load(f.read_text())["env"]["id"]
+        if env_id in targets:
+            games[f.stem] = (env_id, targets[env_id])
+    return games
+
+
+TARGETS = young_tian_targets()
 
 
 def csv_progress(run_dir: Path) -> dict[str, float]:

@@ -302,3 +302,30 @@ def plateau(
             cheapest = float(value)
             break
     return last, cheapest
+
+
+def end_slope(curves: Sequence[tuple[Sequence[float], Sequence[float]]], tail: float = 1 / 3) -> Slope:
+    """Was each run still improving when its budget ended? ``curves``: one (x, y) per run, its periodic
+    evaluations (x: env steps or updates, growing geometrically or not). Each run's own least-squares slope
+    of y on log2(x) over the points in the last ``tail`` of its log2 range (at least its last two), then
+    the mean of those slopes with its 95% interval over the runs (``mean_ci``): the runs are independent,
+    the points within one run are not, so the runs, not the points, are the sample. ``n``: runs with a
+    slope; nan bounds where the interval is flagged or fewer than 2 runs have one."""
+    slopes = []
+    for x, y in curves:
+        xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        ok = np.isfinite(xv) & np.isfinite(yv) & (xv > 0)
+        b, yv = np.log2(xv[ok]), yv[ok]
+        points = np.unique(b)
+        if len(points) < 2:
+            continue
+        cut = min(points.max() - tail * (points.max() - points.min()), points[-2])
+        keep = b >= cut
+        dx = b[keep] - b[keep].mean()
+        slopes.append(float(dx @ (yv[keep] - yv[keep].mean())) / float(dx @ dx))
+    if len(slopes) < 2:
+        return Slope(float(np.mean(slopes)) if slopes else np.nan, np.nan, np.nan, len(slopes))
+    ci = mean_ci(slopes)
+    if ci.flag == FLAG_NO_SPREAD:  # every run the same slope (curves pinned at a ceiling): the interval is that point
+        return Slope(ci.mean, ci.mean, ci.mean, len(slopes))
+    return Slope(ci.mean, ci.low, ci.high, len(slopes))

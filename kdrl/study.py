@@ -1224,6 +1224,23 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         if spec.get("plots", True):
             with contextlib.suppress(Exception):  # a plot never costs the table
                 T.plot_budgets(df, groups[0], groups[-1], x, metric, out)
+    elif spec.get("kind") == "end_slope":  # students: still improving when their budget ended? (issue 27)
+        groups = list(spec.get("groups") or ["env_id", "student_size"])
+        x, metric = spec.get("x") or "env_steps", spec.get("metric") or "normalized_score"
+        curves = pd.concat(
+            [T.end_slope_curves(fs, groups, x, metric) for fs in files.values() if fs], ignore_index=True
+        )
+        if curves.empty:
+            return ""
+        margin = float(spec["margin"]) if spec.get("margin") is not None else None
+        tab = T.end_slope_table(curves, groups, x, metric, margin)
+        write_csv(out / "curves.csv", curves.drop(columns="run_dir"))
+        write_csv(out / "end_slope.csv", tab)
+        note = spec.get("note", "")
+        text = head + (f"{note}\n\n" if note else "") + T.end_slope_markdown(tab, groups, x, metric, margin) + "\n"
+        if spec.get("plots", True):
+            with contextlib.suppress(Exception):  # a plot never costs the table
+                T.plot_budgets(curves, groups[0], groups[-1], x, metric, out, filename="score_vs_env_steps.png")
     elif spec.get("kind") == "multitask":
         df = T.collect_multitask([f for fs in files.values() for f in fs])
         body = T.multitask_report(df)

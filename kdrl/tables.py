@@ -941,7 +941,9 @@ def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str, margi
     return "\n".join(lines)
 
 
-def plot_budgets(df: pd.DataFrame, panel: str, line: str, x: str, metric: str, out: Path) -> Path:
+def plot_budgets(
+    df: pd.DataFrame, panel: str, line: str, x: str, metric: str, out: Path, filename: str = "score_vs_budget.png"
+) -> Path:
     """Score against budget (log2 axis): one panel per ``panel`` value, one line per ``line`` value,
     mean and 95% CI over seeds at each budget point (a hollow marker and no band below 3 runs)."""
     import matplotlib
@@ -973,7 +975,91 @@ def plot_budgets(df: pd.DataFrame, panel: str, line: str, x: str, metric: str, o
         ax.set_title(str(p))
         ax.legend(fontsize=8, title=line)
     fig.tight_layout()
-    path = Path(out) / "score_vs_budget.png"
+    path = Path(out) / filename
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def end_slope_curves(
+    paths: Iterable[str | Path], groups: Sequence[str], x: str = "env_steps", metric: str = "normalized_score"
+) -> pd.DataFrame:
+    """One row per periodic evaluation of each run under ``paths`` (results.json's eval_history): the
+    run's ``groups`` values, seed, ``x`` and ``metric`` there, and the run's size (param_ratio). The
+    normalised score is recomputed from the periodic return with the run's reference T and R (its
+    teacher's and a random policy's held-out episodes, as the final score), not the periodic one: that
+    divides by the teacher's 10 periodic episodes, and is nan wherever those do not clearly beat random."""
+    from kdrl.scores import normalized_score
+
+    rows = []
+    for f in find_results(paths):
+        res = read_result(f)
+        if res.get("status") != "ok":
+            continue
+        flat, ref = flatten(res), res.get("teacher_reference") or {}
+        for h in res.get("eval_history") or []:
+            y = h.get(metric)
+            if metric == "normalized_score" and ref.get("return_mean") is not None:
+                y = normalized_score(h["return_mean"], ref["return_mean"], ref["random_mean"])
+            rows.append({
+                **{g: flat.get(g) for g in groups}, "seed": flat.get("seed"), "param_ratio": flat.get("param_ratio"),
+                "run_dir": str(f.parent), x: h.get(x), metric: y,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def end_slope_table(
+    curves: pd.DataFrame, groups: Sequence[str], x: str = "env_steps", metric: str = "normalized_score",
+    margin: float | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Per group: were its runs still improving when their budget ended? Each run's slope per doubling of
+    ``x`` over the last third of its periodic evaluations, averaged over the runs with a 95% interval
+    (kdrl.statistics.end_slope), the verdict under ``margin`` (Slope.stopped_rising), and the mean periodic
+    score at the runs' last point. Groups in the curves' order, sizes largest first."""
+    from kdrl.statistics import PLATEAU_MARGIN, end_slope
+
+    margin = PLATEAU_MARGIN if margin is None else margin
+    rows = []
+    for key, g in curves.groupby(list(groups), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        runs = [(r[x].astype(float), r[metric].astype(float)) for _, r in g.groupby("run_dir")]
+        s = end_slope(runs)
+        last = g.loc[g.groupby("run_dir")[x].idxmax(), metric].astype(float)
+        rows.append({
+            **dict(zip(groups, key)), "param_ratio": g["param_ratio"].astype(float).mean(), "runs": s.n,
+            "last_x": float(g[x].max()), "last_mean": float(last.mean()),
+            "slope_per_doubling": s.slope, "slope_low": s.low, "slope_high": s.high,
+            "stopped_rising": s.stopped_rising(margin),
+        })  # fmt: skip
+    tab = pd.DataFrame(rows)
+    if tab.empty:
+        return tab
+    first = list(dict.fromkeys(tab[groups[0]]))
+    order = tab.assign(_g=tab[groups[0]].map(first.index)).sort_values(["_g", "param_ratio"], ascending=[True, False])
+    return order.drop(columns="_g").reset_index(drop=True)
+
+
+def end_slope_markdown(
+    tab: pd.DataFrame, groups: Sequence[str], x: str, metric: str, margin: float | None = None
+) -> str:
+    from kdrl.statistics import PLATEAU_MARGIN
+
+    margin = PLATEAU_MARGIN if margin is None else margin
+    head = (
+        f"| {' | '.join(groups)} | runs | periodic {metric} at the end (mean) | slope per doubling of {x}, "
+        f"each run's last third (mean [95% CI] over runs) | stopped rising (rise ≤ {margin:g} per doubling) |"
+    )
+    lines = [head, "|" + "---|" * (len(groups) + 4)]
+    for _, r in tab.iterrows():
+        slope = "–" if not np.isfinite(r["slope_per_doubling"]) else f"{r['slope_per_doubling']:+.3f}" + (
+            f" [{r['slope_low']:+.3f}, {r['slope_high']:+.3f}]" if np.isfinite(r["slope_low"]) else " (no interval)"
+        )  # fmt: skip
+        said = {True: "yes", False: "no: still rising"}.get(r["stopped_rising"], "can't tell")
+        keys = " | ".join(str(r[g]) for g in groups)
+        lines.append(f"| {keys} | {r['runs']} | {r['last_mean']:.3f} | {slope} | {said} |")
+    n_yes = int((tab["stopped_rising"] == True).sum())  # noqa: E712 (None is neither)
+    n_no = int((tab["stopped_rising"] == False).sum())  # noqa: E712
+    lines.append(
+        f"\n{n_yes} of {len(tab)} cells stopped rising, {n_no} still rising, {len(tab) - n_yes - n_no} can't tell."
+    )
+    return "\n".join(lines)

@@ -255,3 +255,28 @@ def test_an_interval_covering_zero_is_not_a_plateau_when_it_also_covers_a_real_r
     assert last.flat and last.stopped_rising(0.05) is None and cheapest is None
     last, cheapest = plateau(budgets, noisy, margin=1.0)  # a margin that wide calls it flat from the start
     assert last.stopped_rising(1.0) is True and cheapest == 1
+
+
+def test_end_slope_takes_the_runs_not_their_points_as_the_sample_and_reads_only_each_runs_last_third():
+    """issue 27: were the students still improving when their budget ended? Each run's own slope per
+    doubling over the last third of its periodic evaluations; the interval is over the runs (n = runs)."""
+    from kdrl.statistics import end_slope
+
+    steps = [10_000 * k for k in range(1, 11)]  # 10k..100k: the last third of log2 is 50k..100k
+    # steep early rise, flat from 50k: only the flat part is read
+    wiggle = [0, 0.01, -0.01, 0.02, 0.0, -0.02, 0.01, 0.0, 0.01, -0.01]
+    flat_late = [(steps, [0.1 * min(k, 5) + wiggle[(k + r) % 10] for k in range(1, 11)]) for r in range(5)]
+    s = end_slope(flat_late)
+    assert s.n == 5 and abs(s.slope) < 0.02 and s.stopped_rising(0.05) is True
+    # every run pinned at the ceiling: slopes all exactly 0, the interval that point, not a flagged tie
+    pinned = end_slope([(steps, [1.0] * 10)] * 5)
+    assert (pinned.slope, pinned.low, pinned.high, pinned.n) == (0.0, 0.0, 0.0, 5) and pinned.stopped_rising(0.05)
+    # rising by 0.2 a doubling to the end, seeds a little apart: still rising
+    rising = [(steps, [0.2 * np.log2(x) + 0.01 * r for x in steps]) for r in range(5)]
+    s = end_slope([(x, np.asarray(y) + 0.01 * np.arange(10) * (i % 2)) for i, (x, y) in enumerate(rising)])
+    assert s.n == 5 and s.slope == pytest.approx(0.2, abs=0.03) and s.stopped_rising(0.05) is False
+    # one run is no interval, however many points it has
+    one = end_slope(rising[:1])
+    assert one.n == 1 and one.slope == pytest.approx(0.2) and np.isnan(one.low) and one.stopped_rising(0.05) is None
+    # missing and non-positive points are dropped; a run left with one point gives no slope
+    assert end_slope([([0, np.nan, 10_000], [0.3, 0.5, 0.4]), (steps, [0.5] * 10), (steps, [0.5] * 10)]).n == 2

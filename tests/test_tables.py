@@ -165,3 +165,43 @@ def test_budget_table_names_the_cheapest_budget_on_the_plateau_and_plots_it(tmp_
     assert "| yes | 96,000 | 4.0 min |" in md and "24,000: 0.500 (n=3)" in md and "| no: still rising |" in md
     assert "stopped rising (rise ≤ 0.05 per doubling)" in md
     assert plot_budgets(df, "env_id", "student_size", "grad_steps", "normalized_score", tmp_path).is_file()
+
+
+def test_end_slope_table_normalises_periodic_returns_by_the_reference_and_orders_sizes_largest_first(tmp_path):
+    """issue 27: the convergence table reads each run's eval_history, rescored with the run's held-out
+    reference (T, R): the periodic score divides by 10 teacher episodes, nan where they do not clearly
+    beat random. Sizes largest first; the verdict per group; the plot written."""
+    import json
+
+    from kdrl.tables import end_slope_curves, end_slope_markdown, end_slope_table, plot_budgets
+
+    steps = [10_000 * k for k in range(1, 11)]
+    for size, ratio, rise in (("rusu_4", 0.04, 4.0), ("full", 1.0, 0.0)):
+        for seed in range(3):
+            hist = [
+                {"env_steps": x, "return_mean": 10.0 + rise * np.log2(x / 10_000) + 0.1 * seed,
+                 "normalized_score": float("nan")}  # the periodic score: nan, as when 10 teacher episodes are too few
+                for x in steps
+            ]  # fmt: skip
+            res = {
+                "kind": "student", "status": "ok", "env_id": "MinAtar/Breakout-v1", "seed": seed,
+                "student_size": size, "param_ratio": ratio, "eval_history": hist,
+                "teacher_reference": {"return_mean": 20.0, "random_mean": 0.0},
+            }  # fmt: skip
+            d = tmp_path / f"{size}-{seed}"
+            d.mkdir()
+            (d / "results.json").write_text(json.dumps(res))
+    curves = end_slope_curves([tmp_path], ["env_id", "student_size"])
+    assert len(curves) == 60 and curves["normalized_score"].notna().all()
+    first = curves[(curves.student_size == "full") & (curves.seed == 0)].sort_values("env_steps")
+    assert first["normalized_score"].iloc[0] == pytest.approx(10.0 / 20.0)  # (S - R) / (T - R) with the reference
+    tab = end_slope_table(curves, ["env_id", "student_size"])
+    assert list(tab.student_size) == ["full", "rusu_4"] and list(tab.runs) == [3, 3]
+    assert tab.slope_per_doubling.tolist() == pytest.approx([0.0, 4.0 / 20.0], abs=1e-9)
+    assert tab.stopped_rising.tolist() == [True, False]
+    assert tab.last_mean.tolist() == pytest.approx([(10.0 + 0.1) / 20.0, (10.0 + 4.0 * np.log2(10) + 0.1) / 20.0])
+    md = end_slope_markdown(tab, ["env_id", "student_size"], "env_steps", "normalized_score")
+    assert "| MinAtar/Breakout-v1 | rusu_4 | 3 |" in md and "no: still rising" in md
+    assert "1 of 2 cells stopped rising, 1 still rising, 0 can't tell." in md
+    png = plot_budgets(curves, "env_id", "student_size", "env_steps", "normalized_score", tmp_path, filename="c.png")
+    assert png.name == "c.png" and png.is_file()

@@ -4,6 +4,7 @@ score vectors of the committed studies used as populations. Prints Markdown tabl
 
     python scripts/ci_coverage.py [--trials 2000] [--pop-trials 1000] [--csv docs/ci_coverage.csv]
     python scripts/ci_coverage.py --cells     # the audited published cells, old interval against new
+    python scripts/ci_coverage.py --only second_round   # only the committed cells of one study (MinAtar round 2)
 
 Methods: kdrl's ``mean_ci`` (Hall's transformed t, Student's t below 5 seeds, clipped to the score's
 range, flagged where ties sit at a bound); the bootstrap-t kdrl used before (zero-spread resamples
@@ -132,6 +133,7 @@ STUDIES = [
     "docs/lunarlander_students/results.csv",
     "docs/rusu2016/compression/results.csv",
     "docs/rusu2016/losses/results.csv",
+    "docs/minatar/second_round/compression/results.csv",  # issue 27's second round: teacher variance in every cell
 ]
 
 
@@ -144,7 +146,8 @@ def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
         df = df[df["status"] == "ok"]
         keys = [k for k in ("env_id", "method", "width", "student_size", "control") if k in df and df[k].notna().any()]
         for key, g in df.groupby(keys, dropna=False):
-            cells.append((f"{f.split('/')[1]}: " + " ".join(str(k) for k in key if k == k), g, g["env_id"].iloc[0]))
+            study = f.removeprefix("docs/").removesuffix("/results.csv")
+            cells.append((f"{study}: " + " ".join(str(k) for k in key if k == k), g, g["env_id"].iloc[0]))
     for f in sorted((ROOT / "docs/minatar").glob("*_runs.csv")):
         df = pd.read_csv(f)
         df = df[df["status"] == "ok"]
@@ -239,17 +242,23 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--pop-trials", type=int, default=1000)
     ap.add_argument("--csv", default=None, help="also write every (shape, n, method) row here")
+    ap.add_argument(
+        "--only", default=None, help="only the committed cells whose name contains this (no simulated shapes)"
+    )
     args = ap.parse_args()
     if args.cells:
         audited_cells()
         return
     t0 = time.time()
     rows = []
+    shapes = {} if args.only else SHAPES
     suite = [
         (name, draw, b, rare, float(draw(np.random.default_rng(999), 2_000_000).mean()), args.trials)
-        for name, (draw, b, rare) in SHAPES.items()
+        for name, (draw, b, rare) in shapes.items()
     ]
     for name, v, b in populations():
+        if args.only and args.only not in name:
+            continue
         draw = lambda r, n, v=v: v[r.integers(0, len(v), n)]
         rare = None
         suite.append((name, draw, b, rare, float(v.mean()), args.pop_trials))
@@ -273,7 +282,7 @@ def main() -> None:
     if args.csv:
         df.to_csv(args.csv, index=False)
     methods = ["kdrl", *COMPARATORS]
-    shapes = list(SHAPES)
+    shapes = list(shapes)
     print(f"Coverage of nominal 95% intervals of the mean (width in brackets), {args.trials} experiments per cell\n")
     print("| shape | n | " + " | ".join(methods) + " | kdrl flags |")
     print("|---" * (len(methods) + 3) + "|")

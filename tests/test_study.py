@@ -473,3 +473,39 @@ def test_published_teachers_are_taken_by_a_new_study_dir_instead_of_trained(tmp_
         f"+stages.teachers.published={pub}", "+stages.teachers.overrides=[algo.optimizer.lr=0.002]",
     )  # fmt: skip
     assert "was run with other overrides: not used" in third.stdout, third.stdout + third.stderr
+
+
+def test_an_end_slope_table_is_written_from_its_stages_runs(tmp_path):
+    """A declared table of kind end_slope (issue 27's convergence table) is what kdrl.tables computes from
+    the stage's runs: its markdown, its CSVs and its plot, sizes largest first."""
+    import pandas as pd
+
+    from kdrl import tables as T
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir()):
+        shutil.copytree(p, sdir / "students" / p.name)
+        rows[f"students/{p.name}"] = {
+            "id": f"students/{p.name}", "stage": "students", "app": "distill", "name": p.name, "hash": "x",
+            "run_dir": f"students/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+        }  # fmt: skip
+    groups = ["env_id", "student_size"]
+    spec = {"kind": "end_slope", "groups": groups, "x": "env_steps", "margin": 0.05}
+    study = {"name": "conv", "stages": {"students": {"app": "distill"}}, "tables": {"conv": spec}}
+    Index(sdir / "index.json", {"study": "conv"}, rows).save()
+    (text,) = Runner(study, sdir, say=lambda s: None).write_tables()
+    out = sdir / "tables" / "conv"
+    curves = T.end_slope_curves([sdir / "students"], groups)
+    tab = T.end_slope_table(curves, groups, margin=0.05)
+    assert list(tab.student_size) == ["rusu_25", "rusu_7", "rusu_4"] and tab.runs.tolist() == [5, 5, 5]
+    md = (out / "table.md").read_text()
+    assert (
+        md.startswith("# conv: conv\n\ncomplete.")
+        and T.end_slope_markdown(tab, groups, "env_steps", "normalized_score", 0.05) in md
+    )
+    written = pd.read_csv(out / "end_slope.csv")
+    assert written.slope_per_doubling.tolist() == pytest.approx(tab.slope_per_doubling.tolist())
+    assert len(pd.read_csv(out / "curves.csv")) == len(curves) == 15 * 10
+    assert (out / "score_vs_env_steps.png").is_file()

@@ -67,7 +67,7 @@ PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "c
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
-    "reference", "publish", "targets", "note", "x", "groups", "margin",
+    "reference", "publish", "targets", "note", "x", "groups", "margin", "stage_labels",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -1258,6 +1258,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         pending = unfinished_rows(index, [r for r in rows if r["status"] not in DONE], df, rows_key, cols_key)
         if len(pending):
             df = pd.concat([df, pending], ignore_index=True)
+        # one column for stages that differ only in their teachers' stage (compression, compression_seaquest)
+        df["stage"] = df["stage"].replace(dict(spec.get("stage_labels") or {}))
         kind = spec.get("kind") or "student"
         if kind != "all":
             df = df[df["kind"] == kind]

@@ -509,3 +509,30 @@ def test_an_end_slope_table_is_written_from_its_stages_runs(tmp_path):
     assert written.slope_per_doubling.tolist() == pytest.approx(tab.slope_per_doubling.tolist())
     assert len(pd.read_csv(out / "curves.csv")) == len(curves) == 15 * 10
     assert (out / "score_vs_env_steps.png").is_file()
+
+
+def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_one_column(tmp_path):
+    """issue 27's data_protocol table: compression and compression_seaquest are both the online arm; with
+    stage_labels their runs share a column (n counts both), without it each stage is a column."""
+    import pandas as pd
+
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir()):
+        stage = "online_b" if p.name.endswith(("_s3", "_s4")) else "online"
+        shutil.copytree(p, sdir / stage / p.name)
+        rows[f"{stage}/{p.name}"] = {
+            "id": f"{stage}/{p.name}", "stage": stage, "app": "distill", "name": p.name, "hash": "x",
+            "run_dir": f"{stage}/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+        }  # fmt: skip
+    stages = {"online": {"app": "distill"}, "online_b": {"app": "distill"}}
+    table = {"stages": ["online", "online_b"], "rows": "student_size", "cols": "stage", "plots": False}
+    Index(sdir / "index.json", {"study": "labels"}, rows).save()
+    for labels, cols in (({"online_b": "online"}, {"online": 5}), ({}, {"online": 3, "online_b": 2})):
+        study = {"name": "labels", "stages": stages, "tables": {"t": {**table, "stage_labels": labels}}}
+        Runner(study, sdir, say=lambda s: None).write_tables()
+        cells = pd.read_csv(sdir / "tables" / "t" / "table_cells.csv")
+        assert sorted(cells["stage"].unique()) == sorted(cols), labels
+        assert {c: set(cells.loc[cells["stage"] == c, "n"]) for c in cols} == {c: {n} for c, n in cols.items()}

@@ -646,9 +646,8 @@ def _student(cfg: Config) -> None:
         )
         _block(cfg, f"student_sizes.{size}")
         _net(cfg, f"student_sizes.{size}", partial=True)
-    for key in ("width", "depth"):
-        if _num(cfg, f"student.{key}") is not None:  # null: the teacher's (or the named size's)
-            _int_at_least(cfg, f"student.{key}", 1)
+    for key in ("width", "depth"):  # null: the teacher's (or the named size's)
+        _int_at_least(cfg, f"student.{key}", 1, nullable=True)
     _int_list(cfg, "student.hidden", nullable=True)
 
 

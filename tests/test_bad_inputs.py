@@ -55,7 +55,7 @@ CASES = [
     ("distill", ["experiment=nope"], "Could not find 'experiment/nope'"),
     ("distill", ["loss.temperature=0"], "loss.temperature must be in (0.0, inf], got 0"),
     ("distill", ["loss.temperature=-1"], "loss.temperature must be in (0.0, inf], got -1"),
-    ("distill", ["student.width=0"], "student.width must be an integer >= 1, got 0"),
+    ("distill", ["student.width=0"], "student.width must be null or an integer >= 1, got 0"),
     ("train", ["net.width=0"], "net.width must be an integer >= 1, got 0"),
     (
         "distill",

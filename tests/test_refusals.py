@@ -37,9 +37,6 @@ BASES = {
 }
 
 
-# keys whose check runs only on a value (validate._student: null means the teacher's or the named size's)
-NULL_SKIPS_THE_CHECK = {("distill", "student.width"), ("distill", "student.depth")}
-
 
 def _config(app: str, overrides: list[str]) -> dict[str, Any]:
     return V.resolved(compose_cfg(app, overrides))
@@ -74,8 +71,6 @@ def _all_claims() -> list[tuple[str, list[str], str, str, dict[str, Any]]]:
                 ident = (app, checker, key)
                 if ident not in seen:
                     seen.add(ident)
-                    if (app, key) in NULL_SKIPS_THE_CHECK:
-                        params = {**params, "null_ok": True}
                     out.append((app, overrides, checker, key, params))
     return out
 
@@ -97,7 +92,7 @@ def _set(cfg: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 def outside(checker: str, p: dict[str, Any]) -> list[Any]:
     """Values just outside a check's rule (and of the wrong type)."""
-    none = [] if p.get("nullable") or p.get("null_ok") else [None]
+    none = [] if p.get("nullable") else [None]
     if checker == "_int_at_least":
         low = p["low"]
         return [low - 1, low - 100, low + 0.5, float(low), True, "1", *none]
@@ -129,7 +124,7 @@ def outside(checker: str, p: dict[str, Any]) -> list[Any]:
 
 def on_edge(checker: str, p: dict[str, Any]) -> list[Any]:
     """Values on the edge of a check's rule, which it must let through."""
-    none = [None] if p.get("nullable") or p.get("null_ok") else []
+    none = [None] if p.get("nullable") else []
     if checker == "_int_at_least":
         return [p["low"], p["low"] + 1, *none]
     if checker == "_in_range":

@@ -37,7 +37,6 @@ BASES = {
 }
 
 
-
 def _config(app: str, overrides: list[str]) -> dict[str, Any]:
     return V.resolved(compose_cfg(app, overrides))
 

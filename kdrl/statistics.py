@@ -306,21 +306,25 @@ def plateau(
 
 def end_slope(curves: Sequence[tuple[Sequence[float], Sequence[float]]], tail: float = 1 / 3) -> Slope:
     """Was each run still improving when its budget ended? ``curves``: one (x, y) per run, its periodic
-    evaluations (x: env steps or updates, growing geometrically or not). Each run's own least-squares slope
-    of y on log2(x) over the points in the last ``tail`` of its log2 range (at least its last two), then
-    the mean of those slopes with its 95% interval over the runs (``mean_ci``): the runs are independent,
-    the points within one run are not, so the runs, not the points, are the sample. ``n``: runs with a
-    slope; nan bounds where the interval is flagged or fewer than 2 runs have one."""
+    evaluations (x: env steps or updates). Each run's own least-squares slope of y on log2(x) over its
+    points in the last ``tail`` of its log2 range of x (at least its last two x; the window is set by x
+    alone, so a missing score does not move it), then the mean of those slopes with its 95% interval
+    over the runs (``mean_ci``): the points within a run are not independent, so the runs are the sample
+    (runs that share a teacher are not fully independent either: the interval is then optimistic). ``n``:
+    runs with a slope (two scored points in their window). Bounds: nan below 2 runs; where every run has
+    the same slope, that point."""
     slopes = []
     for x, y in curves:
         xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        ok = np.isfinite(xv) & np.isfinite(yv) & (xv > 0)
+        ok = np.isfinite(xv) & (xv > 0)
         b, yv = np.log2(xv[ok]), yv[ok]
         points = np.unique(b)
         if len(points) < 2:
             continue
         cut = min(points.max() - tail * (points.max() - points.min()), points[-2])
-        keep = b >= cut
+        keep = (b >= cut) & np.isfinite(yv)
+        if len(np.unique(b[keep])) < 2:
+            continue
         dx = b[keep] - b[keep].mean()
         slopes.append(float(dx @ (yv[keep] - yv[keep].mean())) / float(dx @ dx))
     if len(slopes) < 2:

@@ -152,6 +152,9 @@ def check_declaration(study: dict[str, Any]) -> None:
         for s in (t or {}).get("stages") or []:
             if s not in stages:
                 raise StudyError(f"study '{name}', table '{tname}': no stage '{s}'")
+        for s in (t or {}).get("stage_labels") or {}:
+            if s not in ((t or {}).get("stages") or stages):
+                raise StudyError(f"study '{name}', table '{tname}': stage_labels names '{s}', no stage of the table")
 
 
 LINK_KEYS = {"teacher": TEACHER_KEYS, "dataset": ("stage", "seed")}
@@ -1227,9 +1230,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     elif spec.get("kind") == "end_slope":  # students: still improving when their budget ended? (issue 27)
         groups = list(spec.get("groups") or ["env_id", "student_size"])
         x, metric = spec.get("x") or "env_steps", spec.get("metric") or "normalized_score"
-        curves = pd.concat(
-            [T.end_slope_curves(fs, groups, x, metric) for fs in files.values() if fs], ignore_index=True
-        )
+        ok = [index.study_dir / r["run_dir"] / "results.json" for r in finished if r["status"] == "ok"]
+        curves = T.end_slope_curves(ok, groups, x, metric)
         if curves.empty:
             return ""
         margin = float(spec["margin"]) if spec.get("margin") is not None else None
@@ -1277,7 +1279,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         summary = T.summary_table(df, rows_key, cols_key, metric)
         write_text(out / "table.tex", summary.latex)
         write_csv(out / "table_cells.csv", summary.cells)
-        text = head + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table writes it
+        note = spec.get("note", "")
+        text = head + (f"{note}\n\n" if note else "") + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table
         ref = spec.get("reference")
         if ref:
             text += "\n" + reference_lines(ref, summary.cells, rows_key, cols_key, metric) + "\n"

@@ -982,25 +982,34 @@ def plot_budgets(
 
 
 def end_slope_curves(
-    paths: Iterable[str | Path], groups: Sequence[str], x: str = "env_steps", metric: str = "normalized_score"
+    paths: Iterable[str | Path],
+    groups: Sequence[str],
+    x: str = "env_steps",
+    metric: str = "normalized_score",
+    kind: str = "student",
 ) -> pd.DataFrame:
-    """One row per periodic evaluation of each run under ``paths`` (results.json's eval_history): the
-    run's ``groups`` values, seed, ``x`` and ``metric`` there, and the run's size (param_ratio). The
-    normalised score is recomputed from the periodic return with the run's reference T and R (its
-    teacher's and a random policy's held-out episodes, as the final score), not the periodic one: that
-    divides by the teacher's 10 periodic episodes, and is nan wherever those do not clearly beat random."""
+    """One row per periodic evaluation of each ok ``kind`` run under ``paths`` (results.json's
+    eval_history): the run's ``groups`` values, seed, ``x`` and ``metric`` there, and its size
+    (param_ratio). The normalised score is recomputed from the periodic return with the run's reference
+    T and R (its teacher's and a random policy's held-out episodes, as the final score), not the periodic
+    one, which divides by the teacher's 10 periodic episodes; nan where the final score is (a teacher that
+    does not clearly beat random). A file that cannot be read is left out (as kdrl.tables.learning_curves)."""
     from kdrl.scores import normalized_score
 
     rows = []
     for f in find_results(paths):
-        res = read_result(f)
-        if res.get("status") != "ok":
+        try:
+            res = read_result(f)
+        except (OSError, ValueError):
+            continue
+        if res.get("status") != "ok" or res.get("kind") != kind:
             continue
         flat, ref = flatten(res), res.get("teacher_reference") or {}
+        usable = res.get("teacher_beats_random") is not False
         for h in res.get("eval_history") or []:
             y = h.get(metric)
             if metric == "normalized_score" and ref.get("return_mean") is not None:
-                y = normalized_score(h["return_mean"], ref["return_mean"], ref["random_mean"])
+                y = normalized_score(h["return_mean"], ref["return_mean"], ref["random_mean"]) if usable else np.nan
             rows.append({
                 **{g: flat.get(g) for g in groups}, "seed": flat.get("seed"), "param_ratio": flat.get("param_ratio"),
                 "run_dir": str(f.parent), x: h.get(x), metric: y,
@@ -1015,19 +1024,22 @@ def end_slope_table(
     """Per group: were its runs still improving when their budget ended? Each run's slope per doubling of
     ``x`` over the last third of its periodic evaluations, averaged over the runs with a 95% interval
     (kdrl.statistics.end_slope), the verdict under ``margin`` (Slope.stopped_rising), and the mean periodic
-    score at the runs' last point. Groups in the curves' order, sizes largest first."""
+    score at the runs' last point (``last_n`` runs have one there). Groups in the curves' order, sizes
+    largest first."""
     from kdrl.statistics import PLATEAU_MARGIN, end_slope
 
     margin = PLATEAU_MARGIN if margin is None else margin
+    curves = curves.dropna(subset=[x])  # a point without its x is no point of a curve
     rows = []
     for key, g in curves.groupby(list(groups), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         runs = [(r[x].astype(float), r[metric].astype(float)) for _, r in g.groupby("run_dir")]
         s = end_slope(runs)
-        last = g.loc[g.groupby("run_dir")[x].idxmax(), metric].astype(float)
+        last = g.loc[g.groupby("run_dir")[x].idxmax(), metric].astype(float).dropna()
         rows.append({
             **dict(zip(groups, key)), "param_ratio": g["param_ratio"].astype(float).mean(), "runs": s.n,
-            "last_x": float(g[x].max()), "last_mean": float(last.mean()),
+            "last_x": float(g[x].max()), "last_mean": float(last.mean()) if len(last) else np.nan,
+            "last_n": len(last),
             "slope_per_doubling": s.slope, "slope_low": s.low, "slope_high": s.high,
             "stopped_rising": s.stopped_rising(margin),
         })  # fmt: skip
@@ -1052,11 +1064,14 @@ def end_slope_markdown(
     lines = [head, "|" + "---|" * (len(groups) + 4)]
     for _, r in tab.iterrows():
         slope = "–" if not np.isfinite(r["slope_per_doubling"]) else f"{r['slope_per_doubling']:+.3f}" + (
-            f" [{r['slope_low']:+.3f}, {r['slope_high']:+.3f}]" if np.isfinite(r["slope_low"]) else " (no interval)"
+            " (no interval)" if not np.isfinite(r["slope_low"])
+            else " ‡ (every run the same slope)" if r["slope_low"] == r["slope_high"]
+            else f" [{r['slope_low']:+.3f}, {r['slope_high']:+.3f}]"
         )  # fmt: skip
+        last = f"{r['last_mean']:.3f}" + ("" if r["last_n"] == r["runs"] else f" (n={r['last_n']})")
         said = {True: "yes", False: "no: still rising"}.get(r["stopped_rising"], "can't tell")
         keys = " | ".join(str(r[g]) for g in groups)
-        lines.append(f"| {keys} | {r['runs']} | {r['last_mean']:.3f} | {slope} | {said} |")
+        lines.append(f"| {keys} | {r['runs']} | {last} | {slope} | {said} |")
     n_yes = int((tab["stopped_rising"] == True).sum())  # noqa: E712 (None is neither)
     n_no = int((tab["stopped_rising"] == False).sum())  # noqa: E712
     lines.append(

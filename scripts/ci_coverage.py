@@ -279,6 +279,9 @@ def main() -> None:
                     }
                 )
     df = pd.DataFrame(rows)
+    if df.empty:
+        print(f"ci_coverage: no committed cell's name contains {args.only!r}")
+        return
     if args.csv:
         df.to_csv(args.csv, index=False)
     methods = ["kdrl", *COMPARATORS]

@@ -280,3 +280,6 @@ def test_end_slope_takes_the_runs_not_their_points_as_the_sample_and_reads_only_
     assert one.n == 1 and one.slope == pytest.approx(0.2) and np.isnan(one.low) and one.stopped_rising(0.05) is None
     # missing and non-positive points are dropped; a run left with one point gives no slope
     assert end_slope([([0, np.nan, 10_000], [0.3, 0.5, 0.4]), (steps, [0.5] * 10), (steps, [0.5] * 10)]).n == 2
+    # a missing score does not move a run's window back: with 5 of its last 6 scores missing it has no slope
+    late_gap = [0.1 * k for k in range(1, 6)] + [np.nan] * 5
+    assert end_slope([(steps, late_gap), (steps, [0.5] * 10), (steps, [0.5] * 10)]).n == 2

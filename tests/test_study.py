@@ -88,6 +88,7 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         ("stages.students.seeds=[7]", "needs a teacher env=cartpole seed=7 that stage 'teachers' does not train"),
         ("stages.teachers.seeds=null", "teacher seed 'cycle' needs seeds declared in this stage and in its teacher"),
         ("stages.students.teacher.seed=cylce", "teacher seed must be null, student, cycle or an integer, got 'cylce'"),
+        ("+tables.t={stages: [students], stage_labels: {studnets: x}}", "stage_labels names 'studnets', no stage"),
     ],
 )
 def test_a_bad_declaration_is_one_line(tmp_path, override, message):
@@ -513,7 +514,8 @@ def test_an_end_slope_table_is_written_from_its_stages_runs(tmp_path):
 
 def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_one_column(tmp_path):
     """issue 27's data_protocol table: compression and compression_seaquest are both the online arm; with
-    stage_labels their runs share a column (n counts both), without it each stage is a column."""
+    stage_labels their runs share a column (n counts both), without it each stage is a column. The table's
+    note is printed above it (it was dropped for student tables)."""
     import pandas as pd
 
     from kdrl.study import Runner
@@ -528,7 +530,8 @@ def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_on
             "run_dir": f"{stage}/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
         }  # fmt: skip
     stages = {"online": {"app": "distill"}, "online_b": {"app": "distill"}}
-    table = {"stages": ["online", "online_b"], "rows": "student_size", "cols": "stage", "plots": False}
+    note = "The online arm: two stages that differ only in their teachers' stage."
+    table = {"stages": ["online", "online_b"], "rows": "student_size", "cols": "stage", "plots": False, "note": note}
     Index(sdir / "index.json", {"study": "labels"}, rows).save()
     for labels, cols in (({"online_b": "online"}, {"online": 5}), ({}, {"online": 3, "online_b": 2})):
         study = {"name": "labels", "stages": stages, "tables": {"t": {**table, "stage_labels": labels}}}
@@ -536,3 +539,4 @@ def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_on
         cells = pd.read_csv(sdir / "tables" / "t" / "table_cells.csv")
         assert sorted(cells["stage"].unique()) == sorted(cols), labels
         assert {c: set(cells.loc[cells["stage"] == c, "n"]) for c in cols} == {c: {n} for c, n in cols.items()}
+        assert f"\n\n{note}\n\n" in (sdir / "tables" / "t" / "table.md").read_text()  # a student table's note too

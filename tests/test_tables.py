@@ -170,38 +170,48 @@ def test_budget_table_names_the_cheapest_budget_on_the_plateau_and_plots_it(tmp_
 def test_end_slope_table_normalises_periodic_returns_by_the_reference_and_orders_sizes_largest_first(tmp_path):
     """issue 27: the convergence table reads each run's eval_history, rescored with the run's held-out
     reference (T, R): the periodic score divides by 10 teacher episodes, nan where they do not clearly
-    beat random. Sizes largest first; the verdict per group; the plot written."""
+    beat random. A run whose teacher does not clearly beat random has no score (as its final one), a
+    teacher run is not a student. Sizes largest first; the verdict per group; the plot written."""
     import json
 
     from kdrl.tables import end_slope_curves, end_slope_markdown, end_slope_table, plot_budgets
 
     steps = [10_000 * k for k in range(1, 11)]
-    for size, ratio, rise in (("rusu_4", 0.04, 4.0), ("full", 1.0, 0.0)):
-        for seed in range(3):
-            hist = [
-                {"env_steps": x, "return_mean": 10.0 + rise * np.log2(x / 10_000) + 0.1 * seed,
-                 "normalized_score": float("nan")}  # the periodic score: nan, as when 10 teacher episodes are too few
-                for x in steps
-            ]  # fmt: skip
-            res = {
-                "kind": "student", "status": "ok", "env_id": "MinAtar/Breakout-v1", "seed": seed,
-                "student_size": size, "param_ratio": ratio, "eval_history": hist,
-                "teacher_reference": {"return_mean": 20.0, "random_mean": 0.0},
-            }  # fmt: skip
-            d = tmp_path / f"{size}-{seed}"
-            d.mkdir()
-            (d / "results.json").write_text(json.dumps(res))
+
+    def write(name, size, ratio, rise, seed, **extra):
+        hist = [
+            {"env_steps": x, "return_mean": 10.0 + rise * np.log2(x / 10_000) + 0.1 * seed,
+             "normalized_score": float("nan")}  # the periodic score: nan, as when 10 teacher episodes are too few
+            for x in steps
+        ]  # fmt: skip
+        res = {
+            "kind": "student", "status": "ok", "env_id": "MinAtar/Breakout-v1", "seed": seed,
+            "student_size": size, "param_ratio": ratio, "eval_history": hist,
+            "teacher_reference": {"return_mean": 20.0, "random_mean": 0.0}, **extra,
+        }  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+
+    for seed, rise in enumerate((3.0, 4.0, 5.0)):  # 0.15, 0.20, 0.25 normalised a doubling: mean 0.20
+        write(f"rusu_4-{seed}", "rusu_4", 0.04, rise, seed)
+    for seed in range(3):  # flat: every run the same slope, 0
+        write(f"full-{seed}", "full", 1.0, 0.0, seed)
+    write("full-weak-teacher", "full", 1.0, 9.0, 3, teacher_beats_random=False)  # no score: not in the slope
+    write("teacher", "full", 1.0, 9.0, 4, kind="teacher")  # a teacher's curve: not a student's
     curves = end_slope_curves([tmp_path], ["env_id", "student_size"])
-    assert len(curves) == 60 and curves["normalized_score"].notna().all()
+    assert len(curves) == 70 and curves["normalized_score"].isna().sum() == 10
     first = curves[(curves.student_size == "full") & (curves.seed == 0)].sort_values("env_steps")
     assert first["normalized_score"].iloc[0] == pytest.approx(10.0 / 20.0)  # (S - R) / (T - R) with the reference
     tab = end_slope_table(curves, ["env_id", "student_size"])
-    assert list(tab.student_size) == ["full", "rusu_4"] and list(tab.runs) == [3, 3]
+    assert list(tab.student_size) == ["full", "rusu_4"] and list(tab.runs) == [3, 3] and list(tab.last_n) == [3, 3]
     assert tab.slope_per_doubling.tolist() == pytest.approx([0.0, 4.0 / 20.0], abs=1e-9)
+    assert tab.slope_low[0] == tab.slope_high[0] == pytest.approx(0.0)  # the point interval of identical slopes
+    assert tab.slope_low[1] < 0.2 < tab.slope_high[1] and tab.slope_low[1] > 0  # a real interval, above 0
     assert tab.stopped_rising.tolist() == [True, False]
     assert tab.last_mean.tolist() == pytest.approx([(10.0 + 0.1) / 20.0, (10.0 + 4.0 * np.log2(10) + 0.1) / 20.0])
     md = end_slope_markdown(tab, ["env_id", "student_size"], "env_steps", "normalized_score")
     assert "| MinAtar/Breakout-v1 | rusu_4 | 3 |" in md and "no: still rising" in md
+    assert "+0.000 ‡ (every run the same slope)" in md
     assert "1 of 2 cells stopped rising, 1 still rising, 0 can't tell." in md
     png = plot_budgets(curves, "env_id", "student_size", "env_steps", "normalized_score", tmp_path, filename="c.png")
     assert png.name == "c.png" and png.is_file()

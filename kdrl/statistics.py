@@ -259,6 +259,18 @@ class Slope(NamedTuple):
         return False if self.low > 0 else None
 
 
+def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Ordinary least squares slope of ``y`` on ``x`` (finite arrays, at least 2 distinct x)."""
+    dx = x - x.mean()
+    return float(dx @ (y - y.mean())) / float(dx @ dx)
+
+
+def _tail_start(points: np.ndarray, tail: float) -> float:
+    """Where the last ``tail`` of a sweep starts: the top ``tail`` of the range of ``points`` (sorted,
+    distinct, at least 2), and at least its two largest points."""
+    return min(points.max() - tail * (points.max() - points.min()), points[-2])
+
+
 def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slope:
     """Ordinary least squares slope of ``y`` on ``x`` (one point per run) with its Student-t interval;
     nan where fewer than 3 runs or fewer than 2 distinct x."""
@@ -270,7 +282,7 @@ def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slo
         return Slope(np.nan, np.nan, np.nan, n)
     dx = xv - xv.mean()
     sxx = float(dx @ dx)
-    b = float(dx @ (yv - yv.mean())) / sxx
+    b = _ols_slope(xv, yv)
     resid = yv - yv.mean() - b * dx
     se = np.sqrt(float(resid @ resid) / (n - 2) / sxx)
     half = float(student_t.ppf(0.5 + level / 2, n - 2)) * se
@@ -293,7 +305,7 @@ def plateau(
     points = np.log2(values)
     if len(points) < 2:
         return Slope(np.nan, np.nan, np.nan, len(b)), None
-    cut = min(points.max() - tail * (points.max() - points.min()), points[-2])
+    cut = _tail_start(points, tail)
     last = slope_ci(b[b >= cut], y[b >= cut])
     cheapest = None
     for value, p in zip(values[:-1], points[:-1]):
@@ -321,12 +333,10 @@ def end_slope(curves: Sequence[tuple[Sequence[float], Sequence[float]]], tail: f
         points = np.unique(b)
         if len(points) < 2:
             continue
-        cut = min(points.max() - tail * (points.max() - points.min()), points[-2])
-        keep = (b >= cut) & np.isfinite(yv)
+        keep = (b >= _tail_start(points, tail)) & np.isfinite(yv)
         if len(np.unique(b[keep])) < 2:
             continue
-        dx = b[keep] - b[keep].mean()
-        slopes.append(float(dx @ (yv[keep] - yv[keep].mean())) / float(dx @ dx))
+        slopes.append(_ols_slope(b[keep], yv[keep]))
     if len(slopes) < 2:
         return Slope(float(np.mean(slopes)) if slopes else np.nan, np.nan, np.nan, len(slopes))
     ci = mean_ci(slopes)

@@ -59,6 +59,9 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
     assert sizes["minatar"]["teachers"] + sizes["minatar"]["teachers_seaquest"] == 15
     # 5 sizes (100/50/25/7/4%) x 5 games x 5 seeds
     assert sizes["minatar"]["compression"] + sizes["minatar"]["compression_seaquest"] == 125
+    # losses (nll, mse) and who acts (student, mixed) at 7% on the 5 games x 5 seeds (kl / teacher-acts: compression's)
+    assert sizes["minatar"]["losses"] + sizes["minatar"]["losses_seaquest"] == 50
+    assert sizes["minatar"]["control"] + sizes["minatar"]["control_seaquest"] == 50
     # student seed s distils teacher seed s where the experiment says so (the scripts' seed_from_student)
     for name in ("demo", "cartpole_losses", "control"):
         for job in plan(load_study(name), Path("/S")):
@@ -72,6 +75,8 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         student = minatar[f"compression/env=minatar_asterix,student.size=rusu_7,seed={seed}"]
         assert student.needs == [f"teachers/env=minatar_asterix,seed={tseed}"]
         student = minatar[f"compression_seaquest/env=minatar_seaquest,student.size=rusu_4,seed={seed}"]
+        assert student.needs == [f"teachers_seaquest/env=minatar_seaquest,seed={tseed}"]
+        student = minatar[f"control_seaquest/env=minatar_seaquest,control=mixed,seed={seed}"]
         assert student.needs == [f"teachers_seaquest/env=minatar_seaquest,seed={tseed}"]
     assert "algo.exploration.eps_end=0.1" in minatar["teachers_seaquest/env=minatar_seaquest,seed=2"].overrides
     multi = next(j for j in plan(load_study("multitask"), Path("/S")) if j.stage == "joint_dqn")

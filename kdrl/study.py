@@ -1248,6 +1248,10 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         body = T.multitask_report(df)
         write_csv(out / "runs.csv", df)
         text = head + body + "\n"
+        if spec.get("aggregate") or spec.get("compare"):  # across the tasks, each task's % of its own teacher
+            per_task = df[(df["status"] == "ok") & ~df["column"].isin(T.MULTITASK_SUMMARY_COLUMNS)]
+            per_task = per_task.assign(normalized_score=per_task["pct"] / 100.0)
+            text += aggregate_section(per_task, "column", "method", "normalized_score", spec, out)
     else:
         frames = []
         for stage, fs in files.items():
@@ -1285,21 +1289,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         if ref:
             text += "\n" + reference_lines(ref, summary.cells, rows_key, cols_key, metric) + "\n"
         if spec.get("aggregate") or spec.get("compare"):
-            names = {str(v): v for v in df[cols_key].dropna().unique()}
-            pairs = [tuple(str(c).split(",")) for c in spec.get("compare") or []]
-            try:
-                ct = T.cross_task(
-                    df, rows_key, cols_key, metric, [(names.get(x, x), names.get(y, y)) for x, y in pairs]
-                )
-            except ValueError as exc:  # e.g. no finite scores of a compared column yet
-                text += f"\n(aggregates not written yet: {exc})\n"
-            else:
-                write_text(out / "aggregate.md", ct.markdown + "\n")
-                write_csv(out / "aggregate.csv", ct.cells)
-                text += "\n" + ct.markdown + "\n"
-                if spec.get("plots", True):
-                    with contextlib.suppress(Exception):  # a plot never costs the table
-                        T.plot_profiles(ct, out, metric)
+            text += aggregate_section(df, rows_key, cols_key, metric, spec, out)
         if spec.get("plots", True):
             group = spec.get("curve_group") or "method"
             paths = [] if group == "stage" else [f for fs in files.values() for f in fs]
@@ -1318,6 +1308,25 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
                 shutil.copy2(f, dest / f.name)
         text += f"\n(published to {dest})\n"
     return text
+
+
+def aggregate_section(df: Any, rows_key: str, cols_key: str, metric: str, spec: dict[str, Any], out: Path) -> str:
+    """A table's cross-task aggregates (IQM, mean, P(X > Y) for its ``compare`` pairs, else every pair;
+    performance profiles) as Markdown, written beside it (aggregate.md/.csv, profiles plot)."""
+    from kdrl import tables as T
+
+    names = {str(v): v for v in df[cols_key].dropna().unique()}
+    pairs = [tuple(str(c).split(",")) for c in spec.get("compare") or []]
+    try:
+        ct = T.cross_task(df, rows_key, cols_key, metric, [(names.get(x, x), names.get(y, y)) for x, y in pairs])
+    except ValueError as exc:  # e.g. no finite scores of a compared column yet
+        return f"\n(aggregates not written yet: {exc})\n"
+    T.write_text_atomic(out / "aggregate.md", ct.markdown + "\n")
+    T.write_csv_atomic(out / "aggregate.csv", ct.cells)
+    if spec.get("plots", True):
+        with contextlib.suppress(Exception):  # a plot never costs the table
+            T.plot_profiles(ct, out, metric)
+    return "\n" + ct.markdown + "\n"
 
 
 def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_key: str, cols_key: str) -> Any:

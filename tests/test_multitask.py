@@ -235,3 +235,38 @@ def test_joint_dqn_learns_from_n_step_returns_as_single_task_dqn_does():
             y = batch.rewards + d * (1 - batch.terminated) * v_next
             q = net(batch.obs, task).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
             assert torch.allclose(module.task_loss(task, batch)["td_loss"], F.smooth_l1_loss(q, y))
+
+
+def test_a_declared_multitask_table_with_aggregate_adds_the_cross_task_aggregates(tiny_runs, tmp_path):
+    """kdrl-study's multitask table with ``aggregate: true`` (issue 27: aggregates for every comparison):
+    IQM, mean and P(X > Y) across the tasks of each method's per-task % of its teacher, as kdrl.tables
+    computes them from the same runs; without the key the table is as before."""
+    import shutil
+
+    import pandas as pd
+
+    from kdrl import tables as T
+    from kdrl.study import Index, Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for mode, path in tiny_runs.items():
+        shutil.copytree(path, sdir / mode / "seed=0")
+        rows[f"{mode}/seed=0"] = {
+            "id": f"{mode}/seed=0", "stage": mode, "app": "multitask", "name": "seed=0", "hash": "x",
+            "run_dir": f"{mode}/seed=0", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+        }  # fmt: skip
+    Index(sdir / "index.json", {"study": "mt"}, rows).save()
+    stages = {mode: {"app": "multitask"} for mode in tiny_runs}
+    spec = {"kind": "multitask", "stages": list(tiny_runs), "plots": False}
+    for aggregate in (False, True):
+        study = {"name": "mt", "stages": stages, "tables": {"main": {**spec, "aggregate": aggregate}}}
+        (text,) = Runner(study, sdir, say=lambda s: None).write_tables()
+        assert ("IQM" in text) is aggregate and (sdir / "tables" / "main" / "aggregate.md").exists() is aggregate
+    df = T.collect_multitask([sdir])
+    per_task = df[~df["column"].isin(T.MULTITASK_SUMMARY_COLUMNS)].assign(normalized_score=lambda d: d["pct"] / 100)
+    expected = T.cross_task(per_task, "column", "method", "normalized_score")
+    assert expected.markdown in text
+    cells = pd.read_csv(sdir / "tables" / "main" / "aggregate.csv")
+    assert set(cells["method"]) == {"kl (tau=0.01)", "joint_dqn"} and set(cells["tasks"]) == {2}
+    assert cells["mean"].tolist() == pytest.approx(expected.cells["mean"].tolist())

@@ -316,27 +316,30 @@ def plateau(
     return last, cheapest
 
 
+def run_end_slope(x: Sequence[float], y: Sequence[float], tail: float = 1 / 3) -> float | None:
+    """One run's least-squares slope of ``y`` on log2(``x``) over its points in the last ``tail`` of its
+    log2 range of x (at least its last two x; the window is set by x alone, so a missing score does not
+    move it); None without two scored points there."""
+    xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(xv) & (xv > 0)
+    b, yv = np.log2(xv[ok]), yv[ok]
+    points = np.unique(b)
+    if len(points) < 2:
+        return None
+    keep = (b >= _tail_start(points, tail)) & np.isfinite(yv)
+    if len(np.unique(b[keep])) < 2:
+        return None
+    return _ols_slope(b[keep], yv[keep])
+
+
 def end_slope(curves: Sequence[tuple[Sequence[float], Sequence[float]]], tail: float = 1 / 3) -> Slope:
     """Was each run still improving when its budget ended? ``curves``: one (x, y) per run, its periodic
-    evaluations (x: env steps or updates). Each run's own least-squares slope of y on log2(x) over its
-    points in the last ``tail`` of its log2 range of x (at least its last two x; the window is set by x
-    alone, so a missing score does not move it), then the mean of those slopes with its 95% interval
-    over the runs (``mean_ci``): the points within a run are not independent, so the runs are the sample
-    (runs that share a teacher are not fully independent either: the interval is then optimistic). ``n``:
-    runs with a slope (two scored points in their window). Bounds: nan below 2 runs; where every run has
+    evaluations (x: env steps or updates). Each run's own slope (``run_end_slope``), then the mean of those
+    slopes with its 95% interval over the runs (``mean_ci``): the points within a run are not independent,
+    so the runs are the sample (runs that share a teacher are not fully independent either: the interval is
+    then optimistic). ``n``: runs with a slope (two scored points in their window). Bounds: nan below 2 runs; where every run has
     the same slope, that point."""
-    slopes = []
-    for x, y in curves:
-        xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        ok = np.isfinite(xv) & (xv > 0)
-        b, yv = np.log2(xv[ok]), yv[ok]
-        points = np.unique(b)
-        if len(points) < 2:
-            continue
-        keep = (b >= _tail_start(points, tail)) & np.isfinite(yv)
-        if len(np.unique(b[keep])) < 2:
-            continue
-        slopes.append(_ols_slope(b[keep], yv[keep]))
+    slopes = [s for s in (run_end_slope(x, y, tail) for x, y in curves) if s is not None]
     if len(slopes) < 2:
         return Slope(float(np.mean(slopes)) if slopes else np.nan, np.nan, np.nan, len(slopes))
     ci = mean_ci(slopes)

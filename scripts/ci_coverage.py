@@ -5,6 +5,7 @@ score vectors of the committed studies used as populations. Prints Markdown tabl
     python scripts/ci_coverage.py [--trials 2000] [--pop-trials 1000] [--csv docs/ci_coverage.csv]
     python scripts/ci_coverage.py --cells     # the audited published cells, old interval against new
     python scripts/ci_coverage.py --only second_round   # only the committed cells of one study (MinAtar round 2)
+    python scripts/ci_coverage.py --slopes    # the convergence tables' per-run end slopes as populations
 
 Methods: kdrl's ``mean_ci`` (Hall's transformed t, Student's t below 5 seeds, clipped to the score's
 range, flagged where ties sit at a bound); the bootstrap-t kdrl used before (zero-spread resamples
@@ -26,7 +27,7 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from kdrl.scores import normalized_bounds
-from kdrl.statistics import mean_ci
+from kdrl.statistics import mean_ci, run_end_slope
 
 ROOT = Path(__file__).resolve().parents[1]
 INF = math.inf
@@ -165,6 +166,28 @@ def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
     return out
 
 
+# the convergence (end_slope) tables' curves: each run's slope per doubling over its last third is one value
+SLOPE_CURVES = [
+    "docs/minatar/second_round/convergence/curves.csv",
+    "docs/minatar/second_round/convergence_rusu/curves.csv",
+]
+
+
+def slope_populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
+    """Every convergence cell's per-run end slopes (kdrl.statistics.run_end_slope, as the table computes
+    them), unbounded: the interval the end_slope table prints is mean_ci of these."""
+    out = []
+    for f in SLOPE_CURVES:
+        df = pd.read_csv(ROOT / f)
+        study = f.removeprefix("docs/minatar/second_round/").removesuffix("/curves.csv")
+        for (env, size), g in df.groupby(["env_id", "student_size"], sort=False):
+            runs = [run_end_slope(r["env_steps"], r["normalized_score"]) for _, r in g.groupby("seed")]
+            v = np.array([s for s in runs if s is not None])
+            if len(v) >= 3:
+                out.append((f"{study} slopes: {env} {size}", v, (-INF, INF)))
+    return out
+
+
 def measure(draw, bounds, true, n, trials, seed=12345):
     """{method: (coverage, width, flagged share)} over ``trials`` simulated experiments."""
     rng = np.random.default_rng(seed)
@@ -245,18 +268,21 @@ def main() -> None:
     ap.add_argument(
         "--only", default=None, help="only the committed cells whose name contains this (no simulated shapes)"
     )
+    ap.add_argument(
+        "--slopes", action="store_true", help="the convergence tables' per-run end slopes as the populations"
+    )
     args = ap.parse_args()
     if args.cells:
         audited_cells()
         return
     t0 = time.time()
     rows = []
-    shapes = {} if args.only else SHAPES
+    shapes = {} if args.only or args.slopes else SHAPES
     suite = [
         (name, draw, b, rare, float(draw(np.random.default_rng(999), 2_000_000).mean()), args.trials)
         for name, (draw, b, rare) in shapes.items()
     ]
-    for name, v, b in populations():
+    for name, v, b in slope_populations() if args.slopes else populations():
         if args.only and args.only not in name:
             continue
         draw = lambda r, n, v=v: v[r.integers(0, len(v), n)]

@@ -283,3 +283,17 @@ def test_end_slope_takes_the_runs_not_their_points_as_the_sample_and_reads_only_
     # a missing score does not move a run's window back: with 5 of its last 6 scores missing it has no slope
     late_gap = [0.1 * k for k in range(1, 6)] + [np.nan] * 5
     assert end_slope([(steps, late_gap), (steps, [0.5] * 10), (steps, [0.5] * 10)]).n == 2
+
+
+def test_a_runs_end_slope_is_the_least_squares_slope_on_log2_x_over_its_last_third():
+    """run_end_slope (one run's value in the end_slope table and in scripts/ci_coverage.py --slopes) against
+    numpy's own fit on the window by hand: 10k..100k env steps, the last third of log2 is 50k..100k."""
+    from kdrl.statistics import run_end_slope
+
+    rng = np.random.default_rng(3)
+    steps = np.array([10_000 * k for k in range(1, 11)], dtype=float)
+    y = rng.normal(size=10)
+    window = steps >= 50_000
+    assert run_end_slope(steps, y) == pytest.approx(np.polyfit(np.log2(steps[window]), y[window], 1)[0])
+    assert run_end_slope(steps, y, tail=1.0) == pytest.approx(np.polyfit(np.log2(steps), y, 1)[0])
+    assert run_end_slope([10_000], [0.5]) is None and run_end_slope(steps, [np.nan] * 10) is None

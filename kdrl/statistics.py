@@ -339,7 +339,13 @@ def end_slope(curves: Sequence[tuple[Sequence[float], Sequence[float]]], tail: f
     so the runs are the sample (runs that share a teacher are not fully independent either: the interval is
     then optimistic). ``n``: runs with a slope (two scored points in their window). Bounds: nan below 2 runs; where every run has
     the same slope, that point."""
-    slopes = [s for s in (run_end_slope(x, y, tail) for x, y in curves) if s is not None]
+    return mean_slope([s for s in (run_end_slope(x, y, tail) for x, y in curves) if s is not None])
+
+
+def mean_slope(slopes: Sequence[float]) -> Slope:
+    """The mean of per-run slopes with its 95% interval (``mean_ci``, unbounded); bounds nan below 2 runs;
+    where every run has the same slope, that point (no spread is not a flagged tie here)."""
+    slopes = list(slopes)
     if len(slopes) < 2:
         return Slope(float(np.mean(slopes)) if slopes else np.nan, np.nan, np.nan, len(slopes))
     ci = mean_ci(slopes)

@@ -1250,8 +1250,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         text = head + body + "\n"
         if spec.get("aggregate") or spec.get("compare"):  # across the tasks, each task's % of its own teacher
             per_task = df[(df["status"] == "ok") & ~df["column"].isin(T.MULTITASK_SUMMARY_COLUMNS)]
-            per_task = per_task.assign(normalized_score=per_task["pct"] / 100.0)
-            text += aggregate_section(per_task, "column", "method", "normalized_score", spec, out)
+            per_task = per_task.rename(columns={"column": "task"}).assign(normalized_score=per_task["pct"] / 100.0)
+            text += aggregate_section(per_task, "task", "method", "normalized_score", spec, out)
     else:
         frames = []
         for stage, fs in files.items():

@@ -264,8 +264,11 @@ def test_a_declared_multitask_table_with_aggregate_adds_the_cross_task_aggregate
         (text,) = Runner(study, sdir, say=lambda s: None).write_tables()
         assert ("IQM" in text) is aggregate and (sdir / "tables" / "main" / "aggregate.md").exists() is aggregate
     df = T.collect_multitask([sdir])
-    per_task = df[~df["column"].isin(T.MULTITASK_SUMMARY_COLUMNS)].assign(normalized_score=lambda d: d["pct"] / 100)
-    expected = T.cross_task(per_task, "column", "method", "normalized_score")
+    per_task = df[~df["column"].isin(T.MULTITASK_SUMMARY_COLUMNS)].rename(columns={"column": "task"})
+    expected = T.cross_task(
+        per_task.assign(normalized_score=per_task["pct"] / 100), "task", "method", "normalized_score"
+    )
+    assert "% of teacher) over task:" in text
     assert expected.markdown in text
     cells = pd.read_csv(sdir / "tables" / "main" / "aggregate.csv")
     assert set(cells["method"]) == {"kl (tau=0.01)", "joint_dqn"} and set(cells["tasks"]) == {2}

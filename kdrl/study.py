@@ -1375,19 +1375,28 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
 
 
 def plot_stage_curves(files: dict[str, list[Path]], out: Path) -> None:
-    """Learning curves (mean, 95% CI over seeds) with one line per stage (curve_group: stage)."""
+    """Learning curves (mean, 95% CI over seeds) with one line per stage (curve_group: stage), one panel
+    per game where the stages span several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kdrl.tables import learning_curves
+    from kdrl.tables import learning_curves, plot_curves_by_env
 
+    curves = {
+        (env, stage): curve
+        for stage, fs in files.items()
+        for (env, _), curve in learning_curves(fs, "kind", split="env_id").items()
+    }
+    if len({env for env, _ in curves}) > 1:
+        plot_curves_by_env(curves, out, "stage")
+        plt.close("all")
+        return
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for stage, fs in files.items():
-        for _, (x, mean, lo, hi) in learning_curves(fs, "kind").items():
-            ax.plot(x, mean, label=stage)
-            ax.fill_between(x, lo, hi, alpha=0.2)
+    for (_, stage), (x, mean, lo, hi) in curves.items():
+        ax.plot(x, mean, label=stage)
+        ax.fill_between(x, lo, hi, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("greedy return (periodic eval)")
     ax.legend(fontsize=8, title="stage")

@@ -380,10 +380,12 @@ def method_name(res: Mapping[str, Any]) -> str:
 
 
 def learning_curves(
-    paths: Iterable[str | Path], group: str
+    paths: Iterable[str | Path], group: str, split: str | None = None
 ) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per group value: (env_steps, mean, ci_low, ci_high) of periodic eval returns over seeds; the band
-    stays inside the env's return range, and is left out (nan) where mean_ci flags the point."""
+    stays inside the env's return range, and is left out (nan) where mean_ci flags the point. With
+    ``split`` (e.g. env_id) the keys are (split value, group value): returns of different games are not
+    averaged together."""
     curves: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
     ranges: dict[Any, Bounds] = {}
     for f in find_results(p for p in map(Path, paths) if p.exists() and p.name != TIDY_FILE):
@@ -395,6 +397,8 @@ def learning_curves(
             continue
         hist = res["eval_history"]
         key = method_name(res) if group == "method" else res.get(group)
+        if split is not None:
+            key = (res.get(split), key)
         rng = return_range(res.get("env_id"))
         ranges[key] = rng if ranges.get(key, rng) == rng else UNBOUNDED  # mixed envs: no common range
         curves.setdefault(key, []).append(
@@ -574,6 +578,11 @@ def plot_all(
         # with tau_S = tau and the tau^2 factor, tau also scales the gradient (~60x from 0.01 to 1)
         ax.set_title("KL (tau_S = tau, x tau^2): tau sets sharpness AND step size", fontsize=9)
         written += _save(fig, out / "ratio_vs_temperature")
+    envs = sorted(df.loc[df["status"] == "ok", "env_id"].dropna().unique()) if "env_id" in df else []
+    if len(envs) > 1:  # one panel per game: raw returns of different games do not average
+        written += plot_curves_by_env(learning_curves(paths, curve_group, split="env_id"), out, curve_group)
+        plt.close("all")
+        return written
     curves = learning_curves(paths, curve_group)
     if curves:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -587,6 +596,37 @@ def plot_all(
         written += _save(fig, out / f"curves_by_{curve_group}")
     plt.close("all")
     return written
+
+
+def plot_curves_by_env(curves: dict[Any, Any], out: Path, curve_group: str) -> list[Path]:
+    """Learning curves with one panel per env (keys (env, group value)); a group keeps its colour in
+    every panel."""
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        return []
+    envs = sorted({env for env, _ in curves}, key=str)
+    groups = sorted({g for _, g in curves}, key=str)
+    colours = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    ncols = min(3, len(envs))
+    nrows = -(-len(envs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    for ax, env in zip(axes.flat, envs):
+        for g in groups:
+            if (env, g) not in curves:
+                continue
+            x, mean, lo, hi = curves[(env, g)]
+            ax.plot(x, mean, label=str(g), color=colours[g])
+            ax.fill_between(x, lo, hi, alpha=0.2, color=colours[g])
+        ax.set_title(str(env), fontsize=9)
+        ax.set_xlabel("env steps", fontsize=8)
+        ax.set_ylabel("greedy return", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(envs) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, title=curve_group, title_fontsize=7)
+    fig.suptitle("Learning curves per game (periodic eval; mean, 95% CI over seeds)", fontsize=10)
+    return _save(fig, out / f"curves_by_{curve_group}")
 
 
 def _yerr(cells: pd.DataFrame, scale: float) -> list[np.ndarray]:

@@ -1214,6 +1214,43 @@ def test_plot_all_orders_curves_by_name(tmp_path, figs):
     assert list(ax.get_lines()[0].get_ydata()) == [3.0, 5.0] and ax.get_legend().get_title().get_text() == "seed"
 
 
+def test_plot_all_draws_one_curve_panel_per_game_not_returns_pooled_across_games(tmp_path, figs):
+    # two games on different scales: each panel holds its own game's mean, a method keeps its colour
+    _student(tmp_path / "a", seed=0, env="MinAtar/Breakout-v1", hist=H([1000, 2000], [1.0, 3.0]))
+    _student(tmp_path / "b", seed=1, env="MinAtar/Breakout-v1", hist=H([1000, 2000], [3.0, 5.0]))
+    _student(tmp_path / "c", seed=0, env="MinAtar/Freeway-v1", hist=H([1000, 2000], [50.0, 60.0]))
+    _student(tmp_path / "d", seed=0, loss="nll", env="MinAtar/Freeway-v1", hist=H([1000, 2000], [40.0, 44.0]))
+    df = T.collect([tmp_path])
+    written = T.plot_all(df, df.iloc[0:0], [tmp_path], tmp_path, "env_id", "method", "normalized_score", "method")
+    assert written == [tmp_path / "curves_by_method.png", tmp_path / "curves_by_method.svg"]
+    (fig,) = figs()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["MinAtar/Breakout-v1", "MinAtar/Freeway-v1"]
+    lines = {ax.get_title(): {ln.get_label(): list(ln.get_ydata()) for ln in ax.get_lines()} for ax in axes}
+    assert lines["MinAtar/Breakout-v1"] == {"kl (tau=0.01)": [2.0, 4.0]}
+    assert lines["MinAtar/Freeway-v1"] == {"kl (tau=0.01)": [50.0, 60.0], "nll": [40.0, 44.0]}
+    colour = {ax.get_title(): ax.get_lines()[0].get_color() for ax in axes}
+    assert colour["MinAtar/Breakout-v1"] == colour["MinAtar/Freeway-v1"]
+    keyed = T.learning_curves([tmp_path], "method", split="env_id")
+    assert set(keyed) == {("MinAtar/Breakout-v1", "kl (tau=0.01)"), ("MinAtar/Freeway-v1", "kl (tau=0.01)"),
+                          ("MinAtar/Freeway-v1", "nll")}  # fmt: skip
+
+
+def test_stage_curves_get_one_panel_per_game(tmp_path, figs):
+    from kdrl.study import plot_stage_curves
+
+    a = _student(tmp_path / "a", seed=0, env="MinAtar/Breakout-v1", hist=H([1000, 2000], [1.0, 3.0]))
+    b = _student(tmp_path / "b", seed=0, env="MinAtar/Freeway-v1", hist=H([1000, 2000], [50.0, 60.0]))
+    c = _student(tmp_path / "c", seed=0, env="MinAtar/Freeway-v1", hist=H([1000, 2000], [10.0, 20.0]))
+    plot_stage_curves({"scratch": [a.parent, b.parent], "qdagger": [c.parent]}, tmp_path)
+    (fig,) = figs()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    lines = {ax.get_title(): {ln.get_label(): list(ln.get_ydata()) for ln in ax.get_lines()} for ax in axes}
+    assert lines == {"MinAtar/Breakout-v1": {"scratch": [1.0, 3.0]},
+                     "MinAtar/Freeway-v1": {"scratch": [50.0, 60.0], "qdagger": [10.0, 20.0]}}  # fmt: skip
+    assert (tmp_path / "curves_by_stage.png").is_file()
+
+
 def test_plot_budgets_orders_panels_and_lines_by_name_and_saves_at_110_dpi(tmp_path, figs):
     rows = [{"p": p, "l": ln, "b": b, "s": float(p + ln + b + e)}
             for p in (9, 10) for ln in (9, 10) for b in (1, 2) for e in (0.0, 0.5, 1.5)]  # fmt: skip

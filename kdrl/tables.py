@@ -624,7 +624,8 @@ def plot_curves_by_env(curves: dict[Any, Any], out: Path, curve_group: str) -> l
         ax.tick_params(labelsize=7)
     for ax in axes.flat[len(envs) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7, title=curve_group, title_fontsize=7)
+    if curve_group != "env_id":  # grouped by the game itself: the panel titles say it
+        axes.flat[0].legend(fontsize=7, title=curve_group, title_fontsize=7)
     fig.suptitle("Learning curves per game (periodic eval; mean, 95% CI over seeds)", fontsize=10)
     return _save(fig, out / f"curves_by_{curve_group}")
 

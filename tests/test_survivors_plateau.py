@@ -97,3 +97,30 @@ def test_plateau_of_a_still_rising_sweep_and_of_two_or_one_budgets():
     one, none = plateau([8, 8, 8], [0.1, 0.2, 0.3])
     assert none is None and one.n == 3 and all(math.isnan(v) for v in one[:3])
     assert one.stopped_rising(PLATEAU_MARGIN) is None
+
+
+def test_run_end_slope_at_its_edges_and_with_missing_values():
+    """The statistics room's survivors in run_end_slope / mean_slope / end_slope (docs/mutation.md, s4)."""
+    from kdrl.statistics import end_slope, mean_slope, run_end_slope
+
+    # two distinct x are enough for a slope (a run evaluated twice in its window)
+    assert run_end_slope([1000, 4000], [0.2, 0.6]) == pytest.approx(0.4 / 2)
+    # x = 1 is log2 = 0, a valid point; x <= 0 and a non-finite x are dropped, not fitted as -inf or nan
+    assert run_end_slope([1, 2, 4], [0.0, 0.1, 0.3], tail=1.0) == pytest.approx(
+        np.polyfit([0, 1, 2], [0, 0.1, 0.3], 1)[0]
+    )
+    base = run_end_slope([1000, 2000, 4000, 8000], [0.1, 0.2, 0.4, 0.5])
+    assert run_end_slope([0, 1000, 2000, 4000, 8000], [9.0, 0.1, 0.2, 0.4, 0.5]) == pytest.approx(base)
+    # a missing score (None, as a results file writes it) or x: dropped, the window still set by x alone
+    assert run_end_slope([1000, 2000, 4000, 8000, None], [0.1, 0.2, 0.4, 0.5, 0.9]) == pytest.approx(base)
+    with_gap = run_end_slope([1000, 2000, 4000, 6000, 8000], [0.1, 0.2, 0.4, None, 0.5])
+    assert with_gap == pytest.approx(np.polyfit(np.log2([4000, 8000]), [0.4, 0.5], 1)[0])
+    # two runs give an interval; one run gives its slope and nan bounds (not None)
+    two = mean_slope([0.1, 0.3])
+    assert two.n == 2 and two.slope == pytest.approx(0.2) and np.isfinite(two.low) and np.isfinite(two.high)
+    one = mean_slope([0.1])
+    assert one.slope == pytest.approx(0.1) and np.isnan(one.low) and np.isnan(one.high) and one.n == 1
+    # end_slope passes its tail on to every run
+    curve = ([1000, 2000, 4000, 8000], [0.0, 0.4, 0.5, 0.5])
+    assert end_slope([curve, curve], tail=1.0).slope == pytest.approx(run_end_slope(*curve, tail=1.0))
+    assert end_slope([curve, curve], tail=1.0).slope != pytest.approx(end_slope([curve, curve]).slope)

@@ -158,14 +158,18 @@ def test_pruning_state_round_trips_and_a_state_without_masks_loads_nothing():
 
 
 # ---- runs.dataset ---------------------------------------------------------------------------------------------------
-def test_data_job_results_name_the_dataset_file_and_its_mean_return(tmp_path):
+def test_data_job_results_name_the_dataset_file_and_its_mean_return(tmp_path, caplog):
     """(kdrl.runs.dataset.x_record_teacher_data__mutmut_116: results' dataset None; __mutmut_140: a
     mean over no episodes) results.json names the recorded file with its hash and size; the mean
     return is that of the recorded episodes, None (not nan) when no episode ended."""
     teacher = constant_teacher(tmp_path / "teacher.pt", 0)
     cfg = compose_cfg("data", [*QUIET, f"teacher.checkpoint={teacher}", "dataset.steps=200", "env.num_envs=2"])
-    res = record_teacher_data(cfg, tmp_path / "data")
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        res = record_teacher_data(cfg, tmp_path / "data")
     path = tmp_path / "data" / DATASET_FILE
+    # (the seed-7 sample's __mutmut_151: the logged mean always "n/a") the log line says the mean
+    said = [r.getMessage() for r in caplog.records if "teacher dataset" in r.getMessage()]
+    assert len(said) == 1 and f"mean return {res['episode_return_mean']:.1f} at epsilon" in said[0]
     assert res["status"] == "ok"
     assert res["dataset"] == {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}
     assert res["episodes"] >= 10 and 8 <= res["episode_return_mean"] <= 12  # always-left CartPole: ~9.4 steps
@@ -1682,3 +1686,97 @@ def test_a_teachers_periodic_evaluation_plays_its_env_kwargs(tmp_path):
     ev = greedy_evaluation(cfg, tmp_path, {"width": 8})
     assert ev.env_id == "CartPole-v1" and ev.env_kwargs == {"sutton_barto_reward": True}
     assert ev.epsilon == 0.05
+
+
+# ---- the seed-7 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 7) ---------------------------
+def test_a_non_finite_loss_stops_the_run_with_its_step_and_the_hint():
+    """(kdrl.modules.base.xǁRLModuleǁflush_metrics__mutmut_28: the hint upper-cased) the error names
+    the loss, the env and gradient steps, and says what to try."""
+    from kdrl.modules.base import NonFiniteLossError
+
+    m = _rl_module()
+    m.collector = SimpleNamespace(epsilon=0.1, episodes=3, env_steps=90, drain_finished=lambda: [])
+    m.stream = SimpleNamespace(grad_steps=7)
+    m._sums, m._count = {"td_loss": torch.tensor(float("nan"))}, 1  # env_steps: the collector's 90
+    with pytest.raises(NonFiniteLossError) as exc:
+        m.flush_metrics()
+    assert str(exc.value) == (
+        "non-finite td_loss at env step 90, gradient step 7; stopped, the last good checkpoint is kept "
+        "(try a lower learning rate or gradient clipping)"
+    )
+
+
+def test_a_multitask_module_refuses_a_net_with_another_number_of_heads():
+    """(kdrl.modules.multitask.xǁMultiTaskModuleǁ__init____mutmut_10: the message dropped)"""
+    from kdrl.modules.multitask import MultiTaskModule
+
+    with pytest.raises(ValueError) as exc:
+        MultiTaskModule(SimpleNamespace(n_tasks=2), [None], {}, None, None)
+    assert str(exc.value) == "the net has 2 heads but 1 tasks were given"
+
+
+def test_resume_false_skips_the_resume_conflict_check(tmp_path):
+    """(kdrl.runs.job.x_check_resumable__mutmut_14: ``RESUME`` read: resume=false still refused) a
+    run told not to resume starts afresh beside an unfinished run of another config."""
+    old = {"task": "teacher", "seed": 0, "net": {"width": 256}}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: old}, tmp_path / "checkpoints" / "last.ckpt")
+    new = {**old, "net": {"width": 32}}
+    with pytest.raises(ResumeConflict):
+        check_resumable(new, tmp_path)
+    assert check_resumable({**new, "resume": False}, tmp_path) is None
+    with pytest.raises(ResumeConflict):
+        check_resumable({**new, "resume": True}, tmp_path)
+
+
+def test_a_failing_wandb_finish_is_logged_with_its_error_and_does_not_fail_the_run(tmp_path, monkeypatch, caplog):
+    """(kdrl.runs.job.x_finish_wandb__mutmut_26: the error logged as None)"""
+    import sys
+
+    from kdrl.runs.job import finish_wandb
+
+    def boom():
+        raise RuntimeError("service unreachable")
+
+    fake = SimpleNamespace(run=SimpleNamespace(settings=SimpleNamespace(mode="online")), finish=boom)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        finish_wandb(tmp_path)
+    said = [r.getMessage() for r in caplog.records if "W&B finish failed" in r.getMessage()]
+    assert said == ["W&B finish failed: service unreachable"]
+
+
+def test_a_trainer_config_without_enable_progress_bar_shows_kdrls_bar(tmp_path):
+    """(kdrl.runs.job.x_make_trainer__mutmut_9: the key's default dropped: KeyError without it) the bar
+    is on unless the config says otherwise, and it is kdrl's env-step bar."""
+    from kdrl.runs.job import make_trainer
+
+    with_bar = make_trainer(OmegaConf.create({"trainer": {"accelerator": "cpu"}}), [], [], tmp_path)
+    assert isinstance(with_bar.progress_bar_callback, EnvStepProgressBar)
+    off = OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": False}})
+    assert make_trainer(off, [], [], tmp_path).progress_bar_callback is None
+
+
+def test_a_multitask_runs_logger_names_every_task():
+    """(kdrl.runs.multitask.x_logger_cfg__mutmut_8: the ids joined by "XX+XX") W&B names the run by
+    env id: "CartPole-v1+Acrobot-v1", the same id the results' env_id has; the rest of cfg is kept."""
+    cfg = OmegaConf.create({"seed": 3, "env": {"id": "ignored", "num_envs": 4}})
+    out = mt.logger_cfg(cfg, ["CartPole-v1", "Acrobot-v1"])
+    assert plain(out) == {"seed": 3, "env": {"id": "CartPole-v1+Acrobot-v1"}}
+    assert cfg.env.id == "ignored"  # a copy
+
+
+def test_a_multitask_job_keeps_its_policies_beside_its_resume_checkpoint(tmp_path):
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁbuild__mutmut_80: the policies in "XXcheckpointsXX") the
+    best and last policies go to <out>/checkpoints/, where the resume checkpoint is and where the
+    study's publishing and kdrl-show look for them."""
+    path = constant_teacher(tmp_path / "cartpole.pt", 0)
+    cfg = compose_cfg(
+        "multitask",
+        [*QUIET, f"teacher.checkpoints={{cartpole:{path}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}",
+         "eval.reference_episodes=3", "eval.final_episodes=3", "eval.episodes=2"],
+    )  # fmt: skip
+    out = tmp_path / "run"
+    _, evaluation = mt.MultiTaskJob(cfg, out, choices={"debug": "fast"}).build({})
+    assert evaluation.policies.best_path == out / "checkpoints" / "best_policy.pt"
+    assert evaluation.checkpoint.ckpt_dir == out / "checkpoints"

@@ -1125,11 +1125,19 @@ class Runner:
                 return
             time.sleep(self.poll_s)
 
-    def write_tables(self, publish: bool = False) -> list[str]:
-        """Every declared table from the jobs finished so far; each table's text (a table that cannot
-        be written yet says why and never stops the study)."""
+    def write_tables(self, publish: bool = False, names: Sequence[str] | None = None) -> list[str]:
+        """Every declared table (or those in ``names``) from the jobs finished so far; each table's text
+        (a table that cannot be written yet says why and never stops the study)."""
+        declared = self.study.get("tables") or {}
+        unknown = [n for n in names or () if n not in declared]
+        if unknown:
+            raise StudyError(
+                f"no table {', '.join(unknown)} in study '{self.study['name']}' (has: {', '.join(declared) or 'none'})"
+            )
         texts = []
-        for name, spec in (self.study.get("tables") or {}).items():
+        for name, spec in declared.items():
+            if names is not None and name not in names:
+                continue
             try:
                 text = write_table(self.study, self.index, name, spec or {}, publish)
             except OSError as exc:  # a full disk: each file is written whole or not at all (kdrl.io.atomic_write)

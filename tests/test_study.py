@@ -517,6 +517,39 @@ def test_an_end_slope_table_is_written_from_its_stages_runs(tmp_path):
     assert (out / "score_vs_env_steps.png").is_file()
 
 
+def test_tables_named_by_table_are_the_only_ones_written_and_published(tmp_path):
+    """``--tables table=[...]``: only the named tables are rewritten and published (publishing every table
+    overwrote the published tables of stages this machine ran only in part); an unknown name is refused."""
+    from kdrl.cli.study import parse
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir())[:5]:
+        shutil.copytree(p, sdir / "students" / p.name)
+        rows[f"students/{p.name}"] = {
+            "id": f"students/{p.name}", "stage": "students", "app": "distill", "name": p.name, "hash": "x",
+            "run_dir": f"students/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+        }  # fmt: skip
+    spec = {"kind": "end_slope", "groups": ["env_id", "student_size"], "x": "env_steps", "margin": 0.05}
+    tables = {name: {**spec, "publish": str(tmp_path / "docs" / name)} for name in ("a", "b", "c")}
+    decl = {"name": "sel", "stages": {"students": {"app": "distill"}}, "tables": tables}
+    Index(sdir / "index.json", {"study": "sel"}, rows).save()
+    runner = Runner(decl, sdir, say=lambda s: None)
+    (text,) = runner.write_tables(publish=True, names=["b"])
+    assert "(published to " in text
+    assert sorted(p.name for p in (sdir / "tables").iterdir()) == ["b"]
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["b"]
+    assert len(runner.write_tables(publish=False)) == 3  # no names: every table
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["b"]
+    with pytest.raises(StudyError, match=r"^no table d, e in study 'sel' \(has: a, b, c\)$"):
+        runner.write_tables(names=["a", "d", "e"])
+    assert parse(["study=sel", "--tables", "table=[a, b]"])["table"] == ["a", "b"]
+    assert parse(["study=sel", "--tables", "table=c"])["table"] == ["c"]
+    refused = study("study=debug", f"dir={tmp_path / 'x'}", "table=[main]")
+    assert refused.returncode == 2 and "table= selects tables for --tables" in refused.stderr, refused.stderr
+
+
 def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_one_column(tmp_path):
     """issue 27's data_protocol table: compression and compression_seaquest are both the online arm; with
     stage_labels their runs share a column (n counts both), without it each stage is a column. The table's

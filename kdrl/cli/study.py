@@ -8,11 +8,13 @@
     kdrl-study --status outputs/demo                   # the same from the study dir alone
     kdrl-study study=demo --tables                     # only rewrite the tables from finished jobs
     kdrl-study study=cartpole_losses publish=true      # and copy them to their docs/ dirs
+    kdrl-study study=minatar --tables table=[reuse] publish=true   # only these tables (the others untouched)
     kdrl-study study=demo wandb=offline                # the tables as a W&B run in the jobs' group (default:
                                                        # as the jobs log); wandb sync <dir>/wandb/offline-run-*
 
 Arguments: ``study=``, ``launcher=`` (local | joblib | submitit_local | slurm | ray), ``stage=``,
-``status=true`` (= --status), ``tables=true`` (= --tables), ``publish=true``, ``poll_s=``;
+``status=true`` (= --status), ``tables=true`` (= --tables), ``table=`` (with --tables: only these
+tables, ``table=[a,b]``), ``publish=true``, ``poll_s=``;
 ``hydra.*`` overrides go to every stage's multirun (``hydra.launcher.n_jobs=2``); anything else
 is a Hydra override of the study's declaration (``stages.students.seeds=[0,1]``, ``overrides=[trainer=gpu]``).
 Rerunning the command skips finished jobs and reruns failed ones. Exit code 0 when every job of
@@ -34,7 +36,7 @@ from pathlib import Path
 from kdrl.errors import run_cli
 
 PROG = "kdrl-study"
-RUNNER_KEYS = ("study", "launcher", "stage", "status", "tables", "publish", "poll_s")
+RUNNER_KEYS = ("study", "launcher", "stage", "table", "status", "tables", "publish", "poll_s")
 
 
 def truthy(value: str) -> bool:
@@ -95,8 +97,8 @@ def parse(argv: Sequence[str]) -> dict:
             key, value = arg.split("=", 1)
             if key in ("status", "tables", "publish"):
                 args[key] = truthy(value)
-            elif key == "stage":
-                args["stage"] = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
+            elif key in ("stage", "table"):
+                args[key] = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
             elif key in RUNNER_KEYS:
                 args[key] = value
             elif key.lstrip("+~").startswith("hydra."):  # +hydra.launcher.ray.remote.max_retries=0 too
@@ -141,12 +143,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print("the declaration changed since the index was written: the next kdrl-study call re-plans")
         elif args["tables"]:
             runner.plan_only()
-            for text in runner.write_tables(publish=args["publish"]):
+            for text in runner.write_tables(publish=args["publish"], names=args.get("table")):
                 print(text)
             runner.log_tables()
             if runner_alive(study_dir) is None:  # a running kdrl-study owns the index
                 runner.save()
         else:
+            if "table" in args:
+                raise StudyError("table= selects tables for --tables; a run writes every table")
             code = runner.run(args.get("stage"), publish=args["publish"])
 
     run_cli(PROG, body)

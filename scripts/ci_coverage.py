@@ -135,7 +135,13 @@ STUDIES = [
     "docs/rusu2016/compression/results.csv",
     "docs/rusu2016/losses/results.csv",
     "docs/minatar/second_round/compression/results.csv",  # issue 27's second round: teacher variance in every cell
+    "docs/minatar/second_round/losses/results.csv",  # its rusu_7 KL cells are compression's: counted once
+    "docs/minatar/second_round/control/results.csv",
+    "docs/minatar/second_round/compression_rusu/results.csv",  # one teacher seed: student variance only
+    "docs/minatar/second_round/reuse/results.csv",
 ]
+# columns that split a study's cells beyond the usual ones (reuse: its kickstart and qdagger share a method name)
+CELL_KEYS = {"docs/minatar/second_round/reuse/results.csv": ("stage",)}
 
 
 def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
@@ -146,6 +152,7 @@ def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
         df = pd.read_csv(ROOT / f)
         df = df[df["status"] == "ok"]
         keys = [k for k in ("env_id", "method", "width", "student_size", "control") if k in df and df[k].notna().any()]
+        keys += CELL_KEYS.get(f, ())
         for key, g in df.groupby(keys, dropna=False):
             study = f.removeprefix("docs/").removesuffix("/results.csv")
             cells.append((f"{study}: " + " ".join(str(k) for k in key if k == k), g, g["env_id"].iloc[0]))
@@ -170,6 +177,8 @@ def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
 SLOPE_CURVES = [
     "docs/minatar/second_round/convergence/curves.csv",
     "docs/minatar/second_round/convergence_rusu/curves.csv",
+    "docs/minatar/second_round/convergence_losses/curves.csv",
+    "docs/minatar/second_round/convergence_control/curves.csv",
 ]
 
 
@@ -180,7 +189,8 @@ def slope_populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
     for f in SLOPE_CURVES:
         df = pd.read_csv(ROOT / f)
         study = f.removeprefix("docs/minatar/second_round/").removesuffix("/curves.csv")
-        for (env, size), g in df.groupby(["env_id", "student_size"], sort=False):
+        cell = df.columns[1]  # the table's second group: student_size, method or control
+        for (env, size), g in df.groupby(["env_id", cell], sort=False):
             runs = [run_end_slope(r["env_steps"], r["normalized_score"]) for _, r in g.groupby("seed")]
             v = np.array([s for s in runs if s is not None])
             if len(v) >= 3:

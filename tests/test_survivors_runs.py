@@ -1780,3 +1780,109 @@ def test_a_multitask_job_keeps_its_policies_beside_its_resume_checkpoint(tmp_pat
     _, evaluation = mt.MultiTaskJob(cfg, out, choices={"debug": "fast"}).build({})
     assert evaluation.policies.best_path == out / "checkpoints" / "best_policy.pt"
     assert evaluation.checkpoint.ckpt_dir == out / "checkpoints"
+
+
+# ---- the runs room's sample of seed 8 (docs/mutation.md) -------------------------------------------------------------
+def test_a_fresh_modules_steps_per_second_is_a_number_the_progress_bar_can_show():
+    """(kdrl.modules.base.xǁRLModuleǁ__init____mutmut_26: sps None until the first metrics flush) the
+    progress bar may refresh before the first flush; it formats ``sps`` as a number."""
+    module = _rl_module()
+    assert f"{module.sps:,.0f}" == "0"
+
+
+def test_multitask_distillation_agreement_is_per_state_argmax_against_the_teachers():
+    """(kdrl.modules.multitask.xǁMultiTaskDistillǁtask_loss__mutmut_17: the teacher's argmax over the flat
+    batch) the logged agreement is the share of states where the student's greedy action is the teacher's."""
+    from kdrl.modules.multitask import MultiTaskDistill
+
+    q_t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # flat argmax: 0
+    q_s = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0], [2.0, 0.0]])  # agrees on the first three states
+    fake = SimpleNamespace(
+        q_net=lambda obs, task: q_s, teachers=[lambda obs: q_t], distill_loss=lambda s, t: (s - t).pow(2).mean()
+    )
+    out = MultiTaskDistill.task_loss(fake, 0, SimpleNamespace(obs=torch.zeros(4, 1)))
+    assert out["agreement"].item() == pytest.approx(0.75) and out["loss"] is out["distill_loss"]
+
+
+def test_a_data_job_without_a_finished_episode_logs_its_mean_return_as_n_a(tmp_path, caplog):
+    """(kdrl.runs.dataset.x_record_teacher_data__mutmut_178: the placeholder mangled) a recording in which
+    no episode ended says so in its log line."""
+    teacher = constant_teacher(tmp_path / "teacher.pt", 0)
+    short = compose_cfg("data", [*QUIET, f"teacher.checkpoint={teacher}", "dataset.steps=4", "env.num_envs=2"])
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        res = record_teacher_data(short, tmp_path / "short")
+    said = [r.getMessage() for r in caplog.records if "teacher dataset" in r.getMessage()]
+    assert res["episodes"] == 0 and len(said) == 1 and "(0 episodes, mean return n/a at epsilon" in said[0]
+
+
+def test_a_scratch_baselines_epsilon_decay_is_scaled_down_to_its_budget():
+    """(kdrl.runs.distill.x_fitted_to_budget__mutmut_38: decay divided by the scale) a baseline of a tenth
+    of the teacher's budget decays epsilon over a tenth of the teacher's decay, and starts learning at a
+    tenth of its learning_starts (both within their caps here)."""
+    from kdrl.runs.distill import fitted_to_budget
+
+    algo = {
+        "total_timesteps": 1_000_000,
+        "learning_starts": 20_000,
+        "exploration": {"eps_start": 1.0, "eps_end": 0.05, "decay_steps": 100_000, "delay_steps": 10_000},
+    }
+    fitted = fitted_to_budget(algo, 100_000)
+    assert fitted["total_timesteps"] == 100_000 and fitted["learning_starts"] == 2_000
+    assert fitted["exploration"] == {"eps_start": 1.0, "eps_end": 0.05, "decay_steps": 10_000, "delay_steps": 1_000}
+    assert fitted_to_budget(algo, 2_000_000)["exploration"]["decay_steps"] == 100_000  # never scaled up
+
+
+def test_a_job_with_wandb_disabled_in_its_config_builds_no_wandb_logger(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_58: the config's ``disabled`` never matched) with no
+    WANDB_MODE in the environment, logger.wandb=disabled gives the CSV logger alone; offline adds W&B."""
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    from kdrl.runs.job import build_loggers
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = compose_cfg("distill", ["logger.wandb=disabled", "logger.csv=true"])
+    assert [type(lg) for lg in build_loggers(cfg, tmp_path, "student")] == [CSVLogger]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = compose_cfg("distill", ["logger.wandb=offline", "logger.csv=true"])
+    assert [type(lg) for lg in build_loggers(cfg, tmp_path, "student")] == [CSVLogger, WandbLogger]
+
+
+def test_a_resume_conflict_checked_on_an_omegaconf_config_compares_its_resolved_values(tmp_path):
+    """(kdrl.runs.job.x_check_resumable__mutmut_6: a DictConfig never resolved) check_resumable takes the
+    job's DictConfig as well as a plain dict: the same config resumes, another is refused."""
+    old = {"resume": True, "seed": 0, "net": {"width": 8}, "eval": {"episodes": "${net.width}"}}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: {**old, "eval": {"episodes": 8}}}, tmp_path / "checkpoints" / "last.ckpt")
+    check_resumable(OmegaConf.create(old), tmp_path)  # the same once resolved: no conflict
+    with pytest.raises(ResumeConflict, match=r"\(eval\.episodes: 8 -> 4; net\.width: 8 -> 4\)"):
+        check_resumable(OmegaConf.create({**old, "net": {"width": 4}}), tmp_path)
+
+
+def test_a_resume_conflict_in_a_sweep_names_the_sweep_dir(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_run_job__mutmut_15: run_job's dir key dropped) a job of a multirun whose run dir
+    holds another config's unfinished run is refused with hydra.sweep.dir as the way out."""
+    import kdrl.runs.job as job_mod
+    from kdrl.runs.job import run_job
+    from kdrl.validate import resolved
+
+    job = DistillJob(compose_cfg("distill", [*QUIET, "loss=kl"]), tmp_path / "run", choices={})
+    (job.out / "checkpoints").mkdir(parents=True)
+    torch.save({CONFIG_IN_CHECKPOINT: {**resolved(job.cfg), "seed": 99}}, job.out / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr(job_mod, "sweep_name", lambda: "a-sweep")
+    with pytest.raises(ResumeConflict, match=r"\(seed: 99 -> 0\); .*: give another hydra\.sweep\.dir, or resume=false"):
+        run_job(job)
+    assert not (job.out / "results.json").exists()
+
+
+def test_a_multitask_task_result_has_the_random_policys_mean():
+    """(kdrl.runs.multitask.x_task_result__mutmut_41: random_return_mean under another key) each task's
+    results carry the random policy's mean return over the final evaluation's episodes."""
+    net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
+    module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
+    ref = {"mean": 100.0, "std": 0.0, "se": 0.0, "returns": [100.0] * 20}
+    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    task = mt.TaskSetup("cartpole", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
+    out = mt.task_result(task, module, 0, [40.0, 80.0], [100.0, 100.0], [10.0, 30.0])
+    assert out["random_return_mean"] == 20.0 and out["random_returns"] == [10.0, 30.0]

@@ -1010,15 +1010,23 @@ def test_a_multitask_task_without_trust_code_refuses_a_torchscript_teacher(tmp_p
         mt.load_task(cfg, "cartpole", {"debug": "fast"})
 
 
-def test_a_multitask_task_result_has_the_students_spread(tmp_path):
-    """(kdrl.runs.multitask.x_task_result__mutmut_31: eval_return_std under another key)"""
+def one_task_result(
+    s_ret: list[float], r_ret: list[float], teacher_mean: float = 100.0, random_mean: float = 20.0
+) -> dict:
+    """mt.task_result for one CartPole task of a width-8 multi-task student: the teacher reference's
+    returns all ``teacher_mean``, the random policy's all ``random_mean`` (20 episodes each)."""
     net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
     module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
-    ref = {"mean": 100.0, "std": 0.0, "se": 0.0, "returns": [100.0] * 20}
-    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    ref = {"mean": teacher_mean, "std": 0.0, "se": 0.0, "returns": [teacher_mean] * 20}
+    rnd = {"mean": random_mean, "std": 0.0, "se": 0.0, "returns": [random_mean] * 20}
     reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
     task = mt.TaskSetup("cartpole", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
-    out = mt.task_result(task, module, 0, [40.0, 80.0], [100.0, 100.0], [20.0, 20.0])
+    return mt.task_result(task, module, 0, s_ret, [100.0, 100.0], r_ret)
+
+
+def test_a_multitask_task_result_has_the_students_spread(tmp_path):
+    """(kdrl.runs.multitask.x_task_result__mutmut_31: eval_return_std under another key)"""
+    out = one_task_result([40.0, 80.0], [20.0, 20.0])
     assert out["eval_return_mean"] == 60.0 and out["eval_return_std"] == 20.0 and out["eval_returns"] == [40.0, 80.0]
     assert out["pct_of_teacher"] == pytest.approx(50.0) and (out["env_steps"], out["episodes"]) == (300, 7)
 
@@ -1252,13 +1260,7 @@ def test_a_multitask_task_result_has_rusus_raw_return_ratio():
     mean over the teacher reference's, nan for a teacher whose reference mean is not positive."""
 
     def result(teacher_mean: float) -> dict:
-        net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
-        module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
-        ref = {"mean": teacher_mean, "std": 0.0, "se": 0.0, "returns": [teacher_mean] * 20}
-        rnd = {"mean": -200.0, "std": 0.0, "se": 0.0, "returns": [-200.0] * 20}
-        reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
-        task = mt.TaskSetup("t", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
-        return mt.task_result(task, module, 0, [40.0, 80.0], [100.0, 100.0], [20.0, 20.0])
+        return one_task_result([40.0, 80.0], [20.0, 20.0], teacher_mean=teacher_mean, random_mean=-200.0)
 
     assert result(200.0)["raw_return_ratio"] == pytest.approx(0.3)  # 60 / 200
     assert np.isnan(result(-100.0)["raw_return_ratio"])
@@ -1878,11 +1880,5 @@ def test_a_resume_conflict_in_a_sweep_names_the_sweep_dir(tmp_path, monkeypatch)
 def test_a_multitask_task_result_has_the_random_policys_mean():
     """(kdrl.runs.multitask.x_task_result__mutmut_41: random_return_mean under another key) each task's
     results carry the random policy's mean return over the final evaluation's episodes."""
-    net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
-    module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
-    ref = {"mean": 100.0, "std": 0.0, "se": 0.0, "returns": [100.0] * 20}
-    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
-    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
-    task = mt.TaskSetup("cartpole", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
-    out = mt.task_result(task, module, 0, [40.0, 80.0], [100.0, 100.0], [10.0, 30.0])
+    out = one_task_result([40.0, 80.0], [10.0, 30.0])
     assert out["random_return_mean"] == 20.0 and out["random_returns"] == [10.0, 30.0]

@@ -1882,3 +1882,145 @@ def test_a_multitask_task_result_has_the_random_policys_mean():
     results carry the random policy's mean return over the final evaluation's episodes."""
     out = one_task_result([40.0, 80.0], [10.0, 30.0])
     assert out["random_return_mean"] == 20.0 and out["random_returns"] == [10.0, 30.0]
+
+
+# ---- the runs room's sample of seed 9 (docs/mutation.md) -------------------------------------------------------------
+def test_a_multitask_students_teachers_are_frozen():
+    """(kdrl.modules.multitask.xǁMultiTaskDistillǁ__init____mutmut_27: the teachers left trainable) no
+    teacher parameter asks for a gradient, and each teacher is in eval mode."""
+    from hydra.utils import instantiate
+
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import MultiTaskDistill
+    from kdrl.nets import build_multitask_net
+
+    cfg = compose_cfg("multitask", QUIET)
+    specs = [CARTPOLE, EnvSpec("Acrobot-v1", (6,), 3)]
+    tasks = [TaskEnv(n, s, {"id": s.env_id, "num_envs": 1}) for n, s in zip(("cartpole", "acrobot"), specs)]
+    teachers = [nn.Linear(4, 2).train(), nn.Linear(6, 3).train()]
+    module = MultiTaskDistill(
+        build_multitask_net({"width": 8, "depth": 1}, specs), teachers, tasks, plain(cfg.multitask),
+        instantiate(cfg.loss), plain(cfg.distill.exploration), lambda ps: torch.optim.SGD(ps, lr=0.1),
+    )  # fmt: skip
+    assert [t is u for t, u in zip(module.teachers, teachers)] == [True, True]
+    assert not any(p.requires_grad for t in module.teachers for p in t.parameters())
+    assert not any(t.training for t in module.teachers)
+    assert all(p.requires_grad for p in module.q_net.parameters())
+
+
+def test_a_student_may_stop_early_only_when_every_component_allows_it():
+    """(kdrl.modules.student.xǁDistillStudentǁmay_stop_early__mutmut_1, no test reached it) the early stop
+    waits while any compression component (pruning, int8) has its point still to come."""
+    from kdrl.modules.student import DistillStudent
+
+    def student(*allows: bool) -> SimpleNamespace:
+        return SimpleNamespace(components=[SimpleNamespace(may_stop_early=lambda a=a: a) for a in allows])
+
+    assert DistillStudent.may_stop_early(student()) is True  # no component: nothing to wait for
+    assert DistillStudent.may_stop_early(student(True, True)) is True
+    assert DistillStudent.may_stop_early(student(True, False)) is False
+
+
+def test_a_config_key_set_where_the_old_run_had_null_is_a_resume_conflict(tmp_path):
+    """(kdrl.runs.job.x_config_differences__mutmut_41: null -> a value not counted as a difference) a key a
+    newer kdrl added as null matches an old run without it, but null -> a value is another run."""
+    from kdrl.runs.job import config_differences
+
+    old = {"resume": True, "seed": 0, "distill": {"max_grad_norm": None}}
+    assert config_differences(old, {**old, "distill": {"max_grad_norm": 2.5}}) == [("distill.max_grad_norm", None, 2.5)]
+    assert config_differences({"resume": True, "seed": 0}, old) == []  # absent -> null: the same setting
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({CONFIG_IN_CHECKPOINT: old}, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(ResumeConflict, match=r"\(distill\.max_grad_norm: None -> 2\.5\)"):
+        check_resumable({**old, "distill": {"max_grad_norm": 2.5}}, tmp_path)
+
+
+def test_an_unstamped_checkpoint_without_results_says_nothing_of_its_config(tmp_path):
+    """(kdrl.runs.job.x_unfinished_run_config__mutmut_45: results.json read when there is none) a checkpoint
+    of a kdrl before the config stamp, and no results.json: the config is unknown (None), not an error."""
+    from kdrl.runs.job import unfinished_run_config
+
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"state_dict": {}}, tmp_path / "checkpoints" / "last.ckpt")
+    assert unfinished_run_config(tmp_path) is None
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "config": {"seed": 4}}))
+    assert unfinished_run_config(tmp_path) == {"seed": 4}  # a failed attempt's results.json says it
+
+
+def test_planning_a_multitask_jobs_teachers_reads_a_damaged_results_file_quietly(tmp_path, caplog):
+    """(kdrl.runs.multitask.x_missing_teachers__mutmut_6: not quiet) a damaged results.json in the run dir is
+    the job's to report, once, in its own run; planning its teachers says nothing of it."""
+    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={tmp_path / 'cache'}"])
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text('{"status": "ok", "conf')  # truncated
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        missing = mt.missing_teachers(mt.MultiTaskJob(cfg, out, choices={"debug": "fast"}))
+    assert missing == ["cartpole", "acrobot"] and [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_reused_cached_teacher_is_logged_with_its_cache_entry(tmp_path, caplog, monkeypatch):
+    """(kdrl.runs.teacher.x_obtain_teacher__mutmut_28: the entry dropped from the log call) the log names
+    the cache entry reused, and no teacher is trained."""
+    import kdrl.runs.teacher as teacher_mod
+    from kdrl.teachers import cache_entry, teacher_config
+
+    entry = cache_entry(teacher_config("cartpole", 3, ["debug=fast"]), tmp_path)
+    entry.mkdir(parents=True)
+    (entry / "results.json").write_text(json.dumps({"status": "ok", "eval_return_mean": 9.0}))
+    monkeypatch.setattr(teacher_mod, "cached_teacher_ok", lambda e: e == entry)
+    monkeypatch.setattr(teacher_mod, "train_teacher", lambda *a: pytest.fail("a cached teacher was trained"))
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        ckpt, res = teacher_mod.obtain_teacher("cartpole", 3, ["debug=fast"], tmp_path)
+    assert ckpt == entry / "teacher.pt" and res["eval_return_mean"] == 9.0
+    assert [r.getMessage() for r in caplog.records] == [f"reusing cached teacher {entry}"]
+
+
+def test_a_student_learning_from_a_teacher_dataset_logs_every_step_as_the_teachers(tmp_path, monkeypatch):
+    """(kdrl.modules.student.xǁDistillStudentǁflush_metrics__mutmut_5: the dataset case dropped) a recorded
+    dataset is the teacher's play: the teacher's share of the env steps is 1, whatever teacher_acted says."""
+    monkeypatch.setattr(RLModule, "flush_metrics", lambda self: None)
+    _, module, _ = _student_job(tmp_path, ["control=teacher"])
+    logged: list[dict] = []
+    module.log_env_metrics = logged.append
+    module.collector = SimpleNamespace(env_steps=200)
+    module.teacher_acted = 0  # the dataset's steps never pass through the collector's acting
+    module.dataset = object()
+    module.flush_metrics()
+    assert logged == [{"train/teacher_action_fraction": 1.0, "train/beta": 1.0}]
+
+
+def test_a_teacher_jobs_results_count_its_training_episodes(tmp_path):
+    """(kdrl.runs.teacher.xǁTeacherJobǁfinish__mutmut_66: episodes under another key) a teacher's results
+    give the episodes its collector finished: CartPole's last 8 to 500 steps, a few cut off at the end."""
+    from kdrl.runs.teacher import train_teacher
+
+    cfg = compose_cfg("train", [*QUIET, "seed=2"])
+    res = train_teacher(cfg, tmp_path)
+    assert res["status"] == "ok" and isinstance(res["episodes"], int)
+    assert res["env_steps"] / 500 - cfg.env.num_envs <= res["episodes"] <= res["env_steps"] / 8
+
+
+def test_a_student_checks_its_dataset_against_its_own_teacher(tmp_path):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_96: the dataset checked against no teacher) the
+    recording's stored Q-values are this teacher's (difference 0), and another teacher's are refused."""
+    teacher = constant_teacher(tmp_path / "teacher.pt", 0)
+    data = compose_cfg("data", [*QUIET, f"teacher.checkpoint={teacher}", "dataset.steps=200", "env.num_envs=2"])
+    record_teacher_data(data, tmp_path / "data")
+    for path, ok in ((teacher, True), (constant_teacher(tmp_path / "other.pt", 1), False)):
+        cfg = compose_cfg(
+            "distill",
+            [
+                *QUIET,
+                f"teacher.checkpoint={path}",
+                f"distill.dataset={tmp_path / 'data'}",
+                "distill.total_timesteps=200",
+            ],
+        )
+        job = DistillJob(cfg, tmp_path / f"run-{ok}", choices={})
+        if ok:
+            job.build({})
+            assert job.dataset_fields["max_q_difference"] == 0.0
+        else:
+            with pytest.raises(DatasetError, match="Q-values"):
+                job.build({})

@@ -2024,3 +2024,53 @@ def test_a_student_checks_its_dataset_against_its_own_teacher(tmp_path):
         else:
             with pytest.raises(DatasetError, match="Q-values"):
                 job.build({})
+
+
+# ---- the runs room's sample of seed 10 (docs/mutation.md) ------------------------------------------------------------
+def test_the_final_evaluation_takes_the_policy_eval_final_policy_names(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x__run_job__mutmut_102: best and last swapped: the headline score from the other
+    checkpoint) eval.final_policy=best evaluates the best periodic policy, =last the last one; and the final
+    evaluation plays the env with its configured kwargs (TeacherJob.finish 22: kwargs dropped)."""
+    import kdrl.runs.teacher as teacher_mod
+
+    seen, played = [], []
+    finish = teacher_mod.TeacherJob.finish
+
+    def spy(self, module, evaluation, chosen):
+        seen.append((chosen, evaluation.best_policy_path, evaluation.last_policy_path))
+        return finish(self, module, evaluation, chosen)
+
+    def evaluate(policy, env_id, seeds, kwargs=None, **kw):
+        played.append(kwargs)
+        return evaluate_policy(policy, env_id, seeds, kwargs, **kw)
+
+    monkeypatch.setattr(teacher_mod.TeacherJob, "finish", spy)
+    monkeypatch.setattr(teacher_mod, "evaluate_policy", evaluate)
+    for which in ("best", "last"):
+        cfg = compose_cfg(
+            "train", [*QUIET, "seed=2", f"eval.final_policy={which}", "++env.kwargs.max_episode_steps=50"]
+        )
+        assert teacher_mod.train_teacher(cfg, tmp_path / which)["status"] == "ok"
+    (best_chosen, best, last_a), (last_chosen, _, last_b) = seen
+    assert best != last_a and best_chosen == best and last_chosen == last_b
+    assert played and all(k == {"max_episode_steps": 50} for k in played)
+
+
+def test_a_jobs_global_rngs_are_seeded_from_its_global_stream():
+    """(kdrl.runs.job.x_seed_job__mutmut_19: the stream's purpose renamed: every job's global draws change)
+    seed_job seeds torch, numpy and random from ``seed_ints(seed, "global")``, the stream published runs used."""
+    import random
+
+    from kdrl.runs.job import seed_job
+    from kdrl.seeding import seed_ints
+
+    threads = torch.get_num_threads()
+    try:
+        seed_job(5, 1)
+        drawn = (torch.rand(3), np.random.rand(3), random.random())
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    pl.seed_everything(seed_ints(5, "global")[0], workers=False, verbose=False)
+    assert torch.equal(drawn[0], torch.rand(3)) and np.array_equal(drawn[1], np.random.rand(3))
+    assert drawn[2] == random.random()

@@ -2074,3 +2074,139 @@ def test_a_jobs_global_rngs_are_seeded_from_its_global_stream():
     pl.seed_everything(seed_ints(5, "global")[0], workers=False, verbose=False)
     assert torch.equal(drawn[0], torch.rand(3)) and np.array_equal(drawn[1], np.random.rand(3))
     assert drawn[2] == random.random()
+
+
+def test_a_dataset_from_another_teacher_is_refused_naming_the_dataset(tmp_path):
+    """(kdrl.runs.distill.x_teacher_dataset__mutmut_28: the path dropped from check_teacher's message: the
+    refusal says "distill.dataset None") the refusal names the dataset file the job was given."""
+    env = {"id": "CartPole-v1", "num_envs": 2, "kwargs": None, "vectorization": "sync"}
+    torch.manual_seed(2)
+    teacher = MLP((4,), 2, width=16, depth=1).eval()
+    data = record_dataset(env, CARTPOLE, teacher, 40, 0.05, 0, lambda o: greedy_actions(teacher, o, torch.device("cpu")))
+    path = save_dataset(tmp_path / DATASET_FILE, data)
+    cfg = OmegaConf.create({"distill": {"dataset": str(tmp_path), "total_timesteps": 40}})
+    torch.manual_seed(3)
+    with pytest.raises(DatasetError) as refused:
+        teacher_dataset(cfg, CARTPOLE, MLP((4,), 2, width=16, depth=1).eval())
+    assert str(refused.value).startswith(f"distill.dataset {path} was recorded with another teacher")
+
+
+def test_an_online_wandb_logger_starts_its_run_with_the_jobs_names(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_102: the run started without its project, group, name and config)
+    logger.wandb=online starts the W&B run with the job's project, group, job type, tags, name and config,
+    and logs to it."""
+    import kdrl.runs.job as job_mod
+    from pytorch_lightning.loggers import WandbLogger
+
+    started = []
+
+    def online(out, kwargs):
+        started.append((out, kwargs))
+        return SimpleNamespace(name="fake-run")
+
+    monkeypatch.setattr(job_mod, "_online_wandb_run", online)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = OmegaConf.create(
+        {
+            "logger": {"csv": False, "wandb": "online"},
+            "wandb": {"project": "kdrl-test", "group": "g1", "tags": ["a"]},
+            "env": {"id": "CartPole-v1"},
+            "seed": 3,
+        }
+    )
+    [logger] = job_mod.build_loggers(cfg, tmp_path, "teacher")
+    [(out, kwargs)] = started
+    assert out == tmp_path and isinstance(logger, WandbLogger) and logger.experiment.name == "fake-run"
+    assert kwargs == {
+        "project": "kdrl-test",
+        "group": "g1",
+        "job_type": "teacher",
+        "tags": ["a"],
+        "name": "teacher-CartPole-v1-s3",
+        "config": plain(cfg),
+    }
+
+
+def test_quiet_lightning_silences_the_leafspec_deprecation_inside_lightning_only():
+    """(kdrl.runs.job.x_quiet_lightning__mutmut_92: the pattern wrapped in XX: matches nothing) torch's
+    LeafSpec FutureWarning raised in Lightning's pytree helper is silenced; from kdrl's own code it is not."""
+    message = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()`"
+    here = "pytorch_lightning.utilities._pytree"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn_explicit(message, FutureWarning, "_pytree.py", 1, module=here, registry={})
+        assert len(caught) == 1  # shown before
+        del caught[:]
+        quiet_lightning()
+        warnings.warn_explicit(message, FutureWarning, "_pytree.py", 1, module=here, registry={})
+        assert caught == []
+        warnings.warn_explicit(message, FutureWarning, "x.py", 1, module="kdrl.nets", registry={})
+        assert [str(w.message) for w in caught] == [message]
+
+
+def test_an_unfinished_runs_config_is_read_past_a_damaged_newest_checkpoint(tmp_path):
+    """(kdrl.runs.job.x_unfinished_run_config__mutmut_37: ``break`` for ``continue``: a damaged last.ckpt hid
+    the older checkpoint's config, so a resume under another config went unrefused) the newest checkpoint that
+    loads gives the config."""
+    from kdrl.io import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
+    from kdrl.runs.job import unfinished_run_config
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / LAST_CHECKPOINT).write_bytes(b"not a checkpoint")
+    torch.save({CONFIG_IN_CHECKPOINT: {"seed": 7}}, tmp_path / "checkpoints" / PREVIOUS_CHECKPOINT)
+    assert unfinished_run_config(tmp_path) == {"seed": 7}
+
+
+def test_a_multitask_tasks_teacher_reference_is_played_with_the_tasks_env_kwargs(tmp_path, monkeypatch):
+    """(kdrl.runs.multitask.x_load_task__mutmut_56: the reference computed without the env's kwargs, e.g.
+    MinAtar's max_episode_steps: each task's % of teacher divided by another game's teacher score) the
+    reference settings carry the task env's kwargs."""
+    path = constant_teacher(tmp_path / "cartpole.pt", 1)
+    settings = []
+
+    def reference(teacher_path, policy, s, cache_dir):
+        settings.append(s)
+        return SimpleNamespace(teacher=10.0, random=1.0)
+
+    monkeypatch.setattr(mt, "teacher_reference", reference)
+    cfg = compose_cfg(
+        "multitask",
+        [
+            *QUIET,
+            f"teacher.checkpoints={{cartpole:{path}}}",
+            "tasks=[cartpole]",
+            f"teacher.cache_dir={tmp_path}",
+            "teacher.overrides=['++env.kwargs.max_episode_steps=50']",
+        ],
+    )
+    task = mt.load_task(cfg, "cartpole", {"debug": "fast"})
+    [s] = settings
+    assert task.env["kwargs"] == {"max_episode_steps": 50} and s.env_kwargs == {"max_episode_steps": 50}
+    assert (s.env_id, s.episodes, s.first_seed) == ("CartPole-v1", cfg.eval.reference_episodes, cfg.eval.final_seed)
+
+
+def test_training_and_loading_a_cached_teacher_lock_the_same_file(tmp_path, monkeypatch):
+    """(kdrl.runs.teacher.x_obtain_teacher__mutmut_23: the lock's suffix changed: a student loading the cached
+    teacher, kdrl.teachers.cached_teacher, would not wait while the runner trains it) the runner's
+    obtain_teacher and the library's cached_teacher hold the same lock file of the cache entry."""
+    import kdrl.runs.teacher as runner
+    import kdrl.teachers as library
+
+    locked = {}
+
+    def spy(where):
+        def lock(path, *a, **kw):
+            locked.setdefault(where, []).append(Path(path))
+            return real(path, *a, **kw)
+
+        return lock
+
+    real = library.exclusive_lock
+    monkeypatch.setattr(runner, "exclusive_lock", spy("runner"))
+    monkeypatch.setattr(library, "exclusive_lock", spy("library"))
+    cache = tmp_path / "cache"
+    ckpt, res = runner.obtain_teacher("cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache)
+    assert res["status"] == "ok"
+    assert library.cached_teacher("cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache)[0] == ckpt
+    [trained], [loaded] = locked["runner"], locked["library"]
+    assert trained == loaded == ckpt.parent.with_suffix(".lock")

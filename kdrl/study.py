@@ -1304,7 +1304,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             try:
                 T.plot_all(df, summary.cells, paths, out, rows_key, cols_key, metric, group)
                 if group == "stage":
-                    plot_stage_curves(files, out)
+                    plot_stage_curves(labelled_stage_files(files, spec.get("stage_labels")), out)
             except Exception as exc:  # e.g. every score refused: nothing to put on a log axis
                 text += f"\n(plots not written: {type(exc).__name__}: {' '.join(str(exc).split())[:160]})\n"
     write_text(out / "table.md", text)
@@ -1380,6 +1380,15 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
         if col not in frame and len(frame):
             frame[col] = None
     return frame
+
+
+def labelled_stage_files(files: dict[str, list[Path]], labels: dict[str, str] | None) -> dict[str, list[Path]]:
+    """The stages' run files under the table's ``stage_labels`` (stages sharing a label share a curve), in
+    the stages' order: the curves' legend names what the table's columns name."""
+    out: dict[str, list[Path]] = {}
+    for stage, fs in files.items():
+        out.setdefault(str((labels or {}).get(stage, stage)), []).extend(fs)
+    return out
 
 
 def plot_stage_curves(files: dict[str, list[Path]], out: Path) -> None:

@@ -578,3 +578,16 @@ def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_on
         assert sorted(cells["stage"].unique()) == sorted(cols), labels
         assert {c: set(cells.loc[cells["stage"] == c, "n"]) for c in cols} == {c: {n} for c, n in cols.items()}
         assert f"\n\n{note}\n\n" in (sdir / "tables" / "t" / "table.md").read_text()  # a student table's note too
+
+
+def test_stage_curves_are_named_and_merged_by_the_tables_stage_labels():
+    """the reuse table's curves: the legend names the table's columns (scratch, not reuse_scratch); stages
+    sharing a label (compression, compression_seaquest: online) share one curve, in the stages' order."""
+    from kdrl.study import labelled_stage_files
+
+    a, b, c = Path("a"), Path("b"), Path("c")
+    files = {"reuse_scratch": [a], "compression": [b], "compression_seaquest": [c], "other": []}
+    labels = {"reuse_scratch": "scratch", "compression": "online", "compression_seaquest": "online"}
+    assert labelled_stage_files(files, labels) == {"scratch": [a], "online": [b, c], "other": []}
+    assert list(labelled_stage_files(files, labels)) == ["scratch", "online", "other"]
+    assert labelled_stage_files(files, None) == files

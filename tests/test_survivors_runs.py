@@ -2210,3 +2210,56 @@ def test_training_and_loading_a_cached_teacher_lock_the_same_file(tmp_path, monk
     assert library.cached_teacher("cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache)[0] == ckpt
     [trained], [loaded] = locked["runner"], locked["library"]
     assert trained == loaded == ckpt.parent.with_suffix(".lock")
+
+
+# ---- kdrl/modules/dqn.py, the whole file (docs/mutation.md) ----------------------------------------------------------
+def test_a_teachers_dqn_module_is_built_with_its_configured_schedules_and_loss():
+    """(kdrl.modules.dqn: exploration_schedule 5-8, 19, 23-24, td_term 11/15/16, DQN.__init__ 35/36: an argument
+    of the epsilon schedule dropped or read under another key, the TD loss and the target period or tau not
+    read: a teacher that explores, syncs and learns other than its config says, with every run still fine)
+    the module kdrl-train builds follows algo.exploration (start, end, decay, delay), algo.td_loss,
+    algo.target_update_interval and algo.tau."""
+    from kdrl.runs.teacher import build_teacher
+
+    cfg = compose_cfg(
+        "train",
+        [
+            *QUIET,
+            "algo.exploration.eps_start=0.9",
+            "algo.exploration.eps_end=0.1",
+            "algo.exploration.decay_steps=400",
+            "algo.exploration.delay_steps=100",
+            "algo.td_loss=mse",
+            "algo.target_update_interval=37",
+            "algo.tau=0.5",
+        ],
+    )
+    module, _ = build_teacher(cfg)
+    eps = [module.exploration(t) for t in (0, 100, 300, 500, 10_000)]
+    assert eps == pytest.approx([0.9, 0.9, 0.5, 0.1, 0.1])
+    assert (module.td.gamma, module.td.td_loss, module.td.double_dqn) == (cfg.algo.gamma, "mse", cfg.algo.double_dqn)
+    assert (module.target.interval, module.target.tau) == (37, 0.5)
+
+
+def test_an_exploration_block_without_delay_steps_decays_from_the_first_env_step():
+    """(kdrl.modules.dqn.x_exploration_schedule__mutmut_25: delay_steps defaulting to 1) no delay_steps: no delay."""
+    from kdrl.modules.dqn import exploration_schedule
+
+    schedule = exploration_schedule({"eps_start": 1.0, "eps_end": 0.0, "decay_steps": 10})
+    assert [schedule(t) for t in (0, 1, 5, 10)] == pytest.approx([1.0, 0.9, 0.5, 0.0])
+
+
+def test_a_dqn_update_logs_its_td_loss_and_the_mean_q_of_the_actions_taken():
+    """(kdrl.modules.dqn.xǁDQNǁloss 11-14: the metrics renamed: train/td_loss and train/q_mean, the curves a
+    researcher plots, gone from metrics.csv) DQN.loss returns the TD loss and Q(s, a)'s mean under those names."""
+    from kdrl.runs.teacher import build_teacher
+
+    module, _ = build_teacher(compose_cfg("train", QUIET))
+    torch.manual_seed(0)
+    obs, next_obs = torch.randn(8, 4), torch.randn(8, 4)
+    actions = torch.randint(0, 2, (8,))
+    batch = Transitions(obs, actions, torch.ones(8), next_obs, torch.zeros(8))
+    loss, metrics = module.loss(batch)
+    assert set(metrics) == {"td_loss", "q_mean"} and metrics["td_loss"] is loss
+    q_taken = module.q_net(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+    assert metrics["q_mean"].item() == pytest.approx(q_taken.mean().item())

@@ -2263,3 +2263,78 @@ def test_a_dqn_update_logs_its_td_loss_and_the_mean_q_of_the_actions_taken():
     assert set(metrics) == {"td_loss", "q_mean"} and metrics["td_loss"] is loss
     q_taken = module.q_net(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
     assert metrics["q_mean"].item() == pytest.approx(q_taken.mean().item())
+
+
+# ---- kdrl/modules/student.py: who acts, the student's stream, its loss and offline target schedule ------------------
+@pytest.mark.parametrize("control", ["teacher", "student", "mixed"])
+def test_who_acts_picks_the_controllers_actions_and_counts_the_teachers(tmp_path, control):
+    """(kdrl.modules.student.xǁDistillStudentǁbehaviour 1-5, 7-9, 15, 16: the control names compared wrongly, the
+    teacher's count set or subtracted instead of added: the who-acts table's arms swapped and its teacher share
+    wrong) control=teacher plays the teacher's greedy actions, control=student the student's, control=mixed the
+    teacher's where a draw falls below beta; teacher_acted adds up the steps the teacher played."""
+    _, module, _ = _student_job(tmp_path, [f"control={control}"])  # the teacher always pushes left (0)
+    module.greedy = lambda obs: np.ones(len(obs), dtype=np.int64)  # the student always pushes right
+    obs = np.zeros((5, 4), dtype=np.float32)
+    if control != "mixed":
+        # at the start and late in the run, where the mixed schedule's beta has decayed (a teacher- or
+        # student-controlled run taken for a mixed one acts like it at one end or the other)
+        assert module.beta(0) == 1.0 and module.beta(10**9) < 0.5
+        want = [0] * 5 if control == "teacher" else [1] * 5
+        for t in (0, 10**9):
+            module.collector = SimpleNamespace(env_steps=t)
+            assert module.behaviour(obs).tolist() == want and module.behaviour(obs).tolist() == want
+        assert module.teacher_acted == (20 if control == "teacher" else 0)
+        return
+    module.collector = SimpleNamespace(env_steps=0)
+    module.beta = lambda t: 1.0
+    assert module.behaviour(obs).tolist() == [0] * 5 and module.behaviour(obs).tolist() == [0] * 5
+    assert module.teacher_acted == 10
+    module.beta = lambda t: 0.0
+    assert module.behaviour(obs).tolist() == [1] * 5 and module.teacher_acted == 10
+    module.beta = lambda t: 0.5
+    draws = np.random.Generator(type(module._rng.bit_generator)())  # the next draws of the control stream
+    draws.bit_generator.state = module._rng.bit_generator.state
+    teacher_plays = draws.random(5) < 0.5
+    assert module.behaviour(obs).tolist() == np.where(teacher_plays, 0, 1).tolist()
+    assert module.teacher_acted == 10 + int(teacher_plays.sum())
+
+
+@pytest.mark.parametrize("loss", ["kl", "hybrid"])
+def test_a_students_replay_returns_are_n_step_only_under_a_td_term(tmp_path, loss):
+    """(kdrl.modules.student.x_student_stream 3, 4, 8, 9: n-step kept, or n = 2, for a pure distillation student)
+    distill.n_step shapes a hybrid student's TD targets; a student without a TD term samples 1-step transitions."""
+    _, module, _ = _student_job(tmp_path, [f"loss={loss}", "distill.n_step=3"])
+    assert module.data.n_step == (3 if loss == "hybrid" else 1)
+
+
+def test_a_feature_students_loss_adds_the_weighted_hint_and_logs_its_agreement(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁloss 31, 32: the hint subtracted or divided; 60, 62, 63: agreement
+    over the flattened batch or counting disagreements: the table's action_agreement column) total = distill +
+    feature_weight * hint; agreement = the share of states where student and teacher pick the same action."""
+    _, module, _ = _student_job(tmp_path, ["loss=feature", "loss.feature_weight=0.5"])
+    torch.manual_seed(0)
+    obs = torch.randn(16, 4)
+    batch = Transitions(obs, torch.zeros(16, dtype=torch.long), torch.zeros(16), obs, torch.zeros(16))
+    with torch.no_grad():
+        for p in module.teacher.parameters():  # a teacher whose choice depends on the state
+            p.copy_(torch.randn_like(p))
+    total, out = module.loss(batch)
+    assert out["hint_loss"].item() > 0
+    assert total.item() == pytest.approx(out["distill_loss"].item() + 0.5 * out["hint_loss"].item(), rel=1e-6)
+    same = (module.q_net(obs).argmax(1) == module.teacher(obs).argmax(1)).float().mean().item()
+    assert 0 < same < 1 and out["agreement"].item() == pytest.approx(same)
+
+
+def test_the_offline_phase_counts_its_updates_as_the_env_steps_they_stand_for(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁtarget_progress 4-8: the offline updates counted from the wrong origin,
+    rounded the wrong way or scaled by 1 / train_freq: QDagger's target net synced on another schedule offline)
+    k offline updates stand for ceil(k / gradient_steps) * train_freq env steps; online, the env steps."""
+    _, module, _ = _student_job(tmp_path, ["distill.train_freq=4", "distill.gradient_steps=2"])
+    module.collector = SimpleNamespace(env_steps=123)
+    assert module.target_progress() == 123
+    module.optimizer_steps, module._offline_start = 10, 10
+    got = []
+    for _ in range(5):
+        module.optimizer_steps += 1
+        got.append(module.target_progress())
+    assert got == [4, 4, 8, 8, 12]

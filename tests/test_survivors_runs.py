@@ -2338,3 +2338,40 @@ def test_the_offline_phase_counts_its_updates_as_the_env_steps_they_stand_for(tm
         module.optimizer_steps += 1
         got.append(module.target_progress())
     assert got == [4, 4, 8, 8, 12]
+
+
+# ---- kdrl/modules/base.py: the update loop ---------------------------------------------------------------------------
+def test_an_update_leaves_the_parameters_its_loss_does_not_reach_where_they_are():
+    """(kdrl.modules.base.xǁRLModuleǁsgd_step 1, 2: gradients zeroed instead of set to None: Adam then moves
+    parameters no gradient reached, on their old momentum; a multi-task student's interleaved update of one task
+    would move the other tasks' heads) after an update through every parameter, an update whose loss reaches only
+    the last layer leaves the rest unchanged."""
+    from kdrl.runs.teacher import build_teacher
+
+    module, _ = build_teacher(compose_cfg("train", QUIET))
+    module.collector = SimpleNamespace(env_steps=0)  # the target schedule's counter
+    opt = torch.optim.Adam(module.trainable, lr=0.1)
+    obs = torch.randn(8, 4)
+    module.sgd_step(opt, module.q_net(obs).pow(2).mean())
+    last = [m for m in module.q_net.modules() if isinstance(m, nn.Linear)][-1]
+    others = {n: p.detach().clone() for n, p in module.q_net.named_parameters() if p is not last.weight and p is not last.bias}
+    module.sgd_step(opt, last(torch.randn(8, last.in_features)).pow(2).mean())
+    assert others and all(torch.equal(p, others[n]) for n, p in module.q_net.named_parameters() if n in others)
+
+
+def test_a_module_driven_without_a_trainer_learns_from_its_stream():
+    """(kdrl.modules.base.xǁRLModuleǁtraining_step 6: the callbacks read from a Trainer that is not there) a module
+    stepped by hand (the speed benchmarks' bare loop) pulls its stream's items and updates."""
+    from kdrl.runs.teacher import build_teacher
+
+    module, _ = build_teacher(compose_cfg("train", [*QUIET, "algo.learning_starts=32", "algo.batch_size=8"]))
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    module.optimizers = lambda use_pl_optimizer=True: opt
+    module.step_seconds = 0.0  # return after the first item
+    try:
+        while module.optimizer_steps == 0:
+            module.training_step(None)
+    finally:
+        module.teardown("fit")
+    assert module.optimizer_steps >= 1 and module.env_steps >= 32

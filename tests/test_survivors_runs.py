@@ -2082,7 +2082,9 @@ def test_a_dataset_from_another_teacher_is_refused_naming_the_dataset(tmp_path):
     env = {"id": "CartPole-v1", "num_envs": 2, "kwargs": None, "vectorization": "sync"}
     torch.manual_seed(2)
     teacher = MLP((4,), 2, width=16, depth=1).eval()
-    data = record_dataset(env, CARTPOLE, teacher, 40, 0.05, 0, lambda o: greedy_actions(teacher, o, torch.device("cpu")))
+    data = record_dataset(
+        env, CARTPOLE, teacher, 40, 0.05, 0, lambda o: greedy_actions(teacher, o, torch.device("cpu"))
+    )
     path = save_dataset(tmp_path / DATASET_FILE, data)
     cfg = OmegaConf.create({"distill": {"dataset": str(tmp_path), "total_timesteps": 40}})
     torch.manual_seed(3)
@@ -2095,8 +2097,9 @@ def test_an_online_wandb_logger_starts_its_run_with_the_jobs_names(tmp_path, mon
     """(kdrl.runs.job.x_build_loggers__mutmut_102: the run started without its project, group, name and config)
     logger.wandb=online starts the W&B run with the job's project, group, job type, tags, name and config,
     and logs to it."""
-    import kdrl.runs.job as job_mod
     from pytorch_lightning.loggers import WandbLogger
+
+    import kdrl.runs.job as job_mod
 
     started = []
 
@@ -2130,7 +2133,9 @@ def test_an_online_wandb_logger_starts_its_run_with_the_jobs_names(tmp_path, mon
 def test_quiet_lightning_silences_the_leafspec_deprecation_inside_lightning_only():
     """(kdrl.runs.job.x_quiet_lightning__mutmut_92: the pattern wrapped in XX: matches nothing) torch's
     LeafSpec FutureWarning raised in Lightning's pytree helper is silenced; from kdrl's own code it is not."""
-    message = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()`"
+    message = (
+        "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()`"
+    )
     here = "pytorch_lightning.utilities._pytree"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -2205,9 +2210,16 @@ def test_training_and_loading_a_cached_teacher_lock_the_same_file(tmp_path, monk
     monkeypatch.setattr(runner, "exclusive_lock", spy("runner"))
     monkeypatch.setattr(library, "exclusive_lock", spy("library"))
     cache = tmp_path / "cache"
-    ckpt, res = runner.obtain_teacher("cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache)
+    ckpt, res = runner.obtain_teacher(
+        "cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache
+    )
     assert res["status"] == "ok"
-    assert library.cached_teacher("cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache)[0] == ckpt
+    assert (
+        library.cached_teacher(
+            "cartpole", 0, ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"], cache
+        )[0]
+        == ckpt
+    )
     [trained], [loaded] = locked["runner"], locked["library"]
     assert trained == loaded == ckpt.parent.with_suffix(".lock")
 
@@ -2354,7 +2366,9 @@ def test_an_update_leaves_the_parameters_its_loss_does_not_reach_where_they_are(
     obs = torch.randn(8, 4)
     module.sgd_step(opt, module.q_net(obs).pow(2).mean())
     last = [m for m in module.q_net.modules() if isinstance(m, nn.Linear)][-1]
-    others = {n: p.detach().clone() for n, p in module.q_net.named_parameters() if p is not last.weight and p is not last.bias}
+    others = {
+        n: p.detach().clone() for n, p in module.q_net.named_parameters() if p is not last.weight and p is not last.bias
+    }
     module.sgd_step(opt, last(torch.randn(8, last.in_features)).pow(2).mean())
     assert others and all(torch.equal(p, others[n]) for n, p in module.q_net.named_parameters() if n in others)
 
@@ -2375,3 +2389,43 @@ def test_a_module_driven_without_a_trainer_learns_from_its_stream():
     finally:
         module.teardown("fit")
     assert module.optimizer_steps >= 1 and module.env_steps >= 32
+
+
+# ---- kdrl/callbacks.py: the periodic evaluation's measure and schedule -----------------------------------------------
+def test_a_periodic_evaluation_plays_as_configured_and_records_what_the_tables_read(monkeypatch):
+    """(kdrl.callbacks.xǁGreedyEvaluationǁmeasure 10, 15, 16: played without the env's kwargs or epsilon; 23, 33:
+    wall times added instead of subtracted; 34, 35, 38, 39, 51-54: process_s, return_std, teacher_return and
+    random_return recorded under other keys or as None; 58, 65, 66: a score where the teacher does not beat random;
+    PeriodicEvaluation.timed_greedy 4: eval time not accumulated; schedule_next 4: ``/`` for ``//``) the record of
+    each evaluation, the next evaluation's env step, and the refusal of a score against a teacher no better than random."""
+    import kdrl.callbacks as cb
+
+    played = []
+
+    def evaluate(policy, env_id, seeds, kwargs=None, epsilon=0.0):
+        played.append((env_id, list(seeds), kwargs, epsilon))
+        time.sleep(0.02)
+        return [30.0, 50.0]
+
+    monkeypatch.setattr(cb, "evaluate_policy", evaluate)
+    kwargs = {"max_episode_steps": 50}
+    ev = cb.GreedyEvaluation(
+        "CartPole-v1", kwargs, 100, 2, 7, None, None, reference=([90.0] * 20, [10.0] * 20), epsilon=0.05
+    )
+    ev.t_start = time.perf_counter()
+    module = _Evaluated(250, 7)
+    first = ev.measure(module).record
+    second = ev.measure(module).record
+    assert played == [("CartPole-v1", ev.seeds, kwargs, 0.05)] * 2
+    assert ev.eval_time_s >= 0.04  # both evaluations' time
+    assert second["wall_s"] >= second["train_wall_s"] + 0.04 - 1e-9 and 0 <= second["train_wall_s"] < second["wall_s"]
+    assert second["wall_s"] < 60 and first["wall_s"] <= second["wall_s"]
+    assert first["return_std"] == 10.0 and (first["teacher_return"], first["random_return"]) == (90.0, 10.0)
+    assert 0 < first["process_s"] < 10**6
+    ev.schedule_next(module)
+    assert ev.next_eval == 300
+    weak_teacher = [10.9] * 10 + [9.5] * 10  # 10.2 on average against 10.0: not clearly better than random
+    weak = cb.GreedyEvaluation("CartPole-v1", None, 100, 2, 7, None, None, reference=(weak_teacher, [10.0] * 20))
+    weak.t_start = time.perf_counter()
+    record = weak.measure(_Evaluated(100, 1)).record
+    assert np.isnan(record["normalized_score"]) and module.told == [(40.0, 90.0, 10.0)] * 2

@@ -138,6 +138,7 @@ STUDIES = [
     "docs/minatar/second_round/losses/results.csv",  # its rusu_7 KL cells are compression's: counted once
     "docs/minatar/second_round/control/results.csv",
     "docs/minatar/second_round/compression_rusu/results.csv",  # one teacher seed: student variance only
+    "docs/minatar/second_round/compression_rusu_asterix/results.csv",  # Asterix over three wide teacher seeds
     "docs/minatar/second_round/reuse/results.csv",
 ]
 # columns that split a study's cells beyond the usual ones (reuse: its kickstart and qdagger share a method name)
@@ -177,6 +178,7 @@ def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
 SLOPE_CURVES = [
     "docs/minatar/second_round/convergence/curves.csv",
     "docs/minatar/second_round/convergence_rusu/curves.csv",
+    "docs/minatar/second_round/convergence_rusu_asterix/curves.csv",
     "docs/minatar/second_round/convergence_losses/curves.csv",
     "docs/minatar/second_round/convergence_control/curves.csv",
 ]

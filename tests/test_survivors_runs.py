@@ -52,6 +52,7 @@ from kdrl.runs.job import (
     resume_checkpoint,
 )
 from kdrl.runs.sweep import write_sweep_index
+from kdrl.stopping import StopAtReturn
 from kdrl.validate import ConfigError
 from tests.helpers import compose_cfg
 
@@ -1682,7 +1683,8 @@ def test_a_multitask_tasks_cached_teacher_is_looked_up_with_its_overrides(tmp_pa
 def test_a_teachers_periodic_evaluation_plays_its_env_kwargs(tmp_path):
     """(kdrl.runs.teacher.x_greedy_evaluation__mutmut_7 and _26: the env's kwargs given as None /
     ``plain(None)``: the periodic evaluation played the env without them) the evaluation callback
-    holds the config's env id, kwargs, frequency, episodes, seed and epsilon."""
+    holds the config's env id, kwargs, frequency, episodes, seed and epsilon, a stop listener exactly when
+    eval.stop_at_return is set, and the teacher reference it is given."""
     from kdrl.runs.teacher import greedy_evaluation
 
     cfg = compose_cfg("train", [*QUIET, "eval.freq=300", "eval.epsilon=0.05"])
@@ -1691,6 +1693,16 @@ def test_a_teachers_periodic_evaluation_plays_its_env_kwargs(tmp_path):
     ev = greedy_evaluation(cfg, tmp_path, {"width": 8})
     assert ev.env_id == "CartPole-v1" and ev.env_kwargs == {"sutton_barto_reward": True}
     assert ev.epsilon == 0.05
+    cfg.eval.stop_at_return = None
+    assert not any(isinstance(x, StopAtReturn) for x in greedy_evaluation(cfg, tmp_path, {"width": 8}).listeners)
+    # (x_greedy_evaluation__mutmut_5: ``stop = None``: eval.stop_at_return never stopped a run)
+    cfg.eval.stop_at_return = 475
+    stops = [x for x in greedy_evaluation(cfg, tmp_path, {"width": 8}).listeners if isinstance(x, StopAtReturn)]
+    assert [x.threshold for x in stops] == [475.0]
+    # (__mutmut_14 and _24: a student's teacher reference dropped: its periodic scores never normalised)
+    assert greedy_evaluation(cfg, tmp_path, {"width": 8}).reference is None
+    ev = greedy_evaluation(cfg, tmp_path, {"width": 8}, reference=([100.0, 90.0, 110.0], [10.0, 12.0, 8.0]))
+    assert ev.reference == (100.0, 10.0) and ev.reference_beats_random
 
 
 # ---- the seed-7 sample's survivors (scripts/mutation.py runs --sample 60 --sample-seed 7) ---------------------------
@@ -2415,3 +2427,101 @@ def test_a_periodic_evaluation_plays_as_configured_and_records_what_the_tables_r
     weak.t_start = time.perf_counter()
     record = weak.measure(_Evaluated(100, 1)).record
     assert np.isnan(record["normalized_score"]) and module.told == [(40.0, 90.0, 10.0)] * 2
+
+
+def test_a_students_final_evaluation_plays_each_part_on_its_envs_kwargs_and_its_own_held_out_seeds(monkeypatch):
+    """(kdrl.runs.distill.x_final_evaluation: the env's kwargs dropped from the student's, the teacher's, the
+    random policy's, a perturbation's or the agreement rollouts' envs (MinAtar's max_episode_steps: the
+    headline score on other episodes than the teacher reference's); the random baseline given no seeds; a
+    perturbation's own kwargs or wrappers dropped; the generalisation and agreement seeds moved; the
+    generalisation keys renamed; the "teacher no better than random" warning inverted or reworded) each
+    part of the final evaluation plays the env's kwargs on its declared held-out seeds (docs/protocol.md):
+    final_seed + i for performance, + 50,000 + i for generalisation, + 90,000 + i (100 episodes) for
+    agreement."""
+    import kdrl.runs.distill as distill
+
+    played, rolled = [], []
+
+    def spy_policy(greedy, env_id, seeds, kwargs=None, wrappers=(), epsilon=0.0):
+        played.append(("policy", list(seeds), kwargs, len(wrappers)))
+        return evaluate_policy(greedy, env_id, seeds, kwargs, wrappers, epsilon=epsilon)
+
+    def spy_random(env_id, seeds, kwargs=None):
+        played.append(("random", list(seeds), kwargs, 0))
+        return random_returns(env_id, seeds, kwargs)
+
+    def spy_rollout(greedy, env_id, seeds, max_states, kwargs=None):
+        rolled.append((list(seeds), max_states, kwargs))
+        return distill_rollout(greedy, env_id, seeds, max_states, kwargs)
+
+    distill_rollout = distill.rollout_states
+    monkeypatch.setattr(distill, "evaluate_policy", spy_policy)
+    monkeypatch.setattr(distill, "random_returns", spy_random)
+    monkeypatch.setattr(distill, "rollout_states", spy_rollout)
+    cfg = compose_cfg(
+        "distill",
+        [*QUIET, "eval.final_episodes=2", "eval.generalisation_episodes=2", "eval.agreement_states=40",
+         "+env.kwargs={max_episode_steps: 30}",
+         "env.perturbations=[{name: short, kwargs: {max_episode_steps: 15}}, {name: long_pole, physics: {length: 0.75}}]"],
+    )  # fmt: skip
+    teacher = nn.Linear(4, 2)  # a CartPole balancer (see above): plays every capped episode to its cap
+    with torch.no_grad():
+        teacher.weight.copy_(torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0, 0.0, 3.0, 1.0]]))
+        teacher.bias.zero_()
+    ref = {"mean": 30.0, "std": 0.0, "se": 0.0, "returns": [30.0] * 20}
+    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    base = cfg.eval.final_seed
+    final, gen = eval_seeds(base, 2), eval_seeds(base + 50_000, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = distill.final_evaluation(cfg, teacher, teacher, CARTPOLE, [], reference)
+    capped, short = {"max_episode_steps": 30}, {"max_episode_steps": 15}
+    assert played == [
+        ("policy", final, capped, 0),  # the student
+        ("policy", final, capped, 0),  # the teacher
+        ("random", final, capped, 0),
+        ("policy", gen, short, 0),  # short: its own kwargs over the env's
+        ("policy", gen, short, 0),
+        ("policy", gen, capped, 1),  # long_pole: the env's kwargs and its physics wrapper
+        ("policy", gen, capped, 1),
+    ]
+    assert out["eval_returns"] == out["teacher_returns"] == [30.0, 30.0]
+    assert out["teacher_return_mean"] == 30.0 and out["eval_return_std"] == 0.0
+    assert out["params"] == out["teacher_params"] == 10 and out["param_ratio"] == 1.0  # nn.Linear(4, 2)
+    assert out["random_returns"] == random_returns("CartPole-v1", final, capped)
+    assert out["random_return_mean"] == pytest.approx(np.mean(out["random_returns"]))
+    assert out["generalisation"] == {
+        "short": {"teacher": 15.0, "student": 15.0},
+        "long_pole": {"teacher": 30.0, "student": 30.0},
+    }
+    assert rolled == [(eval_seeds(base + 90_000, 100), 40, capped)]
+    assert out["agreement_states"] == 40 and out["action_agreement"] == 1.0
+
+
+def test_a_final_evaluation_warns_only_when_the_teacher_does_not_clearly_beat_random(caplog):
+    """(kdrl.runs.distill.x_final_evaluation: the warning inverted, or its words changed) the refusal of
+    the normalised score is said in one line naming both means and the reference's episodes, and only then."""
+    from kdrl.runs.distill import final_evaluation
+
+    cfg = compose_cfg("distill", [*QUIET, "eval.final_episodes=1", "eval.agreement_states=10", "env.perturbations=[]"])
+    net = MLP((4,), 2, width=8)
+    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
+    # (__mutmut_221: ``if beats_random or True``: a teacher above random but not clearly, its score computed)
+    for returns, refused in (([200.0] * 20, False), ([10.0] * 20, True), ([10.0, 32.0] * 10, True)):
+        teacher_mean = float(np.mean(returns))
+        ref = {"mean": teacher_mean, "std": float(np.std(returns)), "se": 0.0, "returns": returns}
+        reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kdrl.distill"):
+            out = final_evaluation(cfg, net, net, CARTPOLE, [], reference)
+        said = [r.getMessage() for r in caplog.records if r.name == "kdrl.distill"]
+        assert out["teacher_beats_random"] is not refused
+        assert bool(np.isnan(out["normalized_score"])) is refused
+        if refused:
+            assert said == [
+                f"the teacher ({teacher_mean:.1f}) does not clearly beat a random policy (20.0) on the 20 held-out "
+                "episodes of its reference: normalised score refused"
+            ]
+        else:
+            assert said == []

@@ -2525,3 +2525,93 @@ def test_a_final_evaluation_warns_only_when_the_teacher_does_not_clearly_beat_ra
             ]
         else:
             assert said == []
+
+
+def test_a_teachers_final_returns_and_reference_play_its_env_kwargs_with_eval_epsilon(tmp_path, monkeypatch):
+    """(kdrl.runs.teacher.xǁTeacherJobǁfinish 28: the held-out returns played greedily instead of with
+    eval.epsilon; 46, 50: the teacher reference, the T and R of every student's normalised score, played
+    without the env's kwargs (MinAtar's max_episode_steps); 58, 62: the reference's computed_by changed) a
+    finished teacher job plays its final episodes and its reference (teacher and random policy) on the env's
+    kwargs, the teacher with eval.epsilon, on the final seeds, and records who computed the reference."""
+    import kdrl.reference as reference
+    import kdrl.runs.teacher as teacher
+
+    played = []
+
+    def spy(real, who):
+        def policy(greedy, env_id, seeds, kwargs=None, wrappers=(), epsilon=0.0):
+            played.append((who, list(seeds), kwargs, epsilon))
+            return real(greedy, env_id, seeds, kwargs, wrappers, epsilon=epsilon)
+
+        return policy
+
+    def spy_random(env_id, seeds, kwargs=None):
+        played.append(("random", list(seeds), kwargs, 1.0))
+        return random_returns(env_id, seeds, kwargs)
+
+    monkeypatch.setattr(teacher, "evaluate_policy", spy(teacher.evaluate_policy, "final"))
+    monkeypatch.setattr(reference, "evaluate_policy", spy(reference.evaluate_policy, "reference"))
+    monkeypatch.setattr(reference, "random_returns", spy_random)
+    cfg = compose_cfg(
+        "train",
+        [*QUIET, "eval.final_episodes=2", "eval.reference_episodes=3", "eval.epsilon=0.2",
+         "+env.kwargs={max_episode_steps: 30}"],
+    )  # fmt: skip
+    module, net_cfg = teacher.build_teacher(cfg)
+    module.collector = SimpleNamespace(episodes=7)
+    chosen = save_policy(tmp_path / "best.pt", module.q_net, net_cfg, "CartPole-v1", (4,), 2)
+    out = teacher.TeacherJob(cfg, tmp_path).finish(
+        module, SimpleNamespace(policies=SimpleNamespace(best_mean=9.0)), chosen
+    )
+    capped, base = {"max_episode_steps": 30}, cfg.eval.final_seed
+    assert played == [
+        ("final", eval_seeds(base, 2), capped, 0.2),
+        ("reference", eval_seeds(base, 3), capped, 0.2),
+        ("random", eval_seeds(base, 3), capped, 1.0),
+    ]
+    assert out["reference"]["env_kwargs"] == capped and out["reference"]["computed_by"] == "teacher job"
+    assert max(out["eval_returns"]) <= 30 and out["episodes"] == 7 and out["best_periodic_eval"] == 9.0
+    # (64, 65 and their neighbours: results keys renamed) the fields the teachers' table reads
+    assert out["params"] == module.params == sum(p.numel() for p in module.q_net.parameters())
+    assert out["eval_return_mean"] == pytest.approx(np.mean(out["eval_returns"]))
+    assert out["eval_return_std"] == pytest.approx(np.std(out["eval_returns"]))
+    assert out["eval_policy"] == str(cfg.eval.final_policy)
+    assert out["checkpoint"] == str(tmp_path / "teacher.pt")
+    assert (tmp_path / "teacher.pt").read_bytes() == chosen.read_bytes()
+
+
+def test_a_finished_student_job_records_its_periodic_reference_policy_and_teacher(tmp_path):
+    """(kdrl.runs.distill.xǁDistillJobǁfinish: the periodic evaluation's teacher and random returns swapped
+    or renamed, the student's and teacher's checkpoint paths and the teacher fields renamed or dropped)
+    a finished student job copies its chosen policy to student.pt and records, beside the final evaluation,
+    the periodic reference it was scored against and where its teacher came from."""
+    job, module, _ = _student_job(
+        tmp_path, ["eval.final_episodes=1", "eval.agreement_states=10", "env.perturbations=[]"]
+    )
+    chosen = save_policy(tmp_path / "best.pt", module.q_net, {"width": 8}, "CartPole-v1", (4,), 2)
+    out = job.finish(module, SimpleNamespace(history=[]), chosen)
+    teacher_return, random_return = job.reference
+    assert teacher_return != random_return  # the constant teacher (always left) against a random policy
+    assert (out["teacher_periodic_return"], out["random_periodic_return"]) == (teacher_return, random_return)
+    assert out["checkpoint"] == str(tmp_path / "run" / "student.pt")
+    assert (tmp_path / "run" / "student.pt").read_bytes() == chosen.read_bytes()
+    assert out["teacher_checkpoint"] == str(tmp_path / "teacher.pt") and out["teacher_seed"] is None
+    assert out["teacher_wall_time_s"] is None and out["dataset"] is None
+    assert out["pretrain"] == module.pretrain_report and out["prune"] is None and out["quantize"] is None
+    assert (out["teacher_format"], out["teacher_reported_return"], out["teacher_warning"]) == (
+        job.teacher_format,
+        job.teacher_reported,
+        job.teacher_warning,
+    )
+    assert out["eval_returns"] and out["agreement_states"] == 10  # the final evaluation's fields beside them
+    # (51, 52: the teacher seed recorded for a given teacher file, or never) a teacher named by seed records it
+    with open_dict(job.cfg):
+        job.cfg.teacher.checkpoint, job.cfg.teacher.seed, job.cfg.teacher.seed_from_student = None, 3, False
+    assert job.finish(module, SimpleNamespace(history=[]), chosen)["teacher_seed"] == 3
+    # (60, 64, 65, 70, 71: the offline phase's, pruning's or int8's report dropped, or taken of no module or net)
+    module.pretrain_report = {"updates": 5}
+    module.pruning, module.int8 = SimpleNamespace(report={"amount": 0.5}), SimpleNamespace(report={"at": 0.5})
+    out = job.finish(module, SimpleNamespace(history=[]), chosen)
+    n_params = float(sum(p.numel() for p in module.q_net.parameters()))
+    assert out["pretrain"] == {"updates": 5} and out["prune"] == {"amount": 0.5, "nonzero_params": n_params}
+    assert out["quantize"] == {"at": 0.5, "int8_representable": False}  # float weights, never rounded to int8

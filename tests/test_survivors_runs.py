@@ -60,6 +60,27 @@ CARTPOLE = EnvSpec("CartPole-v1", (4,), 2)
 QUIET = ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"]
 
 
+def _reference(teacher: float | list[float], random: float, epsilon: float = 0.0) -> dict:
+    """A teacher reference in kdrl.reference's shape over 20 held-out episodes: the teacher's returns (a constant,
+    or the list given) and a random policy returning ``random`` in every episode."""
+
+    def stats(x: list[float]) -> dict:
+        return {"mean": float(np.mean(x)), "std": float(np.std(x)), "se": 0.0, "returns": x}
+
+    teacher_returns = [float(teacher)] * 20 if np.isscalar(teacher) else list(teacher)
+    return {"episodes": 20, "first_seed": 0, "epsilon": epsilon, "teacher": stats(teacher_returns),
+            "random": stats([float(random)] * 20)}  # fmt: skip
+
+
+def _cartpole_balancer() -> nn.Module:
+    """A linear CartPole policy that balances: pushes right (1) when 3 * angle + angular velocity > 0."""
+    net = nn.Linear(4, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0, 0.0, 3.0, 1.0]]))
+        net.bias.zero_()
+    return net
+
+
 def constant_teacher(path: Path, action: int) -> Path:
     """A kdrl CartPole checkpoint that always pushes ``action``: a teacher no better than a random
     policy (episodes of ~10 steps), so jobs built on it are quick."""
@@ -644,14 +665,12 @@ def test_the_raw_return_ratio_of_a_teacher_returning_zero_is_nan(tmp_path):
 
     cfg = compose_cfg("distill", [*QUIET, "eval.final_episodes=2", "eval.agreement_states=50", "env.perturbations=[]"])
     net = MLP((4,), 2, width=8)
-    ref = {"mean": 0.0, "std": 0.0, "se": 0.0, "returns": [0.0] * 20}
-    rnd = {"mean": -1.0, "std": 0.0, "se": 0.0, "returns": [-1.0] * 20}
-    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    reference = _reference(0.0, -1.0)
     out = final_evaluation(cfg, net, net, CARTPOLE, [], reference)
     assert np.isnan(out["raw_return_ratio"]) and out["normalized_score"] == pytest.approx(
         (out["eval_return_mean"] + 1.0) / 1.0
     )
-    ref["mean"] = 50.0
+    reference["teacher"]["mean"] = 50.0
     assert final_evaluation(cfg, net, net, CARTPOLE, [], reference)["raw_return_ratio"] == pytest.approx(
         out["eval_return_mean"] / 50.0
     )
@@ -1021,9 +1040,7 @@ def one_task_result(
     returns all ``teacher_mean``, the random policy's all ``random_mean`` (20 episodes each)."""
     net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
     module = SimpleNamespace(q_net=net, collectors=[SimpleNamespace(env_steps=300, episodes=7)])
-    ref = {"mean": teacher_mean, "std": 0.0, "se": 0.0, "returns": [teacher_mean] * 20}
-    rnd = {"mean": random_mean, "std": 0.0, "se": 0.0, "returns": [random_mean] * 20}
-    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    reference = _reference(teacher_mean, random_mean)
     task = mt.TaskSetup("cartpole", {"id": "CartPole-v1"}, CARTPOLE, nn.Linear(4, 2), Path("t.pt"), None, reference)
     return mt.task_result(task, module, 0, s_ret, [100.0, 100.0], r_ret)
 
@@ -1434,13 +1451,8 @@ def test_a_students_final_returns_are_played_with_eval_epsilon_like_its_teachers
         [*QUIET, "eval.final_episodes=2", "eval.generalisation_episodes=1", "eval.agreement_states=200",
          "eval.epsilon=0.2"],
     )  # fmt: skip
-    teacher = nn.Linear(4, 2)  # a CartPole balancer: acts 1 when 3 * angle + angular velocity > 0
-    with torch.no_grad():
-        teacher.weight.copy_(torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0, 0.0, 3.0, 1.0]]))
-        teacher.bias.zero_()
-    ref = {"mean": 200.0, "std": 0.0, "se": 0.0, "returns": [200.0] * 20}
-    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
-    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.2, "teacher": ref, "random": rnd}
+    teacher = _cartpole_balancer()
+    reference = _reference(200.0, 20.0, epsilon=0.2)
     out = distill.final_evaluation(cfg, teacher, teacher, CARTPOLE, [], reference)
     final = list(eval_seeds(cfg.eval.final_seed, 2))
     n_pert = len(cfg.env.perturbations)
@@ -1614,9 +1626,7 @@ def test_a_student_of_a_teacher_no_better_than_random_has_a_nan_normalised_score
 
     cfg = compose_cfg("distill", [*QUIET, "eval.final_episodes=2", "eval.agreement_states=50", "env.perturbations=[]"])
     net = MLP((4,), 2, width=8)
-    ref = {"mean": 10.0, "std": 0.0, "se": 0.0, "returns": [10.0] * 20}
-    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
-    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    reference = _reference(10.0, 20.0)
     out = final_evaluation(cfg, net, net, CARTPOLE, [], reference)
     assert out["teacher_beats_random"] is False and np.isnan(out["normalized_score"])
     assert out["raw_return_ratio"] == pytest.approx(out["eval_return_mean"] / 10.0)
@@ -2464,13 +2474,8 @@ def test_a_students_final_evaluation_plays_each_part_on_its_envs_kwargs_and_its_
          "+env.kwargs={max_episode_steps: 30}",
          "env.perturbations=[{name: short, kwargs: {max_episode_steps: 15}}, {name: long_pole, physics: {length: 0.75}}]"],
     )  # fmt: skip
-    teacher = nn.Linear(4, 2)  # a CartPole balancer (see above): plays every capped episode to its cap
-    with torch.no_grad():
-        teacher.weight.copy_(torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0, 0.0, 3.0, 1.0]]))
-        teacher.bias.zero_()
-    ref = {"mean": 30.0, "std": 0.0, "se": 0.0, "returns": [30.0] * 20}
-    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
-    reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+    teacher = _cartpole_balancer()  # plays every capped episode to its cap
+    reference = _reference(30.0, 20.0)
     base = cfg.eval.final_seed
     final, gen = eval_seeds(base, 2), eval_seeds(base + 50_000, 2)
     with warnings.catch_warnings():
@@ -2506,12 +2511,10 @@ def test_a_final_evaluation_warns_only_when_the_teacher_does_not_clearly_beat_ra
 
     cfg = compose_cfg("distill", [*QUIET, "eval.final_episodes=1", "eval.agreement_states=10", "env.perturbations=[]"])
     net = MLP((4,), 2, width=8)
-    rnd = {"mean": 20.0, "std": 0.0, "se": 0.0, "returns": [20.0] * 20}
     # (__mutmut_221: ``if beats_random or True``: a teacher above random but not clearly, its score computed)
     for returns, refused in (([200.0] * 20, False), ([10.0] * 20, True), ([10.0, 32.0] * 10, True)):
         teacher_mean = float(np.mean(returns))
-        ref = {"mean": teacher_mean, "std": float(np.std(returns)), "se": 0.0, "returns": returns}
-        reference = {"episodes": 20, "first_seed": 0, "epsilon": 0.0, "teacher": ref, "random": rnd}
+        reference = _reference(returns, 20.0)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="kdrl.distill"):
             out = final_evaluation(cfg, net, net, CARTPOLE, [], reference)

@@ -2618,3 +2618,54 @@ def test_a_finished_student_job_records_its_periodic_reference_policy_and_teache
     n_params = float(sum(p.numel() for p in module.q_net.parameters()))
     assert out["pretrain"] == {"updates": 5} and out["prune"] == {"amount": 0.5, "nonzero_params": n_params}
     assert out["quantize"] == {"at": 0.5, "int8_representable": False}  # float weights, never rounded to int8
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            ["loss=feature", "loss.temperature=0.5", "loss.feature_weight=0.25", "student.width=12", "student.depth=1"]
+            + ["control=mixed", "seed=7"],
+            {"loss": "feature", "temperature": 0.5, "width": 12, "student_size": None, "depth": 1}
+            | {"control": "mixed", "baseline": None, "lambda": None, "feature_weight": 0.25},
+        ),
+        (  # a feature weight given as null is off, as StudentLoss reads it
+            ["loss=feature", "loss.feature_weight=null", "student.width=16", "control=student"],
+            {"loss": "feature", "temperature": 0.01, "width": 16, "student_size": None, "depth": 2}
+            | {"control": "student", "baseline": None, "lambda": None, "feature_weight": 0.0},
+        ),
+        (  # the scratch baseline is named "scratch" whatever loss its config carries
+            ["baseline=scratch", "loss=nll", "student.width=8", "+student.size=rusu_7"],
+            {"loss": "scratch", "width": 8, "student_size": "rusu_7", "depth": 2}
+            | {"control": "teacher", "baseline": "scratch", "lambda": None, "feature_weight": 0.0},
+        ),
+    ],
+)
+def test_a_student_jobs_fields_name_its_loss_student_control_and_baseline(tmp_path, overrides, expected):
+    """(kdrl.runs.distill.xǁDistillJobǁfields: a key renamed or dropped, the scratch baseline named by its
+    config's loss, the feature weight's null not read as off) a student job's results.json starts with
+    the loss, temperature, student sizes, who acts, the baseline and the feature weight it was given,
+    beside the fields every job has."""
+    cfg = compose_cfg("distill", [*QUIET, *overrides])
+    fields = DistillJob(cfg, tmp_path, choices={}).fields()
+    assert {k: fields[k] for k in expected} == expected
+    assert type(fields["feature_weight"]) is float and type(fields["control"]) is str
+    assert fields["kind"] == "student" and fields["env_id"] == "CartPole-v1" and fields["seed"] == cfg.seed
+    assert set(fields) == set(expected) | {"temperature", "kind", "status", "env_id", "seed", "run_dir"} | {
+        "resumed_from_env_steps"
+    }
+
+
+def test_a_student_jobs_summary_line_names_its_cell_score_and_teacher():
+    """(kdrl.runs.distill.xǁDistillJobǁsummary: a field or its format changed) the one line a student
+    job logs at its end: env, loss, named size or width, seed, return against the teacher's reference
+    and its episodes, normalised score, parameter share and agreement."""
+    f = {"env_id": "MinAtar/Breakout-v1", "loss": "kl", "student_size": None, "width": 24, "seed": 3}
+    f |= {"eval_return_mean": 12.345, "teacher_reference": {"return_mean": 50.06, "episodes": 100}}
+    f |= {"normalized_score": 0.12345, "param_ratio": 0.0705, "action_agreement": 0.9}
+    line = DistillJob.summary(None, f)
+    assert line == (
+        "student MinAtar/Breakout-v1 kl w24 seed 3: 12.3 vs teacher 50.1 over 100 episodes "
+        "(normalised score 0.123), 7.0% params, agreement 0.900"
+    )
+    assert DistillJob.summary(None, f | {"student_size": "rusu_7"}).startswith("student MinAtar/Breakout-v1 kl rusu_7 ")

@@ -28,7 +28,7 @@ from kdrl.collector import greedy_actions
 from kdrl.datasets import DATASET_FILE, DatasetError, file_sha256, record_dataset, save_dataset
 from kdrl.envs import EnvSpec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
-from kdrl.io import save_policy
+from kdrl.io import CheckpointError, save_policy
 from kdrl.modules.base import RLModule
 from kdrl.modules.components import (
     Int8Training,
@@ -276,6 +276,33 @@ def test_feature_distillation_from_a_torchscript_teacher_is_refused(tmp_path, we
     overrides = [*QUIET, f"teacher.checkpoint={path}", "teacher.trust_code=true", "loss=feature"]
     cfg = compose_cfg("distill", [*overrides, f"loss.feature_weight={weight}", f"teacher.cache_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="feature distillation needs the teacher's hidden layer"):
+        DistillJob(cfg, tmp_path / "run", choices={}).build({})
+
+
+@pytest.mark.parametrize("weight", ["0.0", "null"])
+def test_a_torchscript_teacher_distils_without_the_hint_loss(tmp_path, weight):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_65, 66: ``or 1.0``, ``>= 0``: every TorchScript teacher
+    refused) a hint-loss weight of 0 or null is off: a TorchScript teacher (no hidden layer) distils into the
+    job's own net at the student's sizes."""
+    path = scripted_teacher(tmp_path / "teacher.ts", 1)
+    overrides = [*QUIET, f"teacher.checkpoint={path}", "teacher.trust_code=true", "student.width=8"]
+    cfg = compose_cfg("distill", [*overrides, f"loss.feature_weight={weight}", f"teacher.cache_dir={tmp_path}"])
+    job = DistillJob(cfg, tmp_path / "run", choices={})
+    fields: dict = {}
+    module, _ = job.build(fields)
+    assert job.teacher_format == "torchscript" and (fields["width"], fields["depth"]) == (8, 2)
+    assert job.net_cfg["_target_"] == cfg.net._target_ and module.teacher is job.teacher
+
+
+def test_a_config_without_trust_code_does_not_run_a_torchscript_teachers_code(tmp_path):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_45: ``trust_code`` True when the key is missing) a
+    teacher block that does not say trust_code (a config written before the key, or by hand) does not
+    trust: the TorchScript file is refused, its code never run."""
+    path = scripted_teacher(tmp_path / "teacher.ts", 1)
+    cfg = compose_cfg("distill", [*QUIET, f"teacher.checkpoint={path}", f"teacher.cache_dir={tmp_path}"])
+    with open_dict(cfg):
+        del cfg.teacher.trust_code
+    with pytest.raises(CheckpointError, match="trust_code"):
         DistillJob(cfg, tmp_path / "run", choices={}).build({})
 
 
@@ -2669,3 +2696,33 @@ def test_a_student_jobs_summary_line_names_its_cell_score_and_teacher():
         "(normalised score 0.123), 7.0% params, agreement 0.900"
     )
     assert DistillJob.summary(None, f | {"student_size": "rusu_7"}).startswith("student MinAtar/Breakout-v1 kl rusu_7 ")
+
+
+def test_a_student_keeps_its_on_demand_teachers_wall_time_and_a_foreign_teachers_reported_return(
+    tmp_path, monkeypatch, caplog
+):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_17-22: the on-demand teacher's wall time never read, or read
+    under another key; 49-51: the return a foreign teacher's files report never read) a student whose teacher
+    was trained (or reused) on demand keeps that teacher's wall time for its results and the study's
+    core-hours; one whose teacher files report a return keeps it, and is warned when its teacher plays far
+    below it in kdrl's env."""
+    import kdrl.runs.distill as distill
+
+    path = constant_teacher(tmp_path / "teacher.pt", 0)
+    trained = {"status": "ok", "wall_time_s": 123.5}
+    monkeypatch.setattr(distill, "teacher_request", lambda cfg, choices: SimpleNamespace(load=lambda: (path, trained)))
+    real_load = distill.load_teacher_net
+    monkeypatch.setattr(
+        distill, "load_teacher_net", lambda *a, **k: (lambda n, s: (n, {**s, "reported_return": 500.0}))(*real_load(*a, **k))
+    )
+    cfg = compose_cfg("distill", [*QUIET, "teacher.checkpoint=null", f"teacher.cache_dir={tmp_path}"])
+    job = DistillJob(cfg, tmp_path / "run", choices={"env": "cartpole"})
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        job.build({})
+    assert job.teacher_path == path and job.teacher_wall_time_s == 123.5
+    assert job.teacher_reported == 500.0 and "far below the 500.0 its files report" in job.teacher_warning
+    assert job.teacher_warning in caplog.messages
+    trained.pop("wall_time_s")  # a teacher results.json without it (an older kdrl): unknown, not an error
+    older = DistillJob(cfg, tmp_path / "run2", choices={"env": "cartpole"})
+    older.build({})
+    assert older.teacher_wall_time_s is None

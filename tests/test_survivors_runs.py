@@ -275,18 +275,23 @@ def test_feature_distillation_from_a_torchscript_teacher_is_refused(tmp_path, we
     path = scripted_teacher(tmp_path / "teacher.ts", 1)
     overrides = [*QUIET, f"teacher.checkpoint={path}", "teacher.trust_code=true", "loss=feature"]
     cfg = compose_cfg("distill", [*overrides, f"loss.feature_weight={weight}", f"teacher.cache_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match="feature distillation needs the teacher's hidden layer"):
+    with pytest.raises(ConfigError) as exc:
         DistillJob(cfg, tmp_path / "run", choices={}).build({})
+    assert str(exc.value) == "feature distillation needs the teacher's hidden layer: a TorchScript teacher has none"
 
 
-@pytest.mark.parametrize("weight", ["0.0", "null"])
+@pytest.mark.parametrize("weight", ["0.0", "null", "absent"])
 def test_a_torchscript_teacher_distils_without_the_hint_loss(tmp_path, weight):
-    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_65, 66: ``or 1.0``, ``>= 0``: every TorchScript teacher
-    refused) a hint-loss weight of 0 or null is off: a TorchScript teacher (no hidden layer) distils into the
-    job's own net at the student's sizes."""
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_64-66: ``1.0`` when the key is absent, ``or 1.0``, ``>= 0``:
+    TorchScript teachers refused) a hint-loss weight of 0, null or not given is off: a TorchScript teacher (no
+    hidden layer) distils into the job's own net at the student's sizes."""
     path = scripted_teacher(tmp_path / "teacher.ts", 1)
     overrides = [*QUIET, f"teacher.checkpoint={path}", "teacher.trust_code=true", "student.width=8"]
-    cfg = compose_cfg("distill", [*overrides, f"loss.feature_weight={weight}", f"teacher.cache_dir={tmp_path}"])
+    given = [] if weight == "absent" else [f"loss.feature_weight={weight}"]
+    cfg = compose_cfg("distill", [*overrides, *given, f"teacher.cache_dir={tmp_path}"])
+    if weight == "absent":  # a loss config written without the key (StudentLoss's default is off)
+        with open_dict(cfg):
+            del cfg.loss.feature_weight
     job = DistillJob(cfg, tmp_path / "run", choices={})
     fields: dict = {}
     module, _ = job.build(fields)
@@ -2070,9 +2075,10 @@ def test_a_student_checks_its_dataset_against_its_own_teacher(tmp_path):
             ],
         )
         job = DistillJob(cfg, tmp_path / f"run-{ok}", choices={})
-        if ok:
-            job.build({})
-            assert job.dataset_fields["max_q_difference"] == 0.0
+        if ok:  # (xǁDistillJobǁbuild__mutmut_105, 110: the checked dataset never given to the student)
+            module, _ = job.build({})
+            assert job.dataset_fields["max_q_difference"] == 0.0 and module.dataset is not None
+            assert module.dataset.env_steps == 200 and module.dataset.num_envs == 2  # the recording above
         else:
             with pytest.raises(DatasetError, match="Q-values"):
                 job.build({})
@@ -2726,3 +2732,71 @@ def test_a_student_keeps_its_on_demand_teachers_wall_time_and_a_foreign_teachers
     older = DistillJob(cfg, tmp_path / "run2", choices={"env": "cartpole"})
     older.build({})
     assert older.teacher_wall_time_s is None
+
+
+def test_a_students_periodic_reference_and_teacher_reference_play_its_env_kwargs(tmp_path, monkeypatch):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_116: the env's kwargs dropped: on MinAtar, the teacher and
+    random references of every normalised score played on other episodes than the student's) the periodic
+    reference (teacher with eval.epsilon, random policy) plays the job's periodic seeds with its env kwargs,
+    and the stored teacher reference is asked for with the same kwargs and the final seeds."""
+    import kdrl.runs.distill as distill
+
+    calls: dict[str, list] = {"teacher": [], "random": [], "reference": []}
+    real_eval, real_random, real_reference = distill.evaluate_policy, distill.random_returns, distill.teacher_reference
+    monkeypatch.setattr(
+        distill,
+        "evaluate_policy",
+        lambda policy, env_id, seeds, kwargs, **k: calls["teacher"].append((list(seeds), kwargs, k))
+        or real_eval(policy, env_id, seeds, kwargs, **k),
+    )
+    monkeypatch.setattr(
+        distill,
+        "random_returns",
+        lambda env_id, seeds, kwargs: calls["random"].append((list(seeds), kwargs)) or real_random(env_id, seeds, kwargs),
+    )
+    monkeypatch.setattr(
+        distill,
+        "teacher_reference",
+        lambda path, policy, settings, cache: calls["reference"].append(settings)
+        or real_reference(path, policy, settings, cache),
+    )
+    job, _, _ = _student_job(
+        tmp_path, ["++env.kwargs.max_episode_steps=37", "eval.seed=500", "eval.episodes=3", "eval.epsilon=0.02"]
+    )
+    seeds = eval_seeds(500, 3)
+    assert calls["teacher"] == [(seeds, {"max_episode_steps": 37}, {"epsilon": 0.02})]
+    assert calls["random"] == [(seeds, {"max_episode_steps": 37})]
+    (settings,) = calls["reference"]
+    assert settings.env_kwargs == {"max_episode_steps": 37} and settings.first_seed == job.cfg.eval.final_seed
+    assert settings.epsilon == 0.02 and settings.episodes == job.cfg.eval.reference_episodes
+
+
+@pytest.mark.parametrize("teacher", ["always_left", "balancer"])
+def test_a_students_periodic_evaluation_scores_against_the_jobs_reference_and_warns_only_below_random(
+    tmp_path, caplog, teacher
+):
+    """(kdrl.runs.distill.xǁDistillJobǁbuild__mutmut_170, 174: the periodic evaluation given no reference: no
+    periodic normalised score, no speed thresholds, QDagger's lambda never decays; 175: the "does not clearly
+    beat a random policy" warning inverted; 181-184: reworded) the student's periodic evaluation holds the teacher's and the
+    random policy's returns the job measured, and the warning is logged for a teacher that always pushes left,
+    not for one that balances."""
+    if teacher == "balancer":
+        path = tmp_path / "teacher.ts"
+        torch.jit.script(_cartpole_balancer()).save(str(path))
+    else:
+        path = constant_teacher(tmp_path / "teacher.pt", 0)
+    overrides = [f"teacher.checkpoint={path}", "teacher.trust_code=true", f"teacher.cache_dir={tmp_path / 'cache'}"]
+    cfg = compose_cfg("distill", [*QUIET, *overrides, "student.width=8"])
+    job = DistillJob(cfg, tmp_path / "run", choices={})
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        _, evaluation = job.build({})
+    assert evaluation.reference == job.reference
+    beats = teacher == "balancer"
+    assert (job.reference[0] > job.reference[1] + 100) is beats and evaluation.reference_beats_random is beats
+    warned = [m for m in caplog.messages if "does not clearly beat a random policy" in m]
+    t, r = job.reference
+    expected = (  # (181-184: the line reworded)
+        f"the teacher ({t:.1f}) does not clearly beat a random policy ({r:.1f}) on the {cfg.eval.episodes} periodic "
+        "episodes: periodic normalised score refused (speed not reached; QDagger's lambda stays at its start)"
+    )
+    assert warned == ([] if beats else [expected])

@@ -24,6 +24,11 @@ Code that runs where mutmut cannot trace it (the actor's forked child) has a roo
 tests: its "no tests" mutants are retested with them after the mutmut run.
 
     python scripts/mutation.py data --untraced-only build/mutation/data-full   # that pass alone, on a finished run
+
+A shard of a large room, in a working directory made before (its mutants and its coverage pass reused: the
+room's sources must be unchanged since), tested with today's tests, those given first:
+
+    python scripts/mutation.py runs --reuse build/mutation/runs-finish --mutants shard.txt --with-tests tests/x.py::t
 """
 
 from __future__ import annotations
@@ -259,6 +264,54 @@ def retest_untraced(room: str, spec: Room, workdir: Path, env: dict, timeout_s: 
     return done
 
 
+def retest_listed(room: str, workdir: Path, names: list[str], first: list[str], env: dict) -> dict[str, int]:
+    """Test ``names`` in a working directory made before, as mutmut tests a mutant (``MUTANT_UNDER_TEST``,
+    pytest -x): ``first``, then the tests its coverage pass found reaching the mutant's function, quickest
+    first. Today's tests are copied in; the room's sources must be those the mutants were made from (the
+    commit the coverage pass recorded). Each outcome goes into mutmut's result files, as retest_untraced."""
+    mutants = workdir / "mutants"
+    stats = json.loads((mutants / "mutmut-stats.json").read_text())
+    changed = subprocess.run(["git", "diff", "--quiet", stats["git_commit"], "--", "kdrl", "conf"], cwd=ROOT).returncode
+    if changed:
+        raise SystemExit(
+            f"room {room}: kdrl/ or conf/ changed since {workdir} was made ({stats['git_commit'][:7]}): "
+            "its mutants are of other code; make a fresh run"
+        )
+    shutil.rmtree(mutants / "tests")
+    shutil.copytree(ROOT / "tests", mutants / "tests")
+    by_fn, duration = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
+    metas = {}  # the result file of each listed mutant's source file
+    for meta in (mutants / "kdrl").rglob("*.py.meta"):
+        for name in json.loads(meta.read_text()).get("exit_code_by_key", {}):
+            metas[name] = meta
+    outcome: dict[str, int] = {}
+    for i, name in enumerate(names, 1):
+        if name not in metas:
+            raise SystemExit(f"room {room}: no mutant {name} in {workdir}")
+        reaching = sorted(by_fn.get(name.rsplit("__mutmut_", 1)[0], []), key=lambda t: duration.get(t, 0.0))
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--timeout", "300"]
+        t0 = time.perf_counter()
+        try:
+            code = subprocess.run(
+                [*cmd, *dict.fromkeys([*first, *reaching])],
+                cwd=mutants,
+                env={**env, "MUTANT_UNDER_TEST": name},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=900,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = 36  # mutmut's timeout code
+        if code not in (0, 1, 36):
+            raise SystemExit(f"room {room}: pytest exited {code} on {name}: the tests did not run")
+        data = json.loads(metas[name].read_text())
+        data["exit_code_by_key"][name] = code
+        metas[name].write_text(json.dumps(data))  # after each: an interrupted pass keeps what it did
+        outcome[name] = code
+        print(f"room {room}: [{i}/{len(names)}] {name}: {status(code)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return outcome
+
+
 def summarise(room: str, spec: Room, workdir: Path, wall_s: float, tests: list[str]) -> dict:
     """Counts per status from mutmut's result files, and the survivors' diffs."""
     codes: dict[str, int | None] = {}
@@ -362,7 +415,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
     p.add_argument("--tag", help="suffix of the working directory (build/mutation/<room>-<tag>)")
     p.add_argument("--untraced-only", metavar="DIR", help="only retest the untraced mutants of a finished run in DIR")
+    p.add_argument("--reuse", metavar="DIR", help="test --mutants/--only in DIR, made before, with today's tests")
+    p.add_argument("--with-tests", nargs="*", default=[], help="with --reuse: tests run first on every mutant")
     args = p.parse_args(argv)
+    if args.reuse:
+        workdir, (room,) = Path(args.reuse).resolve(), args.rooms
+        names = list(args.only or [])
+        if args.mutants:
+            names += [ln.split()[0] for ln in Path(args.mutants).read_text().splitlines() if ln.startswith("kdrl.")]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(WANDB_MODE="disabled", KDRL_NO_PROGRESS="1", KDRL_NO_PIN="1", PYTHONWARNINGS="ignore")
+        t0 = time.perf_counter()
+        codes = retest_listed(room, workdir, names, args.with_tests, env)
+        killed = sum(status(c) in ("killed", "timeout") for c in codes.values())
+        survivors = [n for n, c in codes.items() if status(c) not in ("killed", "timeout")]
+        out = workdir / f"survivors-{args.tag or 'reuse'}.txt"
+        with open(out, "w") as f:
+            for name in survivors:
+                show = subprocess.run(
+                    [sys.executable, "-m", "mutmut", "show", name], cwd=workdir, capture_output=True, text=True
+                )
+                f.write(f"{name}  [{status(codes[name])}]\n{show.stdout.strip()}\n\n")
+        score = f"{100 * killed / len(codes):.1f}%" if codes else "n/a"
+        print(
+            f"room {room}: {len(codes)} mutants, {killed} killed, {len(survivors)} survived; score {score} "
+            f"in {time.perf_counter() - t0:.0f} s (survivors: {out})"
+        )
+        return 0
     if args.untraced_only:
         workdir, (room,) = Path(args.untraced_only).resolve(), args.rooms
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

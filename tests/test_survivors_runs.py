@@ -28,7 +28,7 @@ from kdrl.collector import greedy_actions
 from kdrl.datasets import DATASET_FILE, DatasetError, file_sha256, record_dataset, save_dataset
 from kdrl.envs import EnvSpec
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
-from kdrl.io import CheckpointError, save_policy
+from kdrl.io import CheckpointError, save_multitask_policy, save_policy
 from kdrl.modules.base import RLModule
 from kdrl.modules.components import (
     Int8Training,
@@ -2800,3 +2800,40 @@ def test_a_students_periodic_evaluation_scores_against_the_jobs_reference_and_wa
         "episodes: periodic normalised score refused (speed not reached; QDagger's lambda stays at its start)"
     )
     assert warned == ([] if beats else [expected])
+
+
+def test_a_multitask_final_evaluation_refuses_a_policy_file_of_other_tasks(tmp_path):
+    """(kdrl.runs.multitask.x_final_evaluation__mutmut_3: the chosen file loaded without its tasks' env ids: a
+    policy trained on other envs scored as this job's) the chosen checkpoint must name the job's envs, in order."""
+    net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
+    module = SimpleNamespace(q_net=net, views=[TaskView(net, 0)])
+    path = save_multitask_policy(tmp_path / "best.pt", net, {"width": 8}, ["cartpole"], [EnvSpec("CartPole-v0", (4,), 2)])
+    cfg = OmegaConf.create({"eval": {"final_seed": 500, "final_episodes": 1, "epsilon": 0.0}})
+    with pytest.raises(CheckpointError) as exc:
+        mt.final_evaluation(cfg, [_task({"id": "CartPole-v1", "kwargs": {}}, nn.Linear(4, 2))], module, path)
+    assert str(exc.value) == f"{path} was trained on ['CartPole-v0'], not ['CartPole-v1']"
+
+
+def test_a_multitask_students_final_episodes_and_references_are_played_with_eval_epsilon(monkeypatch):
+    """(kdrl.runs.multitask.x_final_evaluation__mutmut_34: the student's final episodes played greedily while
+    its teachers' reference plays with eval.epsilon) the student, its teachers and the random policy play the
+    final seeds, the student with the task's kwargs, all with the same eval.epsilon."""
+    net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
+    module = SimpleNamespace(q_net=net, views=[TaskView(net, 0)])
+    monkeypatch.setattr(mt, "load_multitask_policy", lambda chosen, ids: {"state_dict": net.state_dict()})
+    monkeypatch.setattr(mt, "task_result", lambda t, m, i, s, te, r: {"student": s, "teacher": te, "random": r})
+    played, referenced = [], []
+    monkeypatch.setattr(
+        mt,
+        "evaluate_policy",
+        lambda policy, env_id, seeds, kwargs=None, **k: played.append((env_id, list(seeds), kwargs, k)) or [7.0],
+    )
+    monkeypatch.setattr(
+        mt, "reference_returns", lambda tasks, seeds, eps: referenced.append((list(seeds), eps)) or ([[9.0]], [[1.0]])
+    )
+    kwargs = {"sutton_barto_reward": True}
+    cfg = OmegaConf.create({"eval": {"final_seed": 500, "final_episodes": 3, "epsilon": 0.05}})
+    out = mt.final_evaluation(cfg, [_task({"id": "CartPole-v1", "kwargs": kwargs}, nn.Linear(4, 2))], module, Path("x"))
+    assert played == [("CartPole-v1", [500, 501, 502], kwargs, {"epsilon": 0.05})]
+    assert referenced == [([500, 501, 502], 0.05)]
+    assert out == {"cartpole": {"student": [7.0], "teacher": [9.0], "random": [1.0]}}

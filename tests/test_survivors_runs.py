@@ -2719,7 +2719,9 @@ def test_a_student_keeps_its_on_demand_teachers_wall_time_and_a_foreign_teachers
     monkeypatch.setattr(distill, "teacher_request", lambda cfg, choices: SimpleNamespace(load=lambda: (path, trained)))
     real_load = distill.load_teacher_net
     monkeypatch.setattr(
-        distill, "load_teacher_net", lambda *a, **k: (lambda n, s: (n, {**s, "reported_return": 500.0}))(*real_load(*a, **k))
+        distill,
+        "load_teacher_net",
+        lambda *a, **k: (lambda n, s: (n, {**s, "reported_return": 500.0}))(*real_load(*a, **k)),
     )
     cfg = compose_cfg("distill", [*QUIET, "teacher.checkpoint=null", f"teacher.cache_dir={tmp_path}"])
     job = DistillJob(cfg, tmp_path / "run", choices={"env": "cartpole"})
@@ -2746,19 +2748,23 @@ def test_a_students_periodic_reference_and_teacher_reference_play_its_env_kwargs
     monkeypatch.setattr(
         distill,
         "evaluate_policy",
-        lambda policy, env_id, seeds, kwargs, **k: calls["teacher"].append((list(seeds), kwargs, k))
-        or real_eval(policy, env_id, seeds, kwargs, **k),
+        lambda policy, env_id, seeds, kwargs, **k: (
+            calls["teacher"].append((list(seeds), kwargs, k)) or real_eval(policy, env_id, seeds, kwargs, **k)
+        ),
     )
     monkeypatch.setattr(
         distill,
         "random_returns",
-        lambda env_id, seeds, kwargs: calls["random"].append((list(seeds), kwargs)) or real_random(env_id, seeds, kwargs),
+        lambda env_id, seeds, kwargs: (
+            calls["random"].append((list(seeds), kwargs)) or real_random(env_id, seeds, kwargs)
+        ),
     )
     monkeypatch.setattr(
         distill,
         "teacher_reference",
-        lambda path, policy, settings, cache: calls["reference"].append(settings)
-        or real_reference(path, policy, settings, cache),
+        lambda path, policy, settings, cache: (
+            calls["reference"].append(settings) or real_reference(path, policy, settings, cache)
+        ),
     )
     job, _, _ = _student_job(
         tmp_path, ["++env.kwargs.max_episode_steps=37", "eval.seed=500", "eval.episodes=3", "eval.epsilon=0.02"]
@@ -2807,7 +2813,9 @@ def test_a_multitask_final_evaluation_refuses_a_policy_file_of_other_tasks(tmp_p
     policy trained on other envs scored as this job's) the chosen checkpoint must name the job's envs, in order."""
     net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
     module = SimpleNamespace(q_net=net, views=[TaskView(net, 0)])
-    path = save_multitask_policy(tmp_path / "best.pt", net, {"width": 8}, ["cartpole"], [EnvSpec("CartPole-v0", (4,), 2)])
+    path = save_multitask_policy(
+        tmp_path / "best.pt", net, {"width": 8}, ["cartpole"], [EnvSpec("CartPole-v0", (4,), 2)]
+    )
     cfg = OmegaConf.create({"eval": {"final_seed": 500, "final_episodes": 1, "epsilon": 0.0}})
     with pytest.raises(CheckpointError) as exc:
         mt.final_evaluation(cfg, [_task({"id": "CartPole-v1", "kwargs": {}}, nn.Linear(4, 2))], module, path)

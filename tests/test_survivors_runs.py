@@ -2845,3 +2845,30 @@ def test_a_multitask_students_final_episodes_and_references_are_played_with_eval
     assert played == [("CartPole-v1", [500, 501, 502], kwargs, {"epsilon": 0.05})]
     assert referenced == [([500, 501, 502], 0.05)]
     assert out == {"cartpole": {"student": [7.0], "teacher": [9.0], "random": [1.0]}}
+
+
+def test_a_multitask_task_result_names_every_field_of_its_task():
+    """(kdrl.runs.multitask.x_task_result: a key renamed or a value taken from the wrong source: the env's
+    shapes, the teacher's and the random policy's final returns, the raw ratio, the task's counters) one task's
+    block of a multi-task results.json, field by field."""
+    out = one_task_result([40.0, 80.0], [10.0, 30.0])
+    assert set(out) == {
+        *("env_id", "obs_shape", "n_actions", "eval_return_mean", "eval_return_std", "eval_returns"),
+        *("teacher_return_mean", "teacher_returns", "random_return_mean", "random_returns", "teacher_reference"),
+        *("teacher_beats_random", "pct_of_teacher", "raw_return_ratio", "env_steps", "episodes", "params"),
+        *("teacher_params", "teacher_checkpoint", "teacher_wall_time_s"),
+    }
+    assert (out["env_id"], out["obs_shape"], out["n_actions"]) == ("CartPole-v1", [4], 2)
+    assert (out["teacher_return_mean"], out["teacher_returns"]) == (100.0, [100.0, 100.0])
+    assert (out["random_return_mean"], out["random_returns"]) == (20.0, [10.0, 30.0])
+    assert out["teacher_reference"] == mt.reference_fields(_reference(100.0, 20.0))
+    assert out["teacher_beats_random"] is True and out["raw_return_ratio"] == pytest.approx(0.6)
+    net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
+    assert out["params"] == mt.task_params(net, 0) and out["teacher_params"] == 10  # nn.Linear(4, 2)
+    assert (out["teacher_checkpoint"], out["teacher_wall_time_s"]) == ("t.pt", None)
+    # (53: ``beats or True``) a teacher reference below the random policy's gives no % of teacher
+    below = one_task_result([40.0, 80.0], [10.0, 30.0], teacher_mean=10.0, random_mean=20.0)
+    assert below["teacher_beats_random"] is False and np.isnan(below["pct_of_teacher"])
+    # (76, 77: ``>= 0``, ``> 1``) Rusu's raw ratio for any positive teacher return, none (not an error) at 0
+    assert one_task_result([0.25], [-1.0], teacher_mean=0.5, random_mean=-1.0)["raw_return_ratio"] == 0.5
+    assert np.isnan(one_task_result([0.25], [-1.0], teacher_mean=0.0, random_mean=-1.0)["raw_return_ratio"])

@@ -1066,7 +1066,7 @@ def test_a_multitask_task_without_trust_code_refuses_a_torchscript_teacher(tmp_p
 
 
 def one_task_result(
-    s_ret: list[float], r_ret: list[float], teacher_mean: float = 100.0, random_mean: float = 20.0
+    s_ret: list[float], r_ret: list[float], teacher_mean: float | list[float] = 100.0, random_mean: float = 20.0
 ) -> dict:
     """mt.task_result for one CartPole task of a width-8 multi-task student: the teacher reference's
     returns all ``teacher_mean``, the random policy's all ``random_mean`` (20 episodes each)."""
@@ -2866,9 +2866,10 @@ def test_a_multitask_task_result_names_every_field_of_its_task():
     net = MultiTaskQNetwork([(4,)], [2], width=8, depth=1)
     assert out["params"] == mt.task_params(net, 0) and out["teacher_params"] == 10  # nn.Linear(4, 2)
     assert (out["teacher_checkpoint"], out["teacher_wall_time_s"]) == ("t.pt", None)
-    # (53: ``beats or True``) a teacher reference below the random policy's gives no % of teacher
-    below = one_task_result([40.0, 80.0], [10.0, 30.0], teacher_mean=10.0, random_mean=20.0)
-    assert below["teacher_beats_random"] is False and np.isnan(below["pct_of_teacher"])
+    # (53: ``beats or True``) a teacher reference above the random policy's on average, but not clearly (22.5 +-
+    # 22.5 against 20 over 20 episodes), gives no % of teacher
+    noisy = one_task_result([40.0, 80.0], [10.0, 30.0], teacher_mean=[0.0, 45.0] * 10, random_mean=20.0)
+    assert noisy["teacher_beats_random"] is False and np.isnan(noisy["pct_of_teacher"])
     # (76, 77: ``>= 0``, ``> 1``) Rusu's raw ratio for any positive teacher return, none (not an error) at 0
     assert one_task_result([0.25], [-1.0], teacher_mean=0.5, random_mean=-1.0)["raw_return_ratio"] == 0.5
     assert np.isnan(one_task_result([0.25], [-1.0], teacher_mean=0.0, random_mean=-1.0)["raw_return_ratio"])

@@ -67,7 +67,7 @@ PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "c
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
-    "reference", "publish", "targets", "note", "x", "groups", "margin", "stage_labels",
+    "reference", "publish", "targets", "note", "x", "groups", "margin", "stage_labels", "exclude",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -155,6 +155,12 @@ def check_declaration(study: dict[str, Any]) -> None:
         for s in (t or {}).get("stage_labels") or {}:
             if s not in ((t or {}).get("stages") or stages):
                 raise StudyError(f"study '{name}', table '{tname}': stage_labels names '{s}', no stage of the table")
+        exclude = (t or {}).get("exclude") or []
+        if not isinstance(exclude, list) or not all(isinstance(e, dict) and e for e in exclude):
+            raise StudyError(
+                f"study '{name}', table '{tname}': exclude takes a list of {{column: [values]}} (runs matching every "
+                f"column of one entry are left out), got {exclude!r}"
+            )
 
 
 LINK_KEYS = {"teacher": TEACHER_KEYS, "dataset": ("stage", "seed")}
@@ -1198,11 +1204,14 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     finished = [r for r in rows if r["status"] in DONE]
     out = index.study_dir / "tables" / name
     title = spec.get("title") or f"{study['name']}: {name}"
-    state = "complete" if len(finished) == len(rows) else f"PARTIAL: {len(finished)} of {len(rows)} jobs finished"
-    head = f"# {title}\n\n{state}. Regenerate: `kdrl-study study={study['name']}`"
-    if spec.get("publish"):
-        head += f" (`publish=true` copies it to {spec['publish']})"
-    head += ".\n\n"
+
+    def headed(n_finished: int, n_jobs: int) -> str:
+        state = "complete" if n_finished == n_jobs else f"PARTIAL: {n_finished} of {n_jobs} jobs finished"
+        line = f"# {title}\n\n{state}. Regenerate: `kdrl-study study={study['name']}`"
+        return line + (f" (`publish=true` copies it to {spec['publish']})" if spec.get("publish") else "") + ".\n\n"
+
+    n_finished, n_jobs = len(finished), len(rows)
+    head = headed(n_finished, n_jobs)
     if not finished:
         return ""
     out.mkdir(parents=True, exist_ok=True)
@@ -1272,14 +1281,23 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         pending = unfinished_rows(index, [r for r in rows if r["status"] not in DONE], df, rows_key, cols_key)
         if len(pending):
             df = pd.concat([df, pending], ignore_index=True)
+        # runs another stage of the table replaces (one stage's game, rerun over more teachers by another),
+        # matched on the stages' own names, before their labels
+        for entry in spec.get("exclude") or []:
+            left_out = pd.concat([matching(df, key, values, name) for key, values in entry.items()], axis=1).all(axis=1)
+            n_finished -= int((df.loc[left_out, "status"] != T.UNFINISHED).sum())
+            n_jobs -= int(left_out.sum())
+            # the table's jobs are those it shows: exact once its stages are done (before, a job not started
+            # whose cell has no run yet is not known to match)
+            head = headed(n_finished, n_jobs)
+            df = df[~left_out]
         # one column for stages that differ only in their teachers' stage (compression, compression_seaquest)
         df["stage"] = df["stage"].replace(dict(spec.get("stage_labels") or {}))
         kind = spec.get("kind") or "student"
         if kind != "all":
             df = df[df["kind"] == kind]
         for key, values in (spec.get("where") or {}).items():
-            wanted = {str(v) for v in (values if isinstance(values, list) else [values])}
-            df = df[df[key].astype(str).isin(wanted)]
+            df = df[matching(df, key, values, name)]
         rows_key, cols_key = spec.get("rows") or "method", spec.get("cols") or "width"
         metric = spec.get("metric") or "normalized_score"
         if df.empty:
@@ -1359,7 +1377,7 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
                 body = None
             if body is not None:
                 templates.setdefault(group(row), body)
-                out.append(body)
+                out.append({**body, "stage": row["stage"]})
                 continue
         not_started.append(row)
     needed = {group(r) for r in not_started} - set(templates)
@@ -1374,12 +1392,18 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
     for row in not_started:
         t = templates.get(group(row))
         if t is not None:
-            out.append({**t, "status": T.UNFINISHED, "run_dir": str(index.study_dir / row["run_dir"]), "error": None})
-    frame = pd.DataFrame(out)
-    for col in ("stage",):
-        if col not in frame and len(frame):
-            frame[col] = None
-    return frame
+            run_dir = str(index.study_dir / row["run_dir"])
+            out.append({**t, "status": T.UNFINISHED, "run_dir": run_dir, "error": None, "stage": row["stage"]})
+    return pd.DataFrame(out)
+
+
+def matching(df: Any, key: str, values: Any, table: str) -> Any:  # (a DataFrame -> a boolean Series)
+    """Which runs have ``key`` among ``values`` (one value or a list, compared as text): a table's where
+    and exclude."""
+    if key not in df:
+        raise StudyError(f"table {table}: no column '{key}' in the results (where / exclude)")
+    wanted = {str(v) for v in (values if isinstance(values, list) else [values])}
+    return df[key].astype(str).isin(wanted)
 
 
 def labelled_stage_files(files: dict[str, list[Path]], labels: dict[str, str] | None) -> dict[str, list[Path]]:

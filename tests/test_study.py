@@ -94,6 +94,8 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         ("stages.teachers.seeds=null", "teacher seed 'cycle' needs seeds declared in this stage and in its teacher"),
         ("stages.students.teacher.seed=cylce", "teacher seed must be null, student, cycle or an integer, got 'cylce'"),
         ("+tables.t={stages: [students], stage_labels: {studnets: x}}", "stage_labels names 'studnets', no stage"),
+        ("+tables.t={stages: [students], exclude: {stage: students}}", "exclude takes a list of"),
+        ("+tables.t={stages: [students], exclude: [{}]}", "exclude takes a list of"),
     ],
 )
 def test_a_bad_declaration_is_one_line(tmp_path, override, message):
@@ -578,6 +580,49 @@ def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_on
         assert sorted(cells["stage"].unique()) == sorted(cols), labels
         assert {c: set(cells.loc[cells["stage"] == c, "n"]) for c in cols} == {c: {n} for c, n in cols.items()}
         assert f"\n\n{note}\n\n" in (sdir / "tables" / "t" / "table.md").read_text()  # a student table's note too
+
+
+def test_a_tables_exclude_leaves_out_the_runs_matching_every_column_of_an_entry(tmp_path):
+    """issue 27's five-game Rusu table over three Asterix teachers: one stage's Asterix row is left out because
+    another stage reruns it. An entry drops the runs matching all its columns (not any), matched on the stages'
+    own names before stage_labels; an unknown column is one line."""
+    import pandas as pd
+
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir()):
+        stage = "online_b" if p.name.endswith(("_s3", "_s4")) else "online"
+        shutil.copytree(p, sdir / stage / p.name)
+        rows[f"{stage}/{p.name}"] = {
+            "id": f"{stage}/{p.name}", "stage": stage, "app": "distill", "name": p.name, "hash": "x",
+            "run_dir": f"{stage}/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+        }  # fmt: skip
+    Index(sdir / "index.json", {"study": "ex"}, rows).save()
+    stages = {"online": {"app": "distill"}, "online_b": {"app": "distill"}}
+    table = {"stages": ["online", "online_b"], "rows": "student_size", "cols": "stage", "plots": False}
+    table["stage_labels"] = {"online_b": "online"}
+    n_by_size = {}
+    for name, exclude in {
+        "none": [],
+        "b_25": [{"stage": "online_b", "student_size": "rusu_25"}],  # 2 runs of rusu_25
+        "own_name": [{"stage": "online", "student_size": ["rusu_25"]}],  # the 3 of stage online, not its label's 5
+        "b_or_7": [{"stage": "online_b"}, {"student_size": "rusu_7"}],  # entries add up
+    }.items():
+        study = {"name": "ex", "stages": stages, "tables": {"t": {**table, "exclude": exclude}}}
+        Runner(study, sdir, say=lambda s: None).write_tables()
+        cells = pd.read_csv(sdir / "tables" / "t" / "table_cells.csv")
+        n_by_size[name] = dict(zip(cells["student_size"], cells["n"]))
+    assert n_by_size == {
+        "none": {"rusu_25": 5, "rusu_4": 5, "rusu_7": 5},
+        "b_25": {"rusu_25": 3, "rusu_4": 5, "rusu_7": 5},
+        "own_name": {"rusu_25": 2, "rusu_4": 5, "rusu_7": 5},
+        "b_or_7": {"rusu_25": 3, "rusu_4": 3},
+    }
+    study = {"name": "ex", "stages": stages, "tables": {"t": {**table, "exclude": [{"gmae": "x"}]}}}
+    said = Runner(study, sdir, say=lambda s: None).write_tables()  # said, never stopping the study
+    assert said == ["table t: not written yet (StudyError: table t: no column 'gmae' in the results (where / exclude))"]
 
 
 def test_stage_curves_are_named_and_merged_by_the_tables_stage_labels():

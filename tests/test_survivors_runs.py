@@ -201,6 +201,48 @@ def test_data_job_results_name_the_dataset_file_and_its_mean_return(tmp_path, ca
     assert res["status"] == "ok" and res["episodes"] == 0 and res["episode_return_mean"] is None
 
 
+def test_a_data_jobs_results_and_log_line_state_what_was_recorded(tmp_path, caplog):
+    """(kdrl.runs.dataset.x_record_teacher_data, whole) results.json names the teacher, epsilon, envs,
+    steps and episodes of the file actually written, and the one log line says exactly that: the
+    recording's settings can be read back from either without opening the file."""
+    from kdrl.datasets import load_dataset
+
+    teacher = constant_teacher(tmp_path / "teacher.pt", 0)
+    overrides = [*QUIET, f"teacher.checkpoint={teacher}", "dataset.steps=200", "dataset.epsilon=0.5"]
+    cfg = compose_cfg("data", [*overrides, "env.num_envs=2", "seed=3"])
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        res = record_teacher_data(cfg, tmp_path / "data")
+    path = tmp_path / "data" / DATASET_FILE
+    data = load_dataset(path)
+    assert res["status"] == "ok" and res["teacher_checkpoint"] == str(teacher)
+    assert res["epsilon"] == 0.5 == data.meta["epsilon"] and data.meta["seed"] == 3
+    assert res["num_envs"] == 2 == data.num_envs and res["env_steps"] == 200 == data.env_steps
+    assert res["episodes"] == data.meta["episodes"] == len(data.meta["episode_returns"]) > 0
+    assert res["episode_return_mean"] == pytest.approx(np.mean(data.meta["episode_returns"]))
+    # the teacher always pushes 0; at epsilon 0.5 a uniform action replaces it half the time: ~25% are 1
+    assert 0.15 <= float(np.mean(data.actions == 1)) <= 0.35
+    assert np.all(data.q[..., 0] == 1.0) and np.all(data.q[..., 1] == 0.0)  # the teacher's own Q-values
+    said = [r.getMessage() for r in caplog.records if "teacher dataset" in r.getMessage()]
+    assert said == [
+        f"teacher dataset CartPole-v1 seed 3: 200 env steps ({res['episodes']} episodes, mean return "
+        f"{res['episode_return_mean']:.1f} at epsilon 0.50) in {res['wall_time_s']:.1f} s -> {path}"
+    ]
+    assert [r.name for r in caplog.records if "teacher dataset" in r.getMessage()] == ["kdrl.data"]
+
+
+def test_a_data_job_refuses_a_teacher_trained_on_another_env(tmp_path):
+    """(kdrl.runs.dataset.x_record_teacher_data__mutmut_34: the env id not passed to the teacher's loader) a
+    teacher of another env with the same shapes (CartPole-v0 for CartPole-v1) is refused in one line, before
+    anything is recorded."""
+    net = MLP((4,), 2, hidden=[2])
+    cfg_net = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
+    other = save_policy(tmp_path / "v0.pt", net, cfg_net, "CartPole-v0", (4,), 2)
+    cfg = compose_cfg("data", [*QUIET, f"teacher.checkpoint={other}", "dataset.steps=20", "env.num_envs=2"])
+    with pytest.raises(CheckpointError, match=r"was trained on 'CartPole-v0', not 'CartPole-v1'"):
+        record_teacher_data(cfg, tmp_path / "data")
+    assert not (tmp_path / "data" / DATASET_FILE).exists()
+
+
 # ---- runs.distill ---------------------------------------------------------------------------------------------------
 def test_first_reaching_is_the_first_evaluation_at_the_level():
     """(kdrl.runs.distill.x_first_reaching__mutmut_9: the score's key misspelt: always censored)"""
@@ -658,7 +700,7 @@ def test_a_data_job_records_its_wall_time_and_fills_its_progress_bar(tmp_path, m
     assert again["wall_time_s"] == res["wall_time_s"] and again["config"] == res["config"] and len(asked) == 1
     assert res["status"] == "ok" and res["wall_time_s"] > 0
     assert res["sps"] == pytest.approx(res["env_steps"] / res["wall_time_s"])
-    assert len(bars) == 1 and bars[0].n == 200 == res["env_steps"]
+    assert len(bars) == 1 and bars[0].n == 200 == res["env_steps"] == bars[0].total  # (_47: a bar of no total)
 
 
 def test_a_scratch_baselines_schedule_needs_no_exploration_delay():

@@ -1933,6 +1933,35 @@ def test_a_scratch_baselines_epsilon_decay_is_scaled_down_to_its_budget():
     assert fitted_to_budget(algo, 2_000_000)["exploration"]["decay_steps"] == 100_000  # never scaled up
 
 
+def test_a_scratch_baselines_schedules_are_capped_in_whole_env_steps():
+    """(kdrl.runs.distill.x_fitted_to_budget__mutmut_30, _31, _42, _43, _55: the caps as true divisions, at 1/11
+    instead of 1/10, or the decay's cap lengthened by the delay; _29: a delay of 1 step when none is given)
+    schedules longer than a short budget allows are cut to learning in its first 10% and epsilon at its end
+    value by half of it, in whole env steps; no delay_steps means no delay, at any scale."""
+    from kdrl.runs.distill import fitted_to_budget
+
+    algo = {
+        "total_timesteps": 1_000_000,
+        "learning_starts": 500_000,
+        "exploration": {"eps_start": 1.0, "eps_end": 0.05, "decay_steps": 900_000, "delay_steps": 500_000},
+    }
+    fitted = fitted_to_budget(algo, 1001)  # scaled: 500, 900 and 500 steps, over the caps 100, 400 and 100
+    assert fitted["learning_starts"] == 100 and fitted["exploration"]["delay_steps"] == 100
+    assert fitted["exploration"]["decay_steps"] == 400  # epsilon at its end by env step 100 + 400 = 500 = 1001 // 2
+    steps = (fitted["learning_starts"], fitted["exploration"]["delay_steps"], fitted["exploration"]["decay_steps"])
+    assert all(type(v) is int for v in steps)
+    undelayed = {**algo, "exploration": {"eps_start": 1.0, "eps_end": 0.05, "decay_steps": 100}}
+    assert fitted_to_budget(undelayed, 1_000_000)["exploration"]["delay_steps"] == 0  # scale 1: nothing to scale
+    # (_71: at least one step of decay) a constant epsilon (decay_steps 0) stays constant
+    constant = {**algo, "exploration": {"eps_start": 0.1, "eps_end": 0.1, "decay_steps": 0}}
+    assert fitted_to_budget(constant, 1001)["exploration"] == {
+        "eps_start": 0.1,
+        "eps_end": 0.1,
+        "decay_steps": 0,
+        "delay_steps": 0,
+    }
+
+
 def test_a_job_with_wandb_disabled_in_its_config_builds_no_wandb_logger(tmp_path, monkeypatch):
     """(kdrl.runs.job.x_build_loggers__mutmut_58: the config's ``disabled`` never matched) with no
     WANDB_MODE in the environment, logger.wandb=disabled gives the CSV logger alone; offline adds W&B."""

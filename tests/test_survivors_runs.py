@@ -286,6 +286,13 @@ def test_a_teacher_dataset_is_checked_against_its_teacher_and_described(tmp_path
     # (x_teacher_dataset__mutmut_28: the path dropped from the message, "distill.dataset None ...")
     assert str(refused.value).startswith(f"distill.dataset {path} was recorded with another teacher")
     assert teacher_dataset(OmegaConf.create({"distill": {"dataset": None}}), CARTPOLE, teacher) == (None, None)
+    # (_11: a file path taken for a dir) the file itself is as good as its dir
+    by_file = OmegaConf.create({"distill": {"dataset": str(path), "total_timesteps": 120}})
+    assert teacher_dataset(by_file, CARTPOLE, teacher)[1] == fields
+    # (_18: the path dropped from check_dataset's refusals) a dataset too short for the budget names itself
+    too_short = OmegaConf.create({"distill": {"dataset": str(tmp_path), "total_timesteps": 121}})
+    with pytest.raises(DatasetError, match=rf"^distill.dataset {path} holds 120 env steps, fewer than"):
+        teacher_dataset(too_short, CARTPOLE, teacher)
 
 
 def test_a_distill_job_with_a_teacher_no_better_than_random_warns(tmp_path):

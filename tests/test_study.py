@@ -552,15 +552,9 @@ def test_tables_named_by_table_are_the_only_ones_written_and_published(tmp_path)
     assert refused.returncode == 2 and "table= selects tables for --tables" in refused.stderr, refused.stderr
 
 
-def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_one_column(tmp_path):
-    """issue 27's data_protocol table: compression and compression_seaquest are both the online arm; with
-    stage_labels their runs share a column (n counts both), without it each stage is a column. The table's
-    note is printed above it (it was dropped for student tables)."""
-    import pandas as pd
-
-    from kdrl.study import Runner
-
-    sdir = tmp_path / "study"
+def asterix_runs_in_two_stages(sdir: Path, study: str) -> Path:
+    """A study dir holding docs/minatar/runs/asterix's 15 finished students as two distill stages: seeds 3
+    and 4 in ``online_b``, the rest in ``online`` (its index says all ok)."""
     rows = {}
     for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir()):
         stage = "online_b" if p.name.endswith(("_s3", "_s4")) else "online"
@@ -569,10 +563,22 @@ def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_on
             "id": f"{stage}/{p.name}", "stage": stage, "app": "distill", "name": p.name, "hash": "x",
             "run_dir": f"{stage}/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
         }  # fmt: skip
+    Index(sdir / "index.json", {"study": study}, rows).save()
+    return sdir
+
+
+def test_stage_labels_show_stages_that_differ_only_in_their_teachers_stage_as_one_column(tmp_path):
+    """issue 27's data_protocol table: compression and compression_seaquest are both the online arm; with
+    stage_labels their runs share a column (n counts both), without it each stage is a column. The table's
+    note is printed above it (it was dropped for student tables)."""
+    import pandas as pd
+
+    from kdrl.study import Runner
+
+    sdir = asterix_runs_in_two_stages(tmp_path / "study", "labels")
     stages = {"online": {"app": "distill"}, "online_b": {"app": "distill"}}
     note = "The online arm: two stages that differ only in their teachers' stage."
     table = {"stages": ["online", "online_b"], "rows": "student_size", "cols": "stage", "plots": False, "note": note}
-    Index(sdir / "index.json", {"study": "labels"}, rows).save()
     for labels, cols in (({"online_b": "online"}, {"online": 5}), ({}, {"online": 3, "online_b": 2})):
         study = {"name": "labels", "stages": stages, "tables": {"t": {**table, "stage_labels": labels}}}
         Runner(study, sdir, say=lambda s: None).write_tables()
@@ -590,16 +596,7 @@ def test_a_tables_exclude_leaves_out_the_runs_matching_every_column_of_an_entry(
 
     from kdrl.study import Runner
 
-    sdir = tmp_path / "study"
-    rows = {}
-    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir()):
-        stage = "online_b" if p.name.endswith(("_s3", "_s4")) else "online"
-        shutil.copytree(p, sdir / stage / p.name)
-        rows[f"{stage}/{p.name}"] = {
-            "id": f"{stage}/{p.name}", "stage": stage, "app": "distill", "name": p.name, "hash": "x",
-            "run_dir": f"{stage}/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
-        }  # fmt: skip
-    Index(sdir / "index.json", {"study": "ex"}, rows).save()
+    sdir = asterix_runs_in_two_stages(tmp_path / "study", "ex")
     stages = {"online": {"app": "distill"}, "online_b": {"app": "distill"}}
     table = {"stages": ["online", "online_b"], "rows": "student_size", "cols": "stage", "plots": False}
     table["stage_labels"] = {"online_b": "online"}

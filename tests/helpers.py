@@ -15,11 +15,13 @@ def compose_cfg(config_name: str, overrides: list[str]):
 
 
 def wandb_records(path):
-    """The records of an offline W&B run file (``offline-run-*/run-*.wandb``), read as ``wandb sync``
+    """The complete records of an offline W&B run file (``offline-run-*/run-*.wandb``), read as ``wandb sync``
     reads them: W&B's LevelDB-style log (a 7-byte ``:W&B`` header, then 32 KiB blocks of chunks, each
     with a 7-byte header: crc32, length, type full/first/middle/last) of ``wandb_internal_pb2.Record``s
-    (wandb >= 0.2x ships no Python reader of its own)."""
+    (wandb >= 0.2x ships no Python reader of its own). The file may still be being written, so the read
+    stops at the first chunk not yet wholly on disk (past the end, or its crc not matching yet)."""
     import struct
+    import zlib
     from pathlib import Path
 
     from wandb.proto import wandb_internal_pb2 as pb
@@ -33,11 +35,13 @@ def wandb_records(path):
         if left < 7:  # a block's tail too short for a header is padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0 and length == 0:  # zero padding to the block's end
             pos += left
             continue
         chunk = data[pos + 7 : pos + 7 + length]
+        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+            return  # a torn tail: the writer is mid-chunk
         pos += 7 + length
         buf = chunk if kind in (1, 2) else buf + chunk
         if kind in (1, 4):  # full, last
@@ -56,7 +60,8 @@ def wandb_run_summary(run_dir):
 
     (path,) = Path(run_dir).glob("run-*.wandb")
     deadline = time.time() + 60.0  # W&B's service may still be writing the file after finish() returned
-    while time.time() < deadline and not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+    while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+        assert time.time() < deadline, f"{path}: no exit record 60 s after the run finished"
         time.sleep(0.2)
     out = {"run": None, "config": {}, "history": {}, "summary": {}}
     for record in wandb_records(path):

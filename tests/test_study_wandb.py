@@ -14,7 +14,7 @@ import pytest
 
 from kdrl.study import StudyError, jobs_wandb, load_study
 from kdrl.study_wandb import JOB_TYPE, log_study_tables
-from tests.helpers import wandb_run_summary
+from tests.helpers import wandb_records, wandb_run_summary
 
 STUDY = {"name": "tiny", "description": "a tiny study", "stages": {}, "tables": {"main": {"rows": "method"}}}
 
@@ -140,3 +140,23 @@ def test_a_studys_jobs_and_its_tables_run_share_one_offline_wandb_group(offline)
     again = subprocess.run(args, cwd=offline, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "W&B:" not in again.stdout
     assert len(offline_runs(sdir)) == 1
+
+
+def test_a_run_file_read_while_w_and_b_still_writes_it_gives_its_complete_records_so_far(offline):
+    # the tests read a run's file as soon as finish() returns, while W&B's service may still be appending:
+    # every cut of a real run file reads as a prefix of its records, never as a corrupt one
+    sdir = offline / "study"
+    written_table(sdir)
+    long = {"note": "x" * 70_000}  # one record over two 32 KiB blocks: first, middle and last chunks
+    log_study_tables(STUDY, sdir, mode="offline", project="kdrl-test", tags=[], summary=long, say=lambda _: None)
+    (path,) = offline_runs(sdir)[0].glob("run-*.wandb")
+    data = path.read_bytes()
+    whole = [r.SerializeToString() for r in wandb_records(path)]
+    assert len(whole) > 5 and len(data) > 2 * 32768
+    torn = offline / "torn.wandb"
+    for cut in [*range(8, len(data), 211), 32768 - 3, 32768 + 5, len(data) - 1]:
+        torn.write_bytes(data[:cut])
+        got = [r.SerializeToString() for r in wandb_records(torn)]
+        assert got == whole[: len(got)], cut
+    torn.write_bytes(data)
+    assert [r.SerializeToString() for r in wandb_records(torn)] == whole

@@ -1261,7 +1261,13 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             with contextlib.suppress(Exception):  # a plot never costs the table
                 T.plot_budgets(curves, groups[0], groups[-1], x, metric, out, filename="score_vs_env_steps.png")
     elif spec.get("kind") == "multitask":
-        df = T.collect_multitask([f for fs in files.values() for f in fs])
+        # a stage's label names its method (two joint_dqn stages at different budgets are two rows)
+        labels = dict(spec.get("stage_labels") or {})
+        frames = [
+            T.collect_multitask(fs).assign(**({"method": labels[st]} if st in labels else {}))
+            for st, fs in files.items()
+        ]
+        df = pd.concat(frames, ignore_index=True)
         body = T.multitask_report(df)
         write_csv(out / "runs.csv", df)
         text = head + body + "\n"

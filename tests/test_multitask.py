@@ -237,27 +237,56 @@ def test_joint_dqn_learns_from_n_step_returns_as_single_task_dqn_does():
             assert torch.allclose(module.task_loss(task, batch)["td_loss"], F.smooth_l1_loss(q, y))
 
 
+def runs_as_stages(sdir, runs: dict) -> dict:
+    """A study dir at ``sdir`` whose stage <name> (app multitask) holds runs[name] as its one finished job
+    (seed=0), its index.json written; the stages' declarations."""
+    import shutil
+
+    from kdrl.study import Index
+
+    rows = {}
+    for stage, path in runs.items():
+        shutil.copytree(path, sdir / stage / "seed=0")
+        rows[f"{stage}/seed=0"] = {
+            "id": f"{stage}/seed=0", "stage": stage, "app": "multitask", "name": "seed=0", "hash": "x",
+            "run_dir": f"{stage}/seed=0", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+        }  # fmt: skip
+    Index(sdir / "index.json", {"study": "mt"}, rows).save()
+    return {stage: {"app": "multitask"} for stage in runs}
+
+
+def test_a_multitask_tables_stage_labels_name_its_methods(tiny_runs, tmp_path):
+    """Two stages of one method (the joint DQN at two budgets) are two rows under their stage_labels; a stage
+    without a label keeps its runs' method."""
+    import pandas as pd
+
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    runs = {"short": tiny_runs["joint_dqn"], "long": tiny_runs["joint_dqn"], "kl": tiny_runs["distill"]}
+    stages = runs_as_stages(sdir, runs)
+    spec = {"kind": "multitask", "stages": list(runs), "plots": False, "aggregate": True}
+    spec["stage_labels"] = {"short": "joint_dqn 100k", "long": "joint_dqn 1M"}
+    study = {"name": "mt", "stages": stages, "tables": {"main": spec}}
+    (text,) = Runner(study, sdir, say=lambda s: None).write_tables()
+    got = pd.read_csv(sdir / "tables" / "main" / "runs.csv")
+    assert set(got["method"]) == {"joint_dqn 100k", "joint_dqn 1M", "kl (tau=0.01)"}
+    assert {m: int((got["method"] == m).sum()) for m in set(got["method"])} == dict.fromkeys(set(got["method"]), 4)
+    assert "| joint_dqn 100k (n=1) |" in text and "| joint_dqn 1M (n=1) |" in text
+    assert set(pd.read_csv(sdir / "tables" / "main" / "aggregate.csv")["method"]) == set(got["method"])
+
+
 def test_a_declared_multitask_table_with_aggregate_adds_the_cross_task_aggregates(tiny_runs, tmp_path):
     """kdrl-study's multitask table with ``aggregate: true`` (issue 27: aggregates for every comparison):
     IQM, mean and P(X > Y) across the tasks of each method's per-task % of its teacher, as kdrl.tables
     computes them from the same runs; without the key the table is as before."""
-    import shutil
-
     import pandas as pd
 
     from kdrl import tables as T
-    from kdrl.study import Index, Runner
+    from kdrl.study import Runner
 
     sdir = tmp_path / "study"
-    rows = {}
-    for mode, path in tiny_runs.items():
-        shutil.copytree(path, sdir / mode / "seed=0")
-        rows[f"{mode}/seed=0"] = {
-            "id": f"{mode}/seed=0", "stage": mode, "app": "multitask", "name": "seed=0", "hash": "x",
-            "run_dir": f"{mode}/seed=0", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
-        }  # fmt: skip
-    Index(sdir / "index.json", {"study": "mt"}, rows).save()
-    stages = {mode: {"app": "multitask"} for mode in tiny_runs}
+    stages = runs_as_stages(sdir, tiny_runs)
     spec = {"kind": "multitask", "stages": list(tiny_runs), "plots": False}
     for aggregate in (False, True):
         study = {"name": "mt", "stages": stages, "tables": {"main": {**spec, "aggregate": aggregate}}}

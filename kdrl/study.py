@@ -1266,8 +1266,9 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         frames = [
             T.collect_multitask(fs).assign(**({"method": labels[st]} if st in labels else {}))
             for st, fs in files.items()
+            if fs
         ]
-        df = pd.concat(frames, ignore_index=True)
+        df = pd.concat(frames, ignore_index=True) if frames else T.collect_multitask([])
         body = T.multitask_report(df)
         write_csv(out / "runs.csv", df)
         text = head + body + "\n"

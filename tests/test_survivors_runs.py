@@ -1114,6 +1114,18 @@ def test_a_multitask_task_without_trust_code_refuses_a_torchscript_teacher(tmp_p
         mt.load_task(cfg, "cartpole", {"debug": "fast"})
 
 
+def test_a_multitask_task_refuses_a_teacher_trained_on_another_env(tmp_path):
+    """(kdrl.runs.multitask.x_load_task__mutmut_31: the env id not passed to the teacher's loader) a task's
+    teacher of another env with the same shapes (CartPole-v0 for the cartpole task's CartPole-v1) is refused in
+    one line, as the single-game jobs refuse it."""
+    net = MLP((4,), 2, hidden=[2])
+    cfg_net = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
+    other = save_policy(tmp_path / "v0.pt", net, cfg_net, "CartPole-v0", (4,), 2)
+    base = [*QUIET, f"teacher.checkpoints={{cartpole:{other}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}"]
+    with pytest.raises(CheckpointError, match=r"was trained on 'CartPole-v0', not 'CartPole-v1'"):
+        mt.load_task(compose_cfg("multitask", base), "cartpole", {"debug": "fast"})
+
+
 def one_task_result(
     s_ret: list[float], r_ret: list[float], teacher_mean: float | list[float] = 100.0, random_mean: float = 20.0
 ) -> dict:

@@ -1126,6 +1126,25 @@ def test_a_multitask_task_refuses_a_teacher_trained_on_another_env(tmp_path):
         mt.load_task(compose_cfg("multitask", base), "cartpole", {"debug": "fast"})
 
 
+@pytest.mark.parametrize("mode", ["distill", "joint_dqn"])
+def test_a_multitask_module_is_built_for_its_mode_with_the_configs_update_seed_and_log_interval(tmp_path, mode):
+    """(kdrl.runs.multitask.x_build_module__mutmut_29: joint_dqn never recognised, a distilling student built
+    instead; _20, _21, _22: the update rule, the seed or the log interval not passed, the module's defaults used)
+    the module is of its mode's class and carries the config's values, none of them the defaults."""
+    from kdrl.modules.multitask import JointMultiTaskDQN, MultiTaskDistill
+
+    net = MLP((4,), 2, hidden=[2])
+    cfg_net = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
+    teacher = save_policy(tmp_path / "teacher.pt", net, cfg_net, "CartPole-v1", (4,), 2)
+    base = [*QUIET, f"teacher.checkpoints={{cartpole:{teacher}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}"]
+    cfg = compose_cfg("multitask", [*base, f"mode={mode}", "multitask.update=sum", "seed=7", "log_interval=3"])
+    task = mt.load_task(cfg, "cartpole", {"debug": "fast"})
+    student = MultiTaskQNetwork([task.spec.obs_shape], [task.spec.n_actions], width=4, depth=1)
+    module = mt.build_module(cfg, [task], student)
+    assert type(module) is {"distill": MultiTaskDistill, "joint_dqn": JointMultiTaskDQN}[mode]
+    assert (module.update, module.seed, module.log_interval) == ("sum", 7, 3)
+
+
 def one_task_result(
     s_ret: list[float], r_ret: list[float], teacher_mean: float | list[float] = 100.0, random_mean: float = 20.0
 ) -> dict:

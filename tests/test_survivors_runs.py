@@ -81,16 +81,16 @@ def _cartpole_balancer() -> nn.Module:
     return net
 
 
-def constant_teacher(path: Path, action: int) -> Path:
-    """A kdrl CartPole checkpoint that always pushes ``action``: a teacher no better than a random
-    policy (episodes of ~10 steps), so jobs built on it are quick."""
+def constant_teacher(path: Path, action: int, env_id: str = "CartPole-v1") -> Path:
+    """A kdrl CartPole checkpoint (of ``env_id``) that always pushes ``action``: a teacher no better than a
+    random policy (episodes of ~10 steps), so jobs built on it are quick."""
     net = MLP((4,), 2, hidden=[2])
     with torch.no_grad():
         for p in net.parameters():
             p.zero_()
         [m for m in net.modules() if isinstance(m, nn.Linear)][-1].bias[action] = 1.0  # Q = the head's bias
     cfg = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
-    return save_policy(path, net, cfg, "CartPole-v1", (4,), 2)
+    return save_policy(path, net, cfg, env_id, (4,), 2)
 
 
 def scripted_teacher(path: Path, action: int) -> Path:
@@ -234,9 +234,7 @@ def test_a_data_job_refuses_a_teacher_trained_on_another_env(tmp_path):
     """(kdrl.runs.dataset.x_record_teacher_data__mutmut_34: the env id not passed to the teacher's loader) a
     teacher of another env with the same shapes (CartPole-v0 for CartPole-v1) is refused in one line, before
     anything is recorded."""
-    net = MLP((4,), 2, hidden=[2])
-    cfg_net = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
-    other = save_policy(tmp_path / "v0.pt", net, cfg_net, "CartPole-v0", (4,), 2)
+    other = constant_teacher(tmp_path / "v0.pt", 0, env_id="CartPole-v0")
     cfg = compose_cfg("data", [*QUIET, f"teacher.checkpoint={other}", "dataset.steps=20", "env.num_envs=2"])
     with pytest.raises(CheckpointError, match=r"was trained on 'CartPole-v0', not 'CartPole-v1'"):
         record_teacher_data(cfg, tmp_path / "data")
@@ -1118,9 +1116,7 @@ def test_a_multitask_task_refuses_a_teacher_trained_on_another_env(tmp_path):
     """(kdrl.runs.multitask.x_load_task__mutmut_31: the env id not passed to the teacher's loader) a task's
     teacher of another env with the same shapes (CartPole-v0 for the cartpole task's CartPole-v1) is refused in
     one line, as the single-game jobs refuse it."""
-    net = MLP((4,), 2, hidden=[2])
-    cfg_net = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
-    other = save_policy(tmp_path / "v0.pt", net, cfg_net, "CartPole-v0", (4,), 2)
+    other = constant_teacher(tmp_path / "v0.pt", 0, env_id="CartPole-v0")
     base = [*QUIET, f"teacher.checkpoints={{cartpole:{other}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}"]
     with pytest.raises(CheckpointError, match=r"was trained on 'CartPole-v0', not 'CartPole-v1'"):
         mt.load_task(compose_cfg("multitask", base), "cartpole", {"debug": "fast"})
@@ -1133,9 +1129,7 @@ def test_a_multitask_module_is_built_for_its_mode_with_the_configs_update_seed_a
     the module is of its mode's class and carries the config's values, none of them the defaults."""
     from kdrl.modules.multitask import JointMultiTaskDQN, MultiTaskDistill
 
-    net = MLP((4,), 2, hidden=[2])
-    cfg_net = {"_target_": "kdrl.nets.MLP", "width": 2, "depth": 1, "dueling": False, "hidden": [2]}
-    teacher = save_policy(tmp_path / "teacher.pt", net, cfg_net, "CartPole-v1", (4,), 2)
+    teacher = constant_teacher(tmp_path / "teacher.pt", 0)
     base = [*QUIET, f"teacher.checkpoints={{cartpole:{teacher}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}"]
     cfg = compose_cfg("multitask", [*base, f"mode={mode}", "multitask.update=sum", "seed=7", "log_interval=3"])
     task = mt.load_task(cfg, "cartpole", {"debug": "fast"})

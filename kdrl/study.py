@@ -67,7 +67,7 @@ PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "c
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
-    "reference", "publish", "targets", "note", "x", "groups", "margin", "stage_labels", "exclude",
+    "reference", "publish", "targets", "note", "x", "groups", "margin", "stage_labels", "exclude", "published_runs",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -152,9 +152,23 @@ def check_declaration(study: dict[str, Any]) -> None:
         for s in (t or {}).get("stages") or []:
             if s not in stages:
                 raise StudyError(f"study '{name}', table '{tname}': no stage '{s}'")
+        # a table joining published runs may label any of the study's stages (theirs are named in the CSV)
+        labelled = stages if (t or {}).get("published_runs") else ((t or {}).get("stages") or stages)
         for s in (t or {}).get("stage_labels") or {}:
-            if s not in ((t or {}).get("stages") or stages):
+            if s not in labelled:
                 raise StudyError(f"study '{name}', table '{tname}': stage_labels names '{s}', no stage of the table")
+        published_runs = (t or {}).get("published_runs")
+        if published_runs is not None:
+            if (t or {}).get("kind") in ("time_to_score", "budget", "end_slope", "multitask"):
+                raise StudyError(
+                    f"study '{name}', table '{tname}': published_runs joins runs to a student, teacher or all table "
+                    f"(its rows have no learning curves), not to kind {t['kind']}"
+                )
+            if not isinstance(published_runs, list) or not all(isinstance(p, str) and p for p in published_runs):
+                raise StudyError(
+                    f"study '{name}', table '{tname}': published_runs takes a list of results.csv paths, "
+                    f"got {published_runs!r}"
+                )
         exclude = (t or {}).get("exclude") or []
         if not isinstance(exclude, list) or not all(isinstance(e, dict) and e for e in exclude):
             raise StudyError(
@@ -1210,9 +1224,11 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         line = f"# {title}\n\n{state}. Regenerate: `kdrl-study study={study['name']}`"
         return line + (f" (`publish=true` copies it to {spec['publish']})" if spec.get("publish") else "") + ".\n\n"
 
-    n_finished, n_jobs = len(finished), len(rows)
+    published = published_table_runs(spec, stages, name)
+    n_finished = len(finished) + int(published["status"].isin(DONE).sum())
+    n_jobs = len(rows) + len(published)
     head = headed(n_finished, n_jobs)
-    if not finished:
+    if not n_finished:
         return ""
     out.mkdir(parents=True, exist_ok=True)
     write_text, write_csv = T.write_text_atomic, T.write_csv_atomic  # a full disk keeps the previous files
@@ -1283,7 +1299,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
                 df = T.collect(fs)
                 df["stage"] = stage
                 frames.append(df)
-        df = pd.concat(frames, ignore_index=True)
+        df = pd.concat([*frames, published] if len(published) else frames, ignore_index=True)
         rows_key, cols_key = spec.get("rows") or "method", spec.get("cols") or "width"
         pending = unfinished_rows(index, [r for r in rows if r["status"] not in DONE], df, rows_key, cols_key)
         if len(pending):
@@ -1299,7 +1315,9 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             head = headed(n_finished, n_jobs)
             df = df[~left_out]
         # one column for stages that differ only in their teachers' stage (compression, compression_seaquest)
-        df["stage"] = df["stage"].replace(dict(spec.get("stage_labels") or {}))
+        if spec.get("stage_labels"):  # the stages' own names kept beside their labels (a later published_runs join)
+            df["study_stage"] = df.get("study_stage", df["stage"]).fillna(df["stage"])
+            df["stage"] = df["stage"].replace(dict(spec["stage_labels"]))
         kind = spec.get("kind") or "student"
         if kind != "all":
             df = df[df["kind"] == kind]
@@ -1317,6 +1335,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         write_text(out / "table.tex", summary.latex)
         write_csv(out / "table_cells.csv", summary.cells)
         note = spec.get("note", "")
+        if len(published):
+            note = f"{note}\n\n{published_note(published, df)}" if note else published_note(published, df)
         text = head + (f"{note}\n\n" if note else "") + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table
         ref = spec.get("reference")
         if ref:
@@ -1402,6 +1422,44 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
             run_dir = str(index.study_dir / row["run_dir"])
             out.append({**t, "status": T.UNFINISHED, "run_dir": run_dir, "error": None, "stage": row["stage"]})
     return pd.DataFrame(out)
+
+
+def published_table_runs(spec: dict[str, Any], stages: list[str], table: str) -> Any:  # -> a DataFrame
+    """The runs a table joins from ``published_runs`` (results.csv files a published table wrote, one row
+    per run with its stage), but those of the table's own stages: those come from this study's run dirs.
+    So a table whose stages ran on another machine is rebuilt here from the committed CSV, beside new stages."""
+    import pandas as pd
+
+    frames = []
+    for where in spec.get("published_runs") or []:
+        path = resolve_published(where)
+        if not path.is_file():
+            raise StudyError(f"table {table}: published_runs: no file {path}")
+        df = pd.read_csv(path)
+        if "stage" not in df or "status" not in df:
+            raise StudyError(
+                f"table {table}: published_runs: {path} has no stage and status columns (a study table's results.csv)"
+            )
+        if "study_stage" in df:  # a table with stage_labels wrote its labels in stage, the stages' names here
+            df["stage"] = df["study_stage"]
+        df = df[~df["stage"].isin(stages)]
+        for key, values in (spec.get("where") or {}).items():  # as the table's own runs (and counted as shown)
+            df = df[matching(df, key, values, table)]
+        frames.append(df.assign(published_from=where, published_stage=df["stage"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["stage", "status"])
+
+
+def published_note(published: Any, shown: Any) -> str:
+    """One line naming the joined published runs the table shows: how many, of which stages, from where."""
+    kept = shown["published_from"].notna()
+    if not kept.any():
+        return f"None of the {len(published)} published runs joined is shown (exclude and where leave them all out)."
+    stages = sorted(set(shown.loc[kept, "published_stage"]))
+    sources = sorted(set(shown.loc[kept, "published_from"]))
+    return (
+        f"{int(kept.sum())} of these runs (stages {', '.join(stages)}) are published runs joined from "
+        f"{', '.join(sources)}: their results as published there, without their learning curves."
+    )
 
 
 def matching(df: Any, key: str, values: Any, table: str) -> Any:  # (a DataFrame -> a boolean Series)

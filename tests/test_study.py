@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kdrl.study import Index, StudyError, known_studies, load_study, plan, status_report
+from kdrl.study import Index, StudyError, check_declaration, known_studies, load_study, plan, status_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "KDRL_NO_PROGRESS": "1", "KDRL_N_JOBS": "2"}
@@ -620,6 +620,76 @@ def test_a_tables_exclude_leaves_out_the_runs_matching_every_column_of_an_entry(
     study = {"name": "ex", "stages": stages, "tables": {"t": {**table, "exclude": [{"gmae": "x"}]}}}
     said = Runner(study, sdir, say=lambda s: None).write_tables()  # said, never stopping the study
     assert said == ["table t: not written yet (StudyError: table t: no column 'gmae' in the results (where / exclude))"]
+
+
+def test_a_table_joins_published_runs_of_other_stages_and_takes_its_own_stages_from_its_run_dirs(tmp_path):
+    """issue 27's Breakout table over three wide teachers: the other games' stages ran on a machine since
+    replaced, so the table joins their runs from the committed results.csv of a published table. The joined
+    table has the cells the table had when every stage ran here; rows of the table's own stages come from its
+    run dirs, never from the CSV; where, exclude and stage_labels apply to the published rows too; a missing
+    CSV and a curve table are one line."""
+    import pandas as pd
+
+    from kdrl.study import Runner
+
+    whole = asterix_runs_in_two_stages(tmp_path / "whole", "pub")
+    stages = {"online": {"app": "distill"}, "online_b": {"app": "distill"}}
+    table = {"rows": "student_size", "cols": "stage", "plots": False, "stage_labels": {"online_b": "online"}}
+    both = {"name": "pub", "stages": stages, "tables": {"t": {**table, "stages": ["online", "online_b"]}}}
+    Runner(both, whole, say=lambda s: None).write_tables()
+    published = tmp_path / "results.csv"
+    shutil.copy(whole / "tables" / "t" / "results.csv", published)
+    expected = pd.read_csv(whole / "tables" / "t" / "table_cells.csv")
+
+    # a study that ran online_b only (its 6 runs); online's 9 are in the published CSV
+    sdir = tmp_path / "here"
+    for p in (whole / "online_b").iterdir():
+        shutil.copytree(p, sdir / "online_b" / p.name)
+    rows = {f"online_b/{p.name}": {**r, "since": 0.0} for p in (sdir / "online_b").iterdir() for r in [{
+        "id": f"online_b/{p.name}", "stage": "online_b", "app": "distill", "name": p.name, "hash": "x",
+        "run_dir": f"online_b/{p.name}", "overrides": [], "needs": [], "status": "ok"}]}  # fmt: skip
+    Index(sdir / "index.json", {"study": "pub"}, rows).save()
+
+    def cells(**extra):
+        spec = {**table, "stages": ["online_b"], "published_runs": [str(published)], **extra}
+        said = Runner({"name": "pub", "stages": stages, "tables": {"t": spec}}, sdir, say=lambda s: None).write_tables()
+        md = (sdir / "tables" / "t" / "table.md").read_text()
+        return pd.read_csv(sdir / "tables" / "t" / "table_cells.csv"), md, said
+
+    joined, md, _ = cells()
+    pd.testing.assert_frame_equal(joined, expected)  # the same cells as with every stage run here
+    assert "\n\ncomplete." in md and "9 of these runs (stages online) are published runs joined from" in md
+    # the own stage's rows come from its run dirs: a changed run there changes the cell, the CSV's copy does not
+    res = next((sdir / "online_b").iterdir()) / "results.json"
+    data = json.loads(res.read_text())
+    size = data["student_size"]
+    data["normalized_score"] = 9.0
+    res.write_text(json.dumps(data))
+    changed, _, _ = cells()
+    before = expected.set_index("student_size")["mean"]
+    after = changed.set_index("student_size")["mean"]
+    assert after[size] > before[size] + 1 and (after.drop(size) == before.drop(size)).all()
+    assert set(changed.set_index("student_size")["n"]) == {5}  # no run twice
+    # where and exclude on the published rows, matched on their own stage names
+    kept, md, _ = cells(exclude=[{"stage": "online", "student_size": "rusu_25"}], where={"student_size": ["rusu_25"]})
+    assert dict(zip(kept["student_size"], kept["n"])) == {"rusu_25": 2}
+    assert "complete." in md and "None of the 3 published runs joined is shown" in md
+    # one line each
+    spec = {**table, "stages": ["online_b"], "published_runs": [str(tmp_path / "nowhere.csv")]}
+    said = Runner({"name": "pub", "stages": stages, "tables": {"t": spec}}, sdir, say=lambda s: None).write_tables()
+    assert said == [
+        f"table t: not written yet (StudyError: table t: published_runs: no file {tmp_path / 'nowhere.csv'})"
+    ]
+    bad = {"kind": "end_slope", "stages": ["online_b"], "published_runs": [str(published)]}
+    with pytest.raises(
+        StudyError, match="published_runs joins runs to a student, teacher or all table .* not to kind end_slope"
+    ):
+        check_declaration({"name": "pub", "stages": stages, "tables": {"t": bad}})
+    for value in ("x.csv", [""]):
+        with pytest.raises(StudyError, match="published_runs takes a list of results.csv paths"):
+            check_declaration(
+                {"name": "pub", "stages": stages, "tables": {"t": {**bad, "kind": "student", "published_runs": value}}}
+            )
 
 
 def test_stage_curves_are_named_and_merged_by_the_tables_stage_labels():

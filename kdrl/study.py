@@ -1224,8 +1224,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         line = f"# {title}\n\n{state}. Regenerate: `kdrl-study study={study['name']}`"
         return line + (f" (`publish=true` copies it to {spec['publish']})" if spec.get("publish") else "") + ".\n\n"
 
-    published = published_table_runs(spec, stages, name)
-    n_finished = len(finished) + int(published["status"].isin(DONE).sum())
+    published = published_table_runs(study, spec, stages, name)  # finished runs, each counted as a job
+    n_finished = len(finished) + len(published)
     n_jobs = len(rows) + len(published)
     head = headed(n_finished, n_jobs)
     if not n_finished:
@@ -1424,27 +1424,43 @@ def unfinished_rows(index: Index, todo: list[dict[str, Any]], done: Any, rows_ke
     return pd.DataFrame(out)
 
 
-def published_table_runs(spec: dict[str, Any], stages: list[str], table: str) -> Any:  # -> a DataFrame
-    """The runs a table joins from ``published_runs`` (results.csv files a published table wrote, one row
-    per run with its stage), but those of the table's own stages: those come from this study's run dirs.
-    So a table whose stages ran on another machine is rebuilt here from the committed CSV, beside new stages."""
+def published_table_runs(study: dict[str, Any], spec: dict[str, Any], stages: list[str], table: str) -> Any:
+    """The runs a table joins from ``published_runs`` (results.csv files a published table of this study wrote,
+    one row per run with its stage), but those of the table's own stages: those come from this study's run
+    dirs. So a table whose stages ran on another machine is rebuilt here from the committed CSV, beside new
+    stages. Its kind and where apply here, so that the header counts the runs the table can show; a stage
+    taken from two files, or a stage name this study does not declare (a labelled table's labels), is refused."""
     import pandas as pd
 
-    frames = []
+    from kdrl import tables as T
+
+    frames, source = [], {}
+    labels = dict(spec.get("stage_labels") or {})
+    kind = spec.get("kind") or "student"
     for where in spec.get("published_runs") or []:
         path = resolve_published(where)
         if not path.is_file():
             raise StudyError(f"table {table}: published_runs: no file {path}")
         df = pd.read_csv(path)
-        if "stage" not in df or "status" not in df:
-            raise StudyError(
-                f"table {table}: published_runs: {path} has no stage and status columns (a study table's results.csv)"
-            )
+        if "stage" not in df or "status" not in df or "kind" not in df:
+            raise StudyError(f"table {table}: published_runs: {path} is not a study table's results.csv (no stage)")
         if "study_stage" in df:  # a table with stage_labels wrote its labels in stage, the stages' names here
-            df["stage"] = df["study_stage"]
-        df = df[~df["stage"].isin(stages)]
-        for key, values in (spec.get("where") or {}).items():  # as the table's own runs (and counted as shown)
-            df = df[matching(df, key, values, table)]
+            df["stage"] = df["study_stage"].fillna(df["stage"])
+        unknown = sorted(set(df["stage"].astype(str)) - set(study["stages"]))
+        if unknown:
+            raise StudyError(
+                f"table {table}: published_runs: {path} has runs of {', '.join(unknown)}, no stage of study "
+                f"'{study['name']}' (a table's labels in place of its stages' names?)"
+            )
+        df = df[~df["stage"].isin(stages) & (df["status"] != T.UNFINISHED)]
+        for stage in sorted(set(df["stage"])):
+            if source.setdefault(stage, where) != where:
+                raise StudyError(f"table {table}: published_runs: stage {stage} is in both {source[stage]} and {where}")
+        if kind != "all":
+            df = df[df["kind"] == kind]
+        for key, values in (spec.get("where") or {}).items():  # as on the table's own runs, stage by its label
+            shown = df.assign(stage=df["stage"].replace(labels)) if key == "stage" else df
+            df = df[matching(shown, key, values, table)]
         frames.append(df.assign(published_from=where, published_stage=df["stage"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["stage", "status"])
 

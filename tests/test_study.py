@@ -674,7 +674,32 @@ def test_a_table_joins_published_runs_of_other_stages_and_takes_its_own_stages_f
     kept, md, _ = cells(exclude=[{"stage": "online", "student_size": "rusu_25"}], where={"student_size": ["rusu_25"]})
     assert dict(zip(kept["student_size"], kept["n"])) == {"rusu_25": 2}
     assert "complete." in md and "None of the 3 published runs joined is shown" in md
+    # a table that joined published runs is itself joinable: its CSV names every run's stage
+    chained = {**table, "stages": ["online_b"], "published_runs": [str(published)]}
+    chained.pop("stage_labels")
+    Runner({"name": "pub", "stages": stages, "tables": {"t2": chained}}, sdir, say=lambda s: None).write_tables()
+    again, md, _ = cells(published_runs=[str(sdir / "tables" / "t2" / "results.csv")])
+    pd.testing.assert_frame_equal(again, changed)
+    # the header counts the joined runs as finished jobs: one own job not finished leaves 14 of 15
+    index = Index.load(sdir)
+    first = sorted(index.rows)[0]
+    index.rows[first]["status"] = "pending"
+    shutil.move(sdir / index.rows[first]["run_dir"], tmp_path / "away")
+    index.save()
+    _, md, _ = cells()
+    assert "PARTIAL: 14 of 15 jobs finished" in md
     # one line each
+    twice = tmp_path / "twice" / "results.csv"
+    twice.parent.mkdir()
+    shutil.copy(published, twice)
+    _, _, said = cells(published_runs=[str(published), str(twice)])
+    assert said[0].startswith("table t: not written yet (StudyError: table t: published_runs: stage online is in both")
+    other = tmp_path / "other.csv"
+    pd.read_csv(published).assign(study_stage="elsewhere").to_csv(other, index=False)
+    _, _, said = cells(published_runs=[str(other)])
+    assert said[0].startswith(
+        f"table t: not written yet (StudyError: table t: published_runs: {other} has runs of elsewhere, no stage of study 'pub'"
+    )
     spec = {**table, "stages": ["online_b"], "published_runs": [str(tmp_path / "nowhere.csv")]}
     said = Runner({"name": "pub", "stages": stages, "tables": {"t": spec}}, sdir, say=lambda s: None).write_tables()
     assert said == [

@@ -139,10 +139,15 @@ STUDIES = [
     "docs/minatar/second_round/control/results.csv",
     "docs/minatar/second_round/compression_rusu/results.csv",  # one teacher seed: student variance only
     "docs/minatar/second_round/compression_rusu_asterix/results.csv",  # Asterix over three wide teacher seeds
+    "docs/minatar/second_round/compression_rusu_n3/results.csv",  # and SpaceInvaders (its other cells: counted once)
+    "docs/minatar/second_round/compression_rusu_breakout/results.csv",  # and Breakout (one teacher's: counted once)
     "docs/minatar/second_round/reuse/results.csv",
 ]
 # columns that split a study's cells beyond the usual ones (reuse: its kickstart and qdagger share a method name)
-CELL_KEYS = {"docs/minatar/second_round/reuse/results.csv": ("stage",)}
+CELL_KEYS = {
+    "docs/minatar/second_round/reuse/results.csv": ("stage",),
+    "docs/minatar/second_round/compression_rusu_breakout/results.csv": ("stage",),  # one teacher / three teachers
+}
 
 
 def populations() -> list[tuple[str, np.ndarray, tuple[float, float]]]:
@@ -179,6 +184,8 @@ SLOPE_CURVES = [
     "docs/minatar/second_round/convergence/curves.csv",
     "docs/minatar/second_round/convergence_rusu/curves.csv",
     "docs/minatar/second_round/convergence_rusu_asterix/curves.csv",
+    "docs/minatar/second_round/convergence_rusu_n3/curves.csv",  # its Asterix cells are convergence_rusu_asterix's
+    "docs/minatar/second_round/convergence_rusu_breakout/curves.csv",
     "docs/minatar/second_round/convergence_losses/curves.csv",
     "docs/minatar/second_round/convergence_control/curves.csv",
 ]

@@ -2976,3 +2976,80 @@ def test_a_multitask_task_result_names_every_field_of_its_task():
     # (76, 77: ``>= 0``, ``> 1``) Rusu's raw ratio for any positive teacher return, none (not an error) at 0
     assert one_task_result([0.25], [-1.0], teacher_mean=0.5, random_mean=-1.0)["raw_return_ratio"] == 0.5
     assert np.isnan(one_task_result([0.25], [-1.0], teacher_mean=0.0, random_mean=-1.0)["raw_return_ratio"])
+
+
+def test_a_jobs_results_take_its_updates_and_times_from_the_run_and_its_trainer_the_run_dir(
+    tmp_path, monkeypatch, caplog
+):
+    """(kdrl.runs.job.x__run_job__mutmut_71, 72, 75, 76: grad_steps or train_wall_time_s under another key;
+    77: the evaluations' time added to the train wall instead of taken off; 80: sps env steps times seconds;
+    56: a resumed run's earlier time subtracted; 46, 49, 54: the resume checkpoint loaded without
+    weights_only=True; 23: full checkpoints stamped with no config, so a resume cannot tell its config; 29:
+    Lightning's root dir outside the run dir; 36: the loggers made for no job type; 117: the summary line not
+    logged) one teacher job, its module, evaluation and trainer watched as it runs."""
+    import kdrl.runs.job as job_mod
+    import kdrl.runs.teacher as teacher_mod
+
+    out = tmp_path / "run"
+    built, fits, job_types = [], [], []
+    build, fit, loggers = teacher_mod.TeacherJob.build, pl.Trainer.fit, job_mod.build_loggers
+
+    def spy_build(self, fields):
+        module, evaluation = build(self, fields)
+        evaluation.resumed_wall_s = 100.0  # as if 100 s had run before a kill
+        built.append((module, evaluation))
+        return module, evaluation
+
+    def spy_fit(self, *args, **kwargs):
+        fits.append((self.default_root_dir, kwargs.get("weights_only", "not given")))
+        return fit(self, *args, **kwargs)
+
+    def spy_loggers(cfg, run_dir, job_type):
+        job_types.append(job_type)
+        return loggers(cfg, run_dir, job_type)
+
+    monkeypatch.setattr(teacher_mod.TeacherJob, "build", spy_build)
+    monkeypatch.setattr(pl.Trainer, "fit", spy_fit)
+    monkeypatch.setattr(job_mod, "build_loggers", spy_loggers)
+    caplog.set_level(logging.INFO, logger="kdrl")
+    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50"])
+    t0 = time.perf_counter()
+    res = teacher_mod.train_teacher(cfg, out)
+    elapsed = time.perf_counter() - t0
+    ((module, evaluation),) = built
+    assert res["status"] == "ok" and fits == [(str(out), True)] and job_types == ["teacher"]
+    assert res["grad_steps"] == module.stream.grad_steps > 0
+    assert 100.0 < res["wall_time_s"] < 100.0 + elapsed
+    assert evaluation.eval_time_s > 0
+    assert res["train_wall_time_s"] == pytest.approx(res["wall_time_s"] - evaluation.eval_time_s)
+    assert res["sps"] == pytest.approx(res["env_steps"] / res["wall_time_s"])
+    assert teacher_mod.TeacherJob(cfg, out).summary(res) in [r.getMessage() for r in caplog.records]
+    # every full checkpoint carries the run's resolved config (what check_resumable compares)
+    ckpts = sorted((out / "checkpoints").glob("*.ckpt"))
+    assert ckpts, "no full checkpoint written"
+    for ckpt in ckpts:
+        assert torch.load(ckpt, map_location="cpu", weights_only=True)[CONFIG_IN_CHECKPOINT] == res["config"]
+
+
+def test_a_finished_run_is_returned_as_it_is_and_a_conflicting_one_names_the_run_dir_key(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_run_job__mutmut_4: a finished run trained again; 17: outside a sweep the refusal names
+    hydra.sweep.dir, a key the user did not set) run_job returns a finished run's results without building it
+    again; an unfinished run of another config refuses a single run naming hydra.run.dir."""
+    import kdrl.runs.teacher as teacher_mod
+
+    out = tmp_path / "run"
+    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50"])
+    first = teacher_mod.train_teacher(cfg, out)
+    written = (out / "results.json").read_bytes()
+    builds = []
+    build = teacher_mod.TeacherJob.build
+    monkeypatch.setattr(teacher_mod.TeacherJob, "build", lambda self, f: builds.append(1) or build(self, f))
+    assert teacher_mod.train_teacher(cfg, out) == json.loads(written) and not builds
+    assert (out / "results.json").read_bytes() == written and first["status"] == "ok"
+    # the run made unfinished (its results say failed, its checkpoints stay), then asked for with another gamma
+    res = json.loads(written)
+    (out / "results.json").write_text(json.dumps({**res, "status": "failed"}))
+    other = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50", "algo.gamma=0.9"])
+    with pytest.raises(ResumeConflict, match=r"give another hydra\.run\.dir, or resume=false"):
+        teacher_mod.train_teacher(other, out)
+    assert not builds

@@ -3046,6 +3046,12 @@ def test_a_finished_run_is_returned_as_it_is_and_a_conflicting_one_names_the_run
     monkeypatch.setattr(teacher_mod.TeacherJob, "build", lambda self, f: builds.append(1) or build(self, f))
     assert teacher_mod.train_teacher(cfg, out) == json.loads(written) and not builds
     assert (out / "results.json").read_bytes() == written and first["status"] == "ok"
+    # (completed_results 6: skip_completed read under another key) skip_completed=false runs it again
+    again = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50", "skip_completed=false"])
+    assert teacher_mod.train_teacher(again, tmp_path / "again")["status"] == "ok"
+    builds.clear()
+    assert teacher_mod.train_teacher(again, tmp_path / "again")["status"] == "ok" and builds == [1]
+    builds.clear()
     # the run made unfinished (its results say failed, its checkpoints stay), then asked for with another gamma
     res = json.loads(written)
     (out / "results.json").write_text(json.dumps({**res, "status": "failed"}))
@@ -3053,3 +3059,48 @@ def test_a_finished_run_is_returned_as_it_is_and_a_conflicting_one_names_the_run
     with pytest.raises(ResumeConflict, match=r"give another hydra\.run\.dir, or resume=false"):
         teacher_mod.train_teacher(other, out)
     assert not builds
+
+
+def test_an_unreadable_results_file_is_said_in_one_warning_unless_quiet(tmp_path, caplog):
+    """(kdrl.runs.job.x_read_results_file__mutmut_1: quiet by default, so a truncated results.json silently counts
+    as an unfinished run) read_results_file warns once, naming the file and why, unless asked to be quiet."""
+    from kdrl.runs.job import read_results_file
+
+    caplog.set_level(logging.WARNING, logger="kdrl")
+    truncated, listed = tmp_path / "a" / "results.json", tmp_path / "b" / "results.json"
+    for path, text in ((truncated, '{"status": "ok", "kind"'), (listed, "[1, 2]")):
+        path.parent.mkdir()
+        path.write_text(text)
+        assert read_results_file(path, quiet=True) is None
+    assert caplog.records == []
+    assert read_results_file(truncated) is None and read_results_file(listed) is None
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all(s.endswith("; the run counts as unfinished") for s in said)
+    assert said[0] == (
+        f"ignoring unreadable {truncated}: not valid JSON, truncated? (Expecting ':' delimiter: line 1 column 24 "
+        "(char 23)); the run counts as unfinished"
+    )
+    assert said[1] == f"ignoring unreadable {listed}: a JSON list, not an object; the run counts as unfinished"
+    # (9, 10: an OSError's reason lost or replaced by its repr) a results.json that cannot be read at all
+    unreadable = tmp_path / "c" / "results.json"
+    unreadable.mkdir(parents=True)
+    assert read_results_file(unreadable) is None
+    assert caplog.records[-1].getMessage() == (
+        f"ignoring unreadable {unreadable}: Is a directory; the run counts as unfinished"
+    )
+
+
+def test_a_job_leaves_only_kdrls_own_checkpoints_in_its_run_dir(tmp_path):
+    """(kdrl.runs.job.x_make_trainer__mutmut_36: Lightning's own checkpointing switched on: it writes an
+    epoch=...ckpt of its own beside kdrl's, which a resume could pick up) after a teacher job the run dir's
+    checkpoints are kdrl's own files only."""
+    import kdrl.runs.teacher as teacher_mod
+
+    out = tmp_path / "run"
+    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50"])
+    assert teacher_mod.train_teacher(cfg, out)["status"] == "ok"
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.ckpt"))
+    assert written and all(not p.split("/")[-1].startswith("epoch=") for p in written), written
+    assert all(p.startswith("checkpoints/") for p in written), written
+    # (53: with no logger configured, Lightning's default logger writes lightning_logs/ into the run dir)
+    assert not (out / "lightning_logs").exists()

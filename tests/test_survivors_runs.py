@@ -3104,3 +3104,43 @@ def test_a_job_leaves_only_kdrls_own_checkpoints_in_its_run_dir(tmp_path):
     assert all(p.startswith("checkpoints/") for p in written), written
     # (53: with no logger configured, Lightning's default logger writes lightning_logs/ into the run dir)
     assert not (out / "lightning_logs").exists()
+
+
+def test_a_trainer_has_no_checkpoint_callback_or_logger_of_lightnings_own(tmp_path):
+    """(kdrl.runs.job.x_make_trainer__mutmut_36, 45: ``enable_checkpointing`` left to Lightning's default,
+    which adds its own ModelCheckpoint: it saves ``epoch=...ckpt`` whenever an epoch ends, beside kdrl's
+    checkpoints/, and a resume could be handed either) the trainer kdrl builds holds only the callbacks it
+    was given, none of them a checkpoint callback, and only the loggers it was given."""
+    from pytorch_lightning.callbacks import Checkpoint
+
+    from kdrl.runs.job import make_trainer
+
+    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": False}})
+    trainer = make_trainer(cfg, [], [], tmp_path)
+    assert trainer.checkpoint_callbacks == []
+    assert not any(isinstance(c, Checkpoint) for c in trainer.callbacks), trainer.callbacks
+    # (53: ``logger=True`` when none is configured, logger.csv=false with W&B disabled: Lightning's default
+    # logger, which writes lightning_logs/ into the run dir)
+    assert trainer.loggers == [] and trainer.logger is None
+
+
+def test_every_trainer_writes_its_checkpoints_through_kdrls_file_checkpoint_io(tmp_path):
+    """(kdrl.runs.job.x_with_checkpoint_io__mutmut_8: FileCheckpointIO added only beside a checkpoint IO
+    already given, so a run saves through Lightning's fsspec temp file in /tmp and a full disk is reported
+    for that file, not the run dir's; 6: a single plugin given, not in a list, dropped) the trainer's
+    checkpoint IO is kdrl's; a checkpoint IO given is kept alone; other plugins are kept beside kdrl's."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    from kdrl.checkpoints import FileCheckpointIO
+    from kdrl.runs.job import make_trainer, with_checkpoint_io
+
+    cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "enable_progress_bar": False}})
+    assert type(make_trainer(cfg, [], [], tmp_path).strategy.checkpoint_io) is FileCheckpointIO
+    assert [type(p) for p in with_checkpoint_io(None)] == [FileCheckpointIO]
+    given = TorchCheckpointIO()
+    assert with_checkpoint_io([given]) == [given]
+    env = SLURMEnvironment(auto_requeue=False)
+    for plugins in (env, [env], (env,)):
+        kept = with_checkpoint_io(plugins)
+        assert kept[0] is env and [type(p) for p in kept[1:]] == [FileCheckpointIO], (plugins, kept)

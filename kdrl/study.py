@@ -1461,7 +1461,8 @@ def published_table_runs(study: dict[str, Any], spec: dict[str, Any], stages: li
         for key, values in (spec.get("where") or {}).items():  # as on the table's own runs, stage by its label
             shown = df.assign(stage=df["stage"].replace(labels)) if key == "stage" else df
             df = df[matching(shown, key, values, table)]
-        frames.append(df.assign(published_from=where, published_stage=df["stage"]))
+        # study_stage: the stage's own name, kept when a label replaces it (as on the table's own runs)
+        frames.append(df.assign(published_from=where, study_stage=df["stage"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["stage", "status"])
 
 
@@ -1470,7 +1471,7 @@ def published_note(published: Any, shown: Any) -> str:
     kept = shown["published_from"].notna()
     if not kept.any():
         return f"None of the {len(published)} published runs joined is shown (exclude and where leave them all out)."
-    stages = sorted(set(shown.loc[kept, "published_stage"]))
+    stages = sorted(set(shown.loc[kept, "study_stage"]))
     sources = sorted(set(shown.loc[kept, "published_from"]))
     return (
         f"{int(kept.sum())} of these runs (stages {', '.join(stages)}) are published runs joined from "

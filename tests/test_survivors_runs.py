@@ -360,7 +360,8 @@ def test_a_config_without_trust_code_does_not_run_a_torchscript_teachers_code(tm
 
 # ---- runs.job -------------------------------------------------------------------------------------------------------
 def test_a_resume_conflict_names_old_and_new_values(tmp_path):
-    """(kdrl.runs.job.x_check_resumable__mutmut_30: the new value shown as None)"""
+    """(kdrl.runs.job.x_check_resumable__mutmut_30: the new value shown as None; 41: the message's last words
+    changed) the refusal names each key's old and new value and the two ways out."""
     old = {"task": "teacher", "seed": 0, "net": {"width": 256}, "eval": {"episodes": 2}}
     (tmp_path / "checkpoints").mkdir()
     torch.save({CONFIG_IN_CHECKPOINT: old}, tmp_path / "checkpoints" / "last.ckpt")
@@ -368,6 +369,13 @@ def test_a_resume_conflict_names_old_and_new_values(tmp_path):
     with pytest.raises(ResumeConflict) as exc:
         check_resumable(new, tmp_path)
     assert "(eval.episodes: 2 -> 3; net.width: 256 -> 32)" in str(exc.value)
+    # (41: the ways out reworded) the whole line, both ways out and what the second does
+    assert str(exc.value) == (
+        f"{tmp_path} holds an unfinished run of another config (eval.episodes: 2 -> 3; net.width: 256 -> 32); "
+        "resuming it with this one would load its checkpoint into another run, so nothing there was changed: give "
+        "another hydra.run.dir, or resume=false to start this config afresh in that dir (its checkpoints are then "
+        "overwritten)"
+    )
 
 
 def test_completed_results_are_returned_for_the_same_config_only(tmp_path):
@@ -3144,3 +3152,24 @@ def test_every_trainer_writes_its_checkpoints_through_kdrls_file_checkpoint_io(t
     for plugins in (env, [env], (env,)):
         kept = with_checkpoint_io(plugins)
         assert kept[0] is env and [type(p) for p in kept[1:]] == [FileCheckpointIO], (plugins, kept)
+
+
+def test_a_completed_run_is_skipped_by_default_and_said_in_one_line(tmp_path, caplog):
+    """(kdrl.runs.job.x_completed_results__mutmut_3, 5, 8: skip_completed off when the config lacks it, so a
+    config built without conf/common.yaml retrains finished runs; 28-31: the skipping line without its run dir
+    or its words) a finished run of the same config is returned, by default, with one line naming its dir;
+    skip_completed=false returns nothing."""
+    from kdrl.runs.job import completed_results, plain
+
+    caplog.set_level(logging.INFO, logger="kdrl")
+    cfg = OmegaConf.create({"seed": 3, "algo": {"gamma": 0.99}})
+    res = {"status": "ok", "config": plain(cfg), "eval_return_mean": 1.5}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    assert completed_results(tmp_path, cfg) == res
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping: {tmp_path} already holds complete results for this config"
+    ]
+    caplog.clear()
+    off = OmegaConf.create({"seed": 3, "algo": {"gamma": 0.99}, "skip_completed": False})
+    (tmp_path / "results.json").write_text(json.dumps({**res, "config": plain(off)}))
+    assert completed_results(tmp_path, off) is None and not caplog.records

@@ -141,12 +141,14 @@ STUDIES = [
     "docs/minatar/second_round/compression_rusu_asterix/results.csv",  # Asterix over three wide teacher seeds
     "docs/minatar/second_round/compression_rusu_n3/results.csv",  # and SpaceInvaders (its other cells: counted once)
     "docs/minatar/second_round/compression_rusu_breakout/results.csv",  # and Breakout (one teacher's: counted once)
+    "docs/minatar/second_round/compression_rusu_freeway/results.csv",  # and Freeway (one teacher's: counted once)
     "docs/minatar/second_round/reuse/results.csv",
 ]
 # columns that split a study's cells beyond the usual ones (reuse: its kickstart and qdagger share a method name)
 CELL_KEYS = {
     "docs/minatar/second_round/reuse/results.csv": ("stage",),
     "docs/minatar/second_round/compression_rusu_breakout/results.csv": ("stage",),  # one teacher / three teachers
+    "docs/minatar/second_round/compression_rusu_freeway/results.csv": ("stage",),
 }
 
 
@@ -186,6 +188,7 @@ SLOPE_CURVES = [
     "docs/minatar/second_round/convergence_rusu_asterix/curves.csv",
     "docs/minatar/second_round/convergence_rusu_n3/curves.csv",  # its Asterix cells are convergence_rusu_asterix's
     "docs/minatar/second_round/convergence_rusu_breakout/curves.csv",
+    "docs/minatar/second_round/convergence_rusu_freeway/curves.csv",
     "docs/minatar/second_round/convergence_losses/curves.csv",
     "docs/minatar/second_round/convergence_control/curves.csv",
 ]

@@ -131,6 +131,7 @@ ROOMS: dict[str, Room] = {
             "tests/test_survivors_runs.py",
             "tests/test_student_resume.py",
             "tests/test_resume_rules.py",
+            "tests/test_resume.py",  # which config keys block a resume, per task (config_differences)
             "tests/test_hparams_search.py::test_shared_study_is_created_once_under_a_lock_before_the_sweepers",
             *NEW,
         ),

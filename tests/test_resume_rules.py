@@ -28,6 +28,10 @@ def test_a_key_added_as_null_and_presets_no_run_uses_do_not_block_a_resume():
         student_sizes={**OLD["student_sizes"], "half": {"channels": [16], "hidden": [64]}, "rusu_7": {"channels": [1]}},
     )
     assert config_differences(OLD, new) == []
+    # (kdrl.runs.job.x_config_differences__mutmut_22-24: only the new config's presets counted) a preset the old
+    # run's kdrl had and the new one dropped, used by neither run
+    dropped = with_(student_sizes={**OLD["student_sizes"], "gone": {"channels": [2], "hidden": [8]}})
+    assert config_differences(dropped, OLD) == []
 
 
 def test_the_preset_a_run_uses_and_a_key_added_with_a_value_still_do():

@@ -3173,3 +3173,19 @@ def test_a_completed_run_is_skipped_by_default_and_said_in_one_line(tmp_path, ca
     off = OmegaConf.create({"seed": 3, "algo": {"gamma": 0.99}, "skip_completed": False})
     (tmp_path / "results.json").write_text(json.dumps({**res, "config": plain(off)}))
     assert completed_results(tmp_path, off) is None and not caplog.records
+
+
+def test_an_unreadable_results_file_is_warned_about_once_per_job(tmp_path, caplog):
+    """(kdrl.runs.job.x_resume_checkpoint__mutmut_7, 9 and unfinished_run_config's like them: a read without
+    quiet=True) a job reads results.json three times before it trains (completed_results, check_resumable,
+    resume_checkpoint); an unreadable one is said once, by the first."""
+    from kdrl.runs.job import check_resumable, completed_results, resume_checkpoint
+
+    caplog.set_level(logging.WARNING, logger="kdrl")
+    (tmp_path / "results.json").write_text('{"status": "ok", "kind"')
+    cfg = OmegaConf.create({"seed": 0, "resume": True})
+    assert completed_results(tmp_path, cfg) is None
+    check_resumable(cfg, tmp_path)
+    assert resume_checkpoint(cfg, tmp_path) is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith(f"ignoring unreadable {tmp_path / 'results.json'}: "), messages

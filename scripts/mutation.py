@@ -132,6 +132,8 @@ ROOMS: dict[str, Room] = {
             "tests/test_student_resume.py",
             "tests/test_resume_rules.py",
             "tests/test_resume.py",  # which config keys block a resume, per task (config_differences)
+            "tests/test_corrupt_files.py::test_resume_skips_a_damaged_last_ckpt_for_the_previous_one",
+            "tests/test_corrupt_files.py::test_resume_with_no_whole_checkpoint_starts_afresh_in_one_line",
             "tests/test_hparams_search.py::test_shared_study_is_created_once_under_a_lock_before_the_sweepers",
             *NEW,
         ),

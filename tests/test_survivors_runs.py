@@ -897,6 +897,25 @@ def test_an_unusable_checkpoint_is_named_with_what_happens_instead(tmp_path, cap
     assert said[0].endswith("; set aside as last.ckpt.corrupt; no whole checkpoint left: starting afresh")
 
 
+def test_a_checkpoint_that_cannot_be_set_aside_is_said_with_the_reason(tmp_path, caplog, monkeypatch):
+    """(kdrl.runs.job.x_resume_checkpoint__mutmut_53, 54: where it went shown as None, or the whole OSError
+    in place of its reason) a damaged checkpoint the run dir will not let be renamed is named, with why."""
+    import kdrl.io
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(kdrl.io, "set_aside", refuse)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        assert resume_checkpoint(OmegaConf.create({"resume": True}), tmp_path) is None
+    said = [r.getMessage() for r in caplog.records if r.name == "kdrl"]
+    assert len(said) == 1 and said[0].endswith(
+        "; could not be set aside (Permission denied); no whole checkpoint left: starting afresh"
+    ), said
+
+
 def test_a_failed_on_demand_teacher_of_a_multitask_job_is_logged_by_task(tmp_path, monkeypatch, caplog):
     """(kdrl.runs.multitask.x_multitask_job__mutmut_25: the log line's format dropped) the job
     stops obtaining teachers at the first failure, says which task's, and runs (to fail in one line)."""

@@ -3208,3 +3208,18 @@ def test_an_unreadable_results_file_is_warned_about_once_per_job(tmp_path, caplo
     assert resume_checkpoint(cfg, tmp_path) is None
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and messages[0].startswith(f"ignoring unreadable {tmp_path / 'results.json'}: "), messages
+
+
+def test_an_unfinished_runs_config_is_read_without_loading_its_tensors(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_unfinished_run_config__mutmut_28, 30: the checkpoint read whole, not memory-mapped:
+    every resume and every refusal would first read a replay of up to GBs into memory) the stamped config is
+    read from a memory-mapped, weights-only load on the CPU."""
+    from kdrl.runs.job import unfinished_run_config
+
+    (tmp_path / "checkpoints").mkdir()
+    stamped = {"task": "teacher", "seed": 2}
+    torch.save({CONFIG_IN_CHECKPOINT: stamped, "replay": torch.zeros(8)}, tmp_path / "checkpoints" / "last.ckpt")
+    calls, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or load(*a, **k))
+    assert unfinished_run_config(tmp_path) == stamped
+    assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]

@@ -3211,9 +3211,10 @@ def test_an_unreadable_results_file_is_warned_about_once_per_job(tmp_path, caplo
 
 
 def test_an_unfinished_runs_config_is_read_without_loading_its_tensors(tmp_path, monkeypatch):
-    """(kdrl.runs.job.x_unfinished_run_config__mutmut_28, 30: the checkpoint read whole, not memory-mapped:
-    every resume and every refusal would first read a replay of up to GBs into memory) the stamped config is
-    read from a memory-mapped, weights-only load on the CPU."""
+    """(kdrl.runs.job.x_unfinished_run_config__mutmut_28, 32: the checkpoint read whole, not memory-mapped:
+    every resume and every refusal would first read a replay of up to GBs into memory; 30: no map_location, a
+    GPU run's checkpoint loaded onto a GPU) the stamped config is read from a memory-mapped, weights-only load
+    on the CPU."""
     from kdrl.runs.job import unfinished_run_config
 
     (tmp_path / "checkpoints").mkdir()

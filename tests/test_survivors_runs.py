@@ -884,6 +884,14 @@ def test_an_unfinished_runs_config_is_read_and_a_finished_ones_is_not(tmp_path):
     assert unfinished_run_config(tmp_path) == {"seed": 3}
     (tmp_path / "results.json").write_text(json.dumps({"status": "ok", "config": {"seed": 3}}))
     assert unfinished_run_config(tmp_path) is None
+    # (40: a checkpoint that is not a dict read as one: AttributeError) a checkpoint of another kind says
+    # nothing, the failed attempt's results.json does; (51: a config that is not a mapping returned) unless
+    # it holds no mapping either
+    torch.save([1, 2], tmp_path / "checkpoints" / "last.ckpt")
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "config": {"seed": 4}}))
+    assert unfinished_run_config(tmp_path) == {"seed": 4}
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "config": "seed=4"}))
+    assert unfinished_run_config(tmp_path) is None
 
 
 def test_an_unusable_checkpoint_is_named_with_what_happens_instead(tmp_path, caplog):

@@ -1085,6 +1085,24 @@ def test_an_unreachable_online_wandb_falls_back_to_offline_and_says_so(tmp_path,
     assert os.environ["WANDB_MODE"] == "offline"
 
 
+@pytest.mark.parametrize(("error", "reason"), [(TimeoutError(), "TimeoutError"), (OSError("x" * 300), "x" * 200)])
+def test_an_unreachable_wandbs_reason_is_its_first_200_characters_or_its_type(
+    tmp_path, monkeypatch, caplog, error, reason
+):
+    """(kdrl.runs.job.x__online_wandb_run__mutmut_26: cut at 201; 27: an error with no words named
+    NoneType) the warning gives the error's first 200 characters, or its type when it has no words."""
+    import sys
+
+    from kdrl.runs.job import _online_wandb_run
+
+    monkeypatch.setitem(sys.modules, "wandb", _FakeWandb(fail=error))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        assert _online_wandb_run(tmp_path, {}) is None
+    [said] = [r.getMessage() for r in caplog.records if r.name == "kdrl"]
+    assert said.startswith(f"W&B online unreachable ({reason}); continuing"), said
+
+
 def test_an_offline_wandb_logger_joins_the_configured_group(tmp_path, monkeypatch):
     """(kdrl.runs.job.x_build_loggers__mutmut_80: the group left out: a study's jobs in no group)"""
     import pytorch_lightning.loggers as pl_loggers

@@ -269,3 +269,75 @@ def per_run_rows(a: dict, b: dict) -> list[dict]:
                 }
             )
     return rows
+
+
+def rerun_cells(published: Any, rerun: Any, rows: str, cols: str, metric: str, scale: float = 100.0) -> str:
+    """Did a rerun reproduce a published table within what its seeds can tell? (Runs on another CPU are
+    not bit-identical: docs/studies_reproduction.md.) Markdown: per cell (``rows`` x ``cols``), the
+    published and the rerun mean [95% CI] as the tables compute them (kdrl.tables.aggregate), whether the
+    rerun's mean lies inside the published interval, and P(rerun > published) with its CI (0.5: no
+    difference); then per column, over the rows both have, the geometric means and P(rerun > published)."""
+    import numpy as np  # numpy, pandas and scipy: only for this comparison
+    import pandas as pd
+
+    from kdrl.scores import geometric_mean
+    from kdrl.statistics import probability_of_improvement
+    from kdrl.tables import aggregate
+
+    by = [rows, cols]
+    ok = {"published": published[published["status"] == "ok"], "rerun": rerun[rerun["status"] == "ok"]}
+    agg = {k: {tuple(r[by]): r for _, r in aggregate(d, by, metric).iterrows()} for k, d in ok.items()}
+    both = pd.concat([published, rerun], ignore_index=True)
+
+    def order(col: str) -> list:  # first seen; student sizes largest first, as the tables print them
+        if col == "student_size" and "params" in both:
+            return list(both.groupby(col)["params"].median().sort_values(ascending=False).index)
+        return list(dict.fromkeys(both[col]))
+
+    keys = [(r, c) for r in order(rows) for c in order(cols) if (r, c) in agg["published"] or (r, c) in agg["rerun"]]
+
+    def runs(which: str, r: Any, c: Any):
+        d = ok[which]
+        return d.loc[(d[rows] == r) & (d[cols] == c), metric].dropna().to_numpy(float)
+
+    def text(which: str, key: tuple) -> str:
+        a = agg[which].get(key)
+        if a is None:
+            return "–"
+        m, lo, hi = (a[k] * scale for k in ("mean", "ci_low", "ci_high"))
+        ci = f"[{lo:.1f}, {hi:.1f}]" if math.isfinite(lo) else f"‡ ({a['flag']})"
+        return f"{m:.1f} {ci} (n = {a['n']})"
+
+    lines = [
+        f"| {rows} | {cols} | published | rerun | rerun mean inside the published CI | P(rerun > published) [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    shared = [k for k in keys if k in agg["published"] and k in agg["rerun"]]
+    inside = 0
+    for key in keys:
+        if key not in shared:
+            lines.append(f"| {key[0]} | {key[1]} | {text('published', key)} | {text('rerun', key)} | – | – |")
+            continue
+        p, r = agg["published"][key], agg["rerun"][key]
+        ins = bool(p["ci_low"] <= r["mean"] <= p["ci_high"])
+        inside += ins
+        pi, lo, hi = probability_of_improvement({"c": runs("rerun", *key)}, {"c": runs("published", *key)})
+        lines.append(
+            f"| {key[0]} | {key[1]} | {text('published', key)} | {text('rerun', key)} | {'yes' if ins else '**no**'} "
+            f"| {pi:.2f} [{lo:.2f}, {hi:.2f}] |"
+        )
+    lines += ["", f"Rerun means inside the published 95% CI: {inside} of {len(shared)} cells.", ""]
+    lines += [
+        f"| {cols} | {rows} | published geometric mean | rerun geometric mean | P(rerun > published) [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for c in order(cols):
+        both = [r for r, c2 in shared if c2 == c]
+        if not both:
+            continue
+        g = {w: geometric_mean(np.array([agg[w][(r, c)]["mean"] * scale for r in both])) for w in agg}
+        pi, lo, hi = probability_of_improvement(
+            {r: runs("rerun", r, c) for r in both}, {r: runs("published", r, c) for r in both}
+        )
+        lines.append(f"| {c} | {len(both)} | {g['published']:.1f} | {g['rerun']:.1f} | {pi:.2f} [{lo:.2f}, {hi:.2f}] |")
+    return "\n".join(lines)

@@ -1,12 +1,15 @@
 """kdrl.fingerprint: what a refactor's before/after comparison counts as an outcome (a changed return
-or step count) and what it ignores (clock readings), and the job loop both fingerprint scripts use."""
+or step count) and what it ignores (clock readings), the job loop both fingerprint scripts use, and the
+statistical comparison of a rerun with a published table (scripts/rerun_cells.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from kdrl.fingerprint import diff, fingerprint, record_jobs
+import pandas as pd
+
+from kdrl.fingerprint import diff, fingerprint, record_jobs, rerun_cells
 
 
 def run_dir(root: Path, ret: float, clock: float) -> Path:
@@ -40,3 +43,38 @@ def test_record_jobs_runs_each_job_in_order_in_a_fresh_work_dir(tmp_path, capsys
     assert list(body) == ["first", "second"] and not (work / "stale").exists()
     assert body["second"]["eval_return_mean"] == len(str(work / "second"))
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["first", "second"]
+
+
+def student_runs(scores: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    params = {"rusu_25": 33_000, "rusu_7": 8_600}
+    rows = [
+        {"kind": "student", "status": "ok", "env_id": env, "student_size": size, "params": params[size],
+         "normalized_score": s, "teacher_return_mean": 20.0, "random_return_mean": 0.5}
+        for (env, size), ss in scores.items() for s in ss
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_rerun_is_compared_cell_by_cell_with_the_published_interval_and_p_of_improvement():
+    published = student_runs(
+        {("A", "rusu_7"): [0.5, 0.6, 0.7, 0.55, 0.65], ("A", "rusu_25"): [0.8, 0.9, 0.85, 0.95, 0.75],
+         ("B", "rusu_7"): [0.9, 1.0, 0.95, 1.05, 0.98]}
+    )  # fmt: skip
+    same = rerun_cells(published, published.copy(), "env_id", "student_size", "normalized_score")
+    lines = same.splitlines()
+    # sizes largest first, as the tables print them; A has both sizes, B only rusu_7
+    assert [ln.split(" | ")[1] for ln in lines[2:5]] == ["rusu_25", "rusu_7", "rusu_7"]
+    assert "| A | rusu_7 | 60.0 [" in same and "| yes | 0.50 [" in lines[3]
+    assert "Rerun means inside the published 95% CI: 3 of 3 cells." in same
+    assert "| rusu_7 | 2 | 76.5 | 76.5 | 0.50 [" in same  # the geometric mean of 60.0 and 97.6
+
+    # every rerun seed above every published one in A rusu_7; B's cell missing from the rerun
+    better = student_runs(
+        {("A", "rusu_7"): [0.9, 0.95, 1.0, 0.92, 0.97], ("A", "rusu_25"): [0.8, 0.9, 0.85, 0.95, 0.75]}
+    )
+    out = rerun_cells(published, better, "env_id", "student_size", "normalized_score")
+    a7 = next(ln for ln in out.splitlines() if ln.startswith("| A | rusu_7 |"))
+    assert "| **no** | 1.00 [1.00, 1.00] |" in a7
+    assert next(ln for ln in out.splitlines() if ln.startswith("| B | rusu_7 |")).endswith("(n = 5) | – | – | – |")
+    assert "Rerun means inside the published 95% CI: 1 of 2 cells." in out
+    assert "| rusu_7 | 1 | 60.0 | 94.8 | 1.00 [" in out  # the geomean over the games both have: A only

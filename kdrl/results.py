@@ -19,6 +19,7 @@ import functools
 import importlib.metadata
 import platform
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,9 @@ class RunResult(Record):
     git_sha: str | None = entry()
     versions: dict[str, str] | None = entry()
     host: str | None = entry()
+    # the CPU's model and the kernels torch dispatched to (AVX2, AVX512, ...): float sums in another order
+    # flip a near-tied argmax, so a seed reruns digit for digit only on the same kind (docs/results.md)
+    cpu: dict[str, str] | None = entry()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -384,6 +388,21 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_info() -> dict[str, str]:
+    """{"model": the CPU's model name, "torch_capability": the vector kernels torch uses (when torch is loaded)}."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    out = {"model": model}
+    torch = sys.modules.get("torch")  # a job has it loaded; a table tool writing no run does not import it
+    if torch is not None:
+        out["torch_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    return out
+
+
 def git_sha() -> str | None:
     try:
         res = subprocess.run(
@@ -401,4 +420,5 @@ def write_results(run_dir: str | Path, result: RunResult) -> Path:
     body.setdefault("git_sha", git_sha())
     body.setdefault("versions", package_versions())
     body.setdefault("host", platform.node())
+    body.setdefault("cpu", cpu_info())
     return atomic_write_json(Path(run_dir) / RESULTS_FILE, body)

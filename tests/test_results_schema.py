@@ -30,7 +30,12 @@ from kdrl.scores import GEOMEAN_FLOOR_PCT, geometric_mean, mean_pcts, normalized
 from kdrl.tables import FLAT_FIELDS, collect, collect_multitask, flatten, geomean_row, multitask_report, summary_table
 
 CONFIG = {"env": {"id": "CartPole-v1"}, "seed": 0}
-PROVENANCE = {"git_sha": "0123abc", "versions": {"kdrl": "0.1.0", "python": "3.11.7"}, "host": "node1"}
+PROVENANCE = {
+    "git_sha": "0123abc",
+    "versions": {"kdrl": "0.1.0", "python": "3.11.7"},
+    "host": "node1",
+    "cpu": {"model": "Intel(R) Xeon(R) Processor", "torch_capability": "AVX512"},
+}
 HISTORY = [
     {"env_steps": 1000, "grad_steps": 10, "wall_s": 1.0, "train_wall_s": 0.9, "return_mean": 100.0},
     {"env_steps": 2000, "grad_steps": 20, "wall_s": 2.0, "train_wall_s": 1.8, "return_mean": 500.0},
@@ -434,7 +439,23 @@ def test_write_results_writes_the_writers_dict_through_the_schema(tmp_path):
     assert set(PROVENANCE) <= set(from_dataclass)
     assert from_dataclass["teacher_wall_time_s"] is None and "teacher_wall_time_s" in from_dataclass
     write_results(tmp_path / "kept", load_result(STUDENT_OK))  # a file's own provenance is not overwritten
-    assert json.loads((tmp_path / "kept" / "results.json").read_text())["git_sha"] == PROVENANCE["git_sha"]
+    kept = json.loads((tmp_path / "kept" / "results.json").read_text())
+    assert kept["git_sha"] == PROVENANCE["git_sha"] and kept["cpu"] == PROVENANCE["cpu"]
+
+
+def test_a_run_records_the_cpu_and_the_kernels_torch_used(tmp_path):
+    """The same seed reruns digit for digit only on the same kind of CPU: each results.json says which."""
+    import os
+    import platform
+
+    import torch
+
+    write_results(tmp_path, StudentResult.from_dict({k: v for k, v in STUDENT_OK.items() if k not in PROVENANCE}))
+    cpu = json.loads((tmp_path / "results.json").read_text())["cpu"]
+    assert cpu["torch_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert cpu["model"] and cpu["model"] != platform.node()
+    if os.path.exists("/proc/cpuinfo"):  # Linux: the model name the kernel reports, not the architecture
+        assert f"model name\t: {cpu['model']}\n" in open("/proc/cpuinfo").read()
 
 
 # ---- kdrl-table's columns come from the schema --------------------------------------------------------------

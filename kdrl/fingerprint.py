@@ -287,12 +287,12 @@ def rerun_cells(published: Any, rerun: Any, rows: str, cols: str, metric: str, s
     by = [rows, cols]
     ok = {"published": published[published["status"] == "ok"], "rerun": rerun[rerun["status"] == "ok"]}
     agg = {k: {tuple(r[by]): r for _, r in aggregate(d, by, metric).iterrows()} for k, d in ok.items()}
-    both = pd.concat([published, rerun], ignore_index=True)
+    runs_of_both = pd.concat([published, rerun], ignore_index=True)
 
     def order(col: str) -> list:  # first seen; student sizes largest first, as the tables print them
-        if col == "student_size" and "params" in both:
-            return list(both.groupby(col)["params"].median().sort_values(ascending=False).index)
-        return list(dict.fromkeys(both[col]))
+        if col == "student_size" and "params" in runs_of_both:
+            return list(runs_of_both.groupby(col)["params"].median().sort_values(ascending=False).index)
+        return list(dict.fromkeys(runs_of_both[col]))
 
     keys = [(r, c) for r in order(rows) for c in order(cols) if (r, c) in agg["published"] or (r, c) in agg["rerun"]]
 
@@ -332,12 +332,14 @@ def rerun_cells(published: Any, rerun: Any, rows: str, cols: str, metric: str, s
         "|---|---|---|---|---|",
     ]
     for c in order(cols):
-        both = [r for r, c2 in shared if c2 == c]
-        if not both:
+        in_both = [r for r, c2 in shared if c2 == c]  # the rows both tables have in this column
+        if not in_both:
             continue
-        g = {w: geometric_mean(np.array([agg[w][(r, c)]["mean"] * scale for r in both])) for w in agg}
+        g = {w: geometric_mean(np.array([agg[w][(r, c)]["mean"] * scale for r in in_both])) for w in agg}
         pi, lo, hi = probability_of_improvement(
-            {r: runs("rerun", r, c) for r in both}, {r: runs("published", r, c) for r in both}
+            {r: runs("rerun", r, c) for r in in_both}, {r: runs("published", r, c) for r in in_both}
         )
-        lines.append(f"| {c} | {len(both)} | {g['published']:.1f} | {g['rerun']:.1f} | {pi:.2f} [{lo:.2f}, {hi:.2f}] |")
+        lines.append(
+            f"| {c} | {len(in_both)} | {g['published']:.1f} | {g['rerun']:.1f} | {pi:.2f} [{lo:.2f}, {hi:.2f}] |"
+        )
     return "\n".join(lines)

@@ -597,6 +597,36 @@ def run_shaping(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.startswith("wandb.group=")]
 
 
+# config keys a published job may differ in and still stand for the declared job: the recipe's label (a recipe
+# renamed or restated under another name with the same settings) and the files a job was pointed at, which
+# are named after the study dir it ran in (its teacher is the one the stage's `teacher` link declares)
+PUBLISHED_FREE_KEYS = ("recipe_for", "teacher.checkpoint", "teacher.checkpoints", "distill.dataset")
+
+
+def published_drift(pub: Path, app: str, overrides: Sequence[str]) -> str:
+    """How the config a published job ran with (its results.json) differs from what its overrides
+    compose today ("" when it does not): the same overrides stand for another run once a default they
+    leave open has changed (an env's default recipe, say), and that run's files must not be taken."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    from kdrl.runs.job import config_differences
+
+    try:
+        ran = json.loads((pub / "results.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its results.json does not say"
+    with hydra_conf():
+        now = OmegaConf.to_container(compose(config_name=app, overrides=list(overrides)), resolve=True)
+    diffs = [
+        (k, a, b)
+        for k, a, b in config_differences(ran, now)  # type: ignore[arg-type]
+        if not any(k == f or k.startswith(f + ".") for f in PUBLISHED_FREE_KEYS)
+    ]
+    shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:4])
+    return shown + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
+
+
 def resolve_published(where: str) -> Path:
     """A stage's ``published`` dir: absolute, else under the current dir if it is there, else under
     the source checkout that holds conf/ (docs/minatar/teachers from any directory)."""
@@ -939,8 +969,9 @@ class Runner:
 
     def adopt_published(self, stage: str) -> None:
         """A stage with ``published: <dir>`` takes each unfinished job from <dir>/<job name>/ when the
-        published job was the same app with the same overrides (its job.json): the files are copied into
-        the run dir, so the students load the published teachers and nothing is trained again."""
+        published job was the same app (its job.json) and ran with the config the job's overrides compose
+        today (its results.json; ``published_drift``): the files are copied into the run dir, so the
+        students load the published teachers and nothing is trained again."""
         src = self.published_dir(stage)
         if src is None:
             return
@@ -953,10 +984,12 @@ class Runner:
                 meta = json.loads((pub / "job.json").read_text())
             except (OSError, ValueError):
                 continue
-            if meta.get("app") != row["app"] or run_shaping(meta.get("overrides") or []) != run_shaping(
-                row["overrides"]
-            ):
-                self.say(f"stage {stage}: published {pub} was run with other overrides: not used")
+            if meta.get("app") != row["app"]:
+                self.say(f"stage {stage}: published {pub} was a {meta.get('app')} job, not {row['app']}: not used")
+                continue
+            drift = published_drift(pub, row["app"], row["overrides"])
+            if drift:
+                self.say(f"stage {stage}: published {pub} was run with another config ({drift}): not used")
                 continue
             dest = self.study_dir / row["run_dir"]
             if (dest / "results.json").exists():

@@ -480,7 +480,44 @@ def test_published_teachers_are_taken_by_a_new_study_dir_instead_of_trained(tmp_
         "study=debug", f"dir={tmp_path / 'c'}", "launcher=local", "stage=teachers",
         f"+stages.teachers.published={pub}", "+stages.teachers.overrides=[algo.optimizer.lr=0.002]",
     )  # fmt: skip
-    assert "was run with other overrides: not used" in third.stdout, third.stdout + third.stderr
+    assert "was run with another config (algo.optimizer.lr: " in third.stdout, third.stdout + third.stderr
+    assert "2 job(s) taken from the published" not in third.stdout
+
+
+def test_a_published_job_stands_for_the_config_it_ran_with_not_for_its_overrides(tmp_path):
+    """The same overrides stand for another run once a default they leave open changes (Seaquest's default
+    recipe did, under the published big_batch runs): published_drift names each key whose value the job's
+    overrides compose today differs from the one it ran with, and only those; overrides spelled otherwise
+    that compose the run's config stand for it."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    from kdrl.study import hydra_conf, published_drift
+
+    overrides = ["env=cartpole", "seed=3", "debug=fast", "wandb.group=x"]
+    with hydra_conf():
+        ran = OmegaConf.to_container(compose(config_name="train", overrides=overrides), resolve=True)
+    pub = tmp_path / "env=cartpole,seed=3"
+    pub.mkdir()
+    (pub / "results.json").write_text(json.dumps({"config": ran}))
+    assert published_drift(pub, "train", overrides) == ""
+    lr = ran["algo"]["optimizer"]["lr"]
+    assert published_drift(pub, "train", [*overrides, f"algo.optimizer.lr={lr}"]) == ""  # the same run
+    # what only labels the run or points at files named after another study dir does not count
+    ran["recipe_for"]["name"] = "renamed"
+    ran.setdefault("teacher", {})["checkpoint"] = "/elsewhere/teacher.pt"
+    (pub / "results.json").write_text(json.dumps({"config": ran}))
+    assert published_drift(pub, "train", overrides) == ""
+    ran["algo"]["exploration"]["eps_end"], ran["algo"]["gamma"] = 0.5, 0.5  # defaults changed since it ran
+    (pub / "results.json").write_text(json.dumps({"config": ran}))
+    with hydra_conf():
+        now = OmegaConf.to_container(compose(config_name="train", overrides=overrides), resolve=True)["algo"]
+    assert published_drift(pub, "train", overrides) == (
+        f"algo.exploration.eps_end: 0.5 then, {now['exploration']['eps_end']!r} now; "
+        f"algo.gamma: 0.5 then, {now['gamma']!r} now"
+    )
+    (pub / "results.json").unlink()
+    assert published_drift(pub, "train", overrides) == "its results.json does not say"
 
 
 def test_an_end_slope_table_is_written_from_its_stages_runs(tmp_path):
@@ -728,3 +765,23 @@ def test_stage_curves_are_named_and_merged_by_the_tables_stage_labels():
     assert labelled_stage_files(files, labels) == {"scratch": [a], "online": [b, c], "other": []}
     assert list(labelled_stage_files(files, labels)) == ["scratch", "online", "other"]
     assert labelled_stage_files(files, None) == files
+
+
+def test_every_declared_stage_takes_its_published_jobs_as_they_ran(tmp_path):
+    """Each job of a declared stage with a ``published`` dir has its published run there, and that run's
+    config is what the job's overrides compose today: a default changed under a published run (as
+    Seaquest's recipe did under minatar_seaquest's big_batch stage) fails here, not in a rerun."""
+    from kdrl.study import load_study, plan, published_drift, resolve_published
+
+    checked = []
+    for decl in sorted((ROOT / "conf" / "study").glob("*.yaml")):
+        study_cfg = load_study(decl.stem)
+        for job in plan(study_cfg, tmp_path / decl.stem):
+            where = study_cfg["stages"][job.stage].get("published")
+            if not where:
+                continue
+            pub = resolve_published(str(where)) / job.name
+            assert (pub / "job.json").is_file(), f"{decl.stem} {job.id}: nothing published in {pub}"
+            assert published_drift(pub, job.app, job.overrides) == "", f"{decl.stem} {job.id}"
+            checked.append(job.id)
+    assert len(checked) >= 28  # the 15 published teachers and Seaquest's 13, some declared by several studies

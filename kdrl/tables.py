@@ -13,6 +13,7 @@ multi-task table (kdrl.cli.multitask_table) only parse arguments, call this modu
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -866,16 +867,34 @@ def time_to_score(paths: Iterable[str | Path], targets: Mapping[str, float]) -> 
     return pd.DataFrame(rows)
 
 
+def median_with_failures(g: pd.DataFrame) -> str:
+    """The median time to the score over all of ``g``'s runs, a run that never reached it ranked after
+    every run that did (its time is beyond its budget): "not reached" when the median run is one of
+    them; with an even count, "> t min" when only the upper of the two middle runs is (t: the lower)."""
+    times = sorted(float(t) if r else math.inf for t, r in zip(g["time_to_score_s"], g["reached"], strict=True))
+    n = len(times)
+    lo, hi = times[(n - 1) // 2], times[n // 2]
+    if math.isinf(lo):
+        return "not reached"
+    approx = " ≈" if bool(g.loc[g["reached"].astype(bool), "approx"].any()) else ""
+    if math.isinf(hi):
+        return f"> {lo / 60.0:.1f} min{approx}"
+    return f"{(lo + hi) / 120.0:.1f} min{approx}"
+
+
 def time_to_score_markdown(df: pd.DataFrame) -> str:
-    """Per env: seeds, how many reached the score, the median time to it [min–max] over those that did,
-    the env steps to it, and the final held-out return (mean [95% CI] over seeds). With a ``stage``
-    column naming more than one stage (recipes side by side), one row per stage and env."""
+    """Per env: seeds, how many reached the score, the median time to it over all seeds (a run that never
+    reached it counted at its budget, later than every run that did: "> t" when the median falls on one),
+    the median time [min–max] over those that did, the env steps to it, and the final held-out return
+    (mean [95% CI] over seeds). With a ``stage`` column naming more than one stage (recipes side by
+    side), one row per stage and env."""
     by_stage = "stage" in df and df["stage"].nunique() > 1
     head = (
-        "| env | target | seeds | reached | time to score, median [min–max] | env steps to score, median "
-        "[min–max] | final return, mean [95% CI] | job wall, median |"
+        "| env | target | seeds | reached | time to score, median of all seeds | time to score, median [min–max] "
+        "of those that reached it | env steps to score, median [min–max] | final return, mean [95% CI] | "
+        "job wall, median |"
     )
-    lines = [("| stage " if by_stage else "") + head, "|---" * (8 + by_stage) + "|"]
+    lines = [("| stage " if by_stage else "") + head, "|---" * (9 + by_stage) + "|"]
     keys = ["stage", "env_id"] if by_stage else ["env_id"]
     if by_stage:  # stages in the order given (the study's declaration order), not alphabetical
         df = df.assign(stage=pd.Categorical(df["stage"], list(dict.fromkeys(df["stage"]))))
@@ -895,7 +914,8 @@ def time_to_score_markdown(df: pd.DataFrame) -> str:
         lines.append(
             (f"| {key[0]} " if by_stage else "")
             + f"| {env_id} | {g['target'].iloc[0]:g} | {len(g)} ({', '.join(str(s) for s in g['seed'])}) | "
-            f"{len(hit)}/{len(g)} | {t} | {spread(hit['steps_to_score'], ',.0f')} | {final} | "
+            f"{len(hit)}/{len(g)} | {median_with_failures(g)} | {t} | {spread(hit['steps_to_score'], ',.0f')} | "
+            f"{final} | "
             f"{g['job_wall_time_s'].median() / 60.0:.1f} min |"
         )
     return "\n".join(lines)

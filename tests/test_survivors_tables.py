@@ -783,14 +783,16 @@ def test_time_to_score_rows(tmp_path):
     assert not b["reached"] and not b["approx"] and math.isnan(b["steps_to_score"]) and b["env_steps"] == 102
     md = T.time_to_score_markdown(df).split("\n")
     assert md[0] == (
-        "| env | target | seeds | reached | time to score, median [min–max] | env steps to score, median [min–max] | "
-        "final return, mean [95% CI] | job wall, median |"
+        "| env | target | seeds | reached | time to score, median of all seeds | time to score, median [min–max] "
+        "of those that reached it | env steps to score, median [min–max] | final return, mean [95% CI] | "
+        "job wall, median |"
     )
-    assert md[1] == "|---|---|---|---|---|---|---|---|"
-    # one reached (40 s = 0.7 min, approximate), job wall median (660 + 720) / 2 s = 11.5 min; final 13 and nan
-    assert (
-        md[2]
-        == "| MinAtar/Breakout-v1 | 10 | 2 (1, 2) | 1/2 | 0.7 [0.7–0.7] min ≈ | 25 [25–25] | nan [nan, nan] | 11.5 min |"
+    assert md[1] == "|---|---|---|---|---|---|---|---|---|"
+    # one reached (40 s = 0.7 min, approximate), the other never: the median of both is beyond 0.7 min; job
+    # wall median (660 + 720) / 2 s = 11.5 min; final 13 and nan
+    assert md[2] == (
+        "| MinAtar/Breakout-v1 | 10 | 2 (1, 2) | 1/2 | > 0.7 min ≈ | 0.7 [0.7–0.7] min ≈ | 25 [25–25] | nan [nan, nan] "
+        "| 11.5 min |"
     )
 
 
@@ -799,14 +801,19 @@ def test_time_to_score_markdown_of_an_env_no_run_reached(tmp_path):
                         "approx": False, "steps_to_score": np.nan, "final_return": f, "job_wall_time_s": w}
                        for s, f, w in ((1, 1.0, 120.0), (0, 1.0, 60.0), (2, 1.0, 6000.0))])  # fmt: skip
     md = T.time_to_score_markdown(df).split("\n")
-    assert md[2] == "| E | 2.5 | 3 (0, 1, 2) | 0/3 | – | – | 1.0 ‡ (no spread) | 2.0 min |"
+    assert md[2] == "| E | 2.5 | 3 (0, 1, 2) | 0/3 | not reached | – | – | 1.0 ‡ (no spread) | 2.0 min |"
     df2 = df.assign(reached=True, time_to_score_s=[600.0, 61.0, 6100.0], steps_to_score=[1000.0, 2000.0, 3000.0])
     md = T.time_to_score_markdown(df2).split("\n")
     # times 61, 600, 6100 s: median 10.0 min [1.0–101.7]; steps median 2,000 [1,000–3,000]
-    assert (
-        md[2]
-        == "| E | 2.5 | 3 (0, 1, 2) | 3/3 | 10.0 [1.0–101.7] min | 2,000 [1,000–3,000] | 1.0 ‡ (no spread) | 2.0 min |"
+    assert md[2] == (
+        "| E | 2.5 | 3 (0, 1, 2) | 3/3 | 10.0 min | 10.0 [1.0–101.7] min | 2,000 [1,000–3,000] | 1.0 ‡ (no spread) "
+        "| 2.0 min |"
     )
+    # the median run never got there: not reached, however fast the others were
+    md = T.time_to_score_markdown(df2.assign(reached=[True, False, False])).split("\n")
+    assert md[2].startswith("| E | 2.5 | 3 (0, 1, 2) | 1/3 | not reached | 10.0 [10.0–10.0] min |")
+    md = T.time_to_score_markdown(df2.assign(reached=[True, True, False])).split("\n")  # 61 s, 600 s, never
+    assert md[2].startswith("| E | 2.5 | 3 (0, 1, 2) | 2/3 | 10.0 min | 5.5 [1.0–10.0] min |")
 
 
 # ---- budgets -----------------------------------------------------------------------------------------------
@@ -1387,9 +1394,11 @@ def test_time_to_score_markdown_of_two_stages_has_a_row_per_stage_in_their_order
                         "approx": False, "steps_to_score": t * 100, "final_return": f, "job_wall_time_s": 60.0}
                        for st, s, r, t, f in rows])  # fmt: skip
     md = T.time_to_score_markdown(df).split("\n")
-    assert md[0].startswith("| stage | env | target |") and md[1] == "|---" * 9 + "|"
-    assert md[2].startswith("| z_default | E | 20 | 2 (0, 1) | 1/2 | 10.0 [10.0–10.0] min | 60,000 [60,000–60,000] |")
-    assert md[3].startswith("| a_more_updates | E | 20 | 2 (0, 1) | 2/2 | 25.0 [20.0–30.0] min |")
+    assert md[0].startswith("| stage | env | target |") and md[1] == "|---" * 10 + "|"
+    assert md[2].startswith(
+        "| z_default | E | 20 | 2 (0, 1) | 1/2 | > 10.0 min | 10.0 [10.0–10.0] min | 60,000 [60,000–60,000] |"
+    )
+    assert md[3].startswith("| a_more_updates | E | 20 | 2 (0, 1) | 2/2 | 25.0 min | 25.0 [20.0–30.0] min |")
     assert len(md) == 4
     one = T.time_to_score_markdown(df[df["stage"] == "z_default"]).split("\n")  # one stage: no stage column
     assert one[0].startswith("| env | target |") and one[2].startswith("| E | 20 | 2 (0, 1) | 1/2 |")

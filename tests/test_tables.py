@@ -146,6 +146,7 @@ def test_time_to_score_reads_the_first_evaluation_at_the_score_and_counts_runs_t
     md = time_to_score_markdown(df)
     breakout = next(line for line in md.splitlines() if line.startswith("| MinAtar/Breakout-v1"))
     assert "| 3 (1, 2, 3) | 2/3 |" in breakout and "0.4 [0.3–0.4] min" in breakout  # median of 26 s and 19 s
+    assert "| 2/3 | 0.4 min |" in breakout  # of all three: 19 s, 26 s and never
     assert "38 [25–50]" in breakout and "9.3 [" in breakout  # steps; the final mean of 11, 13, 4
     assert "min ≈" in next(line for line in md.splitlines() if "Freeway" in line)
 

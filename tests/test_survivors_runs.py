@@ -794,6 +794,17 @@ def test_a_run_logs_to_csv_unless_told_not_to(tmp_path):
     assert build_loggers(OmegaConf.create({"logger": {"csv": False, "wandb": "disabled"}}), tmp_path, "teacher") == []
 
 
+def test_a_logger_config_that_does_not_mention_wandb_logs_without_it(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_41, 43: W&B's default mode None, refused as not one of
+    offline, online, disabled) a logger config without a wandb key, an older run's say, starts no W&B
+    run and is not refused."""
+    from kdrl.runs.job import build_loggers
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    loggers = build_loggers(OmegaConf.create({"logger": {}}), tmp_path, "teacher")
+    assert [type(x) for x in loggers] == [pl.loggers.CSVLogger]
+
+
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_an_offline_wandb_run_is_finished_with_its_sync_command(tmp_path, monkeypatch, caplog, mode):
     """(kdrl.runs.job.x_finish_wandb__mutmut_11: the run's settings never read: never offline)"""
@@ -3250,3 +3261,113 @@ def test_an_unfinished_runs_config_is_read_without_loading_its_tensors(tmp_path,
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or load(*a, **k))
     assert unfinished_run_config(tmp_path) == stamped
     assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]
+
+
+def test_a_teacher_dataset_with_another_controller_is_refused_saying_why():
+    """(kdrl.modules.student.xǁDistillStudentǁ__init____mutmut_12: the refusal without its message) a
+    recorded teacher dataset is the teacher's play: a student that would act itself is refused, named."""
+    from kdrl.modules.student import DistillStudent
+
+    with pytest.raises(ValueError) as refused:
+        DistillStudent(None, None, None, {}, {}, None, "mixed", None, dataset=object())  # type: ignore[arg-type]
+    assert str(refused.value) == "a teacher dataset is the teacher's play: control must be teacher, got 'mixed'"
+
+
+def test_a_students_teacher_is_frozen_and_its_soft_target_copy_defaults_to_a_hard_copy():
+    """(kdrl.modules.student.xǁDistillStudentǁ__init____mutmut_43: the teacher left trainable; _67, _69: a
+    hybrid student's target copy without a tau in its distill settings refused, not a hard copy) the
+    teacher's parameters never require gradients, whatever the optimiser is given, and a distill block
+    without tau copies the target whole (tau 1.0), as TargetNetwork's own default."""
+    from hydra.utils import instantiate
+
+    from kdrl.envs import probe_spec
+    from kdrl.modules.student import DistillStudent
+    from kdrl.nets import MLP
+    from kdrl.optim import build_optimizer
+    from kdrl.runs.job import plain
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg("distill", ["env=cartpole", "loss=hybrid", "debug=fast"])
+    distill = {k: v for k, v in plain(cfg.distill).items() if k != "tau"}
+    spec = probe_spec(plain(cfg.env))
+    teacher = MLP(spec.obs_shape, spec.n_actions, width=8)
+    module = DistillStudent(
+        MLP(spec.obs_shape, spec.n_actions, width=8), teacher, spec, plain(cfg.env), distill,
+        instantiate(cfg.loss), "teacher", build_optimizer(**distill["optimizer"]),
+    )  # fmt: skip
+    assert module.teacher is teacher and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert module.target.tau == 1.0 and module.target.interval == int(distill["target_update_interval"])
+
+
+def test_wandb_mode_disabled_in_the_environment_starts_no_wandb_run(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_61, 62: WANDB_MODE read under another name) WANDB_MODE=disabled,
+    W&B's own switch, turns a configured offline W&B logger off (the tests' and CI's way to run offline
+    configs without W&B files)."""
+    from kdrl.runs.job import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    loggers = build_loggers(OmegaConf.create({"logger": {"wandb": "offline"}}), tmp_path, "teacher")
+    assert [type(x) for x in loggers] == [pl.loggers.CSVLogger]
+
+
+def test_an_unknown_wandb_mode_is_refused_naming_it(tmp_path):
+    """(kdrl.runs.job.x_build_loggers__mutmut_55: the refusal without its message)"""
+    from kdrl.runs.job import build_loggers
+
+    with pytest.raises(ValueError) as refused:
+        build_loggers(OmegaConf.create({"logger": {"wandb": "loud"}}), tmp_path, "teacher")
+    assert str(refused.value) == "logger.wandb must be offline, online or disabled, got 'loud'"
+
+
+def test_an_online_wandb_run_is_logged_with_the_run_dir_as_its_save_dir(tmp_path, monkeypatch):
+    """(kdrl.runs.job.x_build_loggers__mutmut_106, 108: the online run's logger without the run dir: W&B's
+    logger would then save under Lightning's default dir, not the job's) the run an online W&B start
+    returned is handed to Lightning's WandbLogger with the job's run dir, and nothing else is started."""
+    import pytorch_lightning.loggers as pl_loggers
+
+    import kdrl.runs.job as job
+
+    made: list[dict] = []
+    run = object()
+    monkeypatch.setattr(pl_loggers, "WandbLogger", lambda **kw: made.append(kw) or "wandb-logger")
+    monkeypatch.setattr(job, "_online_wandb_run", lambda out, kwargs: run)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = OmegaConf.create({
+        "logger": {"csv": False, "wandb": "online"}, "wandb": {"project": "kdrl", "group": "g"},
+        "env": {"id": "CartPole-v1"}, "seed": 0,
+    })  # fmt: skip
+    assert job.build_loggers(cfg, tmp_path, "teacher") == ["wandb-logger"]
+    assert made == [{"experiment": run, "save_dir": str(tmp_path)}]
+
+
+def test_a_mixed_controls_beta_schedule_is_the_one_configured_and_its_defaults_otherwise():
+    """(kdrl.modules.student.xǁDistillStudentǁ__init____mutmut_86-97: distill.mixed's keys read under other
+    names or other defaults) under control=mixed the teacher acts with probability beta: from
+    distill.mixed's beta_start to beta_end over decay_steps env steps; a mixed block that leaves a key out
+    gets 1.0 (the teacher first), 0.0 and 0 (at once)."""
+    from hydra.utils import instantiate
+
+    from kdrl.envs import probe_spec
+    from kdrl.modules.student import DistillStudent
+    from kdrl.nets import MLP
+    from kdrl.optim import build_optimizer
+    from kdrl.runs.job import plain
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg("distill", ["env=cartpole", "loss=kl", "debug=fast"])
+    spec = probe_spec(plain(cfg.env))
+
+    def beta(mixed: dict | None) -> list[float]:
+        distill = {**plain(cfg.distill), "mixed": mixed}
+        module = DistillStudent(
+            MLP(spec.obs_shape, spec.n_actions, width=8), MLP(spec.obs_shape, spec.n_actions, width=8), spec,
+            plain(cfg.env), distill, instantiate(cfg.loss), "mixed", build_optimizer(**distill["optimizer"]),
+        )  # fmt: skip
+        return [module.beta(t) for t in (0, 1, 50, 100)]
+
+    assert beta({"beta_start": 0.75, "beta_end": 0.25, "decay_steps": 100}) == [0.75, 0.745, 0.5, 0.25]
+    assert beta({"beta_end": 0.25, "decay_steps": 100}) == [1.0, 0.9925, 0.625, 0.25]
+    assert beta({"beta_start": 0.75, "decay_steps": 100}) == [0.75, 0.7425, 0.375, 0.0]
+    assert beta({"beta_start": 0.75, "beta_end": 0.25}) == [0.75, 0.25, 0.25, 0.25]
+    assert beta(None) == [1.0, 0.0, 0.0, 0.0]

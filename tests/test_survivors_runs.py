@@ -3371,3 +3371,78 @@ def test_a_mixed_controls_beta_schedule_is_the_one_configured_and_its_defaults_o
     assert beta({"beta_start": 0.75, "decay_steps": 100}) == [0.75, 0.7425, 0.375, 0.0]
     assert beta({"beta_start": 0.75, "beta_end": 0.25}) == [0.75, 0.25, 0.25, 0.25]
     assert beta(None) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_qdaggers_offline_rollouts_clip_rewards_as_configured_on_their_own_stream(monkeypatch):
+    """(kdrl.modules.student.xǁDistillStudentǁpretrain_offline__mutmut_12, 20: the offline phase's teacher
+    rollouts without the run's reward clipping; _21, 22: drawn under another purpose name; _60, 61, 68: the
+    online phase's metrics and target left as the offline phase had them) QDagger's offline
+    rollouts go into the replay its TD term learns from: they clip rewards as the online collector does,
+    and draw from the stream named ("pretrain",) (kdrl.seeding)."""
+    from hydra.utils import instantiate
+
+    import kdrl.modules.student as student_module
+    from kdrl.envs import probe_spec
+    from kdrl.nets import MLP
+    from kdrl.optim import build_optimizer
+    from kdrl.runs.job import plain
+    from tests.helpers import compose_cfg
+
+    calls: list[tuple] = []
+    real = student_module.collect_rollouts
+    monkeypatch.setattr(student_module, "collect_rollouts", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    for clip in (True, False):
+        cfg = compose_cfg("distill", [
+            "experiment=qdagger", "distill.pretrain.teacher_steps=64", "distill.pretrain.updates=8",
+            f"algo.reward_clip={str(clip).lower()}", "distill.batch_size=16",
+            "distill.target_update_interval=100000",  # no sync in the phase: the hand-over's is the only one
+        ])  # fmt: skip
+        distill = plain(cfg.distill)
+        spec = probe_spec(plain(cfg.env))
+        module = student_module.DistillStudent(
+            MLP(spec.obs_shape, spec.n_actions, width=8), MLP(spec.obs_shape, spec.n_actions, width=8), spec,
+            plain(cfg.env), distill, instantiate(cfg.loss), "student", build_optimizer(**distill["optimizer"]),
+            seed=5,
+        )  # fmt: skip
+        module.setup("fit")
+        opt = module.configure_optimizers()
+        module.optimizers = lambda use_pl_optimizer=True, opt=opt: opt  # driven without a Trainer
+        module.pretrain_offline()
+        *_, seed, key, reward_clip = calls[-1]
+        assert (seed, key, reward_clip) == (5, ("pretrain",), clip)
+        assert module.pretrain_report["teacher_steps"] >= 64 and module.pretrain_report["updates"] == 8
+        # (_60, 61, 68) the online phase starts with clean metric sums and a target that is a hard copy of the
+        # pretrained net, its schedule from the start
+        assert module._count == 0 and module._sums == {}
+        pairs = zip(module.target.net.parameters(), module.q_net.parameters(), strict=True)
+        assert all(torch.equal(t, q) for t, q in pairs)
+        assert module.target.next_update == module.target.interval
+
+
+def test_a_multitask_students_periodic_evaluation_plays_with_eval_epsilon_as_its_teachers_reference(
+    tmp_path, monkeypatch
+):
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁbuild__mutmut_64: the periodic evaluation built without
+    eval.epsilon: the student played greedily against teachers' references played with it, the wiring bug
+    of issue 29) each task's periodic % of its teacher compares the two on the same terms."""
+    import kdrl.runs.multitask as mt
+    from tests.test_multitask import linear_teacher
+
+    cp = linear_teacher(tmp_path / "cartpole.pt", "CartPole-v1", 4, 2, [0, 0, 1, 0.3], pos=1, neg=0)
+    ac = linear_teacher(tmp_path / "acrobot.pt", "Acrobot-v1", 6, 3, [0, 0, 0, 0, 0, 1], pos=2, neg=0)
+    cfg = compose_cfg("multitask", [
+        "debug=fast", "student.width=8", "eval.episodes=2", "eval.epsilon=0.2",
+        f"teacher.checkpoints={{cartpole:{cp},acrobot:{ac}}}",
+    ])  # fmt: skip
+    job = mt.MultiTaskJob(cfg, tmp_path / "run", choices={"debug": "fast"})
+    _, evaluation = job.build({})
+    assert evaluation.epsilon == 0.2
+    # (_67, 71, 72: the tasks' envs without their kwargs) each task is played on its own env, as its teacher
+    # was: no kwargs is {}, and a task env's kwargs (a TimeLimit here) are passed on
+    assert [(e.name, e.env_id, e.kwargs) for e in evaluation.tasks] == [
+        ("cartpole", "CartPole-v1", {}), ("acrobot", "Acrobot-v1", {}),
+    ]  # fmt: skip
+    real = mt.task_env
+    monkeypatch.setattr(mt, "task_env", lambda *a: {**real(*a), "kwargs": {"max_episode_steps": 77}})
+    _, evaluation = mt.MultiTaskJob(cfg, tmp_path / "run2", choices={"debug": "fast"}).build({})
+    assert [e.kwargs for e in evaluation.tasks] == [{"max_episode_steps": 77}] * 2

@@ -40,6 +40,33 @@ def test_qdagger_pretrains_offline_then_learns_online_on_its_own_budget(tmp_path
     assert [h["env_steps"] // 100 for h in history[1:]] == [6, 12]  # at the first round at or after each 600
 
 
+def test_every_update_offline_and_online_steps_the_raw_torch_optimiser(tmp_path, cache, monkeypatch):
+    """(kdrl.modules.student.xǁDistillStudentǁpretrain_offline__mutmut_25: ``use_pl_optimizer=True``)
+    Under a Trainer, the offline phase steps the torch optimiser as the online loop does (RLModule.sgd_step):
+    Lightning's wrapper would run its hooks and closure on every update (~30% of a small update) and count
+    the offline updates in the Trainer's global_step, which the online phase never advances."""
+    from pytorch_lightning.core.optimizer import LightningOptimizer
+
+    from kdrl.modules.base import RLModule
+    from kdrl.modules.student import DistillStudent
+
+    wrapped: dict[str, list[bool]] = {"offline": [], "online": []}
+    sgd_step = RLModule.sgd_step
+
+    def spy(self, opt, loss):
+        if isinstance(self, DistillStudent):  # (not the on-demand teacher's DQN)
+            phase = "offline" if self._offline_start is not None else "online"
+            wrapped[phase].append(isinstance(opt, LightningOptimizer))
+        return sgd_step(self, opt, loss)
+
+    monkeypatch.setattr(RLModule, "sgd_step", spy)
+    cfg = compose_cfg("distill", _overrides(cache, ["experiment=qdagger", *OFFLINE, "eval.stop_at_return=null"]))
+    res = distill_student(cfg, tmp_path)
+    assert res["status"] == "ok" and res["pretrain"]["updates"] == 300
+    assert wrapped["offline"] == [False] * 300
+    assert len(wrapped["online"]) == res["grad_steps"] > 0 and not any(wrapped["online"])
+
+
 def test_kickstart_is_qdagger_without_the_offline_phase(tmp_path, cache):
     cfg = compose_cfg("distill", _overrides(cache, ["experiment=kickstart", "student.width=16"]))
     res = distill_student(cfg, tmp_path)

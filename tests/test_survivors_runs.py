@@ -686,6 +686,27 @@ def test_the_offline_phase_reports_the_mean_loss_and_agreement(tmp_path):
     assert report["mean_distill_loss"] > 0 and report["mean_td_loss"] > 0 and 0 <= report["mean_agreement"] <= 1
 
 
+@pytest.mark.parametrize("updates", [1, 3])
+def test_the_offline_phases_report_is_the_mean_over_exactly_its_updates(tmp_path, updates):
+    """(kdrl.modules.student.xǁDistillStudentǁpretrain_offline__mutmut_58: ``max(count, 2)``: a one-update
+    phase reported half its loss) each mean in the report is the sum of the phase's per-update values over
+    its number of updates, however few."""
+    offline = ["experiment=qdagger", "distill.pretrain.teacher_steps=200", f"distill.pretrain.updates={updates}"]
+    _, module, _ = _student_job(tmp_path, offline)
+    module.setup("fit")
+    opt = module.configure_optimizers()
+    module.optimizers = lambda use_pl_optimizer=True: opt  # driven without a Trainer
+    seen: list[dict] = []
+    accumulate = module.accumulate
+    module.accumulate = lambda **m: (seen.append({k: float(v.detach()) for k, v in m.items()}), accumulate(**m))[1]
+    module.pretrain_offline()
+    report = module.pretrain_report
+    assert len(seen) == updates == report["updates"]
+    for key in ("distill_loss", "td_loss", "agreement"):
+        assert report[f"mean_{key}"] == pytest.approx(sum(m[key] for m in seen) / updates, rel=1e-6)
+    assert report["mean_distill_loss"] > 0
+
+
 @pytest.mark.parametrize(
     "bar_override, shown", [("trainer.enable_progress_bar=false", False), ("~trainer.enable_progress_bar", True)]
 )

@@ -503,6 +503,39 @@ def test_missing_teachers_of_a_completed_run_are_trained_when_skip_completed_is_
         assert mt.missing_teachers(mt.MultiTaskJob(cfg, out, choices={"debug": "fast"})) == expected
 
 
+def test_a_completed_student_runs_teacher_is_not_trained_again_unless_skip_completed_is_off(tmp_path, caplog):
+    """(kdrl.runs.distill.x_missing_teacher__mutmut_7, 9, 11, 13, 14, 15, 20-29: the run dir's results.json not
+    read, read under another name, or read aloud; skip_completed or status read under another key, with another
+    default, or negated) a student job already complete in its run dir needs no teacher; with skip_completed=false
+    or after a failed attempt it reruns, so its uncached teacher is missing; a damaged results.json is the job's to
+    report in its own run, and planning its teacher says nothing of it."""
+    import kdrl.runs.distill as distill
+
+    cache = tmp_path / "cache"  # empty: no teacher cached
+    for skip in (None, True, False):
+        extra = ["~skip_completed"] if skip is None else [f"skip_completed={str(skip).lower()}"]
+        cfg = compose_cfg("distill", [*QUIET, f"teacher.cache_dir={cache}", "teacher.seed=3", *extra])
+        out = tmp_path / f"run-{skip}"
+        out.mkdir()
+        (out / "results.json").write_text(json.dumps({"status": "ok", "config": plain(cfg)}))
+        request = distill.missing_teacher(DistillJob(cfg, out, choices={}))
+        if skip is False:
+            assert (request.env, request.seed, request.cache_dir) == ("cartpole", 3, str(cache))
+        else:  # true, and so when the key is deleted
+            assert request is None
+    cfg = compose_cfg("distill", [*QUIET, f"teacher.cache_dir={cache}", "teacher.seed=3"])
+    out = tmp_path / "failed"  # a failed attempt reruns
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"status": "failed", "config": plain(cfg)}))
+    assert distill.missing_teacher(DistillJob(cfg, out, choices={})).seed == 3
+    out = tmp_path / "damaged"
+    out.mkdir()
+    (out / "results.json").write_text('{"status": "ok", "conf')  # truncated
+    with caplog.at_level(logging.WARNING, logger="kdrl"):
+        request = distill.missing_teacher(DistillJob(cfg, out, choices={}))
+    assert (request.env, request.seed) == ("cartpole", 3) and [r.getMessage() for r in caplog.records] == []
+
+
 # ---- runs.sweep -----------------------------------------------------------------------------------------------------
 def test_sweep_index_lists_each_jobs_overrides_space_separated(tmp_path):
     """(kdrl.runs.sweep.x_write_sweep_index__mutmut_33: the overrides joined by "XX XX")"""
@@ -1273,6 +1306,40 @@ def test_an_evaluation_resumed_before_its_first_evaluation_has_no_earlier_wall_t
     ev.history.append({"wall_s": 12.5})
     fresh.load_state_dict(ev.state_dict())
     assert fresh.resumed_wall_s == 12.5
+
+
+class _KeyedState(_NoState):
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+
+def test_a_listener_whose_state_reuses_a_key_is_refused_and_others_are_merged():
+    """(kdrl.callbacks.xǁPeriodicEvaluationǁstate_dict__mutmut_9: the clash never found: a listener's state
+    silently overwrote the schedule or history in the checkpoint) a listener's keys join the callback's state;
+    one that reuses a key of the callback or of another part is refused, naming the key."""
+    ev = PeriodicEvaluation(100, 1, 0, policies=_NoState(), checkpoint=_NoState(), listeners=[_KeyedState({"lam": 1})])
+    assert ev.state_dict() == {"next_eval": 100, "history": [], "eval_time_s": 0.0, "lam": 1}
+    ev.add_listener(_KeyedState({"history": [{"wall_s": 1.0}]}))
+    with pytest.raises(KeyError, match="_KeyedState's state reuses the keys \\['history'\\]"):
+        ev.state_dict()
+
+
+def test_the_wall_clock_starts_at_train_start_or_where_the_resumed_run_left_it():
+    """(kdrl.callbacks.xǁPeriodicEvaluationǁon_train_start__mutmut_9: a fresh run's clock started 1 s early:
+    every wall_s and time to score a second too long) a fresh run's evaluation clock starts at on_train_start;
+    a resumed one continues from its last evaluation's wall_s."""
+    module = SimpleNamespace(evaluate_at_start=False)
+    ev = PeriodicEvaluation(100, 1, 0, policies=_NoState(), checkpoint=_NoState())
+    before = time.perf_counter()
+    ev.on_train_start(None, module)
+    assert before <= ev.t_start <= time.perf_counter()
+    ev.history.append({"wall_s": 12.5})
+    before = time.perf_counter()
+    ev.on_train_start(None, module)
+    assert before - 12.5 <= ev.t_start <= time.perf_counter() - 12.5
 
 
 def test_a_module_without_its_data_settings_refuses_to_build_a_stream():

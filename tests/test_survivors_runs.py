@@ -42,6 +42,7 @@ from kdrl.replay import Transitions
 from kdrl.runs import multitask as mt
 from kdrl.runs.dataset import progress_bar, record_teacher_data
 from kdrl.runs.distill import DistillJob, first_reaching, student_sizes, teacher_dataset
+from kdrl.runs.distill import student_net_cfg as distill_student_net_cfg
 from kdrl.runs.job import (
     CONFIG_IN_CHECKPOINT,
     ResumeConflict,
@@ -508,8 +509,11 @@ def test_a_completed_student_runs_teacher_is_not_trained_again_unless_skip_compl
     read, read under another name, or read aloud; skip_completed or status read under another key, with another
     default, or negated) a student job already complete in its run dir needs no teacher; with skip_completed=false
     or after a failed attempt it reruns, so its uncached teacher is missing; a damaged results.json is the job's to
-    report in its own run, and planning its teacher says nothing of it."""
+    report in its own run, and planning its teacher says nothing of it. (30-37, 39: status "ok" or the config
+    compared under another name, negated, or against None; the cache not consulted) a run dir holding another
+    config's results runs, and needs its teacher unless that teacher is cached."""
     import kdrl.runs.distill as distill
+    from kdrl.teachers import cache_entry, teacher_config
 
     cache = tmp_path / "cache"  # empty: no teacher cached
     for skip in (None, True, False):
@@ -534,6 +538,25 @@ def test_a_completed_student_runs_teacher_is_not_trained_again_unless_skip_compl
     with caplog.at_level(logging.WARNING, logger="kdrl"):
         request = distill.missing_teacher(DistillJob(cfg, out, choices={}))
     assert (request.env, request.seed) == ("cartpole", 3) and [r.getMessage() for r in caplog.records] == []
+    out = tmp_path / "other-config"  # completed, but another config: this one runs
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"status": "ok", "config": {**plain(cfg), "seed": 99}}))
+    request = distill.missing_teacher(DistillJob(cfg, out, choices={}))
+    assert request.seed == 3
+    entry = cache_entry(teacher_config(request.env, request.seed, list(request.overrides)), cache)
+    entry.mkdir(parents=True)  # the same teacher, cached: nothing is missing
+    (entry / "results.json").write_text(json.dumps({"status": "ok"}))
+    (entry / "teacher.pt").write_bytes(b"")
+    assert distill.missing_teacher(DistillJob(cfg, out, choices={})) is None
+
+
+def test_a_students_net_takes_the_teachers_sizes_it_leaves_unset_but_never_its_hidden_layers():
+    """(kdrl.runs.distill.x_student_net_cfg__mutmut_6, 7: every unset size overwrote the teacher's, or an unset
+    ``hidden`` kept the teacher's layers) sizes the student leaves None come from the teacher, except ``hidden``:
+    None there means the student's width and depth, not the teacher's explicit layers."""
+    teacher = {"_target_": "kdrl.nets.MLP", "width": 256, "depth": 2, "dueling": True, "hidden": [256, 128]}
+    cfg = distill_student_net_cfg(teacher, {"width": 32, "depth": None, "hidden": None})
+    assert cfg == {"_target_": "kdrl.nets.MLP", "width": 32, "depth": 2, "dueling": True, "hidden": None}
 
 
 # ---- runs.sweep -----------------------------------------------------------------------------------------------------

@@ -1365,6 +1365,31 @@ def test_the_wall_clock_starts_at_train_start_or_where_the_resumed_run_left_it()
     assert before - 12.5 <= ev.t_start <= time.perf_counter() - 12.5
 
 
+def test_a_resumed_student_continues_its_update_count_and_its_who_acts_stream(tmp_path):
+    """(kdrl.modules.base.xǁRLModuleǁon_load_checkpoint__mutmut_19-25: the update count read under another key
+    or with another default: a resumed run counted its grad_steps from 0; kdrl.modules.student.xǁDistillStudentǁ
+    extra_state__mutmut_4, 5: the who-acts stream saved under another name: a resumed control=mixed run drew
+    new coin flips) a checkpoint restores optimizer_steps and the control stream's position; a checkpoint
+    without the count loads it as 0."""
+    for run in "abc":
+        (tmp_path / run).mkdir()
+    _, a, _ = _student_job(tmp_path / "a", ["control=mixed"])
+    a.setup("fit")
+    a.optimizer_steps, a.teacher_acted = 17, 4
+    a._rng.random(5)  # the stream has moved on from its seed
+    ckpt: dict = {}
+    a.on_save_checkpoint(ckpt)
+    _, b, _ = _student_job(tmp_path / "b", ["control=mixed"])
+    b.on_load_checkpoint(ckpt)
+    assert (b.optimizer_steps, b.teacher_acted) == (17, 4)
+    assert b._rng.random(3).tolist() == a._rng.random(3).tolist()
+    del ckpt["kdrl"]["optimizer_steps"]
+    _, c, _ = _student_job(tmp_path / "c", ["control=mixed"])
+    c.optimizer_steps = 5
+    c.on_load_checkpoint(ckpt)
+    assert c.optimizer_steps == 0
+
+
 def test_a_module_without_its_data_settings_refuses_to_build_a_stream():
     """(kdrl.modules.base.xǁRLModuleǁbuild_stream__mutmut_1: ``or``: a module with an env spec but no
     data settings went on to build a stream from None)"""

@@ -1369,8 +1369,9 @@ def test_a_resumed_student_continues_its_update_count_and_its_who_acts_stream(tm
     """(kdrl.modules.base.xǁRLModuleǁon_load_checkpoint__mutmut_19-25: the update count read under another key
     or with another default: a resumed run counted its grad_steps from 0; kdrl.modules.student.xǁDistillStudentǁ
     extra_state__mutmut_4, 5: the who-acts stream saved under another name: a resumed control=mixed run drew
-    new coin flips) a checkpoint restores optimizer_steps and the control stream's position; a checkpoint
-    without the count loads it as 0."""
+    new coin flips; load_extra_state__mutmut_4, 6, 9-12: teacher_acted's default lost, the stream read under
+    another name or only when absent) a checkpoint restores optimizer_steps, teacher_acted and the control
+    stream's position; a checkpoint without the counts loads them as 0."""
     for run in "abc":
         (tmp_path / run).mkdir()
     _, a, _ = _student_job(tmp_path / "a", ["control=mixed"])
@@ -1383,11 +1384,23 @@ def test_a_resumed_student_continues_its_update_count_and_its_who_acts_stream(tm
     b.on_load_checkpoint(ckpt)
     assert (b.optimizer_steps, b.teacher_acted) == (17, 4)
     assert b._rng.random(3).tolist() == a._rng.random(3).tolist()
-    del ckpt["kdrl"]["optimizer_steps"]
+    del ckpt["kdrl"]["optimizer_steps"], ckpt["kdrl"]["teacher_acted"]
     _, c, _ = _student_job(tmp_path / "c", ["control=mixed"])
-    c.optimizer_steps = 5
+    c.optimizer_steps = c.teacher_acted = 5
     c.on_load_checkpoint(ckpt)
-    assert c.optimizer_steps == 0
+    assert (c.optimizer_steps, c.teacher_acted) == (0, 0)
+
+
+def test_a_hybrid_student_loads_a_checkpoint_without_its_lambda_state(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁload_extra_state__mutmut_16: ``hybrid or``: KeyError) a hybrid
+    student given a state without distill_weight keeps its own lambda schedule; with one, takes it."""
+    _, module, _ = _student_job(tmp_path, ["loss=hybrid"])
+    weight = module.objective.distill_weight
+    before = weight.state_dict()
+    module.load_extra_state({})
+    assert module.objective.distill_weight.state_dict() == before
+    module.load_extra_state({"distill_weight": {**before, "score": 0.25}})
+    assert module.objective.distill_weight.state_dict() == {**before, "score": 0.25}
 
 
 def test_a_module_without_its_data_settings_refuses_to_build_a_stream():

@@ -550,6 +550,23 @@ def test_a_completed_student_runs_teacher_is_not_trained_again_unless_skip_compl
     assert distill.missing_teacher(DistillJob(cfg, out, choices={})) is None
 
 
+def test_a_students_teacher_request_names_the_composed_env_and_carries_the_jobs_shared_settings(tmp_path):
+    """(kdrl.runs.distill.x_teacher_request__mutmut_3-5: the composed env choice ignored: an env config of the
+    user's own, with an id no conf/env file has, was refused; 11, 14: no env given to teacher_overrides: a student
+    run with algo.gamma=0.95 asked for the default teacher) the request names the env the job was composed with,
+    and its overrides carry the job's changes to the sections it shares with its teacher."""
+    import kdrl.runs.distill as distill
+
+    cfg = compose_cfg("distill", [*QUIET, f"teacher.cache_dir={tmp_path}", "algo.gamma=0.95"])
+    request = distill.teacher_request(cfg, {})
+    assert request.env == "cartpole" and "algo.gamma=0.95" in request.overrides
+    with open_dict(cfg):
+        cfg.env.id = "MyCartPole-v0"  # registered by the user's own env config, not one of conf/env
+    assert distill.teacher_request(cfg, {"env": "cartpole"}).env == "cartpole"
+    with pytest.raises(ValueError, match="no conf/env/\\*.yaml has id 'MyCartPole-v0'"):
+        distill.teacher_request(cfg, {})
+
+
 def test_a_students_net_takes_the_teachers_sizes_it_leaves_unset_but_never_its_hidden_layers():
     """(kdrl.runs.distill.x_student_net_cfg__mutmut_6, 7: every unset size overwrote the teacher's, or an unset
     ``hidden`` kept the teacher's layers) sizes the student leaves None come from the teacher, except ``hidden``:

@@ -1702,6 +1702,41 @@ def test_the_actor_processs_wait_is_logged_with_the_training_metrics():
     assert all((x["train/epsilon"], x["train/episodes"], x["train/grad_steps"]) == (0.1, 3, 7) for x in logged)
 
 
+def test_the_training_metrics_are_the_means_since_the_last_flush_and_the_speed_over_its_interval(monkeypatch):
+    """(kdrl.modules.base.xǁRLModuleǁflush_metrics, shard G4: the interval, the speed, the means and their reset
+    each mutated) a flush logs each accumulated metric's mean over its updates, the episodes finished since the
+    last flush, and sps = env steps since the last flush / seconds since it; then it starts a new interval. A
+    second flush in the same instant keeps the speed it had."""
+    import kdrl.modules.base as base
+
+    clock = [12.0]
+    monkeypatch.setattr(base.time, "perf_counter", lambda: clock[0])
+    logged: list[dict] = []
+    m = _rl_module()
+    finished = [[(0, 10.0, 5), (1, 20.0, 7)], []]
+    m.collector = SimpleNamespace(epsilon=0.25, episodes=9, env_steps=90, drain_finished=lambda: finished.pop(0))
+    m.stream = SimpleNamespace(grad_steps=7)
+    m.log_env_metrics = logged.append
+    m._t_last, m._env_steps_last = 10.0, 40
+    m._sums, m._count = {"td_loss": torch.tensor(6.0), "q_mean": torch.tensor(1.5)}, 3
+    m.flush_metrics()
+    assert logged[0] == {
+        "train/td_loss": 2.0,
+        "train/q_mean": 0.5,
+        "train/episodic_return": 15.0,
+        "train/episodic_length": 6.0,
+        "train/epsilon": 0.25,
+        "train/sps": 25.0,  # (90 - 40) env steps in 2 s
+        "train/episodes": 9,
+        "train/grad_steps": 7,
+    }
+    assert (m._sums, m._count, m._t_last, m._env_steps_last) == ({}, 0, 12.0, 90)
+    m.collector.env_steps = 130
+    m.flush_metrics()  # no time has passed: the speed stays, the interval moves on
+    assert logged[1]["train/sps"] == 25.0 and "train/td_loss" not in logged[1] and m._env_steps_last == 130
+    assert "train/episodic_return" not in logged[1]
+
+
 def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():
     """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁ__init____mutmut_12: ``n_step``'s default 1 dropped:
     TypeError for a dqn block without the key, e.g. a config written before n-step returns) the

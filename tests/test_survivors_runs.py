@@ -1717,7 +1717,7 @@ def test_the_training_metrics_are_the_means_since_the_last_flush_and_the_speed_o
     m.collector = SimpleNamespace(epsilon=0.25, episodes=9, env_steps=90, drain_finished=lambda: finished.pop(0))
     m.stream = SimpleNamespace(grad_steps=7)
     m.log_env_metrics = logged.append
-    m._t_last, m._env_steps_last = 10.0, 40
+    m._t_last, m._env_steps_last = 11.5, 40
     m._sums, m._count = {"td_loss": torch.tensor(6.0), "q_mean": torch.tensor(1.5)}, 3
     m.flush_metrics()
     assert logged[0] == {
@@ -1726,14 +1726,14 @@ def test_the_training_metrics_are_the_means_since_the_last_flush_and_the_speed_o
         "train/episodic_return": 15.0,
         "train/episodic_length": 6.0,
         "train/epsilon": 0.25,
-        "train/sps": 25.0,  # (90 - 40) env steps in 2 s
+        "train/sps": 100.0,  # (90 - 40) env steps in 0.5 s
         "train/episodes": 9,
         "train/grad_steps": 7,
     }
     assert (m._sums, m._count, m._t_last, m._env_steps_last) == ({}, 0, 12.0, 90)
     m.collector.env_steps = 130
     m.flush_metrics()  # no time has passed: the speed stays, the interval moves on
-    assert logged[1]["train/sps"] == 25.0 and "train/td_loss" not in logged[1] and m._env_steps_last == 130
+    assert logged[1]["train/sps"] == 100.0 and "train/td_loss" not in logged[1] and m._env_steps_last == 130
     assert "train/episodic_return" not in logged[1]
 
 

@@ -2401,6 +2401,27 @@ def test_a_reused_cached_teacher_is_logged_with_its_cache_entry(tmp_path, caplog
     assert [r.getMessage() for r in caplog.records] == [f"reusing cached teacher {entry}"]
 
 
+def test_a_teacher_trained_on_demand_is_logged_with_its_cache_entry(tmp_path, caplog, monkeypatch):
+    """(kdrl.runs.teacher.x_obtain_teacher__mutmut_32, 34, 35: the entry dropped from the log call, or the
+    message mangled) the log says which cache entry is being trained, and the teacher is trained there."""
+    import kdrl.runs.teacher as teacher_mod
+    from kdrl.teachers import cache_entry, teacher_config
+
+    entry = cache_entry(teacher_config("cartpole", 3, ["debug=fast"]), tmp_path)
+    trained: list = []
+
+    def train(tcfg, where):
+        trained.append((tcfg.seed, where))
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "results.json").write_text(json.dumps({"status": "ok", "eval_return_mean": 7.0}))
+
+    monkeypatch.setattr(teacher_mod, "train_teacher", train)
+    with caplog.at_level(logging.INFO, logger="kdrl"):
+        ckpt, res = teacher_mod.obtain_teacher("cartpole", 3, ["debug=fast"], tmp_path)
+    assert trained == [(3, entry)] and ckpt == entry / "teacher.pt" and res["eval_return_mean"] == 7.0
+    assert [r.getMessage() for r in caplog.records] == [f"training teacher {entry} (not cached yet)"]
+
+
 def test_a_student_learning_from_a_teacher_dataset_logs_every_step_as_the_teachers(tmp_path, monkeypatch):
     """(kdrl.modules.student.xǁDistillStudentǁflush_metrics__mutmut_5: the dataset case dropped) a recorded
     dataset is the teacher's play: the teacher's share of the env steps is 1, whatever teacher_acted says."""

@@ -646,6 +646,32 @@ def test_a_multitask_evaluation_records_per_task_steps_and_its_wall_time(monkeyp
     assert ev.t_start <= time.perf_counter() - record["wall_s"]
 
 
+def test_a_multitask_evaluation_plays_each_head_on_its_own_task_with_the_evaluation_seeds_and_epsilon(monkeypatch):
+    """(kdrl.callbacks.xǁMultiTaskEvaluationǁtask_returns__mutmut_6, 8-12: a task's env kwargs, the head, the env, the
+    seeds or epsilon dropped from the call) head i plays task i's env with its kwargs, on the evaluation's seeds,
+    at eval.epsilon (as the teachers' references are played); the return is the mean over the episodes."""
+    import kdrl.callbacks as callbacks
+    from kdrl.callbacks import EvalTask, MultiTaskEvaluation
+
+    calls: list[tuple] = []
+    results = {"CartPole-v1": [10.0, 30.0], "Acrobot-v1": [-100.0, -50.0]}
+
+    def played(greedy, env_id, seeds, kwargs=None, epsilon=0.0, **rest):
+        calls.append((greedy, env_id, list(seeds), kwargs, epsilon))
+        return results[env_id]
+
+    monkeypatch.setattr(callbacks, "evaluate_policy", played)
+    tasks = [EvalTask("cartpole", "CartPole-v1", {"max_episode_steps": 200}), EvalTask("acrobot", "Acrobot-v1", {})]
+    ev = MultiTaskEvaluation(tasks, 100, 2, 7, None, None, [100.0, -100.0], [20.0, -500.0], epsilon=0.05)
+    heads = [lambda obs: 0, lambda obs: 1]
+    assert ev.task_returns(heads) == [20.0, -75.0]
+    seeds = list(eval_seeds(7, 2))
+    assert calls == [
+        (heads[0], "CartPole-v1", seeds, {"max_episode_steps": 200}, 0.05),
+        (heads[1], "Acrobot-v1", seeds, {}, 0.05),
+    ]
+
+
 def test_the_progress_bar_shows_the_latest_evaluation():
     """(kdrl.callbacks.xǁEnvStepProgressBarǁ_update__mutmut_19: the key upper-cased)"""
     from kdrl.callbacks import GreedyEvaluation
@@ -1708,13 +1734,16 @@ def test_the_training_metrics_are_the_means_since_the_last_flush_and_the_speed_o
     last flush, and sps = env steps since the last flush / seconds since it; then it starts a new interval. A
     second flush in the same instant keeps the speed it had."""
     import kdrl.modules.base as base
+    from kdrl.modules.base import NonFiniteLossError
 
     clock = [12.0]
     monkeypatch.setattr(base.time, "perf_counter", lambda: clock[0])
     logged: list[dict] = []
     m = _rl_module()
     finished = [[(0, 10.0, 5), (1, 20.0, 7)], []]
-    m.collector = SimpleNamespace(epsilon=0.25, episodes=9, env_steps=90, drain_finished=lambda: finished.pop(0))
+    m.collector = SimpleNamespace(
+        epsilon=0.25, episodes=9, env_steps=90, drain_finished=lambda: finished.pop(0) if finished else []
+    )
     m.stream = SimpleNamespace(grad_steps=7)
     m.log_env_metrics = logged.append
     m._t_last, m._env_steps_last = 11.5, 40
@@ -1735,6 +1764,12 @@ def test_the_training_metrics_are_the_means_since_the_last_flush_and_the_speed_o
     m.flush_metrics()  # no time has passed: the speed stays, the interval moves on
     assert logged[1]["train/sps"] == 100.0 and "train/td_loss" not in logged[1] and m._env_steps_last == 130
     assert "train/episodic_return" not in logged[1]
+    m._sums, m._count = {"td_loss": torch.tensor(4.0)}, 1  # one update's metrics are that update's
+    m.flush_metrics()
+    assert logged[2]["train/td_loss"] == 4.0
+    m._sums, m._count = {"td_loss": torch.tensor(float("nan")), "q_mean": torch.tensor(float("inf"))}, 2
+    with pytest.raises(NonFiniteLossError, match="^non-finite td_loss, q_mean at env step 130, gradient step 7;"):
+        m.flush_metrics()
 
 
 def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():

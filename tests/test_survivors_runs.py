@@ -1772,6 +1772,29 @@ def test_the_training_metrics_are_the_means_since_the_last_flush_and_the_speed_o
         m.flush_metrics()
 
 
+def test_metrics_go_to_every_logger_at_the_env_step_with_the_env_step_as_a_column(tmp_path):
+    """(kdrl.modules.base.xǁRLModuleǁlog_env_metrics__mutmut_4-6, 9: the env_steps column dropped, renamed or None,
+    or the step not given) each logger gets the metrics as floats with an env_steps column, at step = env steps
+    (the x-axis RL papers use); a CSV logger has the row on disk at once."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[dict, int]] = []
+
+        def log_metrics(self, metrics: dict, step: int) -> None:
+            self.calls.append((dict(metrics), step))
+
+    m = _rl_module()
+    m.collector = SimpleNamespace(env_steps=250)
+    recorder, csv_logger = Recorder(), CSVLogger(tmp_path, name="run", version=0)
+    m._trainer = SimpleNamespace(loggers=[recorder, csv_logger])
+    m.log_env_metrics({"train/td_loss": torch.tensor(2.0), "train/episodes": 3})
+    assert recorder.calls == [({"train/td_loss": 2.0, "train/episodes": 3.0, "env_steps": 250.0}, 250)]
+    [row] = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
+    assert (row["step"], row["env_steps"], row["train/td_loss"]) == ("250", "250.0", "2.0")
+
+
 def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():
     """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁ__init____mutmut_12: ``n_step``'s default 1 dropped:
     TypeError for a dqn block without the key, e.g. a config written before n-step returns) the
@@ -1787,6 +1810,39 @@ def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():
         net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE])
         module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), {**dqn, **extra, "gamma": 0.9}, torch.optim.SGD)
         assert (module.data.n_step, module.data.gamma) == (n_step, 0.9)
+
+
+def test_a_joint_dqn_bootstraps_each_task_with_double_dqn_on_that_tasks_heads():
+    """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁtask_loss__mutmut_16: the online head replaced by None: a joint
+    DQN with double_dqn failed, or, with other nets, picked its bootstrap action with another head) with
+    double_dqn the next action is the argmax of the task's online head, valued by the task's target head."""
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import JointMultiTaskDQN
+    from kdrl.nets import build_multitask_net
+    from kdrl.td import td_error_loss
+
+    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
+    tasks = [TaskEnv("cartpole", CARTPOLE, {"id": "CartPole-v1", "num_envs": 1})] * 2
+    dqn = {**plain(cfg.dqn), "gamma": 0.9, "double_dqn": True, "td_loss": "mse"}
+    torch.manual_seed(0)
+    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE, CARTPOLE])
+    module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), dqn, torch.optim.SGD)
+    with torch.no_grad():  # the online net moves away from its target copy
+        for p in module.q_net.parameters():
+            p.add_(torch.randn_like(p))
+    batch = Transitions(
+        torch.randn(16, 4), torch.randint(0, 2, (16,)), torch.randn(16), torch.randn(16, 4), torch.zeros(16)
+    )
+    for task in (0, 1):
+        q = module.q_net(batch.obs, task).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            online_next, target_next = module.q_net(batch.next_obs, task), module.target.net(batch.next_obs, task)
+        double = batch.rewards + 0.9 * target_next.gather(1, online_next.argmax(1, keepdim=True)).squeeze(1)
+        greedy = batch.rewards + 0.9 * target_next.max(1).values
+        out = module.task_loss(task, batch)
+        loss = out["td_loss"].item()
+        assert loss == pytest.approx(td_error_loss(q, double, "mse").item(), rel=1e-6)
+        assert loss != pytest.approx(td_error_loss(q, greedy, "mse").item(), rel=1e-3)
 
 
 def test_a_hybrid_students_loss_reports_its_terms_lambda_and_total(tmp_path):

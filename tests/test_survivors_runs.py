@@ -1845,6 +1845,39 @@ def test_a_joint_dqn_bootstraps_each_task_with_double_dqn_on_that_tasks_heads():
         assert loss != pytest.approx(td_error_loss(q, greedy, "mse").item(), rel=1e-3)
 
 
+def test_a_multitask_modules_episode_metrics_are_each_tasks_finished_returns_and_env_steps():
+    """(kdrl.modules.multitask.xǁMultiTaskModuleǁepisode_metrics__mutmut_6 and its shard: the finished episodes not
+    drained) each task logs the mean return of its episodes finished since the last flush (none: no return
+    logged), its env steps, and the module its optimizer steps."""
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import JointMultiTaskDQN
+    from kdrl.nets import build_multitask_net
+
+    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
+    tasks = [TaskEnv(n, CARTPOLE, {"id": "CartPole-v1", "num_envs": 1}) for n in ("left", "right")]
+    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE, CARTPOLE])
+    module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), plain(cfg.dqn), torch.optim.SGD)
+    finished = {"left": [[(0, 10.0, 5), (1, 30.0, 7)], []], "right": [[], [(0, 8.0, 9)]]}
+    collectors = [
+        SimpleNamespace(drain_finished=lambda: finished["left"].pop(0), env_steps=100),
+        SimpleNamespace(drain_finished=lambda: finished["right"].pop(0), env_steps=50),
+    ]
+    module.stream = SimpleNamespace(collector=SimpleNamespace(collectors=collectors))
+    module.optimizer_steps = 12
+    assert module.episode_metrics() == {
+        "train/left/episodic_return": 20.0,
+        "train/left/env_steps": 100,
+        "train/right/env_steps": 50,
+        "train/optimizer_steps": 12,
+    }
+    assert module.episode_metrics() == {
+        "train/left/env_steps": 100,
+        "train/right/episodic_return": 8.0,
+        "train/right/env_steps": 50,
+        "train/optimizer_steps": 12,
+    }
+
+
 def test_a_hybrid_students_loss_reports_its_terms_lambda_and_total(tmp_path):
     """(kdrl.modules.student.xǁDistillStudentǁloss__mutmut_50: lambda under another key; __mutmut_66:
     the summed loss under another key) a hybrid student's loss returns, for logging, its distillation

@@ -756,6 +756,58 @@ def test_who_acted_is_logged_unless_the_student_alone_acts(tmp_path, monkeypatch
     assert logged == expected
 
 
+def test_a_mixed_control_student_logs_its_beta_and_a_one_step_share(tmp_path, monkeypatch):
+    """(kdrl.modules.student.xǁDistillStudentǁflush_metrics__mutmut_16: the share over max(env_steps, 2): half the
+    teacher's share after one env step; __mutmut_19: beta always logged as 1) control=mixed logs the beta its
+    schedule gives at the current env step, and the teacher's share of the env steps so far, from the first."""
+    monkeypatch.setattr(RLModule, "flush_metrics", lambda self: None)
+    _, module, _ = _student_job(tmp_path, ["control=mixed"])
+    logged: list[dict] = []
+    module.log_env_metrics = logged.append
+    module.collector = SimpleNamespace(env_steps=1)
+    module.teacher_acted = 1
+    module.flush_metrics()
+    module.collector.env_steps, module.teacher_acted = 6_000, 1_500
+    module.flush_metrics()
+    betas = [module.beta(1), module.beta(6_000)]
+    assert betas[0] != betas[1]  # the schedule has moved: a constant 1 would not pass
+    assert logged == [
+        {"train/teacher_action_fraction": 1.0, "train/beta": betas[0]},
+        {"train/teacher_action_fraction": 0.25, "train/beta": betas[1]},
+    ]
+
+
+def test_a_multitask_runs_teacher_references_are_played_at_eval_epsilon_on_each_tasks_env(monkeypatch):
+    """(kdrl.runs.multitask.x_reference_returns__mutmut_11: epsilon dropped: the teachers' references played
+    greedily while the student is scored at eval.epsilon, the bias issue 29 names) each teacher plays its task's
+    env with its kwargs on the given seeds at the given epsilon; a random policy plays the same env and seeds."""
+    played: list[tuple] = []
+    monkeypatch.setattr(mt, "greedy_of", lambda teacher: f"greedy {teacher}")
+    monkeypatch.setattr(
+        mt,
+        "evaluate_policy",
+        lambda greedy, env_id, seeds, kwargs=None, epsilon=0.0: (
+            played.append((greedy, env_id, seeds, kwargs, epsilon)) or [1.0]
+        ),
+    )
+    monkeypatch.setattr(
+        mt,
+        "random_returns",
+        lambda env_id, seeds, kwargs=None: played.append(("random", env_id, seeds, kwargs)) or [0.0],
+    )
+    tasks = [
+        SimpleNamespace(teacher="T1", spec=SimpleNamespace(env_id="CartPole-v1"), env={"kwargs": {"a": 1}}),
+        SimpleNamespace(teacher="T2", spec=SimpleNamespace(env_id="Acrobot-v1"), env={}),
+    ]
+    assert mt.reference_returns(tasks, [5, 6], 0.05) == ([[1.0], [1.0]], [[0.0], [0.0]])
+    assert played == [
+        ("greedy T1", "CartPole-v1", [5, 6], {"a": 1}, 0.05),
+        ("greedy T2", "Acrobot-v1", [5, 6], None, 0.05),
+        ("random", "CartPole-v1", [5, 6], {"a": 1}),
+        ("random", "Acrobot-v1", [5, 6], None),
+    ]
+
+
 def test_a_resumed_student_gets_its_offline_phase_report_back(tmp_path):
     """(kdrl.modules.student.xǁDistillStudentǁload_extra_state__mutmut_29: read under another key)
     results.json's ``pretrain`` block of a QDagger student resumed after its offline phase is the

@@ -1864,6 +1864,22 @@ def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():
         assert (module.data.n_step, module.data.gamma) == (n_step, 0.9)
 
 
+def test_a_joint_dqns_target_net_follows_the_dqn_blocks_period_and_tau():
+    """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁ__init____mutmut_47: tau taken as the period: the target
+    copied at every per-task env step; __mutmut_48: tau dropped: always a hard copy) the joint DQN's target net
+    syncs every dqn.target_update_interval per-task env steps with dqn.tau."""
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import JointMultiTaskDQN
+    from kdrl.nets import build_multitask_net
+
+    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
+    tasks = [TaskEnv("cartpole", CARTPOLE, {"id": "CartPole-v1", "num_envs": 1})]
+    dqn = {**plain(cfg.dqn), "target_update_interval": 500, "tau": 0.5}
+    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE])
+    module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), dqn, torch.optim.SGD)
+    assert (module.target.interval, module.target.tau, module.target.next_update) == (500, 0.5, 500)
+
+
 def test_a_joint_dqn_bootstraps_each_task_with_double_dqn_on_that_tasks_heads():
     """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁtask_loss__mutmut_16: the online head replaced by None: a joint
     DQN with double_dqn failed, or, with other nets, picked its bootstrap action with another head) with

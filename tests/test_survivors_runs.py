@@ -410,6 +410,11 @@ def test_quiet_lightning_silences_lightnings_srun_hint_and_only_that(monkeypatch
         message = "The `srun` command is available on your system but is not used"
         warnings.warn_explicit(message, UserWarning, "elsewhere.py", 1, module="kdrl.elsewhere", registry={})
         assert [str(w.message) for w in caught] == [message]
+        # (x_quiet_lightning__mutmut_73: the message dropped: every warning of Lightning's SLURM module silenced)
+        other = "SLURM_NTASKS is set but the job looks interactive"
+        where = "lightning_fabric.plugins.environments.slurm"
+        warnings.warn_explicit(other, UserWarning, "slurm.py", 1, module=where, registry={})
+        assert [str(w.message) for w in caught] == [message, other]
 
 
 def _whole_checkpoint(tmp_path: Path) -> Path:

@@ -2774,6 +2774,12 @@ def test_quiet_lightning_silences_the_leafspec_deprecation_inside_lightning_only
         assert caught == []
         warnings.warn_explicit(message, FutureWarning, "x.py", 1, module="kdrl.nets", registry={})
         assert [str(w.message) for w in caught] == [message]
+        # (x_quiet_lightning__mutmut_87, 88: the message or the category dropped: every FutureWarning of that
+        # helper, or that message as any warning, silenced) only that deprecation, as a FutureWarning, is
+        other = "`tree_flatten` will change its return type"
+        warnings.warn_explicit(other, FutureWarning, "_pytree.py", 1, module=here, registry={})
+        warnings.warn_explicit(message, UserWarning, "_pytree.py", 1, module=here, registry={})
+        assert [(str(w.message), w.category) for w in caught[1:]] == [(other, FutureWarning), (message, UserWarning)]
 
 
 def test_an_unfinished_runs_config_is_read_past_a_damaged_newest_checkpoint(tmp_path):

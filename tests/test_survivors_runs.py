@@ -1869,19 +1869,23 @@ def test_joint_dqn_without_an_n_step_key_takes_one_step_returns():
         assert (module.data.n_step, module.data.gamma) == (n_step, 0.9)
 
 
-def test_a_joint_dqns_target_net_follows_the_dqn_blocks_period_and_tau():
-    """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁ__init____mutmut_47: tau taken as the period: the target
-    copied at every per-task env step; __mutmut_48: tau dropped: always a hard copy) the joint DQN's target net
-    syncs every dqn.target_update_interval per-task env steps with dqn.tau."""
+def _joint_dqn(names: tuple[str, ...] = ("cartpole",), **dqn: object):
+    """A joint multi-task DQN over CartPole tasks named ``names``, the multitask config's dqn block with ``dqn``."""
     from kdrl.data import TaskEnv
     from kdrl.modules.multitask import JointMultiTaskDQN
     from kdrl.nets import build_multitask_net
 
     cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
-    tasks = [TaskEnv("cartpole", CARTPOLE, {"id": "CartPole-v1", "num_envs": 1})]
-    dqn = {**plain(cfg.dqn), "target_update_interval": 500, "tau": 0.5}
-    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE])
-    module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), dqn, torch.optim.SGD)
+    tasks = [TaskEnv(n, CARTPOLE, {"id": "CartPole-v1", "num_envs": 1}) for n in names]
+    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE] * len(names))
+    return JointMultiTaskDQN(net, tasks, plain(cfg.multitask), {**plain(cfg.dqn), **dqn}, torch.optim.SGD)
+
+
+def test_a_joint_dqns_target_net_follows_the_dqn_blocks_period_and_tau():
+    """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁ__init____mutmut_47: tau taken as the period: the target
+    copied at every per-task env step; __mutmut_48: tau dropped: always a hard copy) the joint DQN's target net
+    syncs every dqn.target_update_interval per-task env steps with dqn.tau."""
+    module = _joint_dqn(target_update_interval=500, tau=0.5)
     assert (module.target.interval, module.target.tau, module.target.next_update) == (500, 0.5, 500)
 
 
@@ -1889,17 +1893,10 @@ def test_a_joint_dqn_bootstraps_each_task_with_double_dqn_on_that_tasks_heads():
     """(kdrl.modules.multitask.xǁJointMultiTaskDQNǁtask_loss__mutmut_16: the online head replaced by None: a joint
     DQN with double_dqn failed, or, with other nets, picked its bootstrap action with another head) with
     double_dqn the next action is the argmax of the task's online head, valued by the task's target head."""
-    from kdrl.data import TaskEnv
-    from kdrl.modules.multitask import JointMultiTaskDQN
-    from kdrl.nets import build_multitask_net
     from kdrl.td import td_error_loss
 
-    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
-    tasks = [TaskEnv("cartpole", CARTPOLE, {"id": "CartPole-v1", "num_envs": 1})] * 2
-    dqn = {**plain(cfg.dqn), "gamma": 0.9, "double_dqn": True, "td_loss": "mse"}
     torch.manual_seed(0)
-    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE, CARTPOLE])
-    module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), dqn, torch.optim.SGD)
+    module = _joint_dqn(("left", "right"), gamma=0.9, double_dqn=True, td_loss="mse")
     with torch.no_grad():  # the online net moves away from its target copy
         for p in module.q_net.parameters():
             p.add_(torch.randn_like(p))
@@ -1922,14 +1919,7 @@ def test_a_multitask_modules_episode_metrics_are_each_tasks_finished_returns_and
     """(kdrl.modules.multitask.xǁMultiTaskModuleǁepisode_metrics__mutmut_6 and its shard: the finished episodes not
     drained) each task logs the mean return of its episodes finished since the last flush (none: no return
     logged), its env steps, and the module its optimizer steps."""
-    from kdrl.data import TaskEnv
-    from kdrl.modules.multitask import JointMultiTaskDQN
-    from kdrl.nets import build_multitask_net
-
-    cfg = compose_cfg("multitask", [*QUIET, "mode=joint_dqn"])
-    tasks = [TaskEnv(n, CARTPOLE, {"id": "CartPole-v1", "num_envs": 1}) for n in ("left", "right")]
-    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE, CARTPOLE])
-    module = JointMultiTaskDQN(net, tasks, plain(cfg.multitask), plain(cfg.dqn), torch.optim.SGD)
+    module = _joint_dqn(("left", "right"))
     finished = {"left": [[(0, 10.0, 5), (1, 30.0, 7)], []], "right": [[], [(0, 8.0, 9)]]}
     collectors = [
         SimpleNamespace(drain_finished=lambda: finished["left"].pop(0), env_steps=100),

@@ -2099,6 +2099,8 @@ def test_a_multitask_jobs_fields_name_its_loss_and_method():
         temp = None if loss == "joint_dqn" else cfg.loss.temperature
         assert (fields["loss"], fields["temperature"]) == (loss, temp)
         assert fields["method"] == method_name({"loss": loss, "temperature": temp})
+        # (fields__mutmut_20, 21: the tasks under another key) the games a multi-task table's row names
+        assert fields["task_names"] == list(cfg.tasks) and len(fields["task_names"]) >= 2
 
 
 # ---- the seed-6 sample (build/mutation/runs-s60g) ---------------------------------------------------------------------
@@ -3861,3 +3863,107 @@ def test_a_multitask_students_periodic_evaluation_plays_with_eval_epsilon_as_its
     monkeypatch.setattr(mt, "task_env", lambda *a: {**real(*a), "kwargs": {"max_episode_steps": 77}})
     _, evaluation = mt.MultiTaskJob(cfg, tmp_path / "run2", choices={"debug": "fast"}).build({})
     assert [e.kwargs for e in evaluation.tasks] == [{"max_episode_steps": 77}] * 2
+
+
+# ---- shards H1-H7 (2026-12-06, evening): the room's last 1,199 mutants, function by function ------------------------
+def test_pruning_reports_and_logs_its_amount_step_and_the_nonzero_weights_before_and_after():
+    """(kdrl.modules.components.xǁMagnitudePruningǁapply__mutmut_13, 14, 18, 19, 21, 22: a report key renamed; 25: the
+    report not logged) what results.json's ``prune`` block and the ``prune/*`` curves say: the amount, the env step
+    it was applied at and the non-zero parameters of the net before and after."""
+    from kdrl.prune import nonzero_params
+
+    logged: list[dict] = []
+    torch.manual_seed(0)
+    net = MLP((4,), 2, hidden=[8])
+    dense = nonzero_params(net)
+    student = SimpleNamespace(q_net=net, env_steps=300, log_env_metrics=logged.append)
+    pruning = MagnitudePruning(Pruning(0.5, 0.25))
+    pruning.apply(student)
+    after = nonzero_params(net)
+    assert after < dense
+    assert pruning.report == {
+        "amount": 0.5,
+        "at_env_step": 300.0,
+        "nonzero_before": float(dense),
+        "nonzero_after": float(after),
+    }
+    assert logged == [
+        {"prune/amount": 0.5, "prune/at_env_step": 300.0, "prune/nonzero_before": dense, "prune/nonzero_after": after}
+    ]
+
+
+def test_int8_training_starts_at_its_point_and_reports_and_logs_the_env_step():
+    """(kdrl.modules.components.xǁInt8Trainingǁbefore_updates__mutmut_1: ``or``, quantised at the first item;
+    apply__mutmut_4, 5: the report's key renamed; 7, 8, 9: the ``quantize/at_env_step`` curve not logged or renamed)"""
+    from kdrl.quantize import is_int8_representable
+
+    logged: list[dict] = []
+    torch.manual_seed(0)
+    student = SimpleNamespace(
+        q_net=MLP((4,), 2, hidden=[8]), env_steps=499, data=SimpleNamespace(total_timesteps=1000),
+        log_env_metrics=logged.append,
+    )  # fmt: skip
+    int8 = Int8Training(Quantization(True, 0.5))
+    int8.before_updates(student)  # one step before its point: still float
+    assert not int8.applied and int8.report is None and logged == []
+    assert not is_int8_representable(student.q_net)
+    student.env_steps = 500
+    int8.before_updates(student)
+    assert int8.applied and is_int8_representable(student.q_net)
+    assert int8.report == {"at_env_step": 500.0}
+    assert logged == [{"quantize/at_env_step": 500.0}]
+
+
+def test_int8_masters_of_weights_pruned_after_quantisation_are_zeroed_with_them():
+    """(kdrl.modules.components.xǁInt8Trainingǁafter_optimizer_step__mutmut_3, 5, 6: the pruner's masks not passed)
+    with ``distill.quantize.at`` before ``distill.prune.at``, the float masters were taken from the dense net:
+    after the pruning point the masters of the pruned weights are zero too, as the student's hooks leave them
+    (pruning's, then int8's, after every optimiser step), so no rounding can bring a pruned weight back."""
+    torch.manual_seed(0)
+    student = SimpleNamespace(
+        q_net=MLP((4,), 2, hidden=[8]), env_steps=0, data=SimpleNamespace(total_timesteps=1000),
+        log_env_metrics=lambda m: None, device=torch.device("cpu"),
+    )  # fmt: skip
+    pruning = MagnitudePruning(Pruning(0.5, 0.5))
+    int8 = Int8Training(Quantization(True, 0.25), pruning)
+    for env_steps in (250, 500):  # int8 first, then the pruning point
+        student.env_steps = env_steps
+        for component in (pruning, int8):
+            component.before_updates(student)
+    assert int8.applied and pruning.applied
+    with torch.no_grad():  # an optimiser step moves every weight, pruned ones too
+        for p in student.q_net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    for component in (pruning, int8):
+        component.after_optimizer_step(student)
+    params = dict(student.q_net.named_parameters())
+    for name, mask in pruning.masks.items():
+        assert torch.count_nonzero(int8.qat.master[name][~mask]) == 0
+        assert torch.count_nonzero(params[name][~mask]) == 0
+
+
+def test_a_multitask_jobs_summary_line_gives_each_task_and_the_means():
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁsummary__mutmut_1, 3: the per-task part dropped or joined otherwise; 26, 27:
+    the size as a share of the teachers miscomputed) the line a multi-task job logs when it ends."""
+    job = mt.MultiTaskJob(compose_cfg("multitask", QUIET), Path("."), choices={})
+
+    def task(ret: float, teacher: float, pct: float) -> dict:
+        return {"eval_return_mean": ret, "teacher_reference": {"return_mean": teacher}, "pct_of_teacher": pct}
+
+    fields = {
+        "mode": "distill", "method": "kl (tau=0.01)", "seed": 3,
+        "tasks": {"cartpole": task(400.0, 500.0, 80.0), "acrobot": task(-90.0, -80.0, 95.5)},
+        "mean_pct_of_teacher": 87.75, "geomean_pct_of_teacher": 87.4, "params": 1234, "param_ratio": 0.25,
+    }  # fmt: skip
+    assert job.summary(fields) == (
+        "multitask distill kl (tau=0.01) seed 3: cartpole 400.0 vs 500.0 (80.0%), acrobot -90.0 vs -80.0 (95.5%); "
+        "mean 87.8%, geomean 87.4% of teacher (1234 params = 25.0% of teachers)"
+    )
+
+
+def test_a_multitask_job_keeps_the_debug_choice_it_was_given():
+    """(kdrl.runs.multitask.xǁMultiTaskJobǁ__init____mutmut_7: the given choices ignored for Hydra's, {} outside an
+    app) the teachers a multi-task job trains on demand are composed with its debug preset."""
+    cfg = compose_cfg("multitask", QUIET)
+    assert mt.MultiTaskJob(cfg, Path("."), choices={"debug": "fast", "env": "x"}).choices == {"debug": "fast"}
+    assert mt.MultiTaskJob(cfg, Path("."), choices={}).choices == {"debug": None}

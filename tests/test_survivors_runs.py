@@ -507,6 +507,14 @@ def test_missing_teachers_of_a_completed_run_are_trained_when_skip_completed_is_
         out.mkdir()
         (out / "results.json").write_text(json.dumps({"status": "ok", "config": plain(cfg)}))
         assert mt.missing_teachers(mt.MultiTaskJob(cfg, out, choices={"debug": "fast"})) == expected
+    # (mutmut_15, 17: no default) a config without the key skips a completed run, as run_job does
+    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={cache}"])
+    with open_dict(cfg):
+        del cfg["skip_completed"]
+    out = tmp_path / "run-default"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"status": "ok", "config": plain(cfg)}))
+    assert mt.missing_teachers(mt.MultiTaskJob(cfg, out, choices={"debug": "fast"})) == []
 
 
 def test_a_completed_student_runs_teacher_is_not_trained_again_unless_skip_completed_is_off(tmp_path, caplog):
@@ -3967,3 +3975,19 @@ def test_a_multitask_job_keeps_the_debug_choice_it_was_given():
     cfg = compose_cfg("multitask", QUIET)
     assert mt.MultiTaskJob(cfg, Path("."), choices={"debug": "fast", "env": "x"}).choices == {"debug": "fast"}
     assert mt.MultiTaskJob(cfg, Path("."), choices={}).choices == {"debug": None}
+
+
+def test_a_compression_point_is_due_only_with_a_budget_and_at_its_env_step():
+    """(kdrl.modules.components.x__due__mutmut_1: ``or``, a module without data settings crashes; 3: ``>``, one step
+    late; 4: ``at / total``, due at once) and (xǁQuantizationǁ__post_init____mutmut_3: ``at = 0`` refused) int8
+    from the first step is a valid config, as pruning at 0 is."""
+    from kdrl.modules.components import _due
+
+    budget = SimpleNamespace(total_timesteps=1000)
+    assert not _due(SimpleNamespace(data=None, env_steps=10**6), 0.5)
+    assert [_due(SimpleNamespace(data=budget, env_steps=n), 0.25) for n in (0, 249, 250, 251)] == [0, 0, 1, 1]
+    assert _due(SimpleNamespace(data=budget, env_steps=0), 0.0)
+    assert Quantization(True, 0.0).at == 0.0 and Pruning(0.5, 0.0).at == 0.0
+    for at in (-0.01, 1.0):
+        with pytest.raises(ValueError, match="distill.quantize.at must be in"):
+            Quantization(True, at)

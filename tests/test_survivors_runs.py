@@ -3991,3 +3991,31 @@ def test_a_compression_point_is_due_only_with_a_budget_and_at_its_env_step():
     for at in (-0.01, 1.0):
         with pytest.raises(ValueError, match="distill.quantize.at must be in"):
             Quantization(True, at)
+
+
+def test_a_scratch_baseline_is_a_dqn_on_the_students_net_with_the_teachers_settings_fitted_to_its_budget(tmp_path):
+    """(kdrl.runs.distill.x_build_student_module__mutmut_3: ``"SCRATCH"``, the baseline distilled instead) the
+    scratch baseline learns from its own TD loss, with no teacher in its module, on the budget of the students."""
+    from kdrl.modules.dqn import DQN
+    from kdrl.modules.student import DistillStudent
+    from kdrl.runs.distill import fitted_to_budget
+
+    job, module, _ = _student_job(tmp_path, ["baseline=scratch", "student.width=16"])
+    assert type(module) is DQN and not isinstance(module, DistillStudent)
+    fitted = fitted_to_budget(plain(job.cfg.algo), int(job.cfg.distill.total_timesteps))
+    assert module.data.total_timesteps == job.cfg.distill.total_timesteps == fitted["total_timesteps"]
+    assert module.data.learning_starts == fitted["learning_starts"]
+    assert module.td.gamma == job.cfg.algo.gamma and module.params == 386
+    _, student, _ = _student_job(tmp_path / "kd", ["student.width=16"])
+    assert isinstance(student, DistillStudent)
+
+
+def test_a_multitask_task_given_its_teacher_needs_no_cached_one(tmp_path):
+    """(kdrl.runs.multitask.x_missing_teachers__mutmut_41: ``or``, 43: the given checkpoints looked up under None)
+    only the tasks without a ``teacher.checkpoints`` entry and without a cached teacher are trained on demand."""
+    cache = tmp_path / "cache"  # empty
+    cfg = compose_cfg(
+        "multitask", [*QUIET, f"teacher.cache_dir={cache}", f"+teacher.checkpoints.cartpole={tmp_path / 't.pt'}"]
+    )
+    job = mt.MultiTaskJob(cfg, tmp_path / "run", choices={"debug": "fast"})
+    assert list(cfg.tasks) == ["cartpole", "acrobot"] and mt.missing_teachers(job) == ["acrobot"]

@@ -1123,11 +1123,13 @@ def test_a_checkpoint_that_cannot_be_set_aside_is_said_with_the_reason(tmp_path,
 def test_a_failed_on_demand_teacher_of_a_multitask_job_is_logged_by_task(tmp_path, monkeypatch, caplog):
     """(kdrl.runs.multitask.x_multitask_job__mutmut_25: the log line's format dropped) the job
     stops obtaining teachers at the first failure, says which task's, and runs (to fail in one line)."""
-    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={tmp_path}"])
-    asked: list[str] = []
+    from kdrl.teachers import teacher_overrides
 
-    def fail(name, *a):
-        asked.append(name)
+    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={tmp_path}", "teacher.seed=3"])
+    asked: list[tuple] = []
+
+    def fail(*args):
+        asked.append(args)
         raise RuntimeError("diverged\nat step 9")
 
     monkeypatch.setattr(mt, "missing_teachers", lambda job: ["cartpole", "acrobot"])
@@ -1135,7 +1137,11 @@ def test_a_failed_on_demand_teacher_of_a_multitask_job_is_logged_by_task(tmp_pat
     monkeypatch.setattr(mt, "run_job", lambda job: {"error": job.teacher_error})
     with caplog.at_level(logging.ERROR, logger="kdrl"):
         res = mt.multitask_job(cfg, tmp_path / "run", choices={"debug": "fast"})
-    assert asked == ["cartpole"] and str(res["error"]) == "diverged\nat step 9"
+    assert str(res["error"]) == "diverged\nat step 9"
+    # (mutmut_4, 7: the job's choices dropped; 10-16: the teacher's seed, overrides or cache not passed) the
+    # teacher is the one the job will load: its seed, the job's debug preset and budget, its cache
+    overrides = teacher_overrides(cfg, {"debug": "fast"})
+    assert "debug=fast" in overrides and asked == [("cartpole", 3, overrides, str(tmp_path))]
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert said == ["the on-demand teacher of task cartpole failed: RuntimeError: diverged at step 9"]
 
@@ -4019,3 +4025,41 @@ def test_a_multitask_task_given_its_teacher_needs_no_cached_one(tmp_path):
     )
     job = mt.MultiTaskJob(cfg, tmp_path / "run", choices={"debug": "fast"})
     assert list(cfg.tasks) == ["cartpole", "acrobot"] and mt.missing_teachers(job) == ["acrobot"]
+
+
+def test_a_multitask_task_whose_teacher_is_cached_at_the_teacher_seed_is_not_missing(tmp_path):
+    """(kdrl.runs.multitask.x_missing_teachers__mutmut_51: the cache looked up without the teacher's seed) a
+    teacher cached at ``teacher.seed`` is found; one cached at another seed is not the one the job needs."""
+    from kdrl.teachers import cache_entry, teacher_config, teacher_overrides
+
+    cache = tmp_path / "cache"
+    cfg = compose_cfg("multitask", [*QUIET, f"teacher.cache_dir={cache}", "teacher.seed=3"])
+    job = mt.MultiTaskJob(cfg, tmp_path / "run", choices={"debug": "fast"})
+    for seed in (3, 4):
+        entry = cache_entry(
+            teacher_config(("cartpole", "acrobot")[seed - 3], seed, teacher_overrides(cfg, job.choices)), cache
+        )
+        entry.mkdir(parents=True)
+        (entry / "results.json").write_text(json.dumps({"status": "ok"}))
+        (entry / "teacher.pt").write_bytes(b"")
+    assert mt.missing_teachers(job) == ["acrobot"]
+
+
+def test_a_student_module_takes_the_jobs_seed_and_log_interval(tmp_path):
+    """(kdrl.runs.distill.x_build_student_module__mutmut_44, 45: ``seed`` or ``log_interval`` not passed, the defaults
+    0 and 250 used) the student's streams are seeded from the job's seed and it logs at the job's interval."""
+    job, module, _ = _student_job(tmp_path, ["seed=5", "log_interval=7"])
+    assert (module.seed, module.log_interval) == (5, 7) == (job.cfg.seed, job.cfg.log_interval)
+
+
+def test_a_distill_job_plans_its_teacher_with_the_choices_it_was_given(tmp_path, monkeypatch):
+    """(kdrl.runs.distill.x_distill_student__mutmut_4: the given choices replaced by Hydra's, {} outside an app) the
+    on-demand teacher a student job plans is composed with the job's recipe and debug preset."""
+    from kdrl.runs import distill
+
+    seen: list = []
+    monkeypatch.setattr(distill, "missing_teacher", lambda job: seen.append(job.choices))
+    monkeypatch.setattr(distill, "run_job", lambda job: {"choices": job.choices})
+    choices = {"debug": "fast", "recipe": "minatar_fast"}
+    assert distill.distill_student(compose_cfg("distill", QUIET), tmp_path, choices) == {"choices": choices}
+    assert seen == [choices]

@@ -1386,12 +1386,17 @@ def test_a_multitask_module_is_built_for_its_mode_with_the_configs_update_seed_a
 
     teacher = constant_teacher(tmp_path / "teacher.pt", 0)
     base = [*QUIET, f"teacher.checkpoints={{cartpole:{teacher}}}", "tasks=[cartpole]", f"teacher.cache_dir={tmp_path}"]
-    cfg = compose_cfg("multitask", [*base, f"mode={mode}", "multitask.update=sum", "seed=7", "log_interval=3"])
+    cfg = compose_cfg(
+        "multitask",
+        [*base, f"mode={mode}", "multitask.update=sum", "seed=7", "log_interval=3", "multitask.max_grad_norm=2.5"],
+    )
     task = mt.load_task(cfg, "cartpole", {"debug": "fast"})
     student = MultiTaskQNetwork([task.spec.obs_shape], [task.spec.n_actions], width=4, depth=1)
     module = mt.build_module(cfg, [task], student)
     assert type(module) is {"distill": MultiTaskDistill, "joint_dqn": JointMultiTaskDQN}[mode]
     assert (module.update, module.seed, module.log_interval) == ("sum", 7, 3)
+    # (kdrl.modules.multitask.xǁMultiTaskModuleǁ__init____mutmut_17, 26, 33-35: multitask.max_grad_norm not read)
+    assert module.max_grad_norm == 2.5
 
 
 def one_task_result(
@@ -4063,3 +4068,13 @@ def test_a_distill_job_plans_its_teacher_with_the_choices_it_was_given(tmp_path,
     choices = {"debug": "fast", "recipe": "minatar_fast"}
     assert distill.distill_student(compose_cfg("distill", QUIET), tmp_path, choices) == {"choices": choices}
     assert seen == [choices]
+
+
+def test_an_unknown_multitask_update_rule_is_refused_with_the_known_ones():
+    """(kdrl.modules.multitask.xǁMultiTaskModuleǁ__init____mutmut_8: the known rules joined otherwise)"""
+    from kdrl.modules.multitask import MultiTaskModule
+
+    net = MultiTaskQNetwork([(4,)], [2], width=4, depth=1)
+    with pytest.raises(ValueError) as exc:
+        MultiTaskModule(net, [], {}, lambda ps: torch.optim.SGD(ps, lr=0.1), lambda t: 0.0, update="mean")
+    assert str(exc.value) == "unknown update 'mean' (expected one of interleave, sum)"

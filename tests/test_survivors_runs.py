@@ -4078,3 +4078,33 @@ def test_an_unknown_multitask_update_rule_is_refused_with_the_known_ones():
     with pytest.raises(ValueError) as exc:
         MultiTaskModule(net, [], {}, lambda ps: torch.optim.SGD(ps, lr=0.1), lambda t: 0.0, update="mean")
     assert str(exc.value) == "unknown update 'mean' (expected one of interleave, sum)"
+
+
+def test_the_offline_phase_runs_at_fit_start_once_and_only_for_a_student_that_has_one(tmp_path, monkeypatch):
+    """(kdrl.modules.student.xǁDistillStudentǁon_fit_start__mutmut_1: ``or``, a student without an offline phase
+    runs one; 2: ``is not None``, a fresh QDagger student skips its phase and a resumed one repeats it)"""
+    offline = ["experiment=qdagger", "distill.pretrain.teacher_steps=200", "distill.pretrain.updates=64"]
+    runs: list[str] = []
+    for name, overrides in (("qdagger", offline), ("plain", [])):
+        _, module, _ = _student_job(tmp_path / name, overrides)
+        monkeypatch.setattr(module, "pretrain_offline", lambda name=name: runs.append(name))
+        module.on_fit_start()
+        if name == "qdagger":
+            module.pretrain_report = {"updates": 64}  # resumed after its phase
+            module.on_fit_start()
+    assert runs == ["qdagger"]
+
+
+def test_a_multitask_update_round_takes_each_tasks_minibatches_while_it_has_them():
+    """(kdrl.modules.multitask.xǁMultiTaskModuleǁlearn__mutmut_9: ``<=``; 10: the minibatch size for their number)
+    tasks whose stream items hold different numbers of minibatches: round k updates the tasks that have a k-th."""
+    from kdrl.modules.multitask import MultiTaskModule
+
+    def stack(k: int, tag: float) -> Transitions:
+        t = torch.full((k, 3, 1), tag)
+        return Transitions(t, t.long().squeeze(-1), t.squeeze(-1), t, t.squeeze(-1))
+
+    rounds: list[list[tuple[int, float]]] = []
+    module = SimpleNamespace(run_round=lambda opt, due: rounds.append([(i, float(b.obs[0, 0])) for i, b in due]))
+    MultiTaskModule.learn(module, None, [stack(2, 1.0), stack(1, 2.0), stack(3, 3.0)])
+    assert rounds == [[(0, 1.0), (1, 2.0), (2, 3.0)], [(0, 1.0), (2, 3.0)], [(2, 3.0)]]

@@ -4108,3 +4108,26 @@ def test_a_multitask_update_round_takes_each_tasks_minibatches_while_it_has_them
     module = SimpleNamespace(run_round=lambda opt, due: rounds.append([(i, float(b.obs[0, 0])) for i, b in due]))
     MultiTaskModule.learn(module, None, [stack(2, 1.0), stack(1, 2.0), stack(3, 3.0)])
     assert rounds == [[(0, 1.0), (1, 2.0), (2, 3.0)], [(0, 1.0), (2, 3.0)], [(2, 3.0)]]
+
+
+def test_a_student_on_a_teacher_dataset_streams_that_dataset_with_its_own_seed(tmp_path):
+    """(kdrl.modules.student.xǁDistillStudentǁbuild_stream__mutmut_3-6, 9-11: the dataset, spec or data settings
+    dropped; 8, 12: the student's seed not passed) a student given ``distill.dataset`` learns from the recorded
+    transitions, sampled from its replay with its own seed: the batches a stream built by hand with that seed gives."""
+    from kdrl.datasets import DatasetCollector, dataset_stream
+    from kdrl.runs.distill import build_student_module
+
+    job, module, _ = _student_job(tmp_path, ["seed=5"])
+    env = {"id": "CartPole-v1", "num_envs": int(job.cfg.env.num_envs), "kwargs": None, "vectorization": "sync"}
+    teacher = module.teacher
+    data = record_dataset(
+        env, CARTPOLE, teacher, 1200, 0.05, 3, lambda o: greedy_actions(teacher, o, torch.device("cpu"))
+    )
+    student = build_student_module(job.cfg, CARTPOLE, teacher, job.net_cfg, dataset=data)
+    stream = student.build_stream()
+    assert isinstance(stream.collector, DatasetCollector) and stream.collector.data is data
+    first = next(iter(stream))
+    assert stream.collector.env_steps >= student.data.learning_starts
+    for seed, same in ((5, True), (6, False)):
+        other = next(iter(dataset_stream(data, CARTPOLE, student.data, seed)))
+        assert torch.equal(first.obs, other.obs) is same

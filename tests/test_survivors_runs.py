@@ -26,7 +26,7 @@ from tqdm import tqdm
 from kdrl.callbacks import EnvStepProgressBar, PeriodicEvaluation
 from kdrl.collector import greedy_actions
 from kdrl.datasets import DATASET_FILE, DatasetError, file_sha256, record_dataset, save_dataset
-from kdrl.envs import EnvSpec
+from kdrl.envs import EnvSpec, make_vector_env
 from kdrl.evaluation import eval_seeds, evaluate_policy, random_returns
 from kdrl.io import CheckpointError, save_multitask_policy, save_policy
 from kdrl.modules.base import RLModule
@@ -4131,3 +4131,27 @@ def test_a_student_on_a_teacher_dataset_streams_that_dataset_with_its_own_seed(t
     for seed, same in ((5, True), (6, False)):
         other = next(iter(dataset_stream(data, CARTPOLE, student.data, seed)))
         assert torch.equal(first.obs, other.obs) is same
+
+
+def test_each_task_of_a_multitask_module_streams_on_its_own_seeds():
+    """(kdrl.modules.multitask.xǁMultiTaskModuleǁbuild_stream__mutmut_16: no task key, every task on the run's one
+    stream; 18, 19: the key renamed, other seeds than the ("task", i) streams kdrl.seeding documents) task i's envs
+    are reset and its exploration drawn on the streams ("task", i, ...) of the run's seed."""
+    from kdrl.seeding import generator, seed_ints
+
+    module = _joint_dqn(("a", "b"))
+    collectors = module.build_stream().collector.collectors
+    for i, c in enumerate(collectors):
+        assert c.rng.bit_generator.state == generator(module.seed, "task", i, "collector").bit_generator.state
+        first, _ = make_vector_env("CartPole-v1", 1, module.seed).reset(seed=seed_ints(module.seed, "task", i, "envs"))
+        np.testing.assert_array_equal(c.obs, first)
+    assert not np.array_equal(collectors[0].obs, collectors[1].obs)
+
+
+def test_a_dqn_module_takes_the_jobs_seed_and_log_interval():
+    """(kdrl.runs.teacher.x_build_dqn__mutmut_21: ``log_interval`` not passed, 250 used) a teacher logs its training
+    metrics at the job's interval."""
+    from kdrl.runs.teacher import build_teacher
+
+    module, _ = build_teacher(compose_cfg("train", [*QUIET, "seed=5", "log_interval=7"]))
+    assert (module.seed, module.log_interval) == (5, 7)

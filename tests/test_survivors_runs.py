@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
@@ -4155,3 +4156,21 @@ def test_a_dqn_module_takes_the_jobs_seed_and_log_interval():
 
     module, _ = build_teacher(compose_cfg("train", [*QUIET, "seed=5", "log_interval=7"]))
     assert (module.seed, module.log_interval) == (5, 7)
+
+
+def test_a_multitask_student_given_a_teacher_per_task_too_few_or_many_is_refused_in_one_line():
+    """(kdrl.modules.multitask.xǁMultiTaskDistillǁ__init____mutmut_23: the message dropped)"""
+    from kdrl.data import TaskEnv
+    from kdrl.modules.multitask import MultiTaskDistill
+    from kdrl.nets import build_multitask_net
+
+    cfg = compose_cfg("multitask", QUIET)
+    tasks = [TaskEnv("cartpole", CARTPOLE, {"id": "CartPole-v1", "num_envs": 1})]
+    net = build_multitask_net({"width": 8, "depth": 1}, [CARTPOLE])
+    teachers = [_cartpole_balancer(), _cartpole_balancer()]
+    with pytest.raises(ValueError) as exc:
+        MultiTaskDistill(
+            net, teachers, tasks, plain(cfg.multitask), instantiate(cfg.loss), plain(cfg.distill.exploration),
+            torch.optim.SGD,
+        )  # fmt: skip
+    assert str(exc.value) == "need one teacher per task, got 2 for 1 tasks"

@@ -1769,14 +1769,14 @@ def test_the_env_step_bar_is_redrawn_by_its_own_update_and_not_again_for_its_pos
 
 def test_the_env_step_bar_is_refreshed_once_its_interval_has_passed(monkeypatch):
     """(kdrl.callbacks.xǁEnvStepProgressBarǁon_train_batch_end__mutmut_4: ``<=``: a refresh exactly
-    refresh_s after the last one skipped; "no tests": no test ended a batch with a bar) with
-    refresh_s = 0.25 the bar follows the module once 0.25 s have passed since its last refresh, not
-    sooner; without a bar nothing happens."""
+    refresh_s after the last one skipped; "no tests": no test ended a batch with a bar; __init____mutmut_1: the
+    default 1.25 s) with the default refresh_s, 0.25 s (the docstring's ~4x/s), the bar follows the module once
+    0.25 s have passed since its last refresh, not sooner; without a bar nothing happens."""
     import kdrl.callbacks as callbacks
 
     clock = [0.0]
     monkeypatch.setattr(callbacks, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    pb = EnvStepProgressBar(refresh_s=0.25)
+    pb = EnvStepProgressBar()
     pb.on_train_batch_end(None, _module_view(5), None, None, 0)  # no bar yet: nothing
     pb.bar = tqdm(total=1000, file=io.StringIO())
     seen = []
@@ -4174,3 +4174,74 @@ def test_a_multitask_student_given_a_teacher_per_task_too_few_or_many_is_refused
             torch.optim.SGD,
         )  # fmt: skip
     assert str(exc.value) == "need one teacher per task, got 2 for 1 tasks"
+
+
+def test_a_sweeps_index_is_written_in_its_sweep_dir_when_the_multirun_ends(tmp_path):
+    """(kdrl.runs.sweep.xǁSweepIndexǁon_multirun_end__mutmut_1-4: the sweep dir lost, read as "None" or not passed on;
+    "no tests": only the multirun subprocess tests call it) Hydra's end-of-multirun hook writes index.csv in the
+    sweep dir; a sweep dir that was never made is left alone."""
+    from kdrl.runs.sweep import SweepIndex
+
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(["seed=3"])))
+    (tmp_path / "0" / "results.json").write_text(json.dumps({"status": "ok"}))
+    SweepIndex().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    rows = list(csv.reader((tmp_path / "index.csv").read_text().splitlines()))
+    assert rows == [["job", "status", "overrides"], ["0", "ok", "seed=3"]]
+    SweepIndex().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "never")}}}))
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_env_step_bar_is_made_again_once_enabled_and_ends_on_the_last_step(monkeypatch):
+    """(kdrl.callbacks.xǁEnvStepProgressBarǁenable__mutmut_1, 2: enable() leaves the bar off; on_train_end__mutmut_1:
+    ``is None``, 2: the module not read, 3: the bar kept as ""; "no tests": the jobs' trainers run with the bar off)
+    Lightning's enable() after a disable() brings the bar back; at the end of training it shows the last env step,
+    is closed and dropped."""
+    monkeypatch.setenv("KDRL_NO_PROGRESS", "0")  # a live bar (the suite turns them off)
+    module = _module_view(700)
+    module.stream = SimpleNamespace(total_timesteps=1000)
+    trainer = SimpleNamespace(is_global_zero=True)
+    pb = EnvStepProgressBar()
+    pb.disable()
+    pb.on_train_start(trainer, module)
+    assert pb.bar is None
+    pb.enable()
+    pb.on_train_start(trainer, module)
+    assert (pb.bar.total, pb.bar.n) == (1000, 700)
+    bar = pb.bar
+    module.env_steps = 1000
+    pb.on_train_end(trainer, module)
+    assert (bar.n, bar.postfix) == (1000, "sps=10, eps=0.050")
+    assert pb.bar is None and bar.disable  # closed (tqdm's close disables the bar)
+
+
+def test_a_multitask_evaluation_is_greedy_by_default_tells_its_listeners_and_times_the_run_from_its_start(
+    monkeypatch,
+):
+    """(kdrl.callbacks.xǁMultiTaskEvaluationǁ__init____mutmut_1: ε = 1 by default; 13: the listeners not passed on;
+    measure__mutmut_26: ``perf_counter() + t_start``) without ``epsilon`` each head plays greedily; the listeners it
+    is given are told of each evaluation; ``wall_s`` is the time since the run started (a controlled clock) and
+    ``train_wall_s`` that less the evaluations' time."""
+    import kdrl.callbacks as callbacks
+    from kdrl.callbacks import EvalTask, MultiTaskEvaluation
+
+    clock = [10.0]
+    monkeypatch.setattr(callbacks, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    played: list[float] = []
+
+    def evaluate(greedy, env_id, seeds, kwargs=None, epsilon=0.0, **rest):
+        played.append(epsilon)
+        clock[0] += 1.0  # each task's episodes take a second
+        return [50.0]
+
+    monkeypatch.setattr(callbacks, "evaluate_policy", evaluate)
+    listener = object()
+    tasks = [EvalTask("a", "CartPole-v1", {}), EvalTask("b", "CartPole-v1", {})]
+    ev = MultiTaskEvaluation(tasks, 100, 1, 0, None, None, [100.0, 100.0], [0.0, 0.0], listeners=[listener])
+    assert ev.listeners == [listener]
+    clock[0] = 15.0
+    module = _Evaluated(600, 9, task_env_steps=300)
+    module.greedy_fn = lambda i: None
+    record = ev.measure(module).record
+    assert played == [0.0, 0.0]
+    assert (record["wall_s"], record["train_wall_s"]) == (7.0, 5.0)  # started at 10, measured 15-17

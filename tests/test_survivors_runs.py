@@ -4208,6 +4208,7 @@ def test_the_env_step_bar_is_made_again_once_enabled_and_ends_on_the_last_step(m
     pb.enable()
     pb.on_train_start(trainer, module)
     assert (pb.bar.total, pb.bar.n) == (1000, 700)
+    assert pb.bar.smoothing == 0.1  # (on_train_start__mutmut_8, 15, 20) the SPS shown follows the recent speed
     bar = pb.bar
     module.env_steps = 1000
     pb.on_train_end(trainer, module)
@@ -4219,7 +4220,7 @@ def test_a_multitask_evaluation_is_greedy_by_default_tells_its_listeners_and_tim
     monkeypatch,
 ):
     """(kdrl.callbacks.xǁMultiTaskEvaluationǁ__init____mutmut_1: ε = 1 by default; 13: the listeners not passed on;
-    measure__mutmut_26: ``perf_counter() + t_start``) without ``epsilon`` each head plays greedily; the listeners it
+    measure__mutmut_26: ``perf_counter() + t_start``, 66-69) without ``epsilon`` each head plays greedily; the listeners it
     is given are told of each evaluation; ``wall_s`` is the time since the run started (a controlled clock) and
     ``train_wall_s`` that less the evaluations' time."""
     import kdrl.callbacks as callbacks
@@ -4242,6 +4243,11 @@ def test_a_multitask_evaluation_is_greedy_by_default_tells_its_listeners_and_tim
     clock[0] = 15.0
     module = _Evaluated(600, 9, task_env_steps=300)
     module.greedy_fn = lambda i: None
-    record = ev.measure(module).record
+    result = ev.measure(module)
     assert played == [0.0, 0.0]
-    assert (record["wall_s"], record["train_wall_s"]) == (7.0, 5.0)  # started at 10, measured 15-17
+    assert (result.record["wall_s"], result.record["train_wall_s"]) == (7.0, 5.0)  # started at 10, measured 15-17
+    assert result.metrics == {  # (measure__mutmut_66-69: the mean and geometric mean curves renamed)
+        "eval/a/return_mean": 50.0, "eval/b/return_mean": 50.0,
+        "eval/a/pct_of_teacher": 50.0, "eval/b/pct_of_teacher": 50.0,
+        "eval/mean_pct_of_teacher": 50.0, "eval/geomean_pct_of_teacher": pytest.approx(50.0),
+    }  # fmt: skip

@@ -4251,3 +4251,54 @@ def test_a_multitask_evaluation_is_greedy_by_default_tells_its_listeners_and_tim
         "eval/a/pct_of_teacher": 50.0, "eval/b/pct_of_teacher": 50.0,
         "eval/mean_pct_of_teacher": 50.0, "eval/geomean_pct_of_teacher": pytest.approx(50.0),
     }  # fmt: skip
+
+
+def test_a_multirun_jobs_sweep_name_is_its_sweep_dirs_name_and_a_single_runs_is_none(monkeypatch):
+    """(kdrl.runs.job.x_sweep_name__mutmut_1: Hydra's config not read, every job ungrouped) in a multirun the W&B
+    group of a job is its sweep directory's name; a single run, or code outside a Hydra app, has none."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from kdrl.runs.job import sweep_name
+
+    assert sweep_name() is None  # no Hydra app
+    for mode, expected in ((RunMode.MULTIRUN, "2026-12-06_study"), (RunMode.RUN, None)):
+        hydra = SimpleNamespace(sweep=SimpleNamespace(dir="multirun/2026-12-06_study"), mode=mode)
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda hydra=hydra: hydra))
+        assert sweep_name() == expected
+
+
+def test_a_fresh_evaluation_adds_no_time_before_a_resume_and_a_resumed_one_the_recorded_wall_time():
+    """(kdrl.callbacks.xǁPeriodicEvaluationǁ__init____mutmut_23: 1 s before a fresh run) the job adds
+    ``resumed_wall_s`` to the fit time it reports (kdrl.runs.job): 0 for a fresh run, the last record's wall time
+    for a resumed one."""
+    from kdrl.callbacks import GreedyEvaluation
+
+    ev = GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None)
+    assert ev.resumed_wall_s == 0.0
+    state = {"next_eval": 200, "history": [{"env_steps": 100, "wall_s": 42.5}], "eval_time_s": 3.0}
+    files = SimpleNamespace(load_state_dict=lambda state: None)  # policy files and checkpoint: nothing of their own
+    resumed = GreedyEvaluation("CartPole-v1", None, 100, 1, 0, files, files)
+    resumed.load_state_dict(state)
+    assert resumed.resumed_wall_s == 42.5
+
+
+def test_non_finite_weights_stop_the_run_saying_where_and_that_the_last_good_checkpoint_is_kept():
+    """(kdrl.callbacks.xǁPeriodicEvaluationǁcheck_finite__mutmut_4, 5: the message dropped or changed) the metrics
+    are flushed first (a non-finite loss is named there); weights that are not finite stop the run in one line."""
+    from kdrl.callbacks import GreedyEvaluation
+    from kdrl.modules.base import NonFiniteLossError
+
+    net = nn.Linear(2, 2)
+    flushed: list[int] = []
+    module = SimpleNamespace(q_net=net, env_steps=1234, flush_metrics=lambda: flushed.append(1))
+    ev = GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None)
+    ev.check_finite(module)  # finite: nothing
+    with torch.no_grad():
+        net.weight[0, 1] = float("nan")
+    with pytest.raises(NonFiniteLossError) as exc:
+        ev.check_finite(module)
+    assert str(exc.value) == (
+        "non-finite network parameters at env step 1234; stopped, the last good checkpoint is kept"
+    )
+    assert flushed == [1, 1]

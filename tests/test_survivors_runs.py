@@ -4302,3 +4302,19 @@ def test_non_finite_weights_stop_the_run_saying_where_and_that_the_last_good_che
         "non-finite network parameters at env step 1234; stopped, the last good checkpoint is kept"
     )
     assert flushed == [1, 1]
+
+
+def test_a_greedy_evaluation_without_epsilon_plays_greedily(monkeypatch):
+    """(kdrl.callbacks.xǁGreedyEvaluationǁ__init____mutmut_1: ε = 1 by default) the docstring's "greedy returns":
+    constructed without ``epsilon`` it plays at ε = 0; the jobs pass ``eval.epsilon``."""
+    import kdrl.callbacks as callbacks
+    from kdrl.callbacks import GreedyEvaluation
+
+    played: list[float] = []
+    monkeypatch.setattr(
+        callbacks, "evaluate_policy", lambda g, env_id, seeds, kwargs, epsilon=0.0: played.append(epsilon) or [1.0]
+    )
+    module = _Evaluated(100, 1)
+    GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None).measure(module)
+    GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None, epsilon=0.05).measure(module)
+    assert played == [0.0, 0.05]

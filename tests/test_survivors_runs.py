@@ -4318,3 +4318,18 @@ def test_a_greedy_evaluation_without_epsilon_plays_greedily(monkeypatch):
     GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None).measure(module)
     GreedyEvaluation("CartPole-v1", None, 100, 1, 0, None, None, epsilon=0.05).measure(module)
     assert played == [0.0, 0.05]
+
+
+def test_a_jobs_hydra_choices_are_the_running_apps_and_none_outside_an_app(monkeypatch):
+    """(kdrl.runs.job.x_hydra_choices__mutmut_1: the choices not read, {} in every app) the config-group choices a job
+    plans its on-demand teachers with are those of the running Hydra app; outside an app there are none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from kdrl.runs.job import hydra_choices
+
+    assert hydra_choices() == {}
+    choices = {"env": "cartpole", "debug": "fast", "recipe": None}
+    monkeypatch.setattr(
+        HydraConfig, "get", staticmethod(lambda: SimpleNamespace(runtime=SimpleNamespace(choices=choices)))
+    )
+    assert hydra_choices() == choices

@@ -4333,3 +4333,21 @@ def test_a_jobs_hydra_choices_are_the_running_apps_and_none_outside_an_app(monke
         HydraConfig, "get", staticmethod(lambda: SimpleNamespace(runtime=SimpleNamespace(choices=choices)))
     )
     assert hydra_choices() == choices
+
+
+def test_every_results_file_starts_by_naming_the_jobs_run_dir(tmp_path):
+    """(kdrl.runs.job.xǁJobǁfields__mutmut_19: run_dir written as "None") what results.json says before anything ran:
+    the job's kind, status 'failed' until it ends ok, env, seed, the run dir it writes in (kdrl-table and the launchers
+    find a run's files from it) and no resume yet."""
+    from kdrl.runs.teacher import TeacherJob
+
+    cfg = compose_cfg("train", [*QUIET, "seed=4"])
+    fields = TeacherJob(cfg, tmp_path / "seed=4").fields()
+    assert fields == {
+        "kind": "teacher",
+        "status": "failed",
+        "env_id": "CartPole-v1",
+        "seed": 4,
+        "run_dir": str(tmp_path / "seed=4"),
+        "resumed_from_env_steps": None,
+    }

@@ -4351,3 +4351,20 @@ def test_every_results_file_starts_by_naming_the_jobs_run_dir(tmp_path):
         "run_dir": str(tmp_path / "seed=4"),
         "resumed_from_env_steps": None,
     }
+
+
+def test_a_fresh_modules_first_speed_counts_every_env_step_since_it_was_made(monkeypatch):
+    """(kdrl.modules.base.xǁRLModuleǁ__init____mutmut_25: ``_env_steps_last = 1``, the first train/sps one env step
+    short) a fresh module's first flush measures its speed from env step 0 and from the moment it was made."""
+    import kdrl.modules.base as base
+
+    clock = [20.0]
+    monkeypatch.setattr(base.time, "perf_counter", lambda: clock[0])
+    logged: list[dict] = []
+    m = _rl_module()
+    m.collector = SimpleNamespace(epsilon=0.1, episodes=0, env_steps=64, drain_finished=lambda: [])
+    m.stream = SimpleNamespace(grad_steps=0)
+    m.log_env_metrics = logged.append
+    clock[0] = 22.0
+    m.flush_metrics()
+    assert logged[0]["train/sps"] == 32.0  # 64 env steps in 2 s

@@ -4368,3 +4368,33 @@ def test_a_fresh_modules_first_speed_counts_every_env_step_since_it_was_made(mon
     clock[0] = 22.0
     m.flush_metrics()
     assert logged[0]["train/sps"] == 32.0  # 64 env steps in 2 s
+
+
+def test_a_refused_config_is_reported_as_refused_even_when_its_fields_cannot_be_read():
+    """(kdrl.runs.job.x_validate_job__mutmut_1: ``suppress(None)``, a TypeError in place of the refusal) a config that
+    validation refuses is reported with the refusal, and with as much of results.json's fields as can be read; when
+    even those cannot be read, still with the refusal."""
+    from kdrl.runs.job import Job, validate_job
+
+    class Refused(Job):
+        kind = "teacher"
+
+        def __init__(self, readable: bool) -> None:
+            self.readable = readable
+
+        def validate(self) -> None:
+            raise ConfigError("algo.gamma must be in [0, 1], got 2")
+
+        def fields(self) -> dict:
+            if not self.readable:
+                raise KeyError("env")
+            return {"kind": "teacher", "seed": 3}
+
+    for readable, expected in (
+        (True, {"status": "failed", "kind": "teacher", "seed": 3}),
+        (False, {"status": "failed"}),
+    ):
+        fields = {"status": "failed"}
+        with pytest.raises(ConfigError, match=r"^algo\.gamma must be in \[0, 1\], got 2$"):
+            validate_job(Refused(readable), fields)
+        assert fields == expected

@@ -4090,10 +4090,11 @@ def test_the_offline_phase_runs_at_fit_start_once_and_only_for_a_student_that_ha
         _, module, _ = _student_job(tmp_path / name, overrides)
         monkeypatch.setattr(module, "pretrain_offline", lambda name=name: runs.append(name))
         module.on_fit_start()
+        assert runs == ["qdagger"]  # a fresh QDagger student runs its phase; a plain one has none
         if name == "qdagger":
             module.pretrain_report = {"updates": 64}  # resumed after its phase
             module.on_fit_start()
-    assert runs == ["qdagger"]
+            assert runs == ["qdagger"]  # not again
 
 
 def test_a_multitask_update_round_takes_each_tasks_minibatches_while_it_has_them():

@@ -4399,3 +4399,57 @@ def test_a_refused_config_is_reported_as_refused_even_when_its_fields_cannot_be_
         with pytest.raises(ConfigError, match=r"^algo\.gamma must be in \[0, 1\], got 2$"):
             validate_job(Refused(readable), fields)
         assert fields == expected
+
+
+def test_a_lightning_step_of_a_fresh_module_lasts_at_most_a_tenth_of_a_second(monkeypatch):
+    """(kdrl.modules.base.xǁRLModuleǁ__init____mutmut_31: ``step_seconds = 1.1``) Lightning's step is where a stop, a signal
+    (SLURM's requeue) and the progress bar are handled: a module's step ends within 0.1 s of starting, so they are
+    handled a few times a second (on a clock that moves 0.05 s a reading: two items, then the step ends)."""
+    import kdrl.modules.base as base
+
+    clock = [0.0]
+
+    def tick() -> float:
+        now = clock[0]
+        clock[0] += 0.05
+        return now
+
+    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=tick))
+    m, learned = _stepping_module(100, 0.0, [])
+    m.step_seconds = _rl_module().step_seconds  # a fresh module's
+    m.training_step(None)  # deadline 0.0 + 0.1: items read at 0.05 and 0.1
+    assert learned == [1, 2]
+
+
+def test_a_sweep_index_lists_every_job_whatever_the_sweep_dir_holds_first_and_a_status_less_result_as_unknown(
+    tmp_path, monkeypatch
+):
+    """(kdrl.runs.sweep.x_write_sweep_index__mutmut_10: ``break`` at the first entry that is not a job, dropping
+    every job listed after it; 13, 15: a results.json without a status written as empty) Hydra's multirun.yaml, or
+    a launcher's own dir, may come first in the sweep dir's listing."""
+    import kdrl.runs.sweep as sweep
+
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
+    (tmp_path / ".submitit").mkdir()
+    for job in ("0", "1"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create([f"seed={job}"])))
+    (tmp_path / "1" / "results.json").write_text(json.dumps({"kind": "teacher"}))
+    listed = sorted(tmp_path.iterdir(), key=lambda p: p.name[0].isdigit())  # the entries that are not jobs first
+    iterdir = Path.iterdir
+    monkeypatch.setattr(sweep.Path, "iterdir", lambda self: iter(listed) if self == tmp_path else iterdir(self))
+    rows = list(csv.reader(write_sweep_index(tmp_path).read_text().splitlines()))
+    assert rows == [["job", "status", "overrides"], ["0", "missing", "seed=0"], ["1", "unknown", "seed=1"]]
+
+
+def test_a_shared_study_without_a_direction_is_created_to_minimise(tmp_path):
+    """(kdrl.runs.sweep.xǁSharedStudyǁon_multirun_start__mutmut_28, 30, 33, 34: the default direction lost or
+    misspelt, so a sweeper config without ``direction`` failed to create its study) Optuna's sweeper minimises by
+    default, and so does the study kdrl creates for it."""
+    import optuna
+
+    from kdrl.runs.sweep import SharedStudy
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    SharedStudy().on_multirun_start(OmegaConf.create({"hydra": {"sweeper": {"storage": storage, "study_name": "s"}}}))
+    assert optuna.load_study(study_name="s", storage=storage).direction == optuna.study.StudyDirection.MINIMIZE

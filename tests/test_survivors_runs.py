@@ -4425,7 +4425,8 @@ def test_a_sweep_index_lists_every_job_whatever_the_sweep_dir_holds_first_and_a_
     tmp_path, monkeypatch
 ):
     """(kdrl.runs.sweep.x_write_sweep_index__mutmut_10: ``break`` at the first entry that is not a job, dropping
-    every job listed after it; 13, 15: a results.json without a status written as empty) Hydra's multirun.yaml, or
+    every job listed after it; 13, 15, 22, 23: a results.json without a status written as empty or misspelt; 40: jobs
+    of one name length in status order) Hydra's multirun.yaml, or
     a launcher's own dir, may come first in the sweep dir's listing."""
     import kdrl.runs.sweep as sweep
 
@@ -4434,12 +4435,13 @@ def test_a_sweep_index_lists_every_job_whatever_the_sweep_dir_holds_first_and_a_
     for job in ("0", "1"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create([f"seed={job}"])))
-    (tmp_path / "1" / "results.json").write_text(json.dumps({"kind": "teacher"}))
+    (tmp_path / "0" / "results.json").write_text(json.dumps({"kind": "teacher"}))
     listed = sorted(tmp_path.iterdir(), key=lambda p: p.name[0].isdigit())  # the entries that are not jobs first
     iterdir = Path.iterdir
     monkeypatch.setattr(sweep.Path, "iterdir", lambda self: iter(listed) if self == tmp_path else iterdir(self))
     rows = list(csv.reader(write_sweep_index(tmp_path).read_text().splitlines()))
-    assert rows == [["job", "status", "overrides"], ["0", "missing", "seed=0"], ["1", "unknown", "seed=1"]]
+    # in job order, not status order (x_write_sweep_index__mutmut_40)
+    assert rows == [["job", "status", "overrides"], ["0", "unknown", "seed=0"], ["1", "missing", "seed=1"]]
 
 
 def test_a_shared_study_without_a_direction_is_created_to_minimise(tmp_path):
@@ -4453,3 +4455,20 @@ def test_a_shared_study_without_a_direction_is_created_to_minimise(tmp_path):
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     SharedStudy().on_multirun_start(OmegaConf.create({"hydra": {"sweeper": {"storage": storage, "study_name": "s"}}}))
     assert optuna.load_study(study_name="s", storage=storage).direction == optuna.study.StudyDirection.MINIMIZE
+
+
+def test_a_modules_stream_and_envs_are_built_once_however_often_setup_is_called():
+    """(kdrl.modules.base.xǁRLModuleǁsetup__mutmut_5: the stream built again at every call) a resumed run calls
+    ``setup`` from ``on_load_checkpoint`` and Lightning calls it again: the stream (and its envs) is built once, so no
+    second set of envs is opened and the restored stream is the one trained on."""
+    built: list[SimpleNamespace] = []
+    m = _rl_module()
+
+    def build_stream() -> SimpleNamespace:
+        built.append(SimpleNamespace(collector=object()))
+        return built[-1]
+
+    m.build_stream = build_stream
+    m.setup("fit")
+    m.setup("fit")
+    assert len(built) == 1 and m.stream is built[0] and m.collector is built[0].collector

@@ -141,13 +141,16 @@ def _rl_module() -> RLModule:
 
 
 def test_plain_backward_is_taken_at_full_precision_and_not_with_a_mixed_precision_plugin():
-    """(kdrl.modules.base.xǁRLModuleǁ_plain_backward__mutmut_7: ``is not None``, the check never made)
+    """(kdrl.modules.base.xǁRLModuleǁ_plain_backward__mutmut_7: ``is not None``, the check never made; 3-5: the cache
+    never read)
     at 32-bit precision the update calls ``loss.backward()`` itself (no Lightning backward hooks);
     a plugin that changes the backward (bf16-mixed) goes through ``manual_backward``."""
     kw = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
     m = _rl_module()
     m.trainer = pl.Trainer(precision="32-true", **kw)
     assert m._plain_backward() is True and m._plain_backward() is True  # computed once, then cached
+    m.trainer = pl.Trainer(precision="bf16-mixed", **kw)  # (_plain_backward__mutmut_3-5: looked up at every update)
+    assert m._plain_backward() is True  # the module's first answer stands: it is asked at every update
     mixed = _rl_module()
     mixed.trainer = pl.Trainer(precision="bf16-mixed", **kw)
     assert mixed._plain_backward() is False

@@ -4475,3 +4475,13 @@ def test_a_modules_stream_and_envs_are_built_once_however_often_setup_is_called(
     m.setup("fit")
     m.setup("fit")
     assert len(built) == 1 and m.stream is built[0] and m.collector is built[0].collector
+
+
+def test_a_resume_conflicts_values_are_shown_whole_up_to_40_characters_and_cut_to_40_past_that():
+    """(kdrl.runs.job.x__short__mutmut_6: ``<= 41``) each differing value of a resume conflict's message is its repr
+    up to 40 characters; a longer one is cut to 37 and "...", so no line of the message runs past its width."""
+    from kdrl.runs.job import _short
+
+    assert _short("x" * 38) == "'" + "x" * 38 + "'"  # 40 characters
+    assert _short("x" * 39) == "'" + "x" * 36 + "..."  # 41 would be too many
+    assert len(_short(list(range(100)))) == 40

@@ -4485,3 +4485,28 @@ def test_a_resume_conflicts_values_are_shown_whole_up_to_40_characters_and_cut_t
     assert _short("x" * 38) == "'" + "x" * 38 + "'"  # 40 characters
     assert _short("x" * 39) == "'" + "x" * 36 + "..."  # 41 would be too many
     assert len(_short(list(range(100)))) == 40
+
+
+def test_plain_backward_only_when_the_precision_plugin_neither_scales_nor_changes_the_backward():
+    """(kdrl.modules.base.xǁRLModuleǁ_plain_backward__mutmut_7-22: the scaler, the backward or the pre-backward check
+    dropped, negated or joined by ``or``) a plugin with a loss scaler (fp16 on a GPU), or one that overrides
+    ``backward`` or ``pre_backward``, sends the update through ``manual_backward``; Lightning's plain precision does
+    not. (This CPU's 16-mixed has no scaler: the plugins here are made by hand.)"""
+    from pytorch_lightning.plugins.precision import Precision
+
+    class OwnBackward(Precision):
+        def backward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            return super().backward(*args, **kwargs)
+
+    class OwnPreBackward(Precision):
+        def pre_backward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            return super().pre_backward(*args, **kwargs)
+
+    scaled = Precision()
+    scaled.scaler = object()
+    for plugin, plain_backward in (
+        (Precision(), True), (scaled, False), (OwnBackward(), False), (OwnPreBackward(), False),
+    ):  # fmt: skip
+        m = _rl_module()
+        m._trainer = SimpleNamespace(precision_plugin=plugin)
+        assert m._plain_backward() is plain_backward, type(plugin).__name__

@@ -109,3 +109,106 @@ def test_kdrl_data_without_a_teacher_is_refused():
 
     with pytest.raises(ConfigError, match=r"^kdrl-data needs the teacher that plays: set teacher.checkpoint="):
         V.validate_data(compose_config("data", ["teacher.checkpoint=null"]))
+
+
+# ---- the sample of 200 (seed 1, 2026-12-06) -------------------------------------------------------------------------
+DEBUG = ["debug=fast"]
+
+
+def _refusal(app: str, overrides: list[str]) -> str | None:
+    from tests.helpers import compose_cfg
+
+    check = {"distill": V.validate_distill, "train": V.validate_common}[app]
+    try:
+        check(compose_cfg(app, DEBUG + overrides))
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("app", "overrides", "message"),
+    [
+        (  # x_validate_distill__mutmut_339, 340, 345: the control read wrongly or the message dropped
+            "distill",
+            ["distill.dataset=/tmp/d.npz", "control=student"],
+            "distill.dataset is the teacher's play: control must be teacher, got control='student'",
+        ),
+        (  # x_validate_distill__mutmut_334
+            "distill",
+            ["distill.dataset=/tmp/d.npz", "baseline=scratch"],
+            "distill.dataset is a teacher's play to distil from: not for baseline=scratch",
+        ),
+        (  # x_validate_distill__mutmut_388, 393: the control in the message read from nowhere
+            "distill",
+            ["env.actor=process", "control=teacher"],
+            "env.actor=process runs only with control=student, got control='teacher' (use env.actor=inline)",
+        ),
+        (  # x__run_keys__mutmut_61: the final episodes read from nowhere, the rule never applied
+            "distill",
+            ["eval.final_episodes=10", "eval.reference_episodes=5"],
+            "eval.reference_episodes (5) must be >= eval.final_episodes (10): the teacher reference covers the "
+            "students' final held-out episodes",
+        ),
+        (  # x__env__mutmut_63: the rule's text dropped
+            "train",
+            ["+env.perturbations=[1]"],
+            "env.perturbations must be a list of {name: ..., physics/obs_noise/kwargs: ...} entries, got [1]",
+        ),
+        # accepted: a dataset with control=teacher (x_validate_distill__mutmut_340: every dataset refused), and a
+        # scratch baseline with the actor process whatever `control` says (x_validate_distill__mutmut_12: "SCRATCH")
+        ("distill", ["distill.dataset=/tmp/d.npz", "control=teacher"], None),
+        ("distill", ["baseline=scratch", "env.actor=process", "control=teacher"], None),
+    ],
+)
+def test_the_sampled_refusals_say_exactly_why_and_their_edges_are_accepted(app, overrides, message):
+    assert _refusal(app, overrides) == message
+
+
+def test_an_unresolvable_config_names_the_unset_key_or_the_key_that_failed():
+    """(x__unresolvable__mutmut_5: a ``???`` never reported as unset; 38: the fallback message dropped)"""
+    assert str(V._unresolvable(OmegaConf.create({"a": {"b": "???"}}), Exception("x"))) == (
+        "a.b has no value (???): give it one, e.g. a.b=<value>"
+    )
+
+    class Failed(Exception):
+        full_key = "distill.gamma"
+
+    assert str(V._unresolvable(OmegaConf.create({"a": 1}), Failed("no such key\nfull trace"))) == (
+        "distill.gamma cannot be resolved: no such key"
+    )
+
+
+def test_a_preset_env_is_its_conf_file_with_the_num_envs_asked_for():
+    """(x__preset_env__mutmut_1, 2, 6: the file not read; 17: the asked num_envs ignored) an env preset is
+    conf/env/<name>.yaml's env block with ``num_envs`` set (1 when it is not an integer); an unknown one is None."""
+    env = V._preset_env("cartpole", 4)
+    assert (env["id"], env["num_envs"]) == ("CartPole-v1", 4)
+    assert V._preset_env("cartpole", "${x}")["num_envs"] == 1
+    assert V._preset_env("no_such_env", 4) is None
+
+
+def test_a_configs_own_budgets_are_its_keys_and_the_defaults_otherwise():
+    """(x__budgets__mutmut_1: a config's own budgets ignored)"""
+    assert V._budgets({"budgets": {"laptop": 1, "cluster": 2}}) == ("laptop", "cluster")
+    assert V._budgets({}) == V.BUDGETS
+
+
+def test_a_recipe_file_that_cannot_be_read_does_not_hide_the_recipes_after_it(tmp_path, monkeypatch):
+    """(x_recipes_for__mutmut_22: ``break`` at the first unreadable recipe file)"""
+    import kdrl.config
+
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "a_broken.yaml").write_text("recipe_for: [unclosed\n")
+    (tmp_path / "recipe" / "b_gym.yaml").write_text("recipe_for: {families: [gym]}\n")
+    monkeypatch.setattr(kdrl.config, "CONF_DIR", str(tmp_path))
+    assert V.recipes_for("gym") == ["b_gym"]
+
+
+def test_a_memory_cgroup_limit_below_the_available_memory_is_the_figure_and_says_so(monkeypatch):
+    """(x_available_memory__mutmut_33: where the figure comes from misspelt; 3: /proc/meminfo not read) the memory a
+    run has is the smaller of MemAvailable and the cgroup's limit, named."""
+    monkeypatch.setattr(V, "_cgroup_memory_limit", lambda: 1024)
+    assert V.available_memory() == (1024, "the memory cgroup's limit (a SLURM --mem, a container limit)")
+    monkeypatch.setattr(V, "_cgroup_memory_limit", lambda: None)
+    assert V.available_memory()[1] == "MemAvailable in /proc/meminfo"  # Linux has it

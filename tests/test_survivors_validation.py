@@ -212,3 +212,112 @@ def test_a_memory_cgroup_limit_below_the_available_memory_is_the_figure_and_says
     assert V.available_memory() == (1024, "the memory cgroup's limit (a SLURM --mem, a container limit)")
     monkeypatch.setattr(V, "_cgroup_memory_limit", lambda: None)
     assert V.available_memory()[1] == "MemAvailable in /proc/meminfo"  # Linux has it
+
+
+def _replay_need(cap: int, steps: int | None, kind: str = "auto", shape=(4,), dtype="float32", n: int = 4) -> int:
+    """What _replay_fits counts for one replay: its bytes, plus a checkpoint's copy of the part ``steps`` fill."""
+    size = replay_nbytes(kind, cap, shape, dtype, n)
+    return int(size * (1 + (1 if steps is None else min(1, steps / cap))))
+
+
+def test_a_teachers_replay_is_checked_at_the_part_its_budget_fills(monkeypatch):
+    """(x_validate_common__mutmut_25: the check given no config, never made; 41: the budget not read, the replay
+    counted full) kdrl-train's debug CartPole teacher (buffer 5,000, 3,000 env steps, 4 envs) fits in exactly its
+    replay plus a checkpoint's copy of 3,000 of its 5,000 rows, and not in a byte less."""
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg("train", DEBUG)
+    assert (cfg.algo.buffer_size, cfg.algo.total_timesteps, cfg.env.num_envs) == (5000, 3000, 4)
+    need = _replay_need(5000, 3000)
+    memory(monkeypatch, need)
+    V.validate_common(cfg)
+    memory(monkeypatch, need - 1)
+    with pytest.raises(ConfigError, match=r"^algo\.buffer_size=5,000 needs a standard replay"):
+        V.validate_common(cfg)
+
+
+def test_a_students_replays_are_checked_as_the_job_builds_them(monkeypatch):
+    """(x_validate_distill__mutmut_448: the student's budget not read, its replay counted full; 450: an on-demand
+    teacher's replay checked even when teacher.checkpoint is given; 481: the scratch baseline's replay looked up
+    under another block, never checked)"""
+    from tests.helpers import compose_cfg
+
+    student = _replay_need(10_000, 1200)  # distill.buffer_size at distill.total_timesteps (debug=fast)
+    memory(monkeypatch, student)
+    V.validate_distill(compose_cfg("distill", DEBUG))  # the on-demand teacher's replay (5,000 rows) fits too
+    given = ["teacher.checkpoint=/runs/t/best.pt"]
+    V.validate_distill(compose_cfg("distill", [*DEBUG, *given, "algo.buffer_size=50000"]))  # no teacher replay built
+    scratch = _replay_need(5000, 1200)  # the algo block's replay at the student budget
+    memory(monkeypatch, scratch - 1)
+    with pytest.raises(ConfigError, match=r"^algo\.buffer_size=5,000 needs"):
+        V.validate_distill(compose_cfg("distill", [*DEBUG, *given, "baseline=scratch"]))
+
+
+def test_a_frame_stack_replay_is_counted_whole_whatever_its_budget_fills(monkeypatch):
+    """(x__replay_fits__mutmut_58: "FRAME_STACK", a frame-stack replay counted at its filled part; 65: its size
+    computed for no kind) a checkpoint copies all of a frame-stack replay, filled or not."""
+    cfg = {"algo": {"buffer_size": 1000, "replay": "frame_stack"}}
+    envs = [{"id": "ALE/Breakout-v5", "num_envs": 4}]
+    need = 2 * replay_nbytes("frame_stack", 1000, (4, 84, 84), "uint8", 4)
+    memory(monkeypatch, need)
+    V._replay_fits(cfg, "algo", envs, steps=100)
+    memory(monkeypatch, need - 1)
+    with pytest.raises(ConfigError, match=r"^algo\.buffer_size=1,000 needs a frame_stack replay"):
+        V._replay_fits(cfg, "algo", envs, steps=100)
+
+
+def test_kdrl_data_checks_its_teacher_keys_and_builds_no_teacher_replay(monkeypatch):
+    """(x_validate_data__mutmut_6: the algo block's replay checked though kdrl-data builds none; 38: trust_code not
+    checked; 49: the teacher looked up under another key, every data job refused)"""
+    from tests.helpers import compose_cfg
+
+    given = [*DEBUG, "teacher.checkpoint=/runs/t/best.pt"]
+    memory(monkeypatch, 1)  # no replay fits: kdrl-data builds none
+    V.validate_data(compose_cfg("data", given))
+    with pytest.raises(ConfigError, match=r"^teacher\.trust_code must be true or false, got 'yes'$"):
+        V.validate_data(compose_cfg("data", [*given, "teacher.trust_code=yes"]))
+
+
+def test_an_unknown_student_size_is_refused_naming_it_and_the_known_ones():
+    """(x__student__mutmut_24: the refused size shown as None)"""
+    assert _refusal("distill", ["student.size=huge"]) == (
+        "student.size must be null or one of the recipe's student_sizes: full, rusu_25, rusu_7, rusu_4, got 'huge'"
+    )
+
+
+def test_a_value_where_a_block_belongs_is_refused_naming_the_block():
+    """(x__get__mutmut_10: the block's name joined by "XX.XX")"""
+    with pytest.raises(ConfigError, match=r"^a\.b must be a config block \(a mapping with c, \.\.\.\), got 3$"):
+        V._get({"a": {"b": 3}}, "a.b.c")
+
+
+@pytest.mark.parametrize(
+    ("proc_self_cgroup", "files", "limit"),
+    [
+        (  # cgroup v2 (a SLURM job): the tightest of the job's cgroup and its parents under the root
+            "0::/slurm/job_1\n",
+            {"sys/fs/cgroup/memory.max": "max", "sys/fs/cgroup/slurm/memory.max": "2147483648",
+             "sys/fs/cgroup/slurm/job_1/memory.max": "4294967296"},
+            2147483648,
+        ),
+        (  # cgroup v1 (a container): the memory controller's hierarchy; the root's 2^63-ish means no limit
+            "7:cpu,cpuacct:/docker/abc\n5:memory:/docker/abc\n",
+            {"sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712",
+             "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "1073741824"},
+            1073741824,
+        ),
+        ("0::/\n", {"sys/fs/cgroup/memory.max": "max"}, None),  # no limit set
+    ],
+)  # fmt: skip
+def test_the_memory_cgroups_limit_is_read_from_v2_and_v1_hierarchies(
+    tmp_path, monkeypatch, proc_self_cgroup, files, limit
+):
+    """(x__cgroup_memory_limit__mutmut_8: the line split on spaces; 18: v2 lines not recognised; 22, 33, 36: the
+    hierarchy or the file misnamed; 43: the parents between the root and the job's cgroup skipped; 50: ``2 * 60``
+    for ``2**60``, every real limit ignored) on a file tree made by hand under tmp_path."""
+    real_path = V.Path
+    for rel, text in {"proc/self/cgroup": proc_self_cgroup, **files}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text + "\n")
+    monkeypatch.setattr(V, "Path", lambda p: real_path(str(tmp_path) + str(p)))
+    assert V._cgroup_memory_limit() == limit

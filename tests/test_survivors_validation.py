@@ -321,3 +321,76 @@ def test_the_memory_cgroups_limit_is_read_from_v2_and_v1_hierarchies(
         (tmp_path / rel).write_text(text + "\n")
     monkeypatch.setattr(V, "Path", lambda p: real_path(str(tmp_path) + str(p)))
     assert V._cgroup_memory_limit() == limit
+
+
+# ---- a fresh sample of 200 (seed 2, drawn after the tests above) ----------------------------------------------------
+def test_a_budget_the_recipe_lacks_and_an_unset_value_are_named_before_resolving():
+    """(x_resolved__mutmut_3, 27: the budget looked for under another key, OmegaConf's interpolation error instead;
+    38: ``throw_on_missing=False``, an unset ??? passed on as the string "???")"""
+    from tests.helpers import compose_cfg
+
+    with pytest.raises(ConfigError, match=r"^budget must be one of cpu, gpu, paper, got 'nope'$"):
+        V.resolved(compose_cfg("train", [*DEBUG, "budget=nope"]))
+    with pytest.raises(ConfigError, match=r"^a\.b has no value \(\?\?\?\): give it one, e\.g\. a\.b=<value>$"):
+        V.resolved(OmegaConf.create({"a": {"b": "???"}, "c": 1}))
+
+
+def test_a_student_sizes_conv_keys_are_checked_though_it_sets_only_some():
+    """(x__net__mutmut_40: ``and``, a recipe's student size with a malformed conv key accepted)"""
+    with pytest.raises(ConfigError, match=r"^s\.channels must be a non-empty list of integers >= 1, got 'x'$"):
+        V._net({"s": {"channels": "x"}}, "s", partial=True)
+    V._net({"s": {"channels": [16]}}, "s", partial=True)  # only the keys it sets
+
+
+def test_a_recipe_for_another_family_names_the_env_it_was_given():
+    """(x__recipe_fits_env__mutmut_98: the env id read from nowhere)"""
+    cfg = {"env_family": "gym", "recipe_for": {"name": "minatar_fast", "families": ["minatar"]}, "env": {"id": "X-v0"}}
+    with pytest.raises(ConfigError) as err:
+        V._recipe_fits_env(cfg)
+    assert str(err.value).startswith("recipe=minatar_fast is made for minatar envs, but the env (X-v0) is a gym env:")
+
+
+def test_a_replay_size_that_is_not_a_positive_integer_is_left_to_its_own_rule(monkeypatch):
+    """(x__replay_fits__mutmut_11: ``and``, a non-integer buffer size compared with 1: a TypeError) the buffer size's
+    own rule names it; the memory check skips it."""
+    memory(monkeypatch, 1)
+    envs = [{"id": "CartPole-v1", "num_envs": 1}]
+    for bad in ("many", 0, -3):
+        V._replay_fits({"algo": {"buffer_size": bad, "replay": "standard"}}, "algo", envs)
+
+
+def test_an_on_demand_teacher_and_the_student_replays_at_their_budgets_and_without_a_pretrain_block(monkeypatch):
+    """(x_validate_distill__mutmut_467: the on-demand teacher's budget not read, its replay counted full; 505: the
+    student's replay looked up under another block, never checked; 492: a config without distill.pretrain, a
+    TypeError)"""
+    from tests.helpers import compose_cfg
+
+    student = _replay_need(10_000, 1200)
+    teacher = _replay_need(8000, 3000)  # an 8,000-row teacher replay at 3,000 env steps: fits beside the student's
+    assert teacher <= student < _replay_need(8000, None)
+    memory(monkeypatch, student)
+    V.validate_distill(compose_cfg("distill", [*DEBUG, "algo.buffer_size=8000"]))
+    V.validate_distill(compose_cfg("distill", [*DEBUG, "~distill.pretrain"]))
+    memory(monkeypatch, student - 1)
+    with pytest.raises(ConfigError, match=r"^distill\.buffer_size=10,000 needs"):
+        V.validate_distill(compose_cfg("distill", [*DEBUG, "teacher.checkpoint=/runs/t/best.pt"]))
+
+
+def test_a_multitask_students_replays_are_checked_at_the_part_each_tasks_budget_fills(monkeypatch):
+    """(x_validate_multitask__mutmut_405: the per-task budget not read, every replay counted full) one replay per
+    task (CartPole's 4 floats and Acrobot's 6, one env each, 2,000 rows, 1,200 env steps per task under debug=fast):
+    exactly their sum fits, a byte less does not."""
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg("multitask", DEBUG)
+    assert (list(cfg.tasks), cfg.multitask.buffer_size, cfg.multitask.steps_per_task) == (
+        ["cartpole", "acrobot"],
+        2000,
+        1200,
+    )
+    need = _replay_need(2000, 1200, shape=(4,), n=1) + _replay_need(2000, 1200, shape=(6,), n=1)
+    memory(monkeypatch, need)
+    V.validate_multitask(cfg)
+    memory(monkeypatch, need - 1)
+    with pytest.raises(ConfigError, match=r"^multitask\.buffer_size=2,000 needs 2 standard replays, one per task"):
+        V.validate_multitask(cfg)

@@ -2140,6 +2140,14 @@ def _stepping_module(n_items: int, step_seconds: float, watchers: list) -> tuple
     return m, learned
 
 
+def _ticking_clock(monkeypatch, step_s: float) -> None:
+    """kdrl.modules.base's clock: each reading ``step_s`` later than the one before, from 0."""
+    import kdrl.modules.base as base
+
+    readings = iter(i * step_s for i in range(10**6))
+    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+
+
 def test_a_training_step_ends_at_the_round_a_callback_is_due():
     """(kdrl.modules.base.xǁRLModuleǁtraining_step__mutmut_11: the callbacks looked for by ``XXdueXX``:
     no watcher ever found, so a step ran its whole ``step_seconds`` past every evaluation) with an hour
@@ -2166,16 +2174,7 @@ def test_a_training_step_ends_once_exactly_its_step_seconds_have_passed(monkeypa
     """(kdrl.modules.base.xǁRLModuleǁtraining_step__mutmut_49: ``>`` for ``>=``: a step that reached its
     deadline exactly went on for another item) on a clock that moves 0.5 s a reading, a step of
     1 s learns two items (deadline 1.0 read at 0.5 and 1.0), not three."""
-    import kdrl.modules.base as base
-
-    clock = [0.0]
-
-    def tick() -> float:
-        now = clock[0]
-        clock[0] += 0.5
-        return now
-
-    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=tick))
+    _ticking_clock(monkeypatch, 0.5)
     m, learned = _stepping_module(10, 1.0, [])
     m.training_step(None)  # deadline 0.0 + 1.0; after item 1 the clock reads 0.5, after item 2 1.0
     assert learned == [1, 2]
@@ -4408,16 +4407,7 @@ def test_a_lightning_step_of_a_fresh_module_lasts_at_most_a_tenth_of_a_second(mo
     """(kdrl.modules.base.xǁRLModuleǁ__init____mutmut_31: ``step_seconds = 1.1``) Lightning's step is where a stop, a signal
     (SLURM's requeue) and the progress bar are handled: a module's step ends within 0.1 s of starting, so they are
     handled a few times a second (on a clock that moves 0.05 s a reading: two items, then the step ends)."""
-    import kdrl.modules.base as base
-
-    clock = [0.0]
-
-    def tick() -> float:
-        now = clock[0]
-        clock[0] += 0.05
-        return now
-
-    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=tick))
+    _ticking_clock(monkeypatch, 0.05)
     m, learned = _stepping_module(100, 0.0, [])
     m.step_seconds = _rl_module().step_seconds  # a fresh module's
     m.training_step(None)  # deadline 0.0 + 0.1: items read at 0.05 and 0.1

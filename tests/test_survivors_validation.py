@@ -12,6 +12,7 @@ import kdrl.envs
 import kdrl.validate as V
 from kdrl.replay import replay_nbytes
 from kdrl.validate import ConfigError
+from tests.helpers import compose_cfg
 
 
 def test_a_nullable_integer_rule_says_null_is_allowed():
@@ -29,6 +30,8 @@ def test_a_recipe_of_another_family_is_refused_naming_the_recipes_that_fit():
     with pytest.raises(ConfigError) as err:
         V._recipe_fits_env(cfg)
     assert f"recipes for gym envs: {', '.join(fitting)} (or leave recipe= out" in str(err.value)
+    # (x__recipe_fits_env__mutmut_98: the env id read from nowhere)
+    assert str(err.value).startswith("recipe=minatar_fast is made for minatar envs, but the env (X-v0) is a gym env:")
 
 
 def memory(monkeypatch, nbytes):
@@ -116,8 +119,6 @@ DEBUG = ["debug=fast"]
 
 
 def _refusal(app: str, overrides: list[str]) -> str | None:
-    from tests.helpers import compose_cfg
-
     check = {"distill": V.validate_distill, "train": V.validate_common}[app]
     try:
         check(compose_cfg(app, DEBUG + overrides))
@@ -224,8 +225,6 @@ def test_a_teachers_replay_is_checked_at_the_part_its_budget_fills(monkeypatch):
     """(x_validate_common__mutmut_25: the check given no config, never made; 41: the budget not read, the replay
     counted full) kdrl-train's debug CartPole teacher (buffer 5,000, 3,000 env steps, 4 envs) fits in exactly its
     replay plus a checkpoint's copy of 3,000 of its 5,000 rows, and not in a byte less."""
-    from tests.helpers import compose_cfg
-
     cfg = compose_cfg("train", DEBUG)
     assert (cfg.algo.buffer_size, cfg.algo.total_timesteps, cfg.env.num_envs) == (5000, 3000, 4)
     need = _replay_need(5000, 3000)
@@ -240,8 +239,6 @@ def test_a_students_replays_are_checked_as_the_job_builds_them(monkeypatch):
     """(x_validate_distill__mutmut_448: the student's budget not read, its replay counted full; 450: an on-demand
     teacher's replay checked even when teacher.checkpoint is given; 481: the scratch baseline's replay looked up
     under another block, never checked)"""
-    from tests.helpers import compose_cfg
-
     student = _replay_need(10_000, 1200)  # distill.buffer_size at distill.total_timesteps (debug=fast)
     memory(monkeypatch, student)
     V.validate_distill(compose_cfg("distill", DEBUG))  # the on-demand teacher's replay (5,000 rows) fits too
@@ -269,8 +266,6 @@ def test_a_frame_stack_replay_is_counted_whole_whatever_its_budget_fills(monkeyp
 def test_kdrl_data_checks_its_teacher_keys_and_builds_no_teacher_replay(monkeypatch):
     """(x_validate_data__mutmut_6: the algo block's replay checked though kdrl-data builds none; 38: trust_code not
     checked; 49: the teacher looked up under another key, every data job refused)"""
-    from tests.helpers import compose_cfg
-
     given = [*DEBUG, "teacher.checkpoint=/runs/t/best.pt"]
     memory(monkeypatch, 1)  # no replay fits: kdrl-data builds none
     V.validate_data(compose_cfg("data", given))
@@ -327,8 +322,6 @@ def test_the_memory_cgroups_limit_is_read_from_v2_and_v1_hierarchies(
 def test_a_budget_the_recipe_lacks_and_an_unset_value_are_named_before_resolving():
     """(x_resolved__mutmut_3, 27: the budget looked for under another key, OmegaConf's interpolation error instead;
     38: ``throw_on_missing=False``, an unset ??? passed on as the string "???")"""
-    from tests.helpers import compose_cfg
-
     with pytest.raises(ConfigError, match=r"^budget must be one of cpu, gpu, paper, got 'nope'$"):
         V.resolved(compose_cfg("train", [*DEBUG, "budget=nope"]))
     with pytest.raises(ConfigError, match=r"^a\.b has no value \(\?\?\?\): give it one, e\.g\. a\.b=<value>$"):
@@ -340,14 +333,6 @@ def test_a_student_sizes_conv_keys_are_checked_though_it_sets_only_some():
     with pytest.raises(ConfigError, match=r"^s\.channels must be a non-empty list of integers >= 1, got 'x'$"):
         V._net({"s": {"channels": "x"}}, "s", partial=True)
     V._net({"s": {"channels": [16]}}, "s", partial=True)  # only the keys it sets
-
-
-def test_a_recipe_for_another_family_names_the_env_it_was_given():
-    """(x__recipe_fits_env__mutmut_98: the env id read from nowhere)"""
-    cfg = {"env_family": "gym", "recipe_for": {"name": "minatar_fast", "families": ["minatar"]}, "env": {"id": "X-v0"}}
-    with pytest.raises(ConfigError) as err:
-        V._recipe_fits_env(cfg)
-    assert str(err.value).startswith("recipe=minatar_fast is made for minatar envs, but the env (X-v0) is a gym env:")
 
 
 def test_a_replay_size_that_is_not_a_positive_integer_is_left_to_its_own_rule(monkeypatch):
@@ -363,8 +348,6 @@ def test_an_on_demand_teacher_and_the_student_replays_at_their_budgets_and_witho
     """(x_validate_distill__mutmut_467: the on-demand teacher's budget not read, its replay counted full; 505: the
     student's replay looked up under another block, never checked; 492: a config without distill.pretrain, a
     TypeError)"""
-    from tests.helpers import compose_cfg
-
     student = _replay_need(10_000, 1200)
     teacher = _replay_need(8000, 3000)  # an 8,000-row teacher replay at 3,000 env steps: fits beside the student's
     assert teacher <= student < _replay_need(8000, None)
@@ -380,8 +363,6 @@ def test_a_multitask_students_replays_are_checked_at_the_part_each_tasks_budget_
     """(x_validate_multitask__mutmut_405: the per-task budget not read, every replay counted full) one replay per
     task (CartPole's 4 floats and Acrobot's 6, one env each, 2,000 rows, 1,200 env steps per task under debug=fast):
     exactly their sum fits, a byte less does not."""
-    from tests.helpers import compose_cfg
-
     cfg = compose_cfg("multitask", DEBUG)
     assert (list(cfg.tasks), cfg.multitask.buffer_size, cfg.multitask.steps_per_task) == (
         ["cartpole", "acrobot"],

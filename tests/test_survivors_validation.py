@@ -935,7 +935,12 @@ def test_the_replay_refusal_word_for_word_with_the_largest_buffer_that_fits(monk
         f"{V._gb(2 * replay_nbytes('standard', 7, (4, 84, 84), 'uint8', 4))} this machine has (test memory): lower "
         f"algo.buffer_size (about 7 fit), or algo.replay=frame_stack, which stores each frame once ({V._gb(fs)})"
     )
+    memory(monkeypatch, 1)
+    with pytest.raises(ConfigError) as err:  # 4 envs: a few frames more than one env's (7.2 MB, not 7.1 MB)
+        V._replay_fits({"algo": {"buffer_size": 1000, "replay": "frame_stack"}}, "algo", atari)
+    assert str(err.value).startswith(f"algo.buffer_size=1,000 needs a frame_stack replay of {V._gb(fs)} (uint8")
     one_env = replay_nbytes("frame_stack", 1000, (4, 84, 84), "uint8", 1)
+    assert V._gb(one_env) != V._gb(fs)
     memory(monkeypatch, 2 * replay_nbytes("frame_stack", 1, (4, 84, 84), "uint8", 1))  # 1 row fits
     with pytest.raises(ConfigError) as err:
         V._replay_fits({"algo": {"buffer_size": 1000, "replay": "frame_stack"}}, "algo", [{**atari[0], "num_envs": 1}])
@@ -975,10 +980,10 @@ def test_a_refused_value_is_shown_whole_up_to_80_characters_then_cut_to_80():
 
 
 def test_an_env_preset_whose_env_is_not_a_block_is_none(tmp_path, monkeypatch):
-    """(x__preset_env__mutmut_14: ``or True``, a preset whose env is not a mapping unpacked: a TypeError)"""
+    """(x__preset_env__mutmut_14: ``or True``, a preset whose env is a list unpacked: a TypeError)"""
     import kdrl.config
 
     (tmp_path / "env").mkdir()
-    (tmp_path / "env" / "bad.yaml").write_text("env: 3\n")
+    (tmp_path / "env" / "bad.yaml").write_text("env: [1, 2]\n")  # a list: to_container takes it, {**env} not
     monkeypatch.setattr(kdrl.config, "CONF_DIR", str(tmp_path))
     assert V._preset_env("bad", 1) is None

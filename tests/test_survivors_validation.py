@@ -811,12 +811,17 @@ def test_an_on_demand_teachers_replay_is_refused_where_the_students_fits(monkeyp
     assert _refusal_of("distill", {"algo.buffer_size": 1_000_000, "teacher.checkpoint": "t.pt"}) is None
 
 
-def test_a_multitask_frame_stack_replay_is_counted_at_the_runs_num_envs(monkeypatch):
-    """(x_validate_multitask__mutmut_392: every task's replay counted at one env) a frame-stack replay keeps a few
-    frames per env beyond its capacity, so 3 envs need more than 1: exactly the need at 3 fits, a byte less not."""
+def _stacked(monkeypatch):
+    """Every env probed as Atari's: 4 stacked 84x84 uint8 frames (no emulator started)."""
     from types import SimpleNamespace
 
     monkeypatch.setattr(V, "_spec_of", lambda env: SimpleNamespace(obs_shape=(4, 84, 84), obs_dtype="uint8"))
+
+
+def test_a_multitask_frame_stack_replay_is_counted_at_the_runs_num_envs(monkeypatch):
+    """(x_validate_multitask__mutmut_392: every task's replay counted at one env) a frame-stack replay keeps a few
+    frames per env beyond its capacity, so 3 envs need more than 1: exactly the need at 3 fits, a byte less not."""
+    _stacked(monkeypatch)
     need = 2 * 2 * replay_nbytes("frame_stack", 2000, (4, 84, 84), "uint8", 3)  # 2 tasks, each with its copy
     assert need > 2 * 2 * replay_nbytes("frame_stack", 2000, (4, 84, 84), "uint8", 1)
     changes = {"tasks": ["atari_breakout", "atari_pong"], "multitask.num_envs": 3}
@@ -879,9 +884,7 @@ def test_the_replay_check_edges_a_one_row_buffer_one_env_and_a_replay_kind_not_g
     skipped; 28, 30, 38: one env, or an unset num_envs, counted as two or a TypeError; 52: ``auto`` resolved without
     the dtype; 94: the largest fitting buffer searched from 1) a frame-stack replay of one env needs exactly its bytes
     twice, filled or not."""
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(V, "_spec_of", lambda env: SimpleNamespace(obs_shape=(4, 84, 84), obs_dtype="uint8"))
+    _stacked(monkeypatch)
     envs = [{"id": "ALE/Pong-v5", "num_envs": 1}]
     need = 2 * replay_nbytes("frame_stack", 1000, (4, 84, 84), "uint8", 1)
     memory(monkeypatch, need)
@@ -902,13 +905,6 @@ def test_a_standard_replay_its_budget_overfills_is_counted_once_over(monkeypatch
     envs = [{"id": "CartPole-v1", "num_envs": 1}]
     memory(monkeypatch, 2 * replay_nbytes("standard", 1000, (4,), "float32", 1))
     V._replay_fits({"algo": {"buffer_size": 1000, "replay": "standard"}}, "algo", envs, steps=10_000)
-
-
-def _stacked(monkeypatch):
-    """Every env probed as Atari's: 4 stacked 84x84 uint8 frames (no emulator started)."""
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(V, "_spec_of", lambda env: SimpleNamespace(obs_shape=(4, 84, 84), obs_dtype="uint8"))
 
 
 def test_the_replay_refusal_word_for_word_with_the_largest_buffer_that_fits(monkeypatch):

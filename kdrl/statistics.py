@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -271,29 +271,55 @@ def _tail_start(points: np.ndarray, tail: float) -> float:
     return min(points.max() - tail * (points.max() - points.min()), points[-2])
 
 
-def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Slope:
+def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95, blocks: Sequence[Any] | None = None) -> Slope:
     """Ordinary least squares slope of ``y`` on ``x`` (one point per run) with its Student-t interval;
-    nan where fewer than 3 runs or fewer than 2 distinct x."""
+    nan where fewer than 3 runs or fewer than 2 distinct x.
+
+    ``blocks`` (one label per run, e.g. its seed where each seed ran at every x with its own teacher): the
+    slope within blocks, each block's own mean taken out of x and y, so what sets one block's level (its
+    teacher) leaves the interval; the residual degrees of freedom are runs - blocks - 1 (two x per block: the
+    paired t interval of the per-block differences). Blocks with one finite run tell nothing and are left out;
+    nan where fewer than 2 blocks remain."""
     xv, yv = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(xv) & np.isfinite(yv)
-    xv, yv = xv[ok], yv[ok]
-    n = len(xv)
-    if n < 3 or len(np.unique(xv)) < 2:
+    if blocks is None:
+        labels = np.zeros(len(xv), dtype=int)
+    else:
+        codes: dict[Any, int] = {}
+        labels = np.array([codes.setdefault(v, len(codes)) for v in blocks], dtype=int)
+    xv, yv, labels = xv[ok], yv[ok], labels[ok]
+    if blocks is not None:
+        keep = np.isin(labels, [b for b in np.unique(labels) if (labels == b).sum() >= 2])
+        xv, yv, labels = xv[keep], yv[keep], labels[keep]
+    n, k = len(xv), len(np.unique(labels))
+    enough = n >= 3 if blocks is None else k >= 2
+    if not enough or len(np.unique(xv)) < 2:
         return Slope(np.nan, np.nan, np.nan, n)
-    dx = xv - xv.mean()
+    _, at = np.unique(labels, return_inverse=True)
+    count = np.bincount(at)
+    dx = xv - (np.bincount(at, weights=xv) / count)[at]
+    dy = yv - (np.bincount(at, weights=yv) / count)[at]
     sxx = float(dx @ dx)
-    b = _ols_slope(xv, yv)
-    resid = yv - yv.mean() - b * dx
-    se = np.sqrt(float(resid @ resid) / (n - 2) / sxx)
-    half = float(student_t.ppf(0.5 + level / 2, n - 2)) * se
+    if sxx == 0.0:  # every block ran at one x only
+        return Slope(np.nan, np.nan, np.nan, n)
+    b = _ols_slope(dx, dy)  # dx and dy have mean 0 (each block's mean taken out), so this is the within slope
+    resid = dy - b * dx
+    df = n - k - 1
+    se = np.sqrt(float(resid @ resid) / df / sxx)
+    half = float(student_t.ppf(0.5 + level / 2, df)) * se
     return Slope(b, b - half, b + half, n)
 
 
 def plateau(
-    budgets: Sequence[float], scores: Sequence[float], tail: float = 1 / 3, margin: float = PLATEAU_MARGIN
+    budgets: Sequence[float],
+    scores: Sequence[float],
+    tail: float = 1 / 3,
+    margin: float = PLATEAU_MARGIN,
+    blocks: Sequence[Any] | None = None,
 ) -> tuple[Slope, float | None]:
     """Has the score stopped rising with the budget? ``budgets`` and ``scores``: one pair per run
     (several seeds per budget point). Budgets grow geometrically, so the fit is on log2(budget).
+    ``blocks``: one label per run (its seed) to take each slope within blocks (``slope_ci``).
 
     Returns the slope over the last ``tail`` of the sweep (the budget points whose log2 lies in the
     top ``tail`` of the log2 range, at least the two largest), and the cheapest budget on the plateau:
@@ -301,16 +327,19 @@ def plateau(
     interval rules out a rise above ``margin`` per doubling; None: from no budget on it does)."""
     raw = np.asarray(budgets, dtype=float)
     b, y = np.log2(raw), np.asarray(scores, dtype=float)
+    labels = None if blocks is None else np.asarray(list(blocks), dtype=object)
     values = np.unique(raw)
     points = np.log2(values)
     if len(points) < 2:
         return Slope(np.nan, np.nan, np.nan, len(b)), None
-    cut = _tail_start(points, tail)
-    last = slope_ci(b[b >= cut], y[b >= cut])
+
+    def fit(at: np.ndarray) -> Slope:
+        return slope_ci(b[at], y[at], blocks=None if labels is None else labels[at])
+
+    last = fit(b >= _tail_start(points, tail))
     cheapest = None
     for value, p in zip(values[:-1], points[:-1]):
-        s = slope_ci(b[b >= p], y[b >= p])
-        if s.stopped_rising(margin):
+        if fit(b >= p).stopped_rising(margin):
             cheapest = float(value)
             break
     return last, cheapest

@@ -68,6 +68,7 @@ TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
     "reference", "publish", "targets", "note", "x", "groups", "margin", "stage_labels", "exclude", "published_runs",
+    "pair_by",
 )  # fmt: skip
 LAUNCHERS = ("local", "joblib", "submitit_local", "slurm", "ray")
 DONE = ("ok", "failed")
@@ -174,6 +175,12 @@ def check_declaration(study: dict[str, Any]) -> None:
             raise StudyError(
                 f"study '{name}', table '{tname}': exclude takes a list of {{column: [values]}} (runs matching every "
                 f"column of one entry are left out), got {exclude!r}"
+            )
+        pair_by = (t or {}).get("pair_by")
+        if pair_by is not None and ((t or {}).get("kind") != "budget" or not isinstance(pair_by, str) or not pair_by):
+            raise StudyError(
+                f"study '{name}', table '{tname}': pair_by names the column to pair a budget table's runs by (seed), "
+                f"for kind budget only, got {pair_by!r} in a {(t or {}).get('kind') or 'student'} table"
             )
 
 
@@ -1286,10 +1293,13 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             return ""
         df.to_csv(out / "results.csv", index=False)
         margin = float(spec["margin"]) if spec.get("margin") is not None else None  # None: the statistics default
-        tab = T.budget_table(df, groups, x, metric, margin)
+        pair_by = spec.get("pair_by")
+        if pair_by is not None and pair_by not in df:
+            raise StudyError(f"table {name}: no column {pair_by!r} in the results (pair_by)")
+        tab = T.budget_table(df, groups, x, metric, margin, pair_by)
         tab.to_csv(out / "budget.csv", index=False)
         note = spec.get("note", "")
-        text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric, margin) + "\n"
+        text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric, margin, pair_by) + "\n"
         if spec.get("plots", True):
             with contextlib.suppress(Exception):  # a plot never costs the table
                 T.plot_budgets(df, groups[0], groups[-1], x, metric, out)

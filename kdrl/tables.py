@@ -959,19 +959,22 @@ def budget_table(
     x: str = "grad_steps",
     metric: str = "normalized_score",
     margin: float | None = None,
+    pair_by: str | None = None,
 ) -> pd.DataFrame:
     """Per group (e.g. env x student size): the mean score at each budget point (``x``: one value per
     run, e.g. its gradient updates), the slope per doubling over the last third of the sweep with its
     95% interval (kdrl.statistics.plateau), whether it has stopped rising (True: a rise above
     ``margin`` per doubling is ruled out; False: still rising; None: too few runs to tell), and the
-    cheapest budget on the plateau."""
+    cheapest budget on the plateau. ``pair_by`` (a column, e.g. seed where each seed has its own teacher
+    at every budget): slopes within its values (kdrl.statistics.slope_ci's blocks)."""
     from kdrl.statistics import PLATEAU_MARGIN, plateau
 
     margin = PLATEAU_MARGIN if margin is None else margin
     rows = []
     for key, g in df.groupby(list(groups)):
         key = key if isinstance(key, tuple) else (key,)
-        last, cheapest = plateau(g[x].astype(float), g[metric].astype(float), margin=margin)
+        blocks = None if pair_by is None else g[pair_by].tolist()
+        last, cheapest = plateau(g[x].astype(float), g[metric].astype(float), margin=margin, blocks=blocks)
         means = g.groupby(x)[metric].agg(["mean", "count"])
         wall = g.groupby(x)["job_wall_time_s"].median() if "job_wall_time_s" in g else None
         rows.append({
@@ -984,11 +987,14 @@ def budget_table(
     return pd.DataFrame(rows)
 
 
-def budget_markdown(tab: pd.DataFrame, groups: Sequence[str], metric: str, margin: float | None = None) -> str:
+def budget_markdown(
+    tab: pd.DataFrame, groups: Sequence[str], metric: str, margin: float | None = None, pair_by: str | None = None
+) -> str:
     from kdrl.statistics import PLATEAU_MARGIN
 
     margin = PLATEAU_MARGIN if margin is None else margin
-    head = f"| {' | '.join(groups)} | {metric} by budget (mean, n) | slope per doubling, last third [95% CI] | stopped rising (rise ≤ {margin:g} per doubling) | cheapest budget on the plateau | job wall there |"
+    within = "" if pair_by is None else f" within {pair_by}s"
+    head = f"| {' | '.join(groups)} | {metric} by budget (mean, n) | slope per doubling{within}, last third [95% CI] | stopped rising (rise ≤ {margin:g} per doubling) | cheapest budget on the plateau | job wall there |"
     lines = [head, "|" + "---|" * (len(groups) + 5)]
     for _, r in tab.iterrows():
         slope = "–" if not np.isfinite(r["slope_per_doubling"]) else (

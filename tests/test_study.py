@@ -96,6 +96,8 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         ("+tables.t={stages: [students], stage_labels: {studnets: x}}", "stage_labels names 'studnets', no stage"),
         ("+tables.t={stages: [students], exclude: {stage: students}}", "exclude takes a list of"),
         ("+tables.t={stages: [students], exclude: [{}]}", "exclude takes a list of"),
+        ("+tables.t={stages: [students], pair_by: seed}", "pair_by names the column to pair a budget table's runs"),
+        ("+tables.t={stages: [students], kind: budget, pair_by: ''}", "for kind budget only, got '' in a budget table"),
     ],
 )
 def test_a_bad_declaration_is_one_line(tmp_path, override, message):
@@ -785,3 +787,57 @@ def test_every_declared_stage_takes_its_published_jobs_as_they_ran(tmp_path):
             assert published_drift(pub, job.app, job.overrides) == "", f"{decl.stem} {job.id}"
             checked.append(job.id)
     assert len(checked) >= 28  # the 15 published teachers and Seaquest's 13, some declared by several studies
+
+
+def test_a_budget_table_paired_by_seed_takes_its_slopes_within_seeds(tmp_path):
+    """A declared table of kind budget with ``pair_by: seed`` (issue 26's plateau at 5 seeds): its slope is
+    each seed's own difference between budgets, its interval the paired one; without pair_by the same runs
+    give the pooled fit; a pair_by that is no column of the runs is refused in one line."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import t as student_t
+
+    from kdrl import tables as T
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").glob("kl_rusu-rusu_25-*")):
+        for doubled in (False, True):
+            name = p.name + ("-x2" if doubled else "")
+            shutil.copytree(p, sdir / "students" / name)
+            if doubled:  # the same seed at twice the updates, a little better by a seed's own amount
+                res = json.loads((p / "results.json").read_text())
+                res.update(
+                    grad_steps=2 * res["grad_steps"], normalized_score=res["normalized_score"] + 0.01 * res["seed"]
+                )
+                (sdir / "students" / name / "results.json").write_text(json.dumps(res))
+            rows[f"students/{name}"] = {
+                "id": f"students/{name}", "stage": "students", "app": "distill", "name": name, "hash": "x",
+                "run_dir": f"students/{name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+            }  # fmt: skip
+    groups = ["env_id", "student_size"]
+    spec = {"kind": "budget", "groups": groups, "x": "grad_steps", "margin": 0.05, "pair_by": "seed", "plots": False}
+    study = {"name": "b", "stages": {"students": {"app": "distill"}}, "tables": {"b": spec}}
+    Index(sdir / "index.json", {"study": "b"}, rows).save()
+    Runner(study, sdir, say=lambda s: None).write_tables()
+    out = sdir / "tables" / "b"
+    runs = pd.read_csv(out / "results.csv")
+    assert len(runs) == 10 and sorted(runs.seed.unique()) == [0, 1, 2, 3, 4]
+    written = pd.read_csv(out / "budget.csv")
+    diffs = 0.01 * np.arange(5)
+    assert written.slope_per_doubling[0] == pytest.approx(diffs.mean()) and written.slope_n[0] == 10
+    half = student_t.ppf(0.975, 4) * diffs.std(ddof=1) / np.sqrt(5)
+    assert (written.slope_low[0], written.slope_high[0]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert bool(written.plateau[0]) is True  # 0.02 [0.00, 0.04] per doubling: a rise above 0.05 ruled out
+    tab = T.budget_table(runs, groups, "grad_steps", "normalized_score", 0.05, "seed")
+    assert "slope per doubling within seeds, last third" in (out / "table.md").read_text()
+    assert T.budget_markdown(tab, groups, "normalized_score", 0.05, "seed") in (out / "table.md").read_text()
+    pooled = T.budget_table(runs, groups, "grad_steps", "normalized_score", 0.05)
+    assert pooled.slope_per_doubling[0] == pytest.approx(diffs.mean())
+    assert pooled.slope_high[0] - pooled.slope_low[0] > 3 * (written.slope_high[0] - written.slope_low[0])
+    study["tables"]["b"] = {**spec, "pair_by": "teacher_seed_of"}
+    said = Runner(study, sdir, say=lambda s: None).write_tables()  # said, never stopping the study
+    assert said == [
+        "table b: not written yet (StudyError: table b: no column 'teacher_seed_of' in the results (pair_by))"
+    ]

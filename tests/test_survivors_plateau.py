@@ -124,3 +124,79 @@ def test_run_end_slope_at_its_edges_and_with_missing_values():
     curve = ([1000, 2000, 4000, 8000], [0.0, 0.4, 0.5, 0.5])
     assert end_slope([curve, curve], tail=1.0).slope == pytest.approx(run_end_slope(*curve, tail=1.0))
     assert end_slope([curve, curve], tail=1.0).slope != pytest.approx(end_slope([curve, curve]).slope)
+
+
+# ---- slopes within seeds (blocks): each seed distils its own teacher at every budget ------------------------
+def fixed_effects(x, y, blocks, level=0.95):
+    """OLS of y on x with one intercept per block, by least squares on the design matrix, and the slope's
+    Student-t interval from (X'X)^-1: the textbook fixed-effects fit the within slope must equal."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    names = sorted(set(blocks), key=str)
+    X = np.column_stack([x] + [[1.0 if b == n else 0.0 for b in blocks] for n in names])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    df = len(y) - X.shape[1]
+    se = math.sqrt(float(resid @ resid) / df * np.linalg.inv(X.T @ X)[0, 0])
+    half = student_t.ppf(0.5 + level / 2, df) * se
+    return coef[0], coef[0] - half, coef[0] + half
+
+
+def test_a_slope_within_seeds_at_two_budgets_is_the_paired_t_interval_of_the_differences():
+    x = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]  # log2 budgets: one doubling
+    y = [0.50, 0.70, 0.30, 0.90, 0.58, 0.74, 0.41, 0.93]
+    seeds = [1, 2, 3, 4, 1, 2, 3, 4]
+    d = np.array(y[4:]) - np.array(y[:4])
+    half = student_t.ppf(0.975, 3) * d.std(ddof=1) / 2.0
+    s = slope_ci(x, y, blocks=seeds)
+    assert s.n == 8
+    np.testing.assert_allclose((s.slope, s.low, s.high), (d.mean(), d.mean() - half, d.mean() + half), rtol=1e-12)
+    # the pooled fit sees each seed's level as noise: the same slope, a far wider interval
+    pooled = slope_ci(x, y)
+    assert pooled.slope == pytest.approx(s.slope) and pooled.high - pooled.low > 5 * (s.high - s.low)
+
+
+def test_a_slope_within_seeds_is_the_fixed_effects_fit_and_ignores_each_seeds_level():
+    x = [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 1.0]
+    y = [0.10, 0.25, 0.28, 0.40, 0.47, 0.61, 0.05, 0.22, 0.30, 0.90]
+    seeds = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d"]  # d: one run, tells nothing, left out
+    s = slope_ci(x, y, blocks=seeds)
+    assert s.n == 9
+    np.testing.assert_allclose((s.slope, s.low, s.high), fixed_effects(x[:9], y[:9], seeds[:9]), rtol=1e-10)
+    ninety = slope_ci(x, y, level=0.9, blocks=seeds)
+    np.testing.assert_allclose((ninety.low, ninety.high), fixed_effects(x[:9], y[:9], seeds[:9], 0.9)[1:], rtol=1e-10)
+    # a teacher that lifts one seed at every budget moves nothing within seeds
+    lifted = [v + (5.0 if b == "b" else 0.0) for v, b in zip(y, seeds)]
+    np.testing.assert_allclose(slope_ci(x, lifted, blocks=seeds)[:3], s[:3], rtol=1e-10)
+    assert slope_ci(x[:9], lifted[:9]).high - slope_ci(x[:9], lifted[:9]).low > 10 * (s.high - s.low)
+
+
+def test_a_slope_within_seeds_needs_two_seeds_each_run_twice_over_two_budgets():
+    nan3 = lambda s: all(math.isnan(v) for v in s[:3])  # noqa: E731
+    one_seed = slope_ci([1.0, 2.0, 3.0], [0.1, 0.2, 0.4], blocks=[7, 7, 7])
+    assert nan3(one_seed) and one_seed.n == 3  # a pooled fit of the same runs has an interval
+    assert not nan3(slope_ci([1.0, 2.0, 3.0], [0.1, 0.2, 0.4]))
+    singles = slope_ci([1.0, 2.0, 1.0, 2.0], [0.1, 0.2, 0.3, 0.5], blocks=[1, 2, 3, 4])
+    assert nan3(singles) and singles.n == 0  # every seed ran once
+    same_x = slope_ci([1.0, 1.0, 2.0, 2.0], [0.1, 0.2, 0.3, 0.5], blocks=[1, 1, 2, 2])
+    assert nan3(same_x) and same_x.n == 4  # each seed at one budget: nothing within seeds
+    lost = slope_ci([1.0, 2.0, 1.0, 2.0, 1.0, 2.0], [0.1, 0.2, 0.3, math.nan, 0.5, 0.65], blocks=[1, 1, 2, 2, 3, 3])
+    assert lost.n == 4 and lost.slope == pytest.approx(0.125)  # seed 2 lost its second run: left out whole
+    two = slope_ci([1.0, 2.0, 1.0, 2.0], [0.1, 0.2, 0.3, 0.5], blocks=[1, 1, 2, 2])
+    assert two.slope == pytest.approx(0.15) and two.low < 0.15 < two.high  # 1 degree of freedom
+
+
+def test_plateau_within_seeds_fits_each_tail_within_seeds():
+    budgets = [b for b in (1, 2, 4, 8) for _ in range(4)]
+    seeds = [1, 2, 3, 4] * 4
+    level = {1: 0.0, 2: 0.3, 3: -0.2, 4: 0.15}  # each teacher's own level
+    wobble = [0.004, -0.006, 0.002, 0.0, -0.003, 0.005, 0.0, -0.002] * 2
+    scores = [0.2 * min(math.log2(b), 2) + level[s] + e for b, s, e in zip(budgets, seeds, wobble)]
+    last, cheapest = plateau(budgets, scores, blocks=seeds)
+    b = np.log2(budgets)
+    tail = b >= 2.0  # log2 range 0..3: the last third is 4 and 8
+    want = slope_ci(b[tail], np.array(scores)[tail], blocks=np.array(seeds)[tail])
+    np.testing.assert_allclose(last[:3], want[:3], rtol=1e-12)
+    assert last.n == 8 and last.stopped_rising(PLATEAU_MARGIN) is True and cheapest == 4.0
+    # pooled, the teachers' levels hide the same plateau
+    pooled, none = plateau(budgets, scores)
+    assert pooled.stopped_rising(PLATEAU_MARGIN) is None and none is None

@@ -381,3 +381,20 @@ def mean_slope(slopes: Sequence[float]) -> Slope:
     if ci.flag == FLAG_NO_SPREAD:  # every run the same slope (curves pinned at a ceiling): the interval is that point
         return Slope(ci.mean, ci.mean, ci.mean, len(slopes))
     return Slope(ci.mean, ci.low, ci.high, len(slopes))
+
+
+def seeds_to_rule_out(
+    sd: float, margin: float, slope: float = 0.0, level: float = 0.95, most: int = 10_000
+) -> int | None:
+    """How many seeds a paired slope needs before its interval can rule out a rise above ``margin``:
+    the smallest n >= 2 with ``slope + t(n - 1) * sd / sqrt(n) <= margin`` (``sd``: the spread of the
+    per-seed differences, ``slope``: the true mean difference). None when ``slope >= margin`` (no n
+    rules it out) or more than ``most`` seeds would be needed."""
+    if not (np.isfinite(sd) and sd >= 0 and np.isfinite(slope)) or slope >= margin:
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, most + 1):
+        if slope + float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) <= margin:
+            return n
+    return None

@@ -200,3 +200,58 @@ def test_plateau_within_seeds_fits_each_tail_within_seeds():
     # pooled, the teachers' levels hide the same plateau
     pooled, none = plateau(budgets, scores)
     assert pooled.stopped_rising(PLATEAU_MARGIN) is None and none is None
+
+
+def test_seeds_to_rule_out_is_the_first_n_whose_paired_upper_bound_is_under_the_margin():
+    from kdrl.statistics import seeds_to_rule_out
+
+    def by_loop(sd, margin, slope=0.0, level=0.95):
+        for n in range(2, 10_001):
+            if slope + student_t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n) <= margin:
+                return n
+        return None
+
+    for sd, margin, slope in [(0.1, 0.05, 0.0), (0.2, 0.05, 0.0), (0.1, 0.05, -0.05), (0.08, 0.1, 0.02)]:
+        n = seeds_to_rule_out(sd, margin, slope)
+        assert n == by_loop(sd, margin, slope) and n > 2
+        # n seeds are enough and n - 1 are not
+        assert slope + student_t.ppf(0.975, n - 1) * sd / math.sqrt(n) <= margin
+        assert slope + student_t.ppf(0.975, n - 2) * sd / math.sqrt(n - 1) > margin
+    assert seeds_to_rule_out(0.1, 0.05) == 18 and seeds_to_rule_out(0.1, 0.05, level=0.9) == by_loop(
+        0.1, 0.05, level=0.9
+    )
+    assert seeds_to_rule_out(0.1, 0.05, slope=0.05) is None and seeds_to_rule_out(0.1, 0.05, slope=0.06) is None
+    assert seeds_to_rule_out(0.0, 0.05) == 2 and seeds_to_rule_out(math.nan, 0.05) is None
+    assert seeds_to_rule_out(5.0, 0.05, most=100) is None and seeds_to_rule_out(-0.1, 0.05) is None
+
+
+def test_plateau_power_splits_a_curves_differences_into_evaluation_error_and_training_noise():
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location(
+        "plateau_power", Path(__file__).resolve().parents[1] / "scripts" / "plateau_power.py"
+    )
+    power = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(power)
+    rows = []
+    diffs = [0.10, -0.10, 0.05, -0.05, 0.0]  # per seed, between 2,000 and 8,000 updates (two doublings)
+    for seed, d in enumerate(diffs):
+        for steps, extra in ((1000, 0.0), (2000, 0.3), (8000, 0.3 + d)):  # the lowest budget is not used
+            rows.append({"env_id": "MinAtar/E-v1", "student_size": "s", "seed": seed, "grad_steps": steps,
+                         "normalized_score": 0.1 * seed + extra, "eval_return_std": 4.0, "teacher_return_mean": 11.0,
+                         "random_return_mean": 1.0})  # fmt: skip
+    rows.append({**rows[-1], "seed": 9, "grad_steps": 8000})  # a seed at one budget only: not paired
+    (r,) = power.curve_rows(pd.DataFrame(rows), episodes=16, margin=0.05)
+    assert r["budgets"] == "2,000 -> 8,000" and r["seeds"] == 5
+    sd = float(np.std(np.array(diffs) / 2, ddof=1))
+    assert r["slope"] == pytest.approx(0.0) and r["sd"] == pytest.approx(sd)
+    assert r["eval_error"] == pytest.approx(4.0 / 4 / 10)  # std / sqrt(16) over T - R
+    assert r["train_sd"] == pytest.approx(0.0)  # the differences are smaller than two evaluations' error
+    rows2 = [{**x, "eval_return_std": 0.4} for x in rows]
+    (r2,) = power.curve_rows(pd.DataFrame(rows2), episodes=16, margin=0.05)
+    assert r2["train_sd"] == pytest.approx(math.sqrt(sd**2 * 4 / 2 - 0.01**2))
+    assert r2["seeds_needed"] == power.seeds_to_rule_out(sd, 0.05) == 5  # t(4) * 0.0395 / sqrt(5) = 0.049
+    assert r2["seeds_needed_exact_eval"] == power.seeds_to_rule_out(math.sqrt(2) * r2["train_sd"] / 2, 0.05)

@@ -30,7 +30,10 @@ from kdrl.statistics import PLATEAU_MARGIN, seeds_to_rule_out
 def curve_rows(df: pd.DataFrame, episodes: int, margin: float) -> list[dict]:
     rows = []
     for (env, size), g in df.groupby(["env_id", "student_size"]):
-        low, high = sorted(g["grad_steps"].unique())[-2:]
+        budgets = sorted(g["grad_steps"].unique())
+        if len(budgets) < 2:  # one budget so far: nothing to pair
+            continue
+        low, high = budgets[-2:]
         wide = g.pivot_table(index="seed", columns="grad_steps", values="normalized_score")[[low, high]].dropna()
         diff = (wide[high] - wide[low]) / math.log2(high / low)
         runs = g[g["grad_steps"].isin([low, high]) & g["seed"].isin(wide.index)]

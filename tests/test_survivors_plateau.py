@@ -244,7 +244,8 @@ def test_plateau_power_splits_a_curves_differences_into_evaluation_error_and_tra
                          "normalized_score": 0.1 * seed + extra, "eval_return_std": 4.0, "teacher_return_mean": 11.0,
                          "random_return_mean": 1.0})  # fmt: skip
     rows.append({**rows[-1], "seed": 9, "grad_steps": 8000})  # a seed at one budget only: not paired
-    (r,) = power.curve_rows(pd.DataFrame(rows), episodes=16, margin=0.05)
+    one_budget = {**rows[0], "student_size": "t"}  # a curve with one budget so far: no row
+    (r,) = power.curve_rows(pd.DataFrame(rows + [one_budget]), episodes=16, margin=0.05)
     assert r["budgets"] == "2,000 -> 8,000" and r["seeds"] == 5
     sd = float(np.std(np.array(diffs) / 2, ddof=1))
     assert r["slope"] == pytest.approx(0.0) and r["sd"] == pytest.approx(sd)

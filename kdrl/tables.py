@@ -987,6 +987,19 @@ def budget_table(
     return pd.DataFrame(rows)
 
 
+def last_paired_differences(
+    g: pd.DataFrame, x: str = "grad_steps", metric: str = "normalized_score", pair_by: str = "seed"
+) -> tuple[float, float, pd.Series] | None:
+    """One budget curve's runs (``g``): its two largest budgets and, per ``pair_by`` value run at both, the
+    difference in ``metric`` per doubling of ``x`` (the paired slope's sample); None below two budgets."""
+    budgets = sorted(g[x].unique())
+    if len(budgets) < 2:
+        return None
+    low, high = budgets[-2:]
+    wide = g.pivot_table(index=pair_by, columns=x, values=metric)[[low, high]].dropna()
+    return float(low), float(high), (wide[high] - wide[low]) / np.log2(high / low)
+
+
 def budget_markdown(
     tab: pd.DataFrame, groups: Sequence[str], metric: str, margin: float | None = None, pair_by: str | None = None
 ) -> str:

@@ -6,6 +6,7 @@ score vectors of the committed studies used as populations. Prints Markdown tabl
     python scripts/ci_coverage.py --cells     # the audited published cells, old interval against new
     python scripts/ci_coverage.py --only second_round   # only the committed cells of one study (MinAtar round 2)
     python scripts/ci_coverage.py --slopes    # the convergence tables' per-run end slopes as populations
+    python scripts/ci_coverage.py --paired    # the budget tables' slope within seeds (paired differences)
 
 Methods: kdrl's ``mean_ci`` (Hall's transformed t, Student's t below 5 seeds, clipped to the score's
 range, flagged where ties sit at a bound); the bootstrap-t kdrl used before (zero-spread resamples
@@ -27,7 +28,8 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from kdrl.scores import normalized_bounds
-from kdrl.statistics import mean_ci, mean_slope, run_end_slope
+from kdrl.statistics import mean_ci, mean_slope, run_end_slope, slope_ci
+from kdrl.tables import last_paired_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 INF = math.inf
@@ -236,6 +238,60 @@ def measure(draw, bounds, true, n, trials, seed=12345, slopes=False):
     return res, flagged / trials
 
 
+# ---- the budget tables' slope within seeds (pair_by: seed) ---------------------------------------------------
+# per-seed differences per doubling: name -> draw(rng, n)
+PAIRED_SHAPES = {
+    "normal(0, 0.1)": lambda r, n: r.normal(0.0, 0.1, n),
+    "one outlier seed: 10% at +0.6, else N(0, 0.08)": _mix(
+        0.1, lambda r, n: np.full(n, 0.6), lambda r, n: r.normal(0.0, 0.08, n)
+    ),
+    "ties at the ceiling: 0 w.p. 0.7, else N(0, 0.1)": _mix(
+        0.7, lambda r, n: np.zeros(n), lambda r, n: r.normal(0.0, 0.1, n)
+    ),
+    "a seed failing at one budget: 10% at -0.8, else N(0.02, 0.08)": _mix(
+        0.1, lambda r, n: np.full(n, -0.8), lambda r, n: r.normal(0.02, 0.08, n)
+    ),
+}
+PAIRED_TABLES = ["docs/minatar/student_budget/results.csv", "docs/minatar/student_budget_plateau/results.csv"]
+
+
+def paired_interval(d: np.ndarray) -> tuple[float, float]:
+    """The interval a budget table with ``pair_by: seed`` prints for per-seed differences ``d`` (one doubling
+    apart): kdrl.statistics.slope_ci within seeds, as the table calls it."""
+    n = len(d)
+    s = slope_ci(np.r_[np.zeros(n), np.ones(n)], np.r_[np.zeros(n), d], blocks=[*range(n), *range(n)])
+    return s.low, s.high
+
+
+def paired_coverage(trials: int, pop_trials: int) -> None:
+    """Coverage and width of the slope-within-seeds interval on difference shapes and on the committed
+    curves' per-seed differences as populations (drawn with replacement)."""
+    suite = [(k, f, float(f(np.random.default_rng(999), 2_000_000).mean()), trials) for k, f in PAIRED_SHAPES.items()]
+    for csv in PAIRED_TABLES:
+        df = pd.read_csv(ROOT / csv)
+        for (env, size), g in df[df["status"] == "ok"].groupby(["env_id", "student_size"]):
+            _, _, d = last_paired_differences(g)
+            v = d.to_numpy()
+            suite.append((f"{Path(csv).parent.name}: {env} {size}", lambda r, n, v=v: v[r.integers(0, len(v), n)],
+                          float(v.mean()), pop_trials))  # fmt: skip
+    print("Coverage of the 95% slope within seeds (width in brackets), per n seeds\n")
+    print("| shape of the per-seed differences | experiments | n = 3 | n = 5 | n = 10 |")
+    print("|---|---|---|---|---|")
+    for name, draw, true, k in suite:
+        cells = []
+        for n in (3, 5, 10):
+            rng = np.random.default_rng(12345)
+            hits, width, counted = 0, 0.0, 0
+            for _ in range(k):
+                lo, hi = paired_interval(draw(rng, n))
+                if np.isfinite(lo) and np.isfinite(hi):
+                    hits += lo <= true <= hi
+                    width += hi - lo
+                    counted += 1
+            cells.append(f"{hits / counted:.3f} ({width / counted:.2f})" if counted else "–")
+        print(f"| {name} | {k} | " + " | ".join(cells) + " |")
+
+
 def _cell_values(csv: str, where: dict, metric: str = "normalized_score") -> pd.DataFrame:
     df = pd.read_csv(ROOT / csv)
     for k, v in where.items():
@@ -294,7 +350,11 @@ def main() -> None:
     ap.add_argument(
         "--slopes", action="store_true", help="the convergence tables' per-run end slopes as the populations"
     )
+    ap.add_argument("--paired", action="store_true", help="the budget tables' slope within seeds")
     args = ap.parse_args()
+    if args.paired:
+        paired_coverage(args.trials, args.pop_trials)
+        return
     if args.cells:
         audited_cells()
         return

@@ -24,19 +24,18 @@ import numpy as np
 import pandas as pd
 
 from kdrl.scores import normalized_score
-from kdrl.statistics import PLATEAU_MARGIN, seeds_to_rule_out
+from kdrl.statistics import PLATEAU_MARGIN, seeds_to_rule_out, slope_ci
+from kdrl.tables import last_paired_differences
 
 
 def curve_rows(df: pd.DataFrame, episodes: int, margin: float) -> list[dict]:
     rows = []
     for (env, size), g in df.groupby(["env_id", "student_size"]):
-        budgets = sorted(g["grad_steps"].unique())
-        if len(budgets) < 2:  # one budget so far: nothing to pair
+        pairs = last_paired_differences(g)
+        if pairs is None:  # one budget so far: nothing to pair
             continue
-        low, high = budgets[-2:]
-        wide = g.pivot_table(index="seed", columns="grad_steps", values="normalized_score")[[low, high]].dropna()
-        diff = (wide[high] - wide[low]) / math.log2(high / low)
-        runs = g[g["grad_steps"].isin([low, high]) & g["seed"].isin(wide.index)]
+        low, high, diff = pairs
+        runs = g[g["grad_steps"].isin([low, high]) & g["seed"].isin(diff.index)]
         # a run's evaluation error in normalised score: its return's standard error over the score's scale
         err = [
             normalized_score(r.random_return_mean + r.eval_return_std / math.sqrt(episodes), r.teacher_return_mean,
@@ -45,12 +44,13 @@ def curve_rows(df: pd.DataFrame, episodes: int, margin: float) -> list[dict]:
         ]  # fmt: skip
         eval_sd = float(np.sqrt(np.mean(np.square(err))))
         sd = float(diff.std(ddof=1)) if len(diff) > 1 else math.nan
+        slope = slope_ci(np.log2(runs["grad_steps"]), runs["normalized_score"], blocks=runs["seed"].tolist()).slope
         run_var = sd**2 * math.log2(high / low) ** 2 / 2  # a difference holds two runs' noise
         train_sd = math.sqrt(max(run_var - eval_sd**2, 0.0))
         exact = math.sqrt(2) * train_sd / math.log2(high / low)
         rows.append({
-            "env": env.split("/")[-1], "size": size, "budgets": f"{low:,} -> {high:,}", "seeds": len(diff),
-            "slope": diff.mean(), "sd": sd, "eval_error": eval_sd, "train_sd": train_sd,
+            "env": env.split("/")[-1], "size": size, "budgets": f"{low:,.0f} -> {high:,.0f}", "seeds": len(diff),
+            "slope": slope, "sd": sd, "eval_error": eval_sd, "train_sd": train_sd,
             "seeds_needed": seeds_to_rule_out(sd, margin), "seeds_needed_exact_eval": seeds_to_rule_out(exact, margin),
         })  # fmt: skip
     return rows

@@ -256,3 +256,20 @@ def test_plateau_power_splits_a_curves_differences_into_evaluation_error_and_tra
     assert r2["train_sd"] == pytest.approx(math.sqrt(sd**2 * 4 / 2 - 0.01**2))
     assert r2["seeds_needed"] == power.seeds_to_rule_out(sd, 0.05) == 5  # t(4) * 0.0395 / sqrt(5) = 0.049
     assert r2["seeds_needed_exact_eval"] == power.seeds_to_rule_out(math.sqrt(2) * r2["train_sd"] / 2, 0.05)
+
+
+def test_ci_coverage_paired_measures_the_tables_interval_and_covers_on_normal_differences():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ci_coverage", Path(__file__).resolve().parents[1] / "scripts" / "ci_coverage.py"
+    )
+    cc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cc)
+    d = np.array([0.12, -0.05, 0.30, 0.02, 0.08])
+    half = student_t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    np.testing.assert_allclose(cc.paired_interval(d), (d.mean() - half, d.mean() + half), rtol=1e-12)
+    rng = np.random.default_rng(3)
+    hits = sum(lo <= 0.0 <= hi for lo, hi in (cc.paired_interval(rng.normal(0.0, 0.1, 5)) for _ in range(600)))
+    assert 0.92 <= hits / 600 <= 0.98  # Student's t on normal differences: 95%

@@ -1398,12 +1398,27 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
     write_text(out / "table.md", text)
     if publish and spec.get("publish"):
         dest = Path(spec["publish"])
+        if n_finished < n_jobs and published_complete(dest):  # a study dir holding part of the study's stages
+            return text + (
+                f"\n(not published: {n_finished} of {n_jobs} jobs finished here, and {dest} holds the complete "
+                "table: publish it from a study dir that has them all)\n"
+            )
         dest.mkdir(parents=True, exist_ok=True)
         for f in out.iterdir():
             if f.is_file():
                 shutil.copy2(f, dest / f.name)
         text += f"\n(published to {dest})\n"
     return text
+
+
+def published_complete(dest: Path) -> bool:
+    """Whether ``dest`` holds a table published complete (its table.md's state line): a partial rebuild,
+    e.g. from a study dir that ran only some of the study's stages, must not replace it."""
+    try:
+        lines = (dest / "table.md").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) > 2 and lines[2].startswith("complete.")
 
 
 def aggregate_section(df: Any, rows_key: str, cols_key: str, metric: str, spec: dict[str, Any], out: Path) -> str:

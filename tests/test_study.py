@@ -83,6 +83,56 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
     assert multi.needs == ["teachers/env=cartpole,seed=0", "teachers/env=acrobot,seed=0"]
 
 
+def test_the_converged_core_table_is_the_plateau_studys_jobs_with_a_teacher_each():
+    """issue 27's converged table: student seed s (1-5) distils teacher seed s on all five games, and its Asterix and
+    SpaceInvaders students compose the very configs of minatar_student_budget's plateau jobs at 4 updates per 4
+    env steps (its 95k-update point), teachers included: one run each, whichever study ran it."""
+    from kdrl.runs.job import config_differences
+    from kdrl.study import hydra_conf
+
+    minatar = {j.id: j for j in plan(load_study("minatar"), Path("/S"))}
+    budget = {j.id: j for j in plan(load_study("minatar_student_budget"), Path("/S"))}
+    stages = {
+        "converged": 60,
+        "converged_seaquest": 15,
+        "converged_seaquest_190k": 15,
+        "converged_space_invaders_7": 5,
+        "teachers5": 20,
+        "teachers5_seaquest": 5,
+    }
+    assert {s: sum(j.stage == s for j in minatar.values()) for s in stages} == stages
+    for seed in range(1, 6):
+        for game, teachers in (("minatar_breakout", "teachers5"), ("minatar_seaquest", "teachers5_seaquest")):
+            stage = "converged_seaquest" if game == "minatar_seaquest" else "converged"
+            job = minatar[f"{stage}/env={game},student.size=rusu_4,seed={seed}"]
+            assert job.needs == [f"{teachers}/env={game},seed={seed}"]
+            assert "distill.gradient_steps=4" in job.overrides and "eval.final_episodes=100" in job.overrides
+
+    def composed(job) -> dict:
+        from hydra import compose
+        from omegaconf import OmegaConf
+
+        shaping = [o for o in job.overrides if not o.startswith(("wandb.group=", "teacher.checkpoint="))]
+        with hydra_conf():
+            return OmegaConf.to_container(compose(config_name=job.app, overrides=shaping), resolve=True)
+
+    pairs = [
+        ("converged/env=minatar_asterix,student.size=rusu_25,seed=2",
+         "plateau_asterix/env=minatar_asterix,student.size=rusu_25,distill.gradient_steps=4,seed=2"),
+        ("converged/env=minatar_space_invaders,student.size=rusu_4,seed=5",
+         "plateau_space_invaders_25_4/env=minatar_space_invaders,student.size=rusu_4,distill.gradient_steps=4,seed=5"),
+        ("converged_space_invaders_7/env=minatar_space_invaders,seed=3",
+         "plateau_space_invaders/env=minatar_space_invaders,student.size=rusu_7,distill.gradient_steps=16,seed=3"),
+    ]  # fmt: skip
+    for ours, theirs in pairs:
+        assert minatar[ours].needs[0].split("/")[1] == budget[theirs].needs[0].split("/")[1]  # the same teacher job
+        assert config_differences(composed(budget[theirs]), composed(minatar[ours])) == []
+    # and a 47.5k-update student of the compression stage is not one of them
+    old = minatar["compression/env=minatar_asterix,student.size=rusu_25,seed=2"]
+    new = minatar["converged/env=minatar_asterix,student.size=rusu_25,seed=2"]
+    assert ("distill.gradient_steps", 2, 4) in config_differences(composed(old), composed(new))
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -589,6 +639,44 @@ def test_tables_named_by_table_are_the_only_ones_written_and_published(tmp_path)
     assert parse(["study=sel", "--tables", "table=c"])["table"] == ["c"]
     refused = study("study=debug", f"dir={tmp_path / 'x'}", "table=[main]")
     assert refused.returncode == 2 and "table= selects tables for --tables" in refused.stderr, refused.stderr
+
+
+def test_a_partial_table_never_replaces_a_complete_published_one(tmp_path):
+    """A stage run with publish=true rewrites every table: on a machine holding only some of a study's stages,
+    the other stages' tables come out PARTIAL, and must not overwrite their complete published copies (they
+    did once: kdrl-study study=minatar stage=[teachers5] publish=true). A partial table still publishes where
+    nothing complete is published, and a complete one always does."""
+    from kdrl.study import Runner
+
+    sdir = tmp_path / "study"
+    rows = {}
+    for i, p in enumerate(sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").iterdir())[:5]):
+        shutil.copytree(p, sdir / "students" / p.name)
+        rows[f"students/{p.name}"] = {
+            "id": f"students/{p.name}", "stage": "students", "app": "distill", "name": p.name, "hash": "x",
+            "run_dir": f"students/{p.name}", "overrides": [], "needs": [], "status": "ok" if i else "pending",
+            "since": 0.0,
+        }  # fmt: skip
+    spec = {"kind": "end_slope", "groups": ["env_id", "student_size"], "x": "env_steps", "margin": 0.05}
+    done, fresh = tmp_path / "docs" / "done", tmp_path / "docs" / "fresh"
+    decl = {"name": "part", "stages": {"students": {"app": "distill"}},
+            "tables": {"done": {**spec, "publish": str(done)}, "fresh": {**spec, "publish": str(fresh)}}}  # fmt: skip
+    done.mkdir(parents=True)
+    (done / "table.md").write_text("# t\n\ncomplete. Regenerate: `kdrl-study study=part`.\n\nthe published table\n")
+    Index(sdir / "index.json", {"study": "part"}, rows).save()
+    texts = Runner(decl, sdir, say=lambda s: None).write_tables(publish=True)
+    assert (
+        "PARTIAL: 4 of 5 jobs finished" in texts[0]
+        and f"(not published: 4 of 5 jobs finished here, and {done}" in texts[0]
+    )
+    assert (done / "table.md").read_text().endswith("the published table\n") and sorted(os.listdir(done)) == [
+        "table.md"
+    ]
+    assert "(published to " in texts[1] and (fresh / "table.md").read_text().splitlines()[2].startswith("PARTIAL")
+    rows["students/" + next(iter(rows))[9:]]["status"] = "ok"  # all finished: the complete table replaces it
+    Index(sdir / "index.json", {"study": "part"}, rows).save()
+    (text, _) = Runner(decl, sdir, say=lambda s: None).write_tables(publish=True)
+    assert "(published to " in text and (done / "table.md").read_text().splitlines()[2].startswith("complete.")
 
 
 def asterix_runs_in_two_stages(sdir: Path, study: str) -> Path:

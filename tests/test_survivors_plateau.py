@@ -273,3 +273,42 @@ def test_ci_coverage_paired_measures_the_tables_interval_and_covers_on_normal_di
     rng = np.random.default_rng(3)
     hits = sum(lo <= 0.0 <= hi for lo, hi in (cc.paired_interval(rng.normal(0.0, 0.1, 5)) for _ in range(600)))
     assert 0.92 <= hits / 600 <= 0.98  # Student's t on normal differences: 95%
+
+
+def test_paired_by_teacher_takes_each_teachers_level_out_of_two_tables_on_different_teacher_mixes(tmp_path, capsys):
+    """scripts/paired_by_teacher.py: table a cycles 5 students over teachers 1, 2, 3, 1, 2 at 1,000 updates, table b
+    puts student s on teacher s (1-5) at 2,000. The teachers' levels differ by far more than the change, and b's
+    teachers 4-5 are in no block of a: the slope is the paired t interval of the per-teacher differences."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location(
+        "paired_by_teacher", Path(__file__).resolve().parents[1] / "scripts" / "paired_by_teacher.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    level, diff = {1: 0.2, 2: 0.9, 3: 0.5, 4: -3.0, 5: 4.0}, {1: 0.10, 2: -0.02, 3: 0.07}
+    base = {"status": "ok", "env_id": "MinAtar/E-v1", "student_size": "rusu_7"}
+    a = [{**base, "seed": s, "grad_steps": 1000, "normalized_score": level[t]} for s, t in enumerate((1, 2, 3, 1, 2))]
+    b = [{**base, "seed": t, "grad_steps": 2000, "normalized_score": level[t] + diff.get(t, 0.0)} for t in range(1, 6)]
+    pd.DataFrame(a).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame(b).to_csv(tmp_path / "b.csv", index=False)
+    d = np.array(list(diff.values()))
+    half = student_t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    a3 = script.students(tmp_path / "a.csv", {0: 1, 1: 2, 2: 3, 3: 1, 4: 2}, ["rusu_7"])
+    b5 = script.students(tmp_path / "b.csv", None, ["rusu_7"])
+    # one student per teacher in a: the paired t interval of the three differences
+    slope, lo, hi, blocks = script.within_teachers(pd.concat([a3[a3["seed"] < 3], b5]))
+    assert blocks == 3 and slope == pytest.approx(d.mean())
+    assert (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half))
+    # two on teachers 1 and 2: least squares within blocks weighs a block by n_a n_b / (n_a + n_b)
+    weights = np.array([2 / 3, 2 / 3, 1 / 2])
+    slope, _, _, blocks = script.within_teachers(pd.concat([a3, b5]))
+    assert blocks == 3 and slope == pytest.approx((weights * d).sum() / weights.sum())
+    assert script.main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--teachers-a", "0:1,1:2,2:3,3:1,4:2",
+                        "--sizes", "rusu_7"]) == 0  # fmt: skip
+    assert f"| all | 3 | {slope:+.3f} [" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="seeds \\[3, 4\\] have no teacher in the map"):
+        script.students(tmp_path / "a.csv", {0: 1, 1: 2, 2: 3}, ["rusu_7"])

@@ -728,9 +728,60 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def status_report(study_dir: Path, max_failed: int = 50) -> tuple[str, int]:
+def published_elsewhere(study: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The jobs among ``rows`` that ran ok on another machine and whose results this checkout holds: job id ->
+    {"wall_s", "source"}. A stage's ``published`` dir holds a job when its job.json names the same app and
+    run-shaping overrides (as ``publish_jobs`` checks). A published table's results.csv (each table's ``publish``
+    dir and its ``published_runs``) holds a job by its run dir's last two parts (<stage>/<name>), ok rows only:
+    a table records no config, so those match by name, not by config. Reads CSV and JSON only (no pandas)."""
+    import csv
+
+    wanted = {r["id"]: r for r in rows}
+    found: dict[str, dict[str, Any]] = {}
+    for row in wanted.values():
+        where = study["stages"].get(row["stage"], {}).get("published")
+        if not where:
+            continue
+        pub = resolve_published(str(where)) / row["name"]
+        try:
+            meta = json.loads((pub / "job.json").read_text())
+            res = json.loads((pub / "results.json").read_text())
+        except (OSError, ValueError):
+            continue
+        same = meta.get("app") == row["app"] and run_shaping(meta.get("overrides") or []) == run_shaping(
+            row["overrides"]
+        )
+        if same and res.get("status") == "ok":
+            wall = res.get("job_wall_time_s")
+            found[row["id"]] = {"wall_s": wall if isinstance(wall, int | float) else None, "source": str(where)}
+    csvs = [spec.get("publish") for spec in (study.get("tables") or {}).values()]
+    csvs = [f"{d}/results.csv" for d in csvs if d] + [
+        p for spec in (study.get("tables") or {}).values() for p in spec.get("published_runs") or []
+    ]
+    for where in dict.fromkeys(csvs):
+        if len(found) == len(wanted):
+            break
+        path = resolve_published(where)
+        try:
+            with path.open(newline="") as f:
+                table_rows = list(csv.DictReader(f))
+        except OSError:
+            continue
+        for t in table_rows:
+            job_id = "/".join(Path(t.get("run_dir") or "").parts[-2:])
+            if job_id in wanted and job_id not in found and t.get("status") == "ok":
+                try:
+                    wall: float | None = float(t.get("job_wall_time_s") or "nan")
+                except ValueError:
+                    wall = None
+                found[job_id] = {"wall_s": wall if wall == wall else None, "source": str(Path(where).parent)}
+    return found
+
+
+def status_report(study_dir: Path, max_failed: int = 50, study: dict[str, Any] | None = None) -> tuple[str, int]:
     """The study's status from its index, with the jobs not marked ok looked at again; and the number
-    of jobs not ok. Reads one file and stats only unfinished jobs' run dirs."""
+    of jobs not ok. Reads one file and stats only unfinished jobs' run dirs. With the ``study`` declaration,
+    the jobs not ok here are looked up among its published results (``published_elsewhere``)."""
     index = Index.load(study_dir)
     if not index.rows:
         raise StudyError(f"{study_dir} has no {INDEX_FILE}: not a study dir, or no kdrl-study call has planned it yet")
@@ -738,6 +789,9 @@ def status_report(study_dir: Path, max_failed: int = 50) -> tuple[str, int]:
     runner = runner_alive(study_dir)
     all_c = counts(list(index.rows.values()), index.rows, runner is not None)
     lines = [f"study {index.meta.get('study', '?')} ({study_dir}): {len(index.rows)} jobs: {fmt_counts(all_c)}"]
+    elsewhere = (
+        {} if study is None else published_elsewhere(study, [r for r in index.rows.values() if r["status"] != "ok"])
+    )
     if runner is not None:
         lines.append(f"runner: kdrl-study pid {runner.get('pid')} on {runner.get('host')}")
         if index.meta.get("progress"):
@@ -752,9 +806,33 @@ def status_report(study_dir: Path, max_failed: int = 50) -> tuple[str, int]:
         total_s += sum(walls)
         # core-hours: the ok jobs' walls summed (one core a job; a published job counts its own run's wall)
         mean = f"; {fmt_duration(sum(walls) / len(walls))} per job, {sum(walls) / 3600:.2f} core-h" if walls else ""
+        pub = [elsewhere[r["id"]] for r in rows if r["id"] in elsewhere]
+        if pub:
+            pub_s = sum(p["wall_s"] or 0.0 for p in pub)
+            sources = ", ".join(dict.fromkeys(p["source"] for p in pub))
+            mean += f"; published: {len(pub)} more ok ({pub_s / 3600:.2f} core-h; {sources})"
         lines.append(f"  stage {stage} ({rows[0]['app']}): {fmt_counts(c)}{mean}")
     if total_s:
         lines.insert(1, f"ok jobs' walls: {total_s / 3600:.2f} core-hours in all")
+    if study is not None:
+        pub_s = sum(p["wall_s"] or 0.0 for p in elsewhere.values())
+        nowhere: dict[str, int] = {}
+        for r in index.rows.values():
+            if r["status"] != "ok" and r["id"] not in elsewhere:
+                nowhere[r["stage"]] = nowhere.get(r["stage"], 0) + 1
+        lines.insert(
+            1 + bool(total_s),
+            f"ok here or published: {all_c['ok'] + len(elsewhere)}/{len(index.rows)} jobs; the {len(elsewhere)} "
+            f"published ran elsewhere, their walls {pub_s / 3600:.2f} core-hours (a published table's jobs match "
+            "by run dir name, not by config)",
+        )
+        if nowhere:
+            lines.insert(
+                2 + bool(total_s),
+                f"neither ok here nor published: {sum(nowhere.values())} jobs ("
+                + ", ".join(f"{s} {n}" for s, n in nowhere.items())
+                + ")",
+            )
     failed = [r for r in index.rows.values() if r["status"] == "failed"]
     if failed:
         lines.append(f"failed ({len(failed)}; rerun by the next kdrl-study call):")

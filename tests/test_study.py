@@ -231,6 +231,73 @@ def test_status_before_any_run_plans_the_study(tmp_path):
     ]  # fmt: skip
 
 
+def test_status_counts_the_jobs_not_ok_here_whose_results_are_published_and_only_those(tmp_path):
+    """A study run on several machines: --status with the declaration (study= or the study dir's study.json)
+    looks the jobs not ok here up in the stages' published dirs (job.json: same app and overrides) and in the
+    published tables' results.csv (ok rows, by run dir <stage>/<name>), and counts their walls apart."""
+    sdir, docs = tmp_path / "study", tmp_path / "docs"
+    rows = {}
+    for stage, app, names in (
+        ("teachers", "train", ["seed=0", "seed=1"]),
+        ("students", "distill", ["seed=0", "seed=1", "seed=2"]),
+    ):
+        for name in names:
+            rows[f"{stage}/{name}"] = {
+                "id": f"{stage}/{name}", "stage": stage, "app": app, "name": name, "hash": "x",
+                "run_dir": f"{stage}/{name}", "overrides": [name, "wandb.group=s"], "needs": [], "status": "pending",
+                "since": 0.0,
+            }  # fmt: skip
+    (sdir / "students" / "seed=2").mkdir(parents=True)  # ok here: its own results, not a published row
+    (sdir / "students" / "seed=2" / "results.json").write_text(json.dumps({"status": "ok", "job_wall_time_s": 60}))
+    Index(sdir / "index.json", {"study": "multi"}, rows).save()
+    for name, overrides in (("seed=0", ["seed=0", "wandb.group=other"]), ("seed=1", ["seed=1", "debug=fast"])):
+        (docs / "teachers" / name).mkdir(parents=True)  # seed=1 ran with another config: not this job
+        (docs / "teachers" / name / "job.json").write_text(json.dumps({"app": "train", "overrides": overrides}))
+        (docs / "teachers" / name / "results.json").write_text(json.dumps({"status": "ok", "job_wall_time_s": 1800}))
+    (docs / "table").mkdir()
+    (docs / "table" / "results.csv").write_text(
+        "kind,status,run_dir,job_wall_time_s\n"
+        "student,ok,/elsewhere/outputs/multi/students/seed=0,3600\n"
+        "student,failed,/elsewhere/outputs/multi/students/seed=1,10\n"
+        "student,ok,/elsewhere/outputs/multi/students/seed=2,99999\n"
+        "student,ok,/elsewhere/outputs/multi/other_stage/seed=1,10\n"
+    )
+    decl = {"name": "multi", "stages": {"teachers": {"app": "train", "published": str(docs / "teachers")},
+            "students": {"app": "distill"}}, "tables": {"t": {"publish": str(docs / "table")}}}  # fmt: skip
+    text, not_ok = status_report(sdir, study=decl)
+    lines = text.splitlines()
+    assert not_ok == 4 and lines[0].endswith("5 jobs: 1/5 ok, 4 pending"), text
+    assert lines[2].startswith(
+        "ok here or published: 3/5 jobs; the 2 published ran elsewhere, their walls 1.50 core-hours"
+    )
+    assert lines[3] == "neither ok here nor published: 2 jobs (teachers 1, students 1)"
+    assert f"stage teachers (train): 0/2 ok, 2 pending; published: 1 more ok (0.50 core-h; {docs / 'teachers'})" in text
+    assert (
+        f"stage students (distill): 1/3 ok, 2 pending; 1m00s per job, 0.02 core-h; published: 1 more ok (1.00 core-h; {docs / 'table'})"
+        in text
+    )
+    assert (
+        status_report(sdir)[0].splitlines()[1] == "ok jobs' walls: 0.02 core-hours in all"
+    )  # no declaration: here only
+    (sdir / "study.json").write_text(json.dumps(decl))  # the study dir alone: its last run's declaration
+    proc = study("--status", sdir, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == text, proc.stdout + proc.stderr
+
+
+def test_every_job_of_the_minatar_converged_core_table_is_published(tmp_path):
+    """issue 27's --status on a fresh checkout: the converged core table's 100 jobs (25 teachers, 75 students)
+    and its Seaquest budget test are all in the committed docs, so a reviewer sees them ok without running any."""
+    proc = study("study=minatar", f"dir={tmp_path / 's'}", "--status", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for stage, n in (("teachers5", 20), ("teachers5_seaquest", 5), ("converged", 60), ("converged_seaquest", 15),
+                     ("converged_seaquest_190k", 15)):  # fmt: skip
+        assert (
+            f"stage {stage} " in proc.stdout
+            and f": 0/{n} ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]
+        )
+        assert f"published: {n} more ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0], proc.stdout
+
+
 # ---- running -------------------------------------------------------------------------------------------
 def mtimes(study_dir: Path) -> dict[str, float]:
     return {str(p.relative_to(study_dir)): p.stat().st_mtime for p in study_dir.glob("*/*/results.json")}

@@ -4,7 +4,8 @@
     kdrl-study study=minatar launcher=slurm hydra.launcher.partition=cpu
     kdrl-study study=rusu2016 stage=teachers           # one stage (or stage=[a,b])
     kdrl-study study=demo dir=outputs/demo             # the study dir (default: the study's `dir`)
-    kdrl-study study=demo --status                     # done, running, failed, pending per stage
+    kdrl-study study=demo --status                     # done, running, failed, pending per stage; and the
+                                                       # jobs not ok here whose results are published
     kdrl-study --status outputs/demo                   # the same from the study dir alone
     kdrl-study study=demo --tables                     # only rewrite the tables from finished jobs
     kdrl-study study=cartpole_losses publish=true      # and copy them to their docs/ dirs
@@ -29,6 +30,7 @@ clean and works the same on every launcher.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         args = parse(argv)
         if args["status"] and args["paths"] and "study" not in args:
-            text, _ = status_report(Path(args["paths"][0]).resolve())
+            study_dir = Path(args["paths"][0]).resolve()
+            declared = study_dir / "study.json"  # the declaration its last run wrote: its published results count
+            study = json.loads(declared.read_text()) if declared.is_file() else None
+            text, _ = status_report(study_dir, study=study)
             print(text)
             return
         if "study" not in args:
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args["status"]:
             if not (study_dir / "index.json").exists():
                 runner.plan_only()
-            text, _ = status_report(study_dir)
+            text, _ = status_report(study_dir, study=study)
             print(text)
             if Index.load(study_dir).meta.get("declaration") != declaration_hash(study):
                 print("the declaration changed since the index was written: the next kdrl-study call re-plans")

@@ -130,6 +130,10 @@ class ActorCollector(EnvCollector):
         self._weights: list[torch.Tensor] = []
         self._rng_before_round: dict[str, Any] = self.rng.bit_generator.state
 
+    def env_state(self) -> None:
+        """None: the envs step in the child, mid-round; a resume resets them."""
+        return None
+
     # ---- the parent's side ------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:
         params = self.__dict__.get("_param_list")

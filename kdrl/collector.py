@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from kdrl.envs import make_vector_env, transition_next_obs
+from kdrl.envs import load_vector_env_state, make_vector_env, transition_next_obs, vector_env_state
 from kdrl.replay import Replay
 from kdrl.seeding import Key, generator, seed_ints
 
@@ -152,6 +152,30 @@ class EnvCollector:
     def drain_finished(self) -> list[tuple[int, float, int]]:
         out, self.finished = self.finished, []
         return out
+
+    # ---- resuming mid-episode -------------------------------------------------------------------
+    def env_state(self) -> dict[str, Any] | None:
+        """The envs mid-episode and what this collector holds of their episodes (last observations,
+        returns and lengths so far), as tensors and plain values; None when the envs cannot be
+        saved (kdrl.envs.envs_restorable): a resume then resets them."""
+        saved = vector_env_state(self.envs)
+        if saved is None:
+            return None
+        return {
+            "envs": torch.frombuffer(bytearray(saved), dtype=torch.uint8),
+            "obs": torch.from_numpy(np.array(self.obs)),
+            "ep_return": torch.from_numpy(self._ep_return.copy()),
+            "ep_length": torch.from_numpy(self._ep_length.copy()),
+            "recent_returns": [float(r) for r in self.recent_returns],
+        }
+
+    def load_env_state(self, state: Mapping[str, Any]) -> None:
+        load_vector_env_state(self.envs, state["envs"].numpy().tobytes())
+        self.obs = state["obs"].numpy().copy()
+        self._ep_return = state["ep_return"].numpy().copy()
+        self._ep_length = state["ep_length"].numpy().copy()
+        self.recent_returns.clear()
+        self.recent_returns.extend(state["recent_returns"])
 
 
 def collect_rollouts(

@@ -14,6 +14,7 @@ Imports go one way: kdrl.envs -> kdrl.replay -> kdrl.collector -> kdrl.actor -> 
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from kdrl.collector import EnvCollector, GreedyFn
 from kdrl.envs import EnvSpec, make_vector_env
 from kdrl.replay import Replay, Transitions, make_replay
 from kdrl.seeding import Key, seed_ints
+
+log = logging.getLogger(__name__)
 
 
 class ReplayStream(IterableDataset):
@@ -60,6 +63,7 @@ class ReplayStream(IterableDataset):
         self.gradient_steps = int(gradient_steps)
         self.total_timesteps = int(total_timesteps)
         self.grad_steps = 0  # updates handed out so far (= updates done, once the module consumed them)
+        self.envs_restored: bool | None = None  # after a resume: whether the envs stepped on mid-episode
 
     def grad_steps_allowed(self) -> int:
         steps = self.collector.env_steps
@@ -117,13 +121,17 @@ class ReplayStream(IterableDataset):
         round more env steps and evaluated a second time."""
         c = self.collector
         rng = c.committed_rng_state() if isinstance(c, ActorCollector) else c.rng.bit_generator.state
-        return {
+        state = {
             "env_steps": c.env_steps,
             "episodes": c.episodes,
             "grad_steps": self.grad_steps,
             "collector_rng": rng,
             "buffer": c.buffer.state_dict(),
         }
+        envs = c.env_state()
+        if envs is not None:
+            state["envs"] = envs
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         c = self.collector
@@ -135,6 +143,20 @@ class ReplayStream(IterableDataset):
         c.rng.bit_generator.state = state["collector_rng"]
         c.buffer.load_state_dict(state["buffer"])
         c.epsilon = c.epsilon_fn(c.env_steps)
+        self.envs_restored = "envs" in state
+        if self.envs_restored:  # the episodes in progress step on: the run continues as if never stopped
+            c.load_env_state(state["envs"])
+        else:  # the envs restart; nothing chains the stored rows to the new episodes
+            c.buffer.end_streams()
+            why = (
+                "they step in an actor process" if isinstance(c, ActorCollector) else "envs of this kind are not saved"
+            )
+            log.info(
+                "resuming %s with its envs reset (%s): the episodes in progress at the save are dropped, "
+                "so the run will not be bit-identical to one never stopped",
+                c.env_id,
+                why,
+            )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ stored transition ever spans an episode boundary, and every step yields a valid 
 
 from __future__ import annotations
 
+import io
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -351,6 +353,79 @@ def transition_next_obs(next_obs: np.ndarray, infos: dict[str, Any], done: np.nd
     for i in np.flatnonzero(mask):
         real[i] = infos["final_obs"][i]
     return real
+
+
+# ---- saving the envs mid-episode (a resumed run steps on exactly where the saved one was) ---------
+# Families whose whole state pickles and steps on identically after loading (tests/test_resume_exact.py
+# checks each). Box2D (LunarLander) and ALE pickle too, but lose their state (a Box2D body, the
+# emulator's RNG), and an async or EnvPool vector env's envs live in other processes: those are reset.
+_RESTORABLE_ENV_MODULES = ("minatar.", "gymnasium.envs.classic_control.")
+# what a saved env state may name when loaded: a checkpoint is data, so loading it runs no other code
+_ENV_STATE_MODULES = ("minatar.", "gymnasium.envs.classic_control.", "gymnasium.wrappers.", "gymnasium.spaces.")
+_ENV_STATE_NAMES = {
+    ("gymnasium.envs.registration", "EnvSpec"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random._mt19937", "MT19937"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random.bit_generator", "SeedSequence"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("kdrl.envs", "MinAtarObservation"),
+    ("kdrl.envs", "SetPhysics"),
+    ("kdrl.envs", "GaussianObsNoise"),
+}
+
+
+def _sub_envs(envs: gym.vector.VectorEnv) -> list[gym.Env] | None:
+    """The sub-envs of a vector env stepped in this process, or None (async, EnvPool)."""
+    if isinstance(envs, SingleEnvVector):
+        return [envs.env]
+    if isinstance(envs, gym.vector.SyncVectorEnv):
+        return list(envs.envs)
+    return None
+
+
+def envs_restorable(envs: gym.vector.VectorEnv) -> bool:
+    """Whether ``vector_env_state`` can save these envs mid-episode."""
+    subs = _sub_envs(envs)
+    return subs is not None and all(type(e.unwrapped).__module__.startswith(_RESTORABLE_ENV_MODULES) for e in subs)
+
+
+def vector_env_state(envs: gym.vector.VectorEnv) -> bytes | None:
+    """The sub-envs' whole state (episodes in progress, their RNGs); None for envs
+    ``envs_restorable`` rules out."""
+    if not envs_restorable(envs):
+        return None
+    return pickle.dumps(_sub_envs(envs), protocol=5)
+
+
+class _EnvStateUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith(_ENV_STATE_MODULES) or (module, name) in _ENV_STATE_NAMES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a saved env state may not name {module}.{name}")
+
+
+def load_vector_env_state(envs: gym.vector.VectorEnv, state: bytes) -> None:
+    """Put sub-envs saved by ``vector_env_state`` in place of ``envs``' own."""
+    subs = _EnvStateUnpickler(io.BytesIO(state)).load()
+    if not isinstance(subs, list) or len(subs) != envs.num_envs:
+        raise ValueError(f"the saved env state holds {len(subs)} envs, the run has {envs.num_envs}")
+    if isinstance(envs, SingleEnvVector):
+        envs.env = subs[0]
+    elif isinstance(envs, gym.vector.SyncVectorEnv):
+        envs.envs = subs
+    else:
+        raise TypeError(f"{type(envs).__name__} steps its envs elsewhere: they cannot be restored")
 
 
 # ---- perturbed envs for generalisation tests ------------------------------------------------------

@@ -245,7 +245,6 @@ class ReplayBuffer:
         if "dones" in state:  # absent in checkpoints written before n-step returns
             self.dones[:n] = state["dones"].numpy()
         self.pos, self.size = int(state["pos"]), n
-        self.end_streams()  # a resumed run resets its envs
         self.generator.set_state(state["generator"])
 
     def end_streams(self) -> None:
@@ -417,7 +416,7 @@ class FrameStackReplay:
             "valid": self.valid.clone(),
             "head": torch.from_numpy(self.head.copy()),
             "added": self.added,
-            # a resumed run resets its envs, so every env starts a new segment
+            "needs_start": torch.from_numpy(self.needs_start.copy()),
             "rng": self.rng.bit_generator.state,
         }
 
@@ -426,7 +425,8 @@ class FrameStackReplay:
             getattr(self, name).copy_(state[name])
         self.head[:] = state["head"].numpy()
         self.added = int(state["added"])
-        self.end_streams()
+        if "needs_start" in state:  # absent before envs were saved (that run's stream ends the segments)
+            self.needs_start[:] = state["needs_start"].numpy()
         self.rng.bit_generator.state = state["rng"]
 
     def end_streams(self) -> None:

@@ -9,6 +9,7 @@ transition the plain buffer stored.
 
 from __future__ import annotations
 
+import copy
 import io
 from collections import Counter, defaultdict
 
@@ -313,16 +314,18 @@ def test_matches_plain_buffer_on_atari_stream(env_id, kwargs):
 
 
 # ---- checkpointing ----------------------------------------------------------------------------
-def test_state_dict_roundtrip_gives_identical_samples_and_starts_new_segments():
+def test_state_dict_roundtrip_gives_identical_samples_and_continues_or_starts_segments():
+    """Loaded, the buffer samples as the saved one did. A resume whose envs step on mid-episode
+    (kdrl.envs.vector_env_state) glues the next obs onto the saved segments; one whose envs were
+    reset calls ``end_streams`` (kdrl.data), and the reset stacks start new segments."""
     obs_shape = (4, *FRAME_SHAPE)
     stream = SyntheticStream(3, 4, seed=11)
     buf = FrameStackReplay(45, obs_shape, 3, seed=5)
-    ref = Reference(3 * 400, obs_shape)
-    for _ in range(80):
-        args = stream.step()
+    saved_steps = [stream.step() for _ in range(80)]
+    for args in saved_steps:
         buf.add(*args)
-        ref.add(*args)
     state = buf.state_dict()
+    at_save, never_stopped = copy.deepcopy(stream), copy.deepcopy(buf)  # the envs and buffer as saved
     a = buf.sample(200)
     for _ in range(20):  # the original moves on; the saved state must not move with it
         buf.add(*stream.step())
@@ -331,27 +334,46 @@ def test_state_dict_roundtrip_gives_identical_samples_and_starts_new_segments():
     torch.save(state, blob)
     blob.seek(0)
     loaded = torch.load(blob, weights_only=True)
-    other = FrameStackReplay(45, obs_shape, 3, seed=99)
-    busy = SyntheticStream(3, 4, seed=13, max_len=1000)  # load into a buffer in mid-episode
-    for _ in range(5):
-        other.add(*busy.step())
-    other.load_state_dict(loaded)
+
+    def load() -> FrameStackReplay:
+        other = FrameStackReplay(45, obs_shape, 3, seed=99)
+        busy = SyntheticStream(3, 4, seed=13, max_len=1000)  # load into a buffer in mid-episode
+        for _ in range(5):
+            other.add(*busy.step())
+        other.load_state_dict(loaded)
+        return other
+
+    def resume(other: FrameStackReplay, envs: SyntheticStream) -> None:
+        ref = Reference(3 * 400, obs_shape)
+        for args in saved_steps:
+            ref.add(*args)
+        for _ in range(3):
+            args = envs.step()
+            other.add(*args)
+            ref.add(*args)
+        js = ref.lookup(other.sample(2000))  # every field of every sample equals a stored transition
+        first_after_load = {80 * 3, 80 * 3 + 1, 80 * 3 + 2}  # ref holds the 80 steps before the save first
+        assert first_after_load <= set(js.tolist()), "the first transitions after loading are sampled"
+
+    other = load()
     b = other.sample(200)
     assert all(x is y is None or torch.equal(x, y) for x, y in zip(a, b)), "same state should give the same samples"
     assert len(other) == min(80 * 3, 45)
-
-    # a resumed run resets its envs: the first obs after loading is a fresh reset stack, unrelated
-    # to the last saved next_obs; it must be stored as a new segment, not glued onto the old one
-    resumed = SyntheticStream(
-        3, 4, seed=12, first_id=stream.next_id + 10_000, first_episode=stream.episodes_started + 1
-    )
+    # the envs stepped on from where they were saved: their next frames continue the saved segments,
+    # and the buffer samples exactly as the one never stopped
+    resume(other, copy.deepcopy(at_save))
     for _ in range(3):
-        args = resumed.step()
-        other.add(*args)
-        ref.add(*args)
-    js = ref.lookup(other.sample(2000))  # every field of every sample equals a stored transition
-    first_after_load = {80 * 3, 80 * 3 + 1, 80 * 3 + 2}  # ref holds only the 80 steps before the save
-    assert first_after_load <= set(js.tolist()), "the first transitions after loading are sampled"
+        never_stopped.add(*at_save.step())
+    never_stopped.rng.bit_generator.state = other.rng.bit_generator.state
+    assert all(x is y is None or torch.equal(x, y) for x, y in zip(never_stopped.sample(500), other.sample(500)))
+    # the envs were reset: the first obs after loading is a fresh reset stack, unrelated to the last
+    # saved next_obs; after end_streams it is stored as a new segment, not glued onto the old one
+    reset = load()
+    reset.end_streams()
+    resume(
+        reset,
+        SyntheticStream(3, 4, seed=12, first_id=stream.next_id + 10_000, first_episode=stream.episodes_started + 1),
+    )
 
 
 # ---- memory ---------------------------------------------------------------------------------

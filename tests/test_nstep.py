@@ -3,6 +3,8 @@ whose episodes end by termination and by truncation (issue 14)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -146,14 +148,23 @@ def test_n_step_needs_episode_ends_and_a_positive_n():
         replay.add(np.ones((1, 2)), np.zeros(1), np.ones(1), np.ones((1, 2)), np.zeros(1))
 
 
-def test_a_resumed_replay_does_not_sum_across_the_reset():
-    """After resuming, the envs restart: the newest stored row of each env ends its stream."""
+def test_a_resumed_replay_sums_on_across_the_save_and_not_across_a_reset():
+    """Loaded, the replay's n-step sums run on across the save (the envs stepped on mid-episode,
+    kdrl.envs.vector_env_state); where a resume resets the envs, ``end_streams`` makes the newest
+    stored row of each env end its stream."""
     stream = Stream(2, k=2, seed=4)
     replay = ReplayBuffer(80, (2, 3, 3), torch.uint8, n_step=3, gamma=GAMMA, num_envs=2)
     fill(replay, stream, 30)
+    state, at_save = replay.state_dict(), copy.deepcopy(stream)
+    continued = ReplayBuffer(80, (2, 3, 3), torch.uint8, n_step=3, gamma=GAMMA, num_envs=2)
+    continued.load_state_dict(state)
+    newest = (continued.pos - 1 - np.arange(2)) % continued.capacity
+    assert not continued.dones[newest].any()  # no episode ended at the save
+    fill(continued, at_save, 10)
+    check(continued, at_save, 3)
     resumed = ReplayBuffer(80, (2, 3, 3), torch.uint8, n_step=3, gamma=GAMMA, num_envs=2)
-    resumed.load_state_dict(replay.state_dict())
-    newest = (resumed.pos - 1 - np.arange(2)) % resumed.capacity
+    resumed.load_state_dict(state)
+    resumed.end_streams()
     assert resumed.dones[newest].all()
     for e in range(2):  # new episodes after the resume
         stream.stacks[e] = stream._fresh()

@@ -68,7 +68,7 @@ def test_resumed_hybrid_student_restores_target_schedule_and_lambda(loss):
 
     assert b.target.next_update % 300 == 0 and b.env_steps < b.target.next_update <= b.env_steps + 300
 
-    # the resumed run continues the same schedules (its envs restart: episodes in progress are dropped)
+    # the resumed run continues the same schedules
     before = b.target.updates
     _train(b, opt_b, 40, iter(b.stream))
     assert b.target.updates == before + (b.env_steps // 300 - a.env_steps // 300)

@@ -291,7 +291,8 @@ class RLModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Counters, the replay and every RNG, as tensors and plain Python values so the checkpoint
         loads with ``weights_only=True`` (the target schedule is in the state_dict). The envs are
-        not saved: a resumed run resets them (the episodes in progress at the kill are dropped)."""
+        saved mid-episode where their kind allows it (kdrl.envs.vector_env_state), and the resumed
+        run is the one never stopped; others are reset (the episodes in progress are dropped)."""
         checkpoint["kdrl_stream"] = {**self.stream.state_dict(), **global_rng_state()}
         checkpoint["kdrl"] = {"optimizer_steps": self.optimizer_steps, **self.extra_state()}
 

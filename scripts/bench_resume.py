@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Crash and resume: for each seed, an unbroken run against a run killed with SIGKILL mid-training
 (after its first checkpoint at or past --kill-at env steps) and re-run with the same command and
-output dir, which resumes from checkpoints/last.ckpt. Prints both final held-out returns.
+output dir, which resumes from checkpoints/last.ckpt. Prints both final held-out returns, and
+whether the resumed run is the unbroken one to the last digit: every periodic evaluation, the
+held-out returns and the final policy's weights.
 
 Usage: python scripts/bench_resume.py --app train --seeds 0 1 2 --kill-at 6000
        python scripts/bench_resume.py --app distill --seeds 0 1 2 --kill-at 3000
@@ -74,6 +76,20 @@ def killed_and_resumed(app: str, seed: int, out: Path, kill_at: int) -> tuple[di
     return json.loads((out / "results.json").read_text()), killed_at
 
 
+POLICY = {"train": "teacher.pt", "distill": "student.pt"}
+
+
+def identical(app: str, unbroken: Path, resumed: Path) -> bool:
+    """Same periodic evaluations, same held-out returns, same final weights."""
+    u, r = (json.loads((d / "results.json").read_text()) for d in (unbroken, resumed))
+    if [h["return_mean"] for h in u["eval_history"]] != [h["return_mean"] for h in r["eval_history"]]:
+        return False
+    if u["eval_returns"] != r["eval_returns"]:
+        return False
+    wu, wr = (torch.load(d / POLICY[app], weights_only=True)["state_dict"] for d in (unbroken, resumed))
+    return wu.keys() == wr.keys() and all(torch.equal(wu[k], wr[k]) for k in wu)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--app", choices=list(EXTRA), default="train")
@@ -88,18 +104,22 @@ def main() -> None:
         subprocess.run(command(args.app, seed, base / f"unbroken_s{seed}"), cwd=ROOT, check=True, capture_output=True)
         unbroken = json.loads((base / f"unbroken_s{seed}" / "results.json").read_text())
         resumed, killed_at = killed_and_resumed(args.app, seed, base / f"resumed_s{seed}", args.kill_at)
-        rows.append((seed, unbroken, resumed, killed_at))
+        same = identical(args.app, base / f"unbroken_s{seed}", base / f"resumed_s{seed}")
+        rows.append((seed, unbroken, resumed, killed_at, same))
         print(
             f"seed {seed}: unbroken {unbroken['eval_return_mean']:.1f}, killed at {killed_at} and resumed "
-            f"{resumed['eval_return_mean']:.1f}",
+            f"{resumed['eval_return_mean']:.1f} (identical: {same})",
             flush=True,
         )
     print(f"\n{args.app}: unbroken vs SIGKILL + resume (final greedy return, held-out episodes)")
-    print("| seed | unbroken | killed at env step | resumed | resumed env steps |\n|---|---|---|---|---|")
-    for seed, u, r, k in rows:
+    print(
+        "| seed | unbroken | killed at env step | resumed | resumed env steps | identical |\n|---|---|---|---|---|---|"
+    )
+    for seed, u, r, k, same in rows:
         print(
             f"| {seed} | {u['eval_return_mean']:.1f} ± {u['eval_return_std']:.1f} | {k} | "
-            f"{r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} | {r['env_steps']} (from {r['resumed_from_env_steps']}) |"
+            f"{r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} | {r['env_steps']} (from {r['resumed_from_env_steps']}) "
+            f"| {'yes' if same else 'no'} |"
         )
 
 

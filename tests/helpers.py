@@ -94,3 +94,29 @@ def budget_frame():
                 rows.append({"env_id": "MinAtar/Asterix-v1", "student_size": size, "grad_steps": 24_000 * 2**k,
                              "normalized_score": level + e, "job_wall_time_s": 60.0 * 2**k})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def kill_after_checkpoint(proc, run_dir, env_steps: int, timeout_s: float = 240.0) -> int:
+    """SIGKILL the process group of ``proc`` (started with ``start_new_session=True``) once its run's
+    ``checkpoints/last_policy.pt`` is at ``env_steps`` or later; returns the env step it saw. Asserts the
+    run was killed, not finished first."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import torch
+
+    policy, seen, deadline = Path(run_dir) / "checkpoints" / "last_policy.pt", -1, time.time() + timeout_s
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+        try:
+            seen = torch.load(policy, weights_only=True)["extra"]["env_steps"]
+        except Exception:
+            continue
+        if seen >= env_steps:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return seen

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from tests.helpers import kill_after_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,18 +28,7 @@ def test_teacher_killed_mid_training_resumes_from_last_checkpoint(tmp_path):
         f"hydra.run.dir={out}",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    killed_at, deadline = -1, time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-        try:
-            killed_at = torch.load(out / "checkpoints" / "last_policy.pt", weights_only=True)["extra"]["env_steps"]
-        except Exception:
-            continue
-        if killed_at >= 2000:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            break
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = kill_after_checkpoint(proc, out, 2000)
     assert not (out / "results.json").exists()  # a killed run leaves no results that look complete
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -10,10 +10,8 @@ import json
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -25,6 +23,7 @@ from kdrl.data import StreamConfig, build_stream
 from kdrl.envs import EnvSpec, envs_restorable, load_vector_env_state, make_vector_env, vector_env_state
 from kdrl.io import load_policy
 from kdrl.schedules import LinearSchedule
+from tests.helpers import kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MINATAR = [f"MinAtar/{g}-v1" for g in ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")]
@@ -141,18 +140,7 @@ def test_a_stream_whose_envs_were_not_saved_resets_them_ends_the_replays_streams
 def run_killed_and_resumed(cmd: list[str], out: Path, kill_after: int) -> str:
     proc = subprocess.Popen(cmd + [f"hydra.run.dir={out}"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-        try:
-            at = torch.load(out / "checkpoints" / "last_policy.pt", weights_only=True)["extra"]["env_steps"]
-        except Exception:
-            continue
-        if at >= kill_after:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            break
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_checkpoint(proc, out, kill_after)
     again = subprocess.run(cmd + [f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     return again.stdout + again.stderr
@@ -171,15 +159,8 @@ def assert_same_run(never_stopped: Path, resumed: Path, policy: str) -> None:
 def test_a_teacher_killed_after_a_checkpoint_resumes_to_the_run_never_stopped(tmp_path):
     """Before the envs were saved, the resumed run restarted its episodes and drifted from the
     one never stopped after its first evaluation past the resume (held-out 193.7 against 138.7)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "kdrl.cli.train",
-        "debug=fast",
-        "seed=2",
-        "algo.total_timesteps=5000",
-        "eval.freq=1000",
-    ]
+    train = [sys.executable, "-m", "kdrl.cli.train", "debug=fast", "seed=2"]
+    cmd = [*train, "algo.total_timesteps=5000", "eval.freq=1000"]
     done = subprocess.run(cmd + [f"hydra.run.dir={tmp_path / 'a'}"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     out = run_killed_and_resumed(cmd, tmp_path / "b", kill_after=2000)

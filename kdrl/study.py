@@ -748,6 +748,8 @@ def published_elsewhere(study: dict[str, Any], rows: Sequence[dict[str, Any]]) -
             res = json.loads((pub / "results.json").read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(meta, dict) or not isinstance(res, dict):  # JSON, but not what a job writes
+            continue
         same = meta.get("app") == row["app"] and run_shaping(meta.get("overrides") or []) == run_shaping(
             row["overrides"]
         )

@@ -238,7 +238,7 @@ def test_status_counts_the_jobs_not_ok_here_whose_results_are_published_and_only
     sdir, docs = tmp_path / "study", tmp_path / "docs"
     rows = {}
     for stage, app, names in (
-        ("teachers", "train", ["seed=0", "seed=1"]),
+        ("teachers", "train", ["seed=0", "seed=1", "seed=2"]),
         ("students", "distill", ["seed=0", "seed=1", "seed=2"]),
     ):
         for name in names:
@@ -254,6 +254,9 @@ def test_status_counts_the_jobs_not_ok_here_whose_results_are_published_and_only
         (docs / "teachers" / name).mkdir(parents=True)  # seed=1 ran with another config: not this job
         (docs / "teachers" / name / "job.json").write_text(json.dumps({"app": "train", "overrides": overrides}))
         (docs / "teachers" / name / "results.json").write_text(json.dumps({"status": "ok", "job_wall_time_s": 1800}))
+    (docs / "teachers" / "seed=2").mkdir()  # JSON, but not the objects a job writes: not counted, no traceback
+    (docs / "teachers" / "seed=2" / "job.json").write_text(json.dumps({"app": "train", "overrides": ["seed=2"]}))
+    (docs / "teachers" / "seed=2" / "results.json").write_text(json.dumps(["ok", 1800]))
     (docs / "table").mkdir()
     (docs / "table" / "results.csv").write_text(
         "kind,status,run_dir,job_wall_time_s\n"
@@ -266,12 +269,12 @@ def test_status_counts_the_jobs_not_ok_here_whose_results_are_published_and_only
             "students": {"app": "distill"}}, "tables": {"t": {"publish": str(docs / "table")}}}  # fmt: skip
     text, not_ok = status_report(sdir, study=decl)
     lines = text.splitlines()
-    assert not_ok == 4 and lines[0].endswith("5 jobs: 1/5 ok, 4 pending"), text
+    assert not_ok == 5 and lines[0].endswith("6 jobs: 1/6 ok, 5 pending"), text
     assert lines[2].startswith(
-        "ok here or published: 3/5 jobs; the 2 published ran elsewhere, their walls 1.50 core-hours"
+        "ok here or published: 3/6 jobs; the 2 published ran elsewhere, their walls 1.50 core-hours"
     )
-    assert lines[3] == "neither ok here nor published: 2 jobs (teachers 1, students 1)"
-    assert f"stage teachers (train): 0/2 ok, 2 pending; published: 1 more ok (0.50 core-h; {docs / 'teachers'})" in text
+    assert lines[3] == "neither ok here nor published: 3 jobs (teachers 2, students 1)"
+    assert f"stage teachers (train): 0/3 ok, 3 pending; published: 1 more ok (0.50 core-h; {docs / 'teachers'})" in text
     assert (
         f"stage students (distill): 1/3 ok, 2 pending; 1m00s per job, 0.02 core-h; published: 1 more ok (1.00 core-h; {docs / 'table'})"
         in text

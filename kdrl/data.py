@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset
 
 from kdrl.actor import ActorCollector
 from kdrl.collector import EnvCollector, GreedyFn
-from kdrl.envs import EnvSpec, make_vector_env
+from kdrl.envs import EnvSpec, envs_restorable, make_vector_env
 from kdrl.replay import Replay, Transitions, make_replay
 from kdrl.seeding import Key, seed_ints
 
@@ -148,9 +148,12 @@ class ReplayStream(IterableDataset):
             c.load_env_state(state["envs"])
         else:  # the envs restart; nothing chains the stored rows to the new episodes
             c.buffer.end_streams()
-            why = (
-                "they step in an actor process" if isinstance(c, ActorCollector) else "envs of this kind are not saved"
-            )
+            if isinstance(c, ActorCollector):
+                why = "they step in an actor process"
+            elif envs_restorable(c.envs):
+                why = "the checkpoint was written before kdrl saved envs"
+            else:
+                why = "envs of this kind are not saved"
             log.info(
                 "resuming %s with its envs reset (%s): the episodes in progress at the save are dropped, "
                 "so the run will not be bit-identical to one never stopped",

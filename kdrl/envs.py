@@ -418,7 +418,9 @@ class _EnvStateUnpickler(pickle.Unpickler):
 def load_vector_env_state(envs: gym.vector.VectorEnv, state: bytes) -> None:
     """Put sub-envs saved by ``vector_env_state`` in place of ``envs``' own."""
     subs = _EnvStateUnpickler(io.BytesIO(state)).load()
-    if not isinstance(subs, list) or len(subs) != envs.num_envs:
+    if not isinstance(subs, list):
+        raise ValueError(f"a saved env state is a list of envs, got a {type(subs).__name__}")
+    if len(subs) != envs.num_envs:
         raise ValueError(f"the saved env state holds {len(subs)} envs, the run has {envs.num_envs}")
     if isinstance(envs, SingleEnvVector):
         envs.env = subs[0]

@@ -84,6 +84,8 @@ def test_a_saved_env_state_that_names_other_code_is_refused_unrun(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="may not name posix.system|may not name os.system"):
         load_vector_env_state(envs, pickle.dumps([Payload()]))
     assert not marker.exists()
+    with pytest.raises(ValueError, match="a saved env state is a list of envs, got a dict"):
+        load_vector_env_state(envs, pickle.dumps({"envs": []}))
     with pytest.raises(ValueError, match="holds 2 envs, the run has 1"):
         load_vector_env_state(envs, vector_env_state(make_vector_env("CartPole-v1", 2, seed=0)))
 
@@ -115,25 +117,38 @@ def test_a_stream_state_with_envs_loads_weights_only_and_continues_the_episodes(
     assert second.collector.episodes == first.collector.episodes
 
 
-def test_a_stream_whose_envs_were_not_saved_resets_them_ends_the_replays_streams_and_says_so(caplog):
+@pytest.mark.parametrize(
+    "vectorization,why",
+    [("async", "envs of this kind are not saved"), ("sync", "the checkpoint was written before kdrl saved envs")],
+)
+def test_a_stream_whose_envs_were_not_saved_resets_them_ends_the_replays_streams_and_says_so(
+    caplog, vectorization, why
+):
+    """Async envs are never saved; a sync run's checkpoint from before envs were saved has none either."""
     data = StreamConfig(600, 500, 8, 40, 4, 2, "standard", False, 3, 0.9)
     spec = EnvSpec("CartPole-v1", (4,), 2)
-    first = build_stream({"id": "CartPole-v1", "num_envs": 2}, spec, data, lambda o: np.zeros(len(o), np.int64),
-                         LinearSchedule(1.0, 0.1, 100), seed=7)  # fmt: skip
-    it = iter(first)
-    for _ in range(10):
-        next(it)
-    state = first.state_dict()
-    del state["envs"]  # as an async, ALE or actor-process run saves it
-    second = build_stream({"id": "CartPole-v1", "num_envs": 2}, spec, data, lambda o: np.zeros(len(o), np.int64),
-                          LinearSchedule(1.0, 0.1, 100), seed=7)  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="kdrl.data"):
-        second.load_state_dict(state)
-    assert second.envs_restored is False
-    buf, pos = second.collector.buffer, second.collector.buffer.pos
-    assert buf.dones[[(pos - 1) % buf.capacity, (pos - 2) % buf.capacity]].all()  # n-step sums stop at the save
-    lines = [r.getMessage() for r in caplog.records if "envs reset" in r.getMessage()]
-    assert len(lines) == 1 and "CartPole-v1" in lines[0] and "not be bit-identical" in lines[0]
+    env = {"id": "CartPole-v1", "num_envs": 2, "vectorization": vectorization}
+    streams = [build_stream(env, spec, data, lambda o: np.zeros(len(o), np.int64), LinearSchedule(1.0, 0.1, 100), seed=7)
+               for _ in range(2)]  # fmt: skip
+    try:
+        first, second = streams
+        it = iter(first)
+        for _ in range(10):
+            next(it)
+        state = first.state_dict()
+        assert ("envs" in state) is (vectorization == "sync")
+        state.pop("envs", None)
+        with caplog.at_level(logging.INFO, logger="kdrl.data"):
+            second.load_state_dict(state)
+        assert second.envs_restored is False
+        buf, pos = second.collector.buffer, second.collector.buffer.pos
+        assert buf.dones[[(pos - 1) % buf.capacity, (pos - 2) % buf.capacity]].all()  # n-step sums stop at the save
+        lines = [r.getMessage() for r in caplog.records if "envs reset" in r.getMessage()]
+        assert len(lines) == 1 and "CartPole-v1" in lines[0] and "not be bit-identical" in lines[0]
+        assert f"({why})" in lines[0]
+    finally:
+        for st in streams:
+            st.collector.envs.close()
 
 
 # ---- end to end: killed with SIGKILL after a checkpoint, rerun, compared with a run never stopped --------

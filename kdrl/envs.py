@@ -361,7 +361,7 @@ def transition_next_obs(next_obs: np.ndarray, infos: dict[str, Any], done: np.nd
 # emulator's RNG), and an async or EnvPool vector env's envs live in other processes: those are reset.
 _RESTORABLE_ENV_MODULES = ("minatar.", "gymnasium.envs.classic_control.")
 # what a saved env state may name when loaded: a checkpoint is data, so loading it runs no other code
-_ENV_STATE_MODULES = ("minatar.", "gymnasium.envs.classic_control.", "gymnasium.wrappers.", "gymnasium.spaces.")
+_ENV_STATE_MODULES = (*_RESTORABLE_ENV_MODULES, "gymnasium.wrappers.", "gymnasium.spaces.")
 _ENV_STATE_NAMES = {
     ("gymnasium.envs.registration", "EnvSpec"),
     ("numpy", "dtype"),

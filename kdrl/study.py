@@ -1365,8 +1365,12 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             with contextlib.suppress(Exception):  # a plot never costs the table
                 T.plot_time_to_score(df, out)
     elif spec.get("kind") == "budget":  # students over a budget sweep: where the score stops rising (issue 26)
-        df = pd.concat([T.collect(fs) for fs in files.values() if fs], ignore_index=True)
+        df = pd.concat([T.collect(fs).assign(stage=s) for s, fs in files.items() if fs], ignore_index=True)
         df = df[df["kind"] == "student"]
+        for entry in spec.get("exclude") or []:  # as on a student table: a budget table's runs, then its where
+            df = df[~pd.concat([matching(df, k, v, name) for k, v in entry.items()], axis=1).all(axis=1)]
+        for key, values in (spec.get("where") or {}).items():
+            df = df[matching(df, key, values, name)]
         groups = list(spec.get("groups") or ["env_id", "student_size"])
         x, metric = spec.get("x") or "grad_steps", spec.get("metric") or "normalized_score"
         if df.empty:

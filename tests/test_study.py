@@ -999,3 +999,50 @@ def test_a_budget_table_paired_by_seed_takes_its_slopes_within_seeds(tmp_path):
     assert said == [
         "table b: not written yet (StudyError: table b: no column 'teacher_seed_of' in the results (pair_by))"
     ]
+
+
+def test_a_budget_table_takes_its_where_and_exclude(tmp_path):
+    """A budget table's ``where`` and ``exclude`` leave runs out as a student table's do (they were ignored,
+    so a budget table over a stage of many games and sizes showed them all)."""
+    import pandas as pd
+
+    from kdrl.study import Index, Runner
+
+    sdir, rows = tmp_path / "study", {}
+    for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").glob("kl_rusu-rusu_25-*")):
+        for size in ("rusu_25", "rusu_7"):
+            for mult in (1, 4):
+                name = f"{p.name}-{size}-x{mult}"
+                shutil.copytree(p, sdir / "students" / name)
+                res = json.loads((p / "results.json").read_text())
+                res.update(student_size=size, grad_steps=mult * res["grad_steps"])
+                (sdir / "students" / name / "results.json").write_text(json.dumps(res))
+                rows[f"students/{name}"] = {
+                    "id": f"students/{name}", "stage": "students", "app": "distill", "name": name, "hash": "x",
+                    "run_dir": f"students/{name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+                }  # fmt: skip
+    Index(sdir / "index.json", {"study": "b"}, rows).save()
+    spec = {
+        "kind": "budget",
+        "groups": ["env_id", "student_size"],
+        "x": "grad_steps",
+        "pair_by": "seed",
+        "plots": False,
+    }
+    filters = {
+        "all": {},
+        "where": {"where": {"student_size": ["rusu_7"]}},
+        "exclude": {"exclude": [{"stage": "students", "seed": [0, 1]}]},
+    }
+    study = {
+        "name": "b",
+        "stages": {"students": {"app": "distill"}},
+        "tables": {k: {**spec, **f} for k, f in filters.items()},
+    }
+    Runner(study, sdir, say=lambda s: None).write_tables()
+    read = {k: pd.read_csv(sdir / "tables" / k / "results.csv") for k in filters}
+    budgets = {k: pd.read_csv(sdir / "tables" / k / "budget.csv") for k in filters}
+    assert len(read["all"]) == 20 and sorted(budgets["all"].student_size) == ["rusu_25", "rusu_7"]
+    assert set(read["where"].student_size) == {"rusu_7"} and len(read["where"]) == 10
+    assert list(budgets["where"].student_size) == ["rusu_7"]
+    assert sorted(read["exclude"].seed.unique()) == [2, 3, 4] and len(read["exclude"]) == 12

@@ -1368,7 +1368,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         df = pd.concat([T.collect(fs).assign(stage=s) for s, fs in files.items() if fs], ignore_index=True)
         df = df[df["kind"] == "student"]
         for entry in spec.get("exclude") or []:  # as on a student table: a budget table's runs, then its where
-            df = df[~pd.concat([matching(df, k, v, name) for k, v in entry.items()], axis=1).all(axis=1)]
+            df = df[~excluded(df, entry, name)]
         for key, values in (spec.get("where") or {}).items():
             df = df[matching(df, key, values, name)]
         groups = list(spec.get("groups") or ["env_id", "student_size"])
@@ -1434,7 +1434,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         # runs another stage of the table replaces (one stage's game, rerun over more teachers by another),
         # matched on the stages' own names, before their labels
         for entry in spec.get("exclude") or []:
-            left_out = pd.concat([matching(df, key, values, name) for key, values in entry.items()], axis=1).all(axis=1)
+            left_out = excluded(df, entry, name)
             n_finished -= int((df.loc[left_out, "status"] != T.UNFINISHED).sum())
             n_jobs -= int(left_out.sum())
             # the table's jobs are those it shows: exact once its stages are done (before, a job not started
@@ -1628,6 +1628,13 @@ def matching(df: Any, key: str, values: Any, table: str) -> Any:  # (a DataFrame
         raise StudyError(f"table {table}: no column '{key}' in the results (where / exclude)")
     wanted = {str(v) for v in (values if isinstance(values, list) else [values])}
     return df[key].astype(str).isin(wanted)
+
+
+def excluded(df: Any, entry: dict[str, Any], table: str) -> Any:  # (a DataFrame -> a boolean Series)
+    """Which runs one ``exclude`` entry of a table leaves out: those matching every column it names."""
+    import pandas as pd
+
+    return pd.concat([matching(df, key, values, table) for key, values in entry.items()], axis=1).all(axis=1)
 
 
 def labelled_stage_files(files: dict[str, list[Path]], labels: dict[str, str] | None) -> dict[str, list[Path]]:

@@ -160,10 +160,10 @@ def check_declaration(study: dict[str, Any]) -> None:
                 raise StudyError(f"study '{name}', table '{tname}': stage_labels names '{s}', no stage of the table")
         published_runs = (t or {}).get("published_runs")
         if published_runs is not None:
-            if (t or {}).get("kind") in ("time_to_score", "budget", "end_slope", "multitask"):
+            if (t or {}).get("kind") in ("time_to_score", "end_slope", "multitask"):
                 raise StudyError(
-                    f"study '{name}', table '{tname}': published_runs joins runs to a student, teacher or all table "
-                    f"(its rows have no learning curves), not to kind {t['kind']}"
+                    f"study '{name}', table '{tname}': published_runs joins runs to a student, teacher, budget or all "
+                    f"table (its rows have no learning curves), not to kind {t['kind']}"
                 )
             if not isinstance(published_runs, list) or not all(isinstance(p, str) and p for p in published_runs):
                 raise StudyError(
@@ -1365,7 +1365,12 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             with contextlib.suppress(Exception):  # a plot never costs the table
                 T.plot_time_to_score(df, out)
     elif spec.get("kind") == "budget":  # students over a budget sweep: where the score stops rising (issue 26)
-        df = pd.concat([T.collect(fs).assign(stage=s) for s, fs in files.items() if fs], ignore_index=True)
+        # its own stages' runs, then the published runs of other stages (their final scores: all a budget needs)
+        frames = [T.collect(fs).assign(stage=s) for s, fs in files.items() if fs]
+        parts = [*frames, *([published] if len(published) else [])]
+        if not parts:
+            return ""
+        df = pd.concat(parts, ignore_index=True)
         df = df[df["kind"] == "student"]
         for entry in spec.get("exclude") or []:  # as on a student table: a budget table's runs, then its where
             df = df[~excluded(df, entry, name)]
@@ -1383,6 +1388,8 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         tab = T.budget_table(df, groups, x, metric, margin, pair_by)
         tab.to_csv(out / "budget.csv", index=False)
         note = spec.get("note", "")
+        if len(published):
+            note = f"{note}\n\n{published_note(published, df)}" if note else published_note(published, df)
         text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric, margin, pair_by) + "\n"
         if spec.get("plots", True):
             with contextlib.suppress(Exception):  # a plot never costs the table
@@ -1579,6 +1586,7 @@ def published_table_runs(study: dict[str, Any], spec: dict[str, Any], stages: li
     frames, source = [], {}
     labels = dict(spec.get("stage_labels") or {})
     kind = spec.get("kind") or "student"
+    kind = "student" if kind == "budget" else kind  # a budget table's runs are students
     for where in spec.get("published_runs") or []:
         path = resolve_published(where)
         if not path.is_file():

@@ -904,7 +904,8 @@ def test_a_table_joins_published_runs_of_other_stages_and_takes_its_own_stages_f
     ]
     bad = {"kind": "end_slope", "stages": ["online_b"], "published_runs": [str(published)]}
     with pytest.raises(
-        StudyError, match="published_runs joins runs to a student, teacher or all table .* not to kind end_slope"
+        StudyError,
+        match="published_runs joins runs to a student, teacher, budget or all table .* not to kind end_slope",
     ):
         check_declaration({"name": "pub", "stages": stages, "tables": {"t": bad}})
     for value in ("x.csv", [""]):
@@ -1046,3 +1047,43 @@ def test_a_budget_table_takes_its_where_and_exclude(tmp_path):
     assert set(read["where"].student_size) == {"rusu_7"} and len(read["where"]) == 10
     assert list(budgets["where"].student_size) == ["rusu_7"]
     assert sorted(read["exclude"].seed.unique()) == [2, 3, 4] and len(read["exclude"]) == 12
+
+
+def test_a_budget_table_joins_published_runs_of_its_other_arm(tmp_path):
+    """issue 27's Rusu-regime Asterix on 400k env steps: its 100k arm ran on a machine since replaced and is
+    published only as a results.csv, so the budget table joins those runs. Its budget rows (means, paired
+    slope) are those of the table when both arms ran here, and it says which runs were joined."""
+    import pandas as pd
+
+    from kdrl.study import Runner
+
+    def arm(sdir, stage, mult):
+        rows = {}
+        for p in sorted((ROOT / "docs" / "minatar" / "runs" / "asterix").glob("kl_rusu-rusu_25-*")):
+            shutil.copytree(p, sdir / stage / p.name)
+            res = json.loads((p / "results.json").read_text())
+            res.update(env_steps=mult * res["env_steps"], normalized_score=res["normalized_score"] + 0.1 * (mult > 1))
+            (sdir / stage / p.name / "results.json").write_text(json.dumps(res))
+            rows[f"{stage}/{p.name}"] = {
+                "id": f"{stage}/{p.name}", "stage": stage, "app": "distill", "name": p.name, "hash": "x",
+                "run_dir": f"{stage}/{p.name}", "overrides": [], "needs": [], "status": "ok", "since": 0.0,
+            }  # fmt: skip
+        return rows
+
+    spec = {"kind": "budget", "groups": ["env_id", "student_size"], "x": "env_steps", "pair_by": "seed", "plots": False}
+    stages = {"base": {"app": "distill"}, "more": {"app": "distill"}}
+    whole = tmp_path / "whole"
+    Index(whole / "index.json", {"study": "b"}, {**arm(whole, "base", 1), **arm(whole, "more", 4)}).save()
+    Runner({"name": "b", "stages": stages, "tables": {"t": {**spec, "stages": ["base", "more"]}}}, whole,
+           say=lambda s: None).write_tables()  # fmt: skip
+    expected = pd.read_csv(whole / "tables" / "t" / "budget.csv")
+    assert len(expected) == 1 and expected["points"].iloc[0].count("(n=5)") == 2  # one group, two arms of 5
+
+    here = tmp_path / "here"
+    Index(here / "index.json", {"study": "b"}, arm(here, "more", 4)).save()
+    joined = {**spec, "stages": ["more"], "published_runs": [str(whole / "tables" / "t" / "results.csv")]}
+    said = Runner({"name": "b", "stages": stages, "tables": {"t": joined}}, here, say=lambda s: None).write_tables()
+    assert not any("not written" in s for s in said), said
+    pd.testing.assert_frame_equal(pd.read_csv(here / "tables" / "t" / "budget.csv"), expected)
+    md = (here / "tables" / "t" / "table.md").read_text()
+    assert "complete." in md and "5 of these runs (stages base) are published runs joined from" in md

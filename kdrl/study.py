@@ -1387,9 +1387,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
             raise StudyError(f"table {name}: no column {pair_by!r} in the results (pair_by)")
         tab = T.budget_table(df, groups, x, metric, margin, pair_by)
         tab.to_csv(out / "budget.csv", index=False)
-        note = spec.get("note", "")
-        if len(published):
-            note = f"{note}\n\n{published_note(published, df)}" if note else published_note(published, df)
+        note = noted(spec.get("note", ""), published, df)
         text = head + (f"{note}\n\n" if note else "") + T.budget_markdown(tab, groups, metric, margin, pair_by) + "\n"
         if spec.get("plots", True):
             with contextlib.suppress(Exception):  # a plot never costs the table
@@ -1468,9 +1466,7 @@ def write_table(study: dict[str, Any], index: Index, name: str, spec: dict[str, 
         summary = T.summary_table(df, rows_key, cols_key, metric)
         write_text(out / "table.tex", summary.latex)
         write_csv(out / "table_cells.csv", summary.cells)
-        note = spec.get("note", "")
-        if len(published):
-            note = f"{note}\n\n{published_note(published, df)}" if note else published_note(published, df)
+        note = noted(spec.get("note", ""), published, df)
         text = head + (f"{note}\n\n" if note else "") + f"{summary.caption}\n\n{summary.markdown}\n"  # as kdrl-table
         ref = spec.get("reference")
         if ref:
@@ -1627,6 +1623,14 @@ def published_note(published: Any, shown: Any) -> str:
         f"{int(kept.sum())} of these runs (stages {', '.join(stages)}) are published runs joined from "
         f"{', '.join(sources)}: their results as published there, without their learning curves."
     )
+
+
+def noted(note: str, published: Any, shown: Any) -> str:
+    """A table's note, and after it the line naming the published runs it joined, when it joined any."""
+    if not len(published):
+        return note
+    line = published_note(published, shown)
+    return f"{note}\n\n{line}" if note else line
 
 
 def matching(df: Any, key: str, values: Any, table: str) -> Any:  # (a DataFrame -> a boolean Series)

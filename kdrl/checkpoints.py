@@ -7,7 +7,9 @@ Two listeners of a periodic evaluation (kdrl.callbacks; kdrl.evaluation.Evaluati
   mean return within the module's latest selection phase), ``BestPctPolicy`` for a multi-task net
   (the highest mean % of teacher);
 - ``ResumeCheckpoint``: ``last.ckpt``, the full Lightning state for resuming (with the one it
-  replaces kept as ``prev.ckpt``), and with ``keep_last > 1`` numbered older copies.
+  replaces kept as ``prev.ckpt``), and with ``keep_last > 1`` numbered older copies. A run that
+  finishes drops ``prev.ckpt``, and with ``keep_last`` 1 ``last.ckpt`` too: it is never resumed
+  (kdrl.runs.job.drop_resume_checkpoint).
 
 ``FileCheckpointIO`` is the checkpoint IO plugin every kdrl trainer uses (built by the job runner).
 """

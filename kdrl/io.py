@@ -55,6 +55,12 @@ class DiskFullError(KdrlUserError, OSError):
         )
         super().__init__(code, self.message, str(path))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by OSError's args (code, message, path) it would not rebuild: a job that hit a full disk
+        # in a joblib/loky worker then reached kdrl-study as "BrokenProcessPool: A result has failed to
+        # un-serialize" instead of this message
+        return type(self), (self.filename, self.errno)
+
     def __str__(self) -> str:
         return self.message
 

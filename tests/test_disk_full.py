@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from kdrl.errors import KdrlUserError, one_line
-from kdrl.io import atomic_write, atomic_write_json, save_policy
+from kdrl.io import DiskFullError, atomic_write, atomic_write_json, save_policy
 from kdrl.nets import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,26 @@ def test_a_failed_job_whose_results_cannot_be_written_still_reports_its_own_erro
     assert not (tmp_path / "results.json").exists() and no_temp_files(tmp_path)
 
 
+# ---- the error on its way back from a worker --------------------------------------------------------------
+def _fill_the_disk(path: str) -> None:
+    raise DiskFullError(path)
+
+
+def test_a_full_disk_in_a_joblib_worker_reaches_the_parent_as_its_own_line(tmp_path):
+    """kdrl-study's joblib launcher runs jobs in loky workers and pickles each job's outcome back,
+    its exception included. DiskFullError did not rebuild from its pickle, so a study that filled
+    its disk was told only "BrokenProcessPool: A result has failed to un-serialize" and lost the
+    rest of its stage."""
+    import joblib
+
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(DiskFullError) as exc:
+        joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_fill_the_disk)(str(ckpt)) for _ in range(2))
+    msg = one_line(exc.value)
+    assert msg.startswith(f"no space left on device writing {ckpt} ") and "free space" in msg, msg
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(ckpt)
+
+
 # ---- a training run --------------------------------------------------------------------------------------
 def test_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """The second last.ckpt write runs out of space half way: the run fails with one line naming
@@ -244,3 +264,34 @@ def test_kdrl_export_to_a_full_tmpfs_fails_in_one_line(tmpfs, tmp_path, capsys):
     assert exc.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"kdrl-export: error: no space left on device writing {out / 'student.torchscript.pt'} ")
     assert list(out.iterdir()) == []
+
+
+def _kdrl_exception_classes() -> list[type[BaseException]]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import kdrl
+
+    found = {}
+    for info in pkgutil.walk_packages(kdrl.__path__, "kdrl."):
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module.__name__:
+                found[obj.__qualname__] = obj
+    return [found[k] for k in sorted(found)]
+
+
+def test_every_kdrl_error_survives_the_trip_back_from_a_worker():
+    """Any error a job raises crosses a process boundary on joblib, SLURM (submitit) and Ray: each of
+    kdrl's own rebuilds from its pickle as the same type with the same one-line message."""
+    import pickle
+    import signal
+
+    made = {"DiskFullError": lambda c: c("/runs/a/checkpoints/last.ckpt"), "StudyStopped": lambda c: c(signal.SIGTERM)}
+    classes = _kdrl_exception_classes()
+    assert {"DiskFullError", "StudyStopped", "ConfigError", "KdrlUserError"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        exc = made.get(cls.__name__, lambda c: c("a message naming /runs/a"))(cls)
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is cls and str(back) == str(exc), cls.__name__

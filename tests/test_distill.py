@@ -41,6 +41,20 @@ def _overrides(cache, extra=()):
     return FAST_STUDENT + ov + list(extra)
 
 
+@pytest.mark.parametrize("keep_last", [1, 2])
+def test_a_finished_student_drops_its_resume_checkpoint_unless_asked_to_keep_checkpoints(tmp_path, cache, keep_last):
+    """A student's last.ckpt holds its whole replay (0.3-0.6 GB at MinAtar's 400k env steps) and a
+    finished run is never resumed: with checkpoint.keep_last=1 it goes when the results are written;
+    with numbered checkpoints asked for, last.ckpt stays beside them. The policies stay either way."""
+    cfg = compose_cfg("distill", _overrides(cache, ["student.width=16", f"checkpoint.keep_last={keep_last}"]))
+    ckpts = tmp_path / "checkpoints"
+    assert distill_student(cfg, tmp_path)["status"] == "ok"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "ok"
+    assert (ckpts / "best_policy.pt").is_file() and (ckpts / "last_policy.pt").is_file()
+    assert (ckpts / "last.ckpt").is_file() == (keep_last > 1) and not (ckpts / "prev.ckpt").exists()
+    assert len(list(ckpts.glob("step-*.ckpt"))) == keep_last - 1
+
+
 def test_student_is_teacher_family_at_student_size():
     teacher = {"_target_": "kdrl.nets.MLP", "width": 256, "depth": 2, "dueling": True, "hidden": None}
     cfg = student_net_cfg(teacher, {"width": 32, "depth": 1, "hidden": None})

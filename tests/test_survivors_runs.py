@@ -2220,7 +2220,9 @@ def test_a_run_whose_results_were_never_written_resumes_from_its_last_checkpoint
     rerun starts at the checkpoint's env step and records it."""
     from kdrl.runs.teacher import train_teacher
 
-    cfg = compose_cfg("train", [*QUIET, "algo.total_timesteps=600", "eval.freq=300", "eval.episodes=1"])
+    # keep_last=2: a finished run keeps its last.ckpt only when numbered checkpoints were asked for
+    keep = ["checkpoint.keep_last=2"]
+    cfg = compose_cfg("train", [*QUIET, "algo.total_timesteps=600", "eval.freq=300", "eval.episodes=1", *keep])
     first = train_teacher(cfg, tmp_path)
     assert first["status"] == "ok" and first["resumed_from_env_steps"] is None
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -3515,7 +3517,8 @@ def test_a_jobs_results_take_its_updates_and_times_from_the_run_and_its_trainer_
     monkeypatch.setattr(pl.Trainer, "fit", spy_fit)
     monkeypatch.setattr(job_mod, "build_loggers", spy_loggers)
     caplog.set_level(logging.INFO, logger="kdrl")
-    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50"])
+    # keep_last=2: the full checkpoints stay after the run for the stamp check below (at 1 last.ckpt goes)
+    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50", "checkpoint.keep_last=2"])
     t0 = time.perf_counter()
     res = teacher_mod.train_teacher(cfg, out)
     elapsed = time.perf_counter() - t0
@@ -3541,7 +3544,8 @@ def test_a_finished_run_is_returned_as_it_is_and_a_conflicting_one_names_the_run
     import kdrl.runs.teacher as teacher_mod
 
     out = tmp_path / "run"
-    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50"])
+    # keep_last=2: the finished run keeps its last.ckpt (dropped at 1), so making it unfinished below leaves one
+    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50", "checkpoint.keep_last=2"])
     first = teacher_mod.train_teacher(cfg, out)
     written = (out / "results.json").read_bytes()
     builds = []
@@ -3600,7 +3604,8 @@ def test_a_job_leaves_only_kdrls_own_checkpoints_in_its_run_dir(tmp_path):
     import kdrl.runs.teacher as teacher_mod
 
     out = tmp_path / "run"
-    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50"])
+    # keep_last=2: kdrl's full checkpoints stay after the run (at 1 a finished run drops its last.ckpt)
+    cfg = compose_cfg("train", [*QUIET, "seed=4", "++env.kwargs.max_episode_steps=50", "checkpoint.keep_last=2"])
     assert teacher_mod.train_teacher(cfg, out)["status"] == "ok"
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.ckpt"))
     assert written and all(not p.split("/")[-1].startswith("epoch=") for p in written), written

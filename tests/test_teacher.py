@@ -102,7 +102,9 @@ def test_cli_writes_results_contract_and_safe_checkpoint(tmp_path):
     assert res["kind"] == "teacher" and res["status"] == "ok" and res["seed"] == 1
     assert res["env_steps"] == 3000 and len(res["eval_returns"]) == 3
     assert res["params"] == 67_586 and res["config"]["algo"]["total_timesteps"] == 3000
-    assert (out / "csv" / "metrics.csv").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    assert (out / "csv" / "metrics.csv").exists() and (out / "checkpoints" / "best_policy.pt").exists()
+    # finished, so never resumed: the resume checkpoint (the whole trainer state, replay included) is gone
+    assert not (out / "checkpoints" / "last.ckpt").exists() and not (out / "checkpoints" / "prev.ckpt").exists()
     state = load_policy(res["checkpoint"], "CartPole-v1", (4,), 2)
     assert set(state["state_dict"]) >= {"q_head.weight", "q_head.bias"}
     with pytest.raises(CheckpointError, match="trained on 'CartPole-v1', not 'Acrobot-v1'"):

@@ -89,8 +89,13 @@ def test_killed_teacher_trainer_is_taken_over_by_the_job_waiting_for_it(tmp_path
 def cached(tmp_path_factory):
     """A cache holding one finished tiny teacher, copied by each test that then breaks a file of it."""
     cache = tmp_path_factory.mktemp("cache")
-    path, res = obtain_teacher("cartpole", 3, [*TINY, "algo.total_timesteps=1000", "eval.freq=500"], cache)
-    assert res["status"] == "ok"
+    # keep_last=2 (not part of the cache key) keeps last.ckpt, which a finished run drops, for the test that
+    # damages it; its numbered copy goes, so last.ckpt is the only full checkpoint, as in a run killed after it
+    keep = ["checkpoint.keep_last=2"]
+    path, res = obtain_teacher("cartpole", 3, [*TINY, "algo.total_timesteps=1000", "eval.freq=500", *keep], cache)
+    assert res["status"] == "ok" and (path.parent / "checkpoints" / "last.ckpt").is_file()
+    for numbered in (path.parent / "checkpoints").glob("step-*.ckpt"):
+        numbered.unlink()
     return cache, path.parent.relative_to(cache)
 
 

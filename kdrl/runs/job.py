@@ -460,6 +460,16 @@ def forget_previous_checkpoint(out: Path) -> None:
     (out / "checkpoints" / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
 
 
+def drop_resume_checkpoint(out: Path, keep_last: int = 1) -> None:
+    """A finished run is never resumed, so its last.ckpt (the whole trainer state: a 400k-step replay
+    is 0.3-0.6 GB of it) only fills the disk of a study with hundreds of runs: drop it. Numbered
+    checkpoints (checkpoint.keep_last > 1) were asked for, so they stay, with last.ckpt beside them."""
+    from kdrl.io import LAST_CHECKPOINT
+
+    if keep_last <= 1:
+        (out / "checkpoints" / LAST_CHECKPOINT).unlink(missing_ok=True)
+
+
 def hydra_choices() -> dict[str, str | None]:
     """The config-group choices of the running Hydra app ({} outside one: tests, notebooks)."""
     try:
@@ -597,4 +607,6 @@ def _run_job(job: Job, config: dict[str, Any]) -> dict[str, Any]:
         fields.update(job.finish(module, evaluation, chosen))
         fields.update({"status": "ok", **run})
         log.info(job.summary(fields))
-        return fields
+    # results.json now says ok, so the run is never resumed (resume_checkpoint)
+    drop_resume_checkpoint(out, int((cfg.get("checkpoint") or {}).get("keep_last", 1)))
+    return fields

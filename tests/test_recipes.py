@@ -35,12 +35,16 @@ def test_every_minatar_game_defaults_to_the_big_batch_recipe(env):
     assert cfg.algo.total_timesteps == 1_000_000 and cfg.net.dueling and cfg.algo.double_dqn
     fast = compose_cfg("train", [f"env={env}", "recipe=minatar_fast"])
     assert fast.net == cfg.net
-    # its students: 4 updates of 32 per 4 env steps over 100k env steps, 95k updates where the students' scores level
-    # off (docs/minatar/converged; minatar_fast's: 1 per 4 over 50k)
+    # its students: 400k env steps, all kept, 4 updates of 32 per 16 env steps from 20k: the 95k updates where the
+    # scores level off on 100k env steps, on four times the data (docs/minatar/converged: more_data_95k, the stages
+    # more_data_*_95k; minatar_fast's: 1 per 4 over 50k)
     student, fast_student = (compose_cfg("distill", [f"env={env}", *r]) for r in ([], ["recipe=minatar_fast"]))
+    d = student.distill
     got = [(s.distill.total_timesteps, s.distill.train_freq, s.distill.gradient_steps, s.distill.batch_size)
            for s in (student, fast_student)]  # fmt: skip
-    assert got == [(100_000, 4, 4, 32), (50_000, 4, 1, 32)]
+    assert got == [(400_000, 16, 4, 32), (50_000, 4, 1, 32)]
+    assert d.buffer_size == d.total_timesteps and d.learning_starts == 20_000
+    assert (d.total_timesteps - d.learning_starts) // d.train_freq * d.gradient_steps == 95_000
 
 
 def test_seaquest_defaults_to_big_batch_with_young_and_tians_exploration_floor():

@@ -64,6 +64,8 @@ STAGE_KEYS = (
 )  # fmt: skip
 # what a published job keeps (the policy, its reference returns, its results and learning curve): no checkpoints
 PUBLISHED_FILES = ("results.json", "teacher.pt", "teacher.pt.reference.json", "csv/metrics.csv", "job.json")
+# the file a producing app's job leaves for the stages after it (a teacher stage's policy, a data stage's recording)
+PRODUCTS = {"train": "teacher.pt", "data": "dataset.npz"}
 TEACHER_KEYS = ("stage", "seed", "checkpoint")
 TABLE_KEYS = (
     "title", "stages", "kind", "rows", "cols", "metric", "curve_group", "where", "aggregate", "compare", "plots",
@@ -454,7 +456,7 @@ def plan(study: dict[str, Any], study_dir: Path) -> list[Job]:
                 dseed = teacher_seed("student" if rule is None else rule, seed, values, base, cycle)
                 djob = linked_job(produced, ref, str(env), dseed, "dataset", sname, values)
                 needs.append(djob.id)
-                overrides.append(f"distill.dataset={quote(str(study_dir / djob.id / 'dataset.npz'))}")
+                overrides.append(f"distill.dataset={quote(str(study_dir / djob.id / PRODUCTS['data']))}")
             overrides = deduplicated(
                 [*overrides, f"wandb.group={study['name']}"]
             )  # every job joins the study's W&B group
@@ -598,16 +600,21 @@ def mark_lost(rows: list[dict[str, Any]], returncode: int | None, log_path: Path
         row["error"] = f"{what}; its stage's multirun {describe_exit(returncode)} (log {log_path})"
 
 
+# the files a job is pointed at, named after the study dir it runs in (which files they are is the stage's
+# `teacher` and `dataset` links, the same in every study dir)
+STUDY_DIR_FILE_KEYS = ("teacher.checkpoint", "teacher.checkpoints", "distill.dataset")
+
+
 def run_shaping(overrides: Sequence[str]) -> list[str]:
     """The overrides that shape a job's run: all but its W&B group (a teacher published by one study
-    serves another)."""
-    return [o for o in overrides if not o.startswith("wandb.group=")]
+    serves another) and the paths of its files in the study dir (a data job published from one study dir
+    stands for the same job of another)."""
+    return [o for o in overrides if not o.startswith("wandb.group=") and override_key(o) not in STUDY_DIR_FILE_KEYS]
 
 
 # config keys a published job may differ in and still stand for the declared job: the recipe's label (a recipe
-# renamed or restated under another name with the same settings) and the files a job was pointed at, which
-# are named after the study dir it ran in (its teacher is the one the stage's `teacher` link declares)
-PUBLISHED_FREE_KEYS = ("recipe_for", "teacher.checkpoint", "teacher.checkpoints", "distill.dataset")
+# renamed or restated under another name with the same settings) and the files a job was pointed at
+PUBLISHED_FREE_KEYS = ("recipe_for", *STUDY_DIR_FILE_KEYS)
 
 
 def published_drift(pub: Path, app: str, overrides: Sequence[str]) -> str:
@@ -632,6 +639,16 @@ def published_drift(pub: Path, app: str, overrides: Sequence[str]) -> str:
     ]
     shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:4])
     return shown + (f"; {len(diffs) - 4} more" if len(diffs) > 4 else "")
+
+
+def product_sha256(run_dir: Path) -> str | None:
+    """The sha256 a job's results.json gives its product file (a data job's ``dataset.sha256``), or None."""
+    try:
+        res = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    sha = (res.get("dataset") or {}).get("sha256") if isinstance(res, dict) else None
+    return sha if isinstance(sha, str) else None
 
 
 def resolve_published(where: str) -> Path:
@@ -976,6 +993,8 @@ class Runner:
         self.index = Index.load(self.study_dir)
         self.saved_at = 0.0
         self.wandb: dict[str, Any] | None = None  # jobs_wandb(study), once it is needed
+        # published jobs run again for their file (adopt_published): job id -> the published file's sha256
+        self.regenerated: dict[str, str | None] = {}
 
     def save(self, force: bool = True) -> None:
         if force or time.time() - self.saved_at > 10:
@@ -1027,6 +1046,7 @@ class Runner:
         for stage in selected:
             self.adopt_published(stage)
             self.run_stage(stage)
+            self.check_regenerated(stage)
             self.write_tables()
             self.log_tables()  # the study's W&B run, once a stage is done (unchanged tables: none)
         texts = self.write_tables(publish=publish)
@@ -1058,11 +1078,14 @@ class Runner:
         """A stage with ``published: <dir>`` takes each unfinished job from <dir>/<job name>/ when the
         published job was the same app (its job.json) and ran with the config the job's overrides compose
         today (its results.json; ``published_drift``): the files are copied into the run dir, so the
-        students load the published teachers and nothing is trained again."""
+        students load the published teachers and nothing is trained again. A published job without its
+        product (a data stage's recording is published as its results only: 1.4-3.4 MB a MinAtar recording,
+        regenerated in seconds) runs again, and ``check_regenerated`` compares what it writes with the
+        published file's sha256."""
         src = self.published_dir(stage)
         if src is None:
             return
-        adopted = []
+        adopted, rerun = [], []
         for row in self.index.rows.values():
             if row["stage"] != stage or row["status"] == "ok":
                 continue
@@ -1081,6 +1104,11 @@ class Runner:
             dest = self.study_dir / row["run_dir"]
             if (dest / "results.json").exists():
                 continue  # a run of its own (failed, or another config): the study reruns it
+            product = PRODUCTS.get(row["app"])
+            if product is not None and not (pub / product).is_file():
+                self.regenerated[row["id"]] = product_sha256(pub)
+                rerun.append(row)
+                continue
             for name in PUBLISHED_FILES:
                 if (pub / name).is_file():
                     (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -1091,6 +1119,37 @@ class Runner:
             self.save()
             ok = sum(r["status"] == "ok" for r in adopted)
             self.say(f"stage {stage}: {ok} job(s) taken from the published {src}")
+        if rerun:
+            self.say(
+                f"stage {stage}: {len(rerun)} published job(s) in {src} hold their results but not their "
+                f"{PRODUCTS[rerun[0]['app']]}: they run again here, checked against the published sha256"
+            )
+
+    def check_regenerated(self, stage: str) -> None:
+        """Did each job that ran again for its file (``adopt_published``) write the published file, byte for
+        byte? Said in one line for the stage, and one per job that did not: students distilled here from a
+        file that differs are not the published runs."""
+        ids = [i for i in self.regenerated if self.index.rows[i]["stage"] == stage]
+        same, differ = 0, []
+        for job_id in ids:
+            row = self.index.rows[job_id]
+            now = product_sha256(self.study_dir / row["run_dir"]) if row["status"] == "ok" else None
+            if now is None:
+                continue  # not ok: the stage's own lines say so
+            if now == self.regenerated[job_id]:
+                same += 1
+            else:
+                differ.append((job_id, self.regenerated[job_id], now))
+        if same or differ:
+            self.say(
+                f"stage {stage}: {same} of {same + len(differ)} regenerated file(s) identical to the published "
+                "ones (sha256)"
+            )
+        for job_id, then, now in differ:
+            self.say(
+                f"stage {stage}: {job_id} wrote another file than the published one (sha256 {str(then)[:12]} "
+                f"published, {now[:12]} here): the students distilled from it here are not the published runs"
+            )
 
     def publish_jobs(self, stage: str) -> None:
         """``publish=true``: copy the stage's finished jobs (PUBLISHED_FILES, no checkpoints) to its

@@ -3,6 +3,7 @@ real launcher, resumed (finished jobs skipped, failed ones rerun), and their sta
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -36,12 +37,24 @@ def results(path: Path) -> dict:
     return json.loads((path / "results.json").read_text())
 
 
+@functools.cache
+def planned(name: str) -> tuple[dict, list]:
+    """A declared study and its jobs planned under /S, once per test process: planning minatar composes ~100
+    configs (seconds). The tests that read them share an xdist group, so one worker plans each study once."""
+    decl = load_study(name)
+    return decl, plan(decl, Path("/S"))
+
+
+# the tests that read every declared study's jobs: on one worker, sharing `planned`
+PLANS = pytest.mark.xdist_group("plans")
+
+
 # ---- declarations ------------------------------------------------------------------------------------
+@PLANS
 def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_group():
     sizes = {}
     for name in known_studies():
-        decl = load_study(name)
-        jobs = plan(decl, Path("/S"))
+        decl, jobs = planned(name)
         ids = {j.id: j for j in jobs}
         sizes[name] = {s: sum(j.stage == s for j in jobs) for s in decl["stages"]}
         for job in jobs:
@@ -64,11 +77,11 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
     assert sizes["minatar"]["control"] + sizes["minatar"]["control_seaquest"] == 50
     # student seed s distils teacher seed s where the experiment says so (the scripts' seed_from_student)
     for name in ("demo", "cartpole_losses", "control"):
-        for job in plan(load_study(name), Path("/S")):
+        for job in planned(name)[1]:
             if job.needs:
                 seed = next(o for o in job.overrides if o.startswith("seed="))[5:]
                 assert job.needs == [f"teachers/env=cartpole,seed={seed}"], (name, job.id)
-    minatar = {j.id: j for j in plan(load_study("minatar"), Path("/S"))}
+    minatar = {j.id: j for j in planned("minatar")[1]}
     assert "recipe=minatar_big_batch" in minatar["teachers/env=minatar_asterix,seed=1"].overrides
     # student seeds 0-4 distil teacher seeds 1, 2, 3, 1, 2 (seed: cycle), Seaquest's from its own recipe's teachers
     for seed, tseed in zip(range(5), (1, 2, 3, 1, 2)):
@@ -79,10 +92,11 @@ def test_every_declared_study_plans_its_jobs_with_teachers_first_and_one_wandb_g
         student = minatar[f"control_seaquest/env=minatar_seaquest,control=mixed,seed={seed}"]
         assert student.needs == [f"teachers_seaquest/env=minatar_seaquest,seed={tseed}"]
     assert "algo.exploration.eps_end=0.1" in minatar["teachers_seaquest/env=minatar_seaquest,seed=2"].overrides
-    multi = next(j for j in plan(load_study("multitask"), Path("/S")) if j.stage == "joint_dqn")
+    multi = next(j for j in planned("multitask")[1] if j.stage == "joint_dqn")
     assert multi.needs == ["teachers/env=cartpole,seed=0", "teachers/env=acrobot,seed=0"]
 
 
+@PLANS
 def test_the_converged_core_table_is_the_plateau_studys_jobs_with_a_teacher_each():
     """issue 27's converged table: student seed s (1-5) distils teacher seed s on all five games, and its Asterix and
     SpaceInvaders students compose the very configs of minatar_student_budget's plateau jobs at 4 updates per 4
@@ -90,8 +104,8 @@ def test_the_converged_core_table_is_the_plateau_studys_jobs_with_a_teacher_each
     from kdrl.runs.job import config_differences
     from kdrl.study import hydra_conf
 
-    minatar = {j.id: j for j in plan(load_study("minatar"), Path("/S"))}
-    budget = {j.id: j for j in plan(load_study("minatar_student_budget"), Path("/S"))}
+    minatar = {j.id: j for j in planned("minatar")[1]}
+    budget = {j.id: j for j in planned("minatar_student_budget")[1]}
     stages = {
         "converged": 60,
         "converged_seaquest": 15,
@@ -606,6 +620,44 @@ def test_published_teachers_are_taken_by_a_new_study_dir_instead_of_trained(tmp_
     assert "2 job(s) taken from the published" not in third.stdout
 
 
+def test_a_published_recording_runs_again_and_is_checked_byte_for_byte_against_the_published_one(tmp_path):
+    """A data stage publishes its jobs' results, not their recordings (1.4-3.4 MB each on MinAtar): --status
+    counts them published; a run takes the teachers but records again (seconds) and compares each recording's
+    sha256 with the published one, naming a job whose recording differs."""
+    pub_t, pub_d = tmp_path / "pub_teachers", tmp_path / "pub_data"
+    published = [f"+stages.teachers.published={pub_t}", f"+stages.data.published={pub_d}"]
+    first = study(
+        "study=debug_data", f"dir={tmp_path / 'a'}", "launcher=local", "stage=[teachers,data]", "publish=true",
+        *published,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "stage data: 2 job(s) published to" in first.stdout, first.stdout
+    d0, d1 = pub_d / "env=cartpole,seed=0", pub_d / "env=cartpole,seed=1"
+    assert sorted(p.name for p in d0.iterdir()) == ["job.json", "results.json"]  # no recording
+    from kdrl.study import Runner  # --status of a fresh dir, in this process
+
+    decl = load_study("debug_data", published)
+    Runner(decl, tmp_path / "fresh").plan_only()
+    text, _ = status_report(tmp_path / "fresh", study=decl)
+    assert "ok here or published: 4/10 jobs" in text and "neither ok here nor published: 6 jobs (dataset 3" in text, (
+        text
+    )
+    # one published recording's hash as if the play had changed since it was published
+    res1 = results(d1)
+    res1["dataset"]["sha256"] = "0" * 64
+    (d1 / "results.json").write_text(json.dumps(res1))
+    second = study("study=debug_data", f"dir={tmp_path / 'b'}", "launcher=local", "stage=[teachers,data]", *published)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "stage teachers: 2 job(s) taken from the published" in second.stdout
+    assert "stage data: 2 published job(s) in" in second.stdout
+    assert "hold their results but not their dataset.npz: they run again here" in second.stdout
+    assert "stage data: 1 of 2 regenerated file(s) identical to the published ones (sha256)" in second.stdout
+    assert "data/env=cartpole,seed=1 wrote another file than the published one (sha256 000000000000" in second.stdout
+    assert (tmp_path / "b" / "data" / "env=cartpole,seed=0" / "dataset.npz").read_bytes() == (
+        tmp_path / "a" / "data" / "env=cartpole,seed=0" / "dataset.npz"
+    ).read_bytes()
+
+
 def test_a_published_job_stands_for_the_config_it_ran_with_not_for_its_overrides(tmp_path):
     """The same overrides stand for another run once a default they leave open changes (Seaquest's default
     recipe did, under the published big_batch runs): published_drift names each key whose value the job's
@@ -928,24 +980,27 @@ def test_stage_curves_are_named_and_merged_by_the_tables_stage_labels():
     assert labelled_stage_files(files, None) == files
 
 
-def test_every_declared_stage_takes_its_published_jobs_as_they_ran(tmp_path):
+@PLANS
+def test_every_declared_stage_takes_its_published_jobs_as_they_ran():
     """Each job of a declared stage with a ``published`` dir has its published run there, and that run's
     config is what the job's overrides compose today: a default changed under a published run (as
     Seaquest's recipe did under minatar_seaquest's big_batch stage) fails here, not in a rerun."""
-    from kdrl.study import load_study, plan, published_drift, resolve_published
+    from kdrl.study import published_drift, resolve_published
 
     checked = []
     for decl in sorted((ROOT / "conf" / "study").glob("*.yaml")):
-        study_cfg = load_study(decl.stem)
-        for job in plan(study_cfg, tmp_path / decl.stem):
+        study_cfg, jobs = planned(decl.stem)
+        for job in jobs:
             where = study_cfg["stages"][job.stage].get("published")
             if not where:
                 continue
             pub = resolve_published(str(where)) / job.name
             assert (pub / "job.json").is_file(), f"{decl.stem} {job.id}: nothing published in {pub}"
             assert published_drift(pub, job.app, job.overrides) == "", f"{decl.stem} {job.id}"
-            checked.append(job.id)
-    assert len(checked) >= 28  # the 15 published teachers and Seaquest's 13, some declared by several studies
+            checked.append((decl.stem, job.app))
+    assert sum(app == "train" for _, app in checked) >= 28  # the 15 published teachers and Seaquest's 13, some
+    # declared by several studies; the data jobs' recordings: the minatar study's 15, minatar_data_protocol's 6
+    assert [sum(c == (name, "data") for c in checked) for name in ("minatar", "minatar_data_protocol")] == [15, 6]
 
 
 def test_a_budget_table_paired_by_seed_takes_its_slopes_within_seeds(tmp_path):

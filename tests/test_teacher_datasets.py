@@ -20,9 +20,11 @@ from kdrl.data import StreamConfig
 from kdrl.datasets import (
     DatasetCollector,
     DatasetError,
+    TeacherDataset,
     check_dataset,
     check_teacher,
     dataset_stream,
+    file_sha256,
     load_dataset,
     record_dataset,
     save_dataset,
@@ -215,3 +217,24 @@ def test_kdrl_data_then_a_student_on_its_dataset_end_to_end(tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert f"holds {rec['env_steps']} env steps, fewer than distill.total_timesteps 99999" in bad.stderr, bad.stderr
+
+
+def test_the_same_recording_saved_at_another_time_is_the_same_file(tmp_path, monkeypatch):
+    """A recording's file is a function of its content: a data job run again for a published one is checked
+    against it by sha256 (kdrl.study), so nothing of the time of writing may enter the file."""
+    import time
+
+    steps, n = 6, 2
+    rng = np.random.default_rng(0)
+    data = TeacherDataset(
+        obs=rng.integers(0, 2, (steps, n, 4, 3), dtype=np.uint8), last_obs=np.zeros((n, 4, 3), np.uint8),
+        final_obs=np.zeros((0, 4, 3), np.uint8), actions=np.zeros((steps, n), np.int64),
+        rewards=np.ones((steps, n), np.float32), terminated=np.zeros((steps, n), bool), done=np.zeros((steps, n), bool),
+        q=rng.normal(size=(steps, n, 3)).astype(np.float32), meta={"format": "kdrl-teacher-dataset-1"},
+    )  # fmt: skip
+    first = file_sha256(save_dataset(tmp_path / "a.npz", data))
+    real = time.localtime
+    monkeypatch.setattr(time, "localtime", lambda *a: real(86400 * 365 * 20))  # written twenty years on
+    assert file_sha256(save_dataset(tmp_path / "b.npz", data)) == first
+    again = load_dataset(tmp_path / "b.npz")
+    assert all(np.array_equal(getattr(again, k), getattr(data, k)) for k in ("obs", "q", "actions", "done"))

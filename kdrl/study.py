@@ -1120,9 +1120,11 @@ class Runner:
             ok = sum(r["status"] == "ok" for r in adopted)
             self.say(f"stage {stage}: {ok} job(s) taken from the published {src}")
         if rerun:
+            checked = any(self.regenerated[r["id"]] for r in rerun)
             self.say(
                 f"stage {stage}: {len(rerun)} published job(s) in {src} hold their results but not their "
-                f"{PRODUCTS[rerun[0]['app']]}: they run again here, checked against the published sha256"
+                f"{PRODUCTS[rerun[0]['app']]}: they run again here"
+                + (", checked against the published sha256" if checked else "")
             )
 
     def check_regenerated(self, stage: str) -> None:

@@ -587,43 +587,14 @@ def test_hydra_overrides_that_add_a_key_go_to_the_stages_multiruns():
     assert args["overrides"] == ["seed=1"]
 
 
-def test_published_teachers_are_taken_by_a_new_study_dir_instead_of_trained(tmp_path):
+def test_published_jobs_serve_a_new_study_dir_teachers_taken_and_recordings_made_again_and_checked(tmp_path):
     """issue 24: a stage's published jobs (publish=true writes them: policy, results, job.json, no
     checkpoints) are copied into a fresh study dir and count as done when app and overrides match; a
-    published job of other overrides is not used."""
-    pub = tmp_path / "published"
-    first = study(
-        "study=debug", f"dir={tmp_path / 'a'}", "launcher=local", "stage=teachers", "publish=true",
-        f"+stages.teachers.published={pub}",
-    )  # fmt: skip
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "stage teachers: 2 job(s) published to" in first.stdout
-    t0 = pub / "env=cartpole,seed=0"
-    assert sorted(p.name for p in t0.iterdir()) == [
-        "csv", "job.json", "results.json", "teacher.pt", "teacher.pt.reference.json",
-    ]  # fmt: skip
-    assert json.loads((t0 / "job.json").read_text())["app"] == "train"
-    second = study("study=debug", f"dir={tmp_path / 'b'}", "launcher=local", f"+stages.teachers.published={pub}")
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "stage teachers: 2 job(s) taken from the published" in second.stdout
-    assert "stage teachers: all 2 jobs ok, nothing to run" in second.stdout, second.stdout
-    student = results(tmp_path / "b" / "students" / "seed=0")
-    assert student["status"] == "ok"
-    assert student["teacher_checkpoint"] == str(tmp_path / "b" / "teachers" / "env=cartpole,seed=0" / "teacher.pt")
-    assert not (tmp_path / "b" / "teachers" / "env=cartpole,seed=0" / "checkpoints").exists()  # not trained
-    # another teacher config: the published files do not stand for it
-    third = study(
-        "study=debug", f"dir={tmp_path / 'c'}", "launcher=local", "stage=teachers",
-        f"+stages.teachers.published={pub}", "+stages.teachers.overrides=[algo.optimizer.lr=0.002]",
-    )  # fmt: skip
-    assert "was run with another config (algo.optimizer.lr: " in third.stdout, third.stdout + third.stderr
-    assert "2 job(s) taken from the published" not in third.stdout
+    published job of other overrides is not used. A data stage publishes its jobs' results, not their
+    recordings (1.4-3.4 MB each on MinAtar): --status counts them published, and a run records them again
+    (seconds) and compares each recording's sha256 with the published one, naming one that differs."""
+    from kdrl.study import Runner
 
-
-def test_a_published_recording_runs_again_and_is_checked_byte_for_byte_against_the_published_one(tmp_path):
-    """A data stage publishes its jobs' results, not their recordings (1.4-3.4 MB each on MinAtar): --status
-    counts them published; a run takes the teachers but records again (seconds) and compares each recording's
-    sha256 with the published one, naming a job whose recording differs."""
     pub_t, pub_d = tmp_path / "pub_teachers", tmp_path / "pub_data"
     published = [f"+stages.teachers.published={pub_t}", f"+stages.data.published={pub_d}"]
     first = study(
@@ -631,12 +602,16 @@ def test_a_published_recording_runs_again_and_is_checked_byte_for_byte_against_t
         *published,
     )  # fmt: skip
     assert first.returncode == 0, first.stdout + first.stderr
+    assert "stage teachers: 2 job(s) published to" in first.stdout
     assert "stage data: 2 job(s) published to" in first.stdout, first.stdout
+    t0 = pub_t / "env=cartpole,seed=0"
+    assert sorted(p.name for p in t0.iterdir()) == [
+        "csv", "job.json", "results.json", "teacher.pt", "teacher.pt.reference.json",
+    ]  # fmt: skip
+    assert json.loads((t0 / "job.json").read_text())["app"] == "train"
     d0, d1 = pub_d / "env=cartpole,seed=0", pub_d / "env=cartpole,seed=1"
     assert sorted(p.name for p in d0.iterdir()) == ["job.json", "results.json"]  # no recording
-    from kdrl.study import Runner  # --status of a fresh dir, in this process
-
-    decl = load_study("debug_data", published)
+    decl = load_study("debug_data", published)  # --status of a fresh dir, in this process
     Runner(decl, tmp_path / "fresh").plan_only()
     text, _ = status_report(tmp_path / "fresh", study=decl)
     assert "ok here or published: 4/10 jobs" in text and "neither ok here nor published: 6 jobs (dataset 3" in text, (
@@ -646,16 +621,28 @@ def test_a_published_recording_runs_again_and_is_checked_byte_for_byte_against_t
     res1 = results(d1)
     res1["dataset"]["sha256"] = "0" * 64
     (d1 / "results.json").write_text(json.dumps(res1))
-    second = study("study=debug_data", f"dir={tmp_path / 'b'}", "launcher=local", "stage=[teachers,data]", *published)
+    b = tmp_path / "b"
+    second = study("study=debug_data", f"dir={b}", "launcher=local", "stage=[teachers,data,dataset]", *published)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "stage teachers: 2 job(s) taken from the published" in second.stdout
+    assert "stage teachers: all 2 jobs ok, nothing to run" in second.stdout, second.stdout
+    assert not (b / "teachers" / "env=cartpole,seed=0" / "checkpoints").exists()  # not trained
     assert "stage data: 2 published job(s) in" in second.stdout
-    assert "hold their results but not their dataset.npz: they run again here" in second.stdout
+    assert "hold their results but not their dataset.npz: they run again here, checked against" in second.stdout
     assert "stage data: 1 of 2 regenerated file(s) identical to the published ones (sha256)" in second.stdout
     assert "data/env=cartpole,seed=1 wrote another file than the published one (sha256 000000000000" in second.stdout
-    assert (tmp_path / "b" / "data" / "env=cartpole,seed=0" / "dataset.npz").read_bytes() == (
-        tmp_path / "a" / "data" / "env=cartpole,seed=0" / "dataset.npz"
-    ).read_bytes()
+    recording = b / "data" / "env=cartpole,seed=0" / "dataset.npz"
+    assert recording.read_bytes() == (tmp_path / "a" / "data" / "env=cartpole,seed=0" / "dataset.npz").read_bytes()
+    student = results(b / "dataset" / "env=cartpole,seed=0")
+    assert student["status"] == "ok" and student["dataset"]["sha256"] == results(d0)["dataset"]["sha256"]
+    assert student["teacher_checkpoint"] == str(b / "teachers" / "env=cartpole,seed=0" / "teacher.pt")
+    # another teacher config: the published files do not stand for it
+    third = study(
+        "study=debug_data", f"dir={tmp_path / 'c'}", "launcher=local", "stage=teachers", *published,
+        "+stages.teachers.overrides=[algo.optimizer.lr=0.002]",
+    )  # fmt: skip
+    assert "was run with another config (algo.optimizer.lr: " in third.stdout, third.stdout + third.stderr
+    assert "2 job(s) taken from the published" not in third.stdout
 
 
 def test_a_published_job_stands_for_the_config_it_ran_with_not_for_its_overrides(tmp_path):

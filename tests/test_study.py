@@ -345,9 +345,9 @@ def test_debug_study_runs_teachers_first_skips_finished_jobs_and_reruns_failed_o
     assert ok["status"] == "ok" and bad["status"] == "failed"
     assert ok["teacher_checkpoint"] == str(sdir / "teachers" / "env=cartpole,seed=0" / "teacher.pt")
     assert ok["config"]["wandb"]["group"] == "debug"
-    status = study("study=debug", f"dir={sdir}", "--status", cwd=elsewhere)
-    assert "4 jobs: 3/4 ok, 1 failed" in status.stdout, status.stdout
-    assert "students/seed=1: " in status.stdout and "teacher.pt" in status.stdout
+    status, _ = status_report(sdir)  # what --status prints (the command itself: test_status_of_a_10000_job_study...)
+    assert "4 jobs: 3/4 ok, 1 failed" in status, status
+    assert "students/seed=1: " in status and "teacher.pt" in status
     assert (sdir / "tables" / "main" / "table.md").is_file()
     # the damaged file whole again: only the failed job runs
     shutil.copy2(tmp_path / "teacher1.pt", t1)

@@ -1324,7 +1324,8 @@ class Runner:
                 last_table, finished_before = time.time(), finished
             if done:
                 return
-            time.sleep(self.poll_s)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # back at once when the multirun ends
+                proc.wait(timeout=self.poll_s)
 
     def write_tables(self, publish: bool = False, names: Sequence[str] | None = None) -> list[str]:
         """Every declared table (or those in ``names``) from the jobs finished so far; each table's text

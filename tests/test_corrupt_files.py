@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from omegaconf import OmegaConf
 from kdrl.errors import one_line
 from kdrl.io import CheckpointError, load_policy, save_policy
 from kdrl.nets import MLP
+from tests.zygote import run_app
 
 ROOT = Path(__file__).resolve().parents[1]
 NET_CFG = {"_target_": "kdrl.nets.MLP", "width": 16, "depth": 1, "dueling": False, "hidden": None}
@@ -142,28 +141,22 @@ def test_corrupt_torchscript_teacher_is_named(bad, tmp_path):
 
 
 def test_end_to_end_one_line_no_traceback(bad, tmp_path):
-    """The console commands as a user runs them (subprocesses, started together to share their
-    import time): exit 2, one error line naming the file, no traceback."""
+    """The console commands as a user runs them (``python -m kdrl.cli.<app>``, forked from a warm process:
+    tests/zygote.py): exit 2, one error line naming the file, no traceback."""
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"status": "ok", "kind": "teacher", "env_id": "CartPole-v1", "seed": 0}))
     runs = {
-        "kdrl-export": (["kdrl.cli.export", str(bad["empty"][0]), "--out", str(tmp_path / "o")], bad["empty"]),
-        "kdrl-play": (["kdrl.cli.play", str(bad["bitflip"][0]), "--out", str(tmp_path / "p.gif")], bad["bitflip"]),
-        "kdrl-show": (["kdrl.cli.show", str(results)], (results, "has no 'params' field")),
+        "kdrl-export": (["export", str(bad["empty"][0]), "--out", str(tmp_path / "o")], bad["empty"]),
+        "kdrl-play": (["play", str(bad["bitflip"][0]), "--out", str(tmp_path / "p.gif")], bad["bitflip"]),
+        "kdrl-show": (["show", str(results)], (results, "has no 'params' field")),
         "kdrl-distill": (
-            ["kdrl.cli.distill", "debug=fast", f"teacher.checkpoint={bad['json'][0]}", f"hydra.run.dir={tmp_path}/d"],
+            ["distill", "debug=fast", f"teacher.checkpoint={bad['json'][0]}", f"hydra.run.dir={tmp_path}/d"],
             bad["json"],
         ),
     }
-    procs = {
-        prog: subprocess.Popen(
-            [sys.executable, "-m", *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for prog, (argv, _) in runs.items()
-    }
-    for prog, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        path, expected = runs[prog][1]
+    for prog, (argv, (path, expected)) in runs.items():
+        proc = run_app(argv[0], argv[1:], env=ENV, cwd=ROOT)
+        out, err = proc.stdout, proc.stderr
         assert proc.returncode == 2, (prog, err[-2000:])
         assert "Traceback" not in out + err, (prog, err[-2000:])
         errors = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.zygote import run_app
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [
     sys.executable,
@@ -176,13 +178,7 @@ def test_debug_sweep_preset_trains_the_teacher_once_and_tables(tmp_path):
     assert log.count("training teacher") == 1 and log.count("reusing cached teacher") == 4
     res = _results(sweep)
     assert sorted((r["loss"], r["seed"]) for r in res) == [("kl", 0), ("kl", 1), ("nll", 0), ("nll", 1)]
-    table = subprocess.run(
-        [sys.executable, "-m", "kdrl.cli.table", str(sweep), "--out", str(tmp_path / "t")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    table = run_app("table", [str(sweep), "--out", str(tmp_path / "t")], timeout=120)
     assert table.returncode == 0, table.stderr
     assert "4 ok runs, 0 failed" in table.stdout and (tmp_path / "t" / "table.tex").exists()
 

@@ -636,13 +636,16 @@ def test_published_jobs_serve_a_new_study_dir_teachers_taken_and_recordings_made
     student = results(b / "dataset" / "env=cartpole,seed=0")
     assert student["status"] == "ok" and student["dataset"]["sha256"] == results(d0)["dataset"]["sha256"]
     assert student["teacher_checkpoint"] == str(b / "teachers" / "env=cartpole,seed=0" / "teacher.pt")
-    # another teacher config: the published files do not stand for it
-    third = study(
-        "study=debug_data", f"dir={tmp_path / 'c'}", "launcher=local", "stage=teachers", *published,
-        "+stages.teachers.overrides=[algo.optimizer.lr=0.002]",
-    )  # fmt: skip
-    assert "was run with another config (algo.optimizer.lr: " in third.stdout, third.stdout + third.stderr
-    assert "2 job(s) taken from the published" not in third.stdout
+    # another teacher config: the published files do not stand for it (the decision a run makes before its
+    # first job, here in process: the run itself would train both teachers)
+    said: list[str] = []
+    other = load_study("debug_data", [*published, "+stages.teachers.overrides=['algo.optimizer.lr=0.002']"])
+    runner = Runner(other, tmp_path / "c", say=said.append)
+    runner.plan_only()
+    runner.adopt_published("teachers")
+    assert sum("was run with another config (algo.optimizer.lr: " in line for line in said) == 2, said
+    assert not any("taken from the published" in line for line in said), said
+    assert not (tmp_path / "c" / "teachers" / "env=cartpole,seed=0" / "teacher.pt").exists()
 
 
 def test_a_published_job_stands_for_the_config_it_ran_with_not_for_its_overrides(tmp_path):

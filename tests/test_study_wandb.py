@@ -149,6 +149,7 @@ def test_a_run_file_read_while_w_and_b_still_writes_it_gives_its_complete_record
     written_table(sdir)
     long = {"note": "x" * 70_000}  # one record over two 32 KiB blocks: first, middle and last chunks
     log_study_tables(STUDY, sdir, mode="offline", project="kdrl-test", tags=[], summary=long, say=lambda _: None)
+    wandb_run_summary(offline_runs(sdir)[0])  # the whole file: its exit record written (a loaded machine lags)
     (path,) = offline_runs(sdir)[0].glob("run-*.wandb")
     data = path.read_bytes()
     whole = [r.SerializeToString() for r in wandb_records(path)]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -33,6 +31,7 @@ from kdrl.envs import EnvSpec, make_vector_env
 from kdrl.nets import MLP
 from kdrl.study import StudyError, load_study, plan
 from kdrl.validate import ConfigError, validate_data, validate_distill
+from tests.zygote import run_app
 
 ENV = {"id": "CartPole-v1", "num_envs": 3, "kwargs": None, "vectorization": "sync"}
 SPEC = EnvSpec("CartPole-v1", (4,), 2)
@@ -192,19 +191,20 @@ def test_a_bad_dataset_link_is_one_line(extra, message):
 
 
 def test_kdrl_data_then_a_student_on_its_dataset_end_to_end(tmp_path):
-    """The two apps as a user runs them: kdrl-data records the teacher's play; kdrl-distill trains on it
-    (results.json names the dataset and its hash) and refuses it for another env in one line."""
+    """The two apps as a user runs them (``python -m kdrl.cli.<app>``, forked from a warm process:
+    tests/zygote.py): kdrl-data records the teacher's play; kdrl-distill trains on it (results.json names
+    the dataset and its hash) and refuses it for another env in one line."""
     teacher = tmp_path / "teacher"
     env = {**os.environ, "WANDB_MODE": "disabled", "KDRL_NO_PROGRESS": "1"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", *a], capture_output=True, text=True, env=env, cwd=tmp_path)  # noqa: E731
-    t = run("kdrl.cli.train", "debug=fast", f"hydra.run.dir={teacher}")
+    run = lambda app, *args: run_app(app, list(args), env=env, cwd=tmp_path)  # noqa: E731
+    t = run("train", "debug=fast", f"hydra.run.dir={teacher}")
     assert t.returncode == 0, t.stderr[-2000:]
-    d = run("kdrl.cli.data", "debug=fast", f"teacher.checkpoint={teacher}/teacher.pt", f"hydra.run.dir={tmp_path}/data")
+    d = run("data", "debug=fast", f"teacher.checkpoint={teacher}/teacher.pt", f"hydra.run.dir={tmp_path}/data")
     assert d.returncode == 0, d.stderr[-2000:]
     rec = json.loads((tmp_path / "data" / "results.json").read_text())
     assert rec["kind"] == "dataset" and rec["status"] == "ok" and rec["env_steps"] >= 1200
     s = run(
-        "kdrl.cli.distill", "debug=fast", f"teacher.checkpoint={teacher}/teacher.pt",
+        "distill", "debug=fast", f"teacher.checkpoint={teacher}/teacher.pt",
         f"distill.dataset={tmp_path}/data", f"hydra.run.dir={tmp_path}/student",
     )  # fmt: skip
     assert s.returncode == 0, s.stderr[-2000:]
@@ -212,7 +212,7 @@ def test_kdrl_data_then_a_student_on_its_dataset_end_to_end(tmp_path):
     assert res["status"] == "ok" and res["dataset"]["sha256"] == rec["dataset"]["sha256"]
     assert res["dataset"]["max_q_difference"] == 0.0 and res["env_steps"] <= rec["env_steps"]
     bad = run(
-        "kdrl.cli.distill", "debug=fast", "distill.total_timesteps=99999", f"teacher.checkpoint={teacher}/teacher.pt",
+        "distill", "debug=fast", "distill.total_timesteps=99999", f"teacher.checkpoint={teacher}/teacher.pt",
         f"distill.dataset={tmp_path}/data", f"hydra.run.dir={tmp_path}/bad",
     )  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

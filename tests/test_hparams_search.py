@@ -18,6 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_cfg
+from tests.zygote import run_app
 
 optuna = pytest.importorskip("optuna")
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,10 +102,7 @@ def test_pruned_trials_stop_at_an_evaluation_and_are_recorded_as_pruned(tmp_path
     assert index.count(",pruned,") == 2 and index.count(",ok,") == 1
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert best["best_trial"] == 1 and best["trials"]["PRUNED"] == 2
-    report = subprocess.run(
-        [str(Path(sys.executable).parent / "kdrl-search"), str(tmp_path / "sweep"), "--no-plots"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    report = run_app("search", [str(tmp_path / "sweep"), "--no-plots"], timeout=120)
     assert report.returncode == 0 and "complete 1, pruned 2" in report.stdout, report.stderr
 
 
@@ -198,10 +196,7 @@ def test_multi_objective_search_reports_its_pareto_front(tmp_path):
         assert t.values == pytest.approx([res["normalized_score"], res["wall_time_s"]])
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert {s["number"] for s in best["solutions"]} == {t.number for t in study.best_trials}
-    report = subprocess.run(
-        [str(Path(sys.executable).parent / "kdrl-search"), str(tmp_path / "sweep")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    report = run_app("search", [str(tmp_path / "sweep")], timeout=120)
     assert report.returncode == 0 and "## Pareto front" in report.stdout
     assert (tmp_path / "sweep" / "pareto_front.png").stat().st_size > 0
 

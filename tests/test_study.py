@@ -648,6 +648,18 @@ def test_published_jobs_serve_a_new_study_dir_teachers_taken_and_recordings_made
     assert not (tmp_path / "c" / "teachers" / "env=cartpole,seed=0" / "teacher.pt").exists()
 
 
+def test_a_stage_monitor_returns_when_its_multirun_ends_not_after_its_poll_period(tmp_path):
+    """kdrl-study goes on as soon as a stage's multirun exits: the monitor waits on the process between its
+    progress checks instead of sleeping out poll_s (60 s here)."""
+    from kdrl.study import Runner
+
+    runner = Runner(load_study("debug"), tmp_path / "study", poll_s=60.0, say=lambda _: None)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    t0 = time.time()
+    runner.monitor("teachers", proc, [], t0)
+    assert proc.returncode == 0 and time.time() - t0 < 15
+
+
 def test_a_published_job_stands_for_the_config_it_ran_with_not_for_its_overrides(tmp_path):
     """The same overrides stand for another run once a default they leave open changes (Seaquest's default
     recipe did, under the published big_batch runs): published_drift names each key whose value the job's

@@ -303,7 +303,8 @@ def test_status_counts_the_jobs_not_ok_here_whose_results_are_published_and_only
 
 def test_every_job_of_the_minatar_converged_core_table_is_published(tmp_path):
     """issue 27's --status on a fresh checkout: the converged core table's 100 jobs (25 teachers, 75 students)
-    and its Seaquest budget test are all in the committed docs, so a reviewer sees them ok without running any."""
+    and its Seaquest budget test are all in the committed docs, so a reviewer sees them ok without running any; the
+    wide teachers of the 400k Rusu-regime students are committed as policies."""
     proc = study("study=minatar", f"dir={tmp_path / 's'}", "--status", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     for stage, n in (("teachers5", 20), ("teachers5_seaquest", 5), ("converged", 60), ("converged_seaquest", 15),
@@ -313,6 +314,25 @@ def test_every_job_of_the_minatar_converged_core_table_is_published(tmp_path):
             and f": 0/{n} ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]
         )
         assert f"published: {n} more ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0], proc.stdout
+    # the wide teachers the 400k Rusu-regime students distil: their policies, not only their results (a wide teacher
+    # retrained on another CPU is another draw, docs/protocol.md)
+    for stage, n in (("teachers_rusu_breakout", 3), ("teachers_rusu_space_invaders", 3), ("teachers_rusu_seaquest", 1)):
+        line = proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]
+        assert f"published: {n} more ok" in line and "docs/minatar/published_wide_teachers)" in line, line
+
+
+def test_every_committed_teacher_policy_is_the_file_its_reference_was_measured_on():
+    """A published teacher.pt (docs/minatar/...) is what its students load in place of training: its bytes must be
+    those its stored reference returns were measured on (sha256), and its job must have ended ok. A truncated
+    copy, a Git LFS pointer or a file swapped for another draw fails here, not as a shifted normalised score."""
+    import hashlib
+
+    policies = sorted((ROOT / "docs").rglob("teacher.pt"))
+    assert len(policies) >= 47, len(policies)  # the Young & Tian teachers and the wide ones
+    for pt in policies:
+        ref = json.loads(pt.with_name("teacher.pt.reference.json").read_text())
+        assert hashlib.sha256(pt.read_bytes()).hexdigest() == ref["teacher_sha256"], pt
+        assert json.loads(pt.with_name("results.json").read_text())["status"] == "ok", pt
 
 
 # ---- running -------------------------------------------------------------------------------------------

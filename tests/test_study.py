@@ -328,7 +328,7 @@ def test_every_committed_teacher_policy_is_the_file_its_reference_was_measured_o
     import hashlib
 
     policies = sorted((ROOT / "docs").rglob("teacher.pt"))
-    assert len(policies) >= 47, len(policies)  # the Young & Tian teachers and the wide ones
+    assert len(policies) >= 54, len(policies)  # 47 of Young & Tian's net, 7 wide ones
     for pt in policies:
         ref = json.loads(pt.with_name("teacher.pt.reference.json").read_text())
         assert hashlib.sha256(pt.read_bytes()).hexdigest() == ref["teacher_sha256"], pt

@@ -314,7 +314,7 @@ def test_every_job_of_the_minatar_converged_core_table_is_published(tmp_path):
             and f": 0/{n} ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]
         )
         assert f"published: {n} more ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0], proc.stdout
-    # the wide teachers the 400k Rusu-regime students distil: their policies, not only their results (a wide teacher
+    # the wide teachers of Breakout's, SpaceInvaders' and Seaquest's 400k Rusu-regime students: their policies, not only their results (a wide teacher
     # retrained on another CPU is another draw, docs/protocol.md)
     for stage, n in (("teachers_rusu_breakout", 3), ("teachers_rusu_space_invaders", 3), ("teachers_rusu_seaquest", 1)):
         line = proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]

@@ -314,8 +314,8 @@ def test_every_job_of_the_minatar_converged_core_table_is_published(tmp_path):
             and f": 0/{n} ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]
         )
         assert f"published: {n} more ok" in proc.stdout.split(f"stage {stage} ")[1].splitlines()[0], proc.stdout
-    # the wide teachers of Breakout's, SpaceInvaders' and Seaquest's 400k Rusu-regime students: their policies, not only their results (a wide teacher
-    # retrained on another CPU is another draw, docs/protocol.md)
+    # the wide teachers of Breakout's, SpaceInvaders' and Seaquest's 400k Rusu-regime students: their policies, not
+    # only their results (a wide teacher retrained on another CPU is another draw, docs/protocol.md)
     for stage, n in (("teachers_rusu_breakout", 3), ("teachers_rusu_space_invaders", 3), ("teachers_rusu_seaquest", 1)):
         line = proc.stdout.split(f"stage {stage} ")[1].splitlines()[0]
         assert f"published: {n} more ok" in line and "docs/minatar/published_wide_teachers)" in line, line
@@ -325,13 +325,13 @@ def test_every_committed_teacher_policy_is_the_file_its_reference_was_measured_o
     """A published teacher.pt (docs/minatar/...) is what its students load in place of training: its bytes must be
     those its stored reference returns were measured on (sha256), and its job must have ended ok. A truncated
     copy, a Git LFS pointer or a file swapped for another draw fails here, not as a shifted normalised score."""
-    import hashlib
+    from kdrl.reference import content_digest  # the digest a reference is stored under
 
     policies = sorted((ROOT / "docs").rglob("teacher.pt"))
     assert len(policies) >= 54, len(policies)  # 47 of Young & Tian's net, 7 wide ones
     for pt in policies:
         ref = json.loads(pt.with_name("teacher.pt.reference.json").read_text())
-        assert hashlib.sha256(pt.read_bytes()).hexdigest() == ref["teacher_sha256"], pt
+        assert content_digest(pt) == ref["teacher_sha256"], pt
         assert json.loads(pt.with_name("results.json").read_text())["status"] == "ok", pt
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from kdrl.collector import EnvCollector, EnvStepError, GreedyFn, epsilon_greedy
 from kdrl.envs import transition_next_obs
 from kdrl.replay import Replay, ReplayBuffer
+from kdrl.resources import set_threads
 from kdrl.seeding import Key
 
 log = logging.getLogger(__name__)
@@ -305,7 +306,7 @@ class ActorCollector(EnvCollector):
         signal.pthread_sigmask(signal.SIG_SETMASK, self._signal_mask)
         if self._cpus is not None:
             os.sched_setaffinity(0, {self._cpus[1]})
-        torch.set_num_threads(1)
+        set_threads(1)
         params = self._params()
         st, obs = self._staged, self.obs
         while True:

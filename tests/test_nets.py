@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from kdrl.nets import MLP, count_params
@@ -78,3 +79,30 @@ def test_greedy_honours_forward_hooks_on_the_net_a_layer_or_global():
     with torch.inference_mode():  # hooks removed: the fast paths again, the plain policy
         assert torch.equal(net.greedy(x), plain)
     assert np.array_equal(greedy_actions(net, states, torch.device("cpu")), plain.numpy())
+
+
+def test_a_job_holds_numpys_blas_to_its_torch_threads_as_well_as_torch():
+    """seed_job sets torch_threads for torch and for numpy's BLAS (the numpy acting path is a BLAS call:
+    at one thread per core a batch-8 action took ~90x longer here whenever the other core was busy);
+    the actions are the same either way."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from kdrl.runs.job import seed_job
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    net = MLP((4,), 2, width=256)
+    obs = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    threads = torch.get_num_threads()
+    with threadpool_limits(limits=2, user_api="blas"):  # restored on exit, whatever the job set
+        assert blas_threads() == {2}
+        two = net.numpy_greedy(obs)
+        try:
+            seed_job(0, 1)
+            assert blas_threads() == {1} and torch.get_num_threads() == 1
+            np.testing.assert_array_equal(net.numpy_greedy(obs), two)
+            seed_job(0, 2)
+            assert blas_threads() == {2} and torch.get_num_threads() == 2
+        finally:
+            torch.set_num_threads(threads)

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdrl.errors import KdrlUserError
+from kdrl.resources import set_threads
 from kdrl.seeding import seed_ints
 from kdrl.validate import resolved
 
@@ -64,9 +65,9 @@ def quiet_lightning() -> None:
 
 
 def seed_job(seed: int, threads: int) -> None:
-    """Reset every global RNG and the torch thread count at the start of each job (multirun
-    jobs with the basic launcher share one process, so nothing may leak between them)."""
-    torch.set_num_threads(max(1, int(threads)))
+    """Reset every global RNG and the thread counts (torch's and numpy's BLAS) at the start of each job
+    (multirun jobs with the basic launcher share one process, so nothing may leak between them)."""
+    set_threads(threads)
     pl.seed_everything(seed_ints(seed, "global")[0], workers=False, verbose=False)
 
 

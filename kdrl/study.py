@@ -934,7 +934,7 @@ def leftover_multiruns(study_dir: Path) -> list[dict[str, Any]]:
 
 
 class StudyStopped(KdrlUserError, RuntimeError):
-    """kdrl-study was stopped by a signal (SIGTERM, SIGHUP): its stage's multirun was stopped too."""
+    """kdrl-study was stopped by a signal (SIGTERM, SIGHUP, Ctrl-C): its stage's multirun was stopped too."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -949,7 +949,8 @@ class StudyStopped(KdrlUserError, RuntimeError):
 
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise StudyStopped in the main thread (so the stage's multirun is stopped)."""
+    """SIGTERM, SIGHUP and SIGINT (Ctrl-C) raise StudyStopped in the main thread: the stage's multirun is
+    stopped and the user reads one line, not a KeyboardInterrupt traceback."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -957,7 +958,7 @@ def signals_raise() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise StudyStopped(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         yield
     finally:

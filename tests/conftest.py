@@ -4,7 +4,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
+
+from kdrl.resources import set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    torch.set_num_threads(1)
+    # torch and numpy's BLAS alike: a numpy action at one BLAS thread per core took ~100x longer
+    # whenever the other worker was busy (kdrl.resources.set_threads)
+    set_threads(1)
     yield
 
 

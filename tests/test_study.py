@@ -17,17 +17,20 @@ from pathlib import Path
 import pytest
 
 from kdrl.study import Index, StudyError, check_declaration, known_studies, load_study, plan, status_report
-from tests.zygote import run_app
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "KDRL_NO_PROGRESS": "1", "KDRL_N_JOBS": "2"}
 
 
 def study(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``kdrl-study *args`` in a forked child of the warm process (tests/zygote.py): ~5 s of imports saved
-    a call; the stages it launches are fresh interpreters as in any run. The tests that kill a study or
-    find it by its command line start it with subprocess."""
-    return run_app("study", [str(a) for a in args], env=env or ENV, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kdrl.cli.study", *map(str, args)],
+        cwd=cwd,
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def results(path: Path) -> dict:

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # torch and numpy's BLAS alike: a numpy action at one BLAS thread per core took ~100x longer
+    # torch and numpy's BLAS alike: a numpy action at one BLAS thread per core took 3x (this machine) to 90x longer
     # whenever the other worker was busy (kdrl.resources.set_threads)
     set_threads(1)
     yield

@@ -1,6 +1,7 @@
 """Acting cost of numpy's BLAS thread count: QNetwork.numpy_greedy of a width-256 MLP (CartPole's shape) at
 batch 8 and 20, with numpy's default BLAS threads against one (what kdrl.resources.set_threads gives a job),
-while a busy loop holds the other core, as a second job or test worker does. Prints a table of medians.
+while a busy loop holds the other core, as a second job or test worker does. Each setting is timed twice,
+alternated; the table gives the lower of its two medians (of 5 × 0.5 s).
 
     python scripts/bench_blas_threads.py
 """

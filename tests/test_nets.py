@@ -48,8 +48,6 @@ def test_fast_greedy_path_matches_forward():
 def test_greedy_honours_forward_hooks_on_the_net_a_layer_or_global():
     """The fast greedy paths (torch addmm chain, numpy) skip nn.Module dispatch; with any forward
     hook they must act as the hooked forward does (a Q-negating hook flips every argmax)."""
-    import numpy as np
-
     from kdrl.collector import greedy_actions
 
     torch.manual_seed(0)
